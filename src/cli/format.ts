@@ -1,0 +1,56 @@
+/** Human-readable `explain` report: every number with its meaning. */
+import { topRows, type ExplainResult } from '../core/explain';
+
+export function fmt(x: number, digits = 3): string {
+  if (x === 0) return '0';
+  const a = Math.abs(x);
+  const s = a >= 1e-3 && a < 1e5 ? x.toPrecision(digits) : x.toExponential(digits - 1);
+  return x > 0 ? `+${s}` : s;
+}
+
+function pad(s: string, w: number, right = false): string {
+  return right ? s.padStart(w) : s.padEnd(w);
+}
+
+export function className(r: Pick<ExplainResult, 'classes'>, c: number): string {
+  return r.classes && r.classes[c] !== undefined && r.classes[c] !== String(c) ? `${c} (${r.classes[c]})` : String(c);
+}
+
+export function formatExplain(r: ExplainResult, top: number): string {
+  const s = r.scores;
+  const t = r.test;
+  const out: string[] = [];
+  const cls = (c: number) => className(r, c);
+  out.push(`Influence Lens: explaining row ${t.row} (line ${t.line}) of ${t.path}`);
+  out.push(
+    `  ${t.labelled ? `label ${cls(t.label)}` : `no label column: explaining the predicted class ${cls(t.label)}`}, predicted ${cls(t.predicted)} with p = ${t.probabilities[t.predicted].toFixed(4)}; test loss ${t.loss.toPrecision(4)}; margin ${t.margin.toPrecision(4)} over class ${cls(t.runnerUp)}`,
+  );
+  out.push(
+    `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters (${r.model.output}); ${r.train.rows} training rows`,
+  );
+  out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
+  out.push('');
+  const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
+  const header = `  ${pad('row', 7, true)} ${pad('line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}`;
+  const line = (i: number) =>
+    `  ${pad(String(i), 7, true)} ${pad(String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(fmt(s.lossChangeIfRemoved[i]), 23, true)} ${pad(fmt(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(fmt(s.relativeInfluence[i]), 10, true)} ${pad(fmt(s.classificationInfluence[i]), 10, true)}`;
+  out.push(`Most helpful rows: removing one and refitting would RAISE this test loss by the amount shown (first-order estimate; Newton = leverage-corrected).`);
+  out.push(header);
+  out.push(...(helpful.length ? helpful.map(line) : ['  (none)']));
+  out.push('');
+  out.push(`Most harmful rows: removing one and refitting would LOWER this test loss by the amount shown.`);
+  out.push(header);
+  out.push(...(harmful.length ? harmful.map(line) : ['  (none)']));
+  out.push('');
+  out.push(
+    `  relative = influence / sqrt(self-influence) (RelatIF); Δ margin = first-order change of z[${t.predicted}] − z[${t.runnerUp}] if the row is removed (negative pushes towards class ${cls(t.runnerUp)}).`,
+  );
+  if (s.flip) {
+    const lines = s.flip.rows.map((i) => `${i} (line ${r.rows.line[i]})`).join(', ');
+    out.push(`Flip set: removing these ${s.flip.rows.length} rows would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`);
+  } else {
+    out.push(`Flip set: no set of at most ${Math.ceil(0.05 * r.train.rows)} rows (5% of the training data) flips this prediction, to first order.`);
+  }
+  out.push(`Took ${r.seconds.total.toFixed(2)} s.`);
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,146 @@
+/** `explain`: the influence of every training row on one test prediction. */
+import { InfluenceError, throwIfAborted, type Progress } from './errors';
+import { Engine } from './forward';
+import { autoDamping, explainScores, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
+import type { OutputKind } from './onnx';
+import type { TableOptions } from './table';
+
+export interface ExplainRequest {
+  model: string;
+  train: string;
+  test: string;
+  testRow: number;
+  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  damping?: number | 'auto';
+  solver?: SolverKind;
+  selfInfluence?: SelfInfluenceMethod;
+  batchSize?: number;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+export interface ExplainResult {
+  version: 1;
+  model: { path: string; sha256: string; layer: string; parameters: number; output: OutputKind };
+  classes: string[] | null;
+  damping: number;
+  dampingRule: string;
+  solver: SolverKind;
+  selfInfluenceMethod: SelfInfluenceMethod;
+  cgIterations: number | null;
+  train: { path: string; rows: number };
+  test: {
+    path: string;
+    row: number;
+    line: number;
+    label: number;
+    /** False when the test file has no label column: the prediction is explained for its predicted class. */
+    labelled: boolean;
+    predicted: number;
+    probabilities: number[];
+    loss: number;
+    margin: number;
+    runnerUp: number;
+    features: number[];
+  };
+  /** Per training row, in file order. */
+  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array };
+  scores: ExplainScores;
+  seconds: Record<string, number>;
+}
+
+export function softmax(z: ArrayLike<number>): number[] {
+  let m = -Infinity;
+  for (let c = 0; c < z.length; c++) m = Math.max(m, z[c]);
+  const e = Array.from(z, (v) => Math.exp(v - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+export async function explain(req: ExplainRequest, engine?: Engine): Promise<ExplainResult> {
+  const t0 = performance.now();
+  const seconds: Record<string, number> = {};
+  let t = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    seconds[name] = (now - t) / 1000;
+    t = now;
+  };
+  if (!Number.isInteger(req.testRow) || req.testRow < 0) {
+    throw new InfluenceError('BAD_OPTION', `--test-row must be a 0-based row number; got ${req.testRow}`);
+  }
+  const own = !engine;
+  const eng = engine ?? (await Engine.open(req.model));
+  try {
+    lap('load');
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize };
+    const table = req.table ?? {};
+    // The test row first: a bad test file fails fast, before the long pass over the training data.
+    const test = await eng.forwardRow(req.test, req.testRow, table, run);
+    lap('forwardTest');
+    const rows = await eng.forwardTable(req.train, table, run);
+    lap('forwardTrain');
+    if (rows.n === 0) {
+      throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+    }
+    throwIfAborted(req.signal);
+    const { damping, rule } =
+      req.damping === undefined || req.damping === 'auto'
+        ? autoDamping(rows, eng.info.l2)
+        : { damping: req.damping, rule: '--damping' };
+    if (!(damping > 0) || !Number.isFinite(damping)) {
+      throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got ${req.damping}`);
+    }
+    const x = new Float64Array(rows.D + (rows.bias ? 1 : 0));
+    x.set(test.h);
+    if (rows.bias) x[rows.D] = 1;
+    const scores = explainScores(rows, { x, g: test.g, z: test.z }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
+    Object.assign(seconds, scores.seconds);
+    t = performance.now();
+    const predicted = new Int32Array(rows.n);
+    for (let i = 0; i < rows.n; i++) {
+      let best = 0;
+      for (let c = 1; c < rows.C; c++) if (rows.z[i * rows.C + c] > rows.z[i * rows.C + best]) best = c;
+      predicted[i] = best;
+    }
+    seconds.total = (performance.now() - t0) / 1000;
+    const info = eng.info;
+    return {
+      version: 1,
+      model: { path: req.model, sha256: info.sha256, layer: info.head.node, parameters: info.parameters, output: info.output },
+      classes: table.classes ?? info.classes,
+      damping,
+      dampingRule: rule,
+      solver: scores.solver,
+      selfInfluenceMethod: scores.selfInfluenceMethod,
+      cgIterations: scores.cgIterations,
+      train: { path: req.train, rows: rows.n },
+      test: {
+        path: req.test,
+        row: req.testRow,
+        line: test.line,
+        label: test.label,
+        labelled: test.labelled,
+        predicted: scores.predicted,
+        probabilities: softmax(test.z),
+        loss: test.loss,
+        margin: scores.margin,
+        runnerUp: scores.runnerUp,
+        features: Array.from(test.features),
+      },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss },
+      scores,
+      seconds,
+    };
+  } finally {
+    if (own) await eng.release();
+  }
+}
+
+/** Indices of the `top` rows with the largest positive and the most negative values of `v`. */
+export function topRows(v: Float64Array, top: number): { helpful: number[]; harmful: number[] } {
+  const idx = Array.from(v.keys());
+  const helpful = idx.filter((i) => v[i] > 0).sort((a, b) => v[b] - v[a] || a - b).slice(0, top);
+  const harmful = idx.filter((i) => v[i] < 0).sort((a, b) => v[a] - v[b] || a - b).slice(0, top);
+  return { helpful, harmful };
+}

@@ -1,0 +1,132 @@
+/** Small dense float64 linear algebra on row-major Float64Arrays. */
+import { InfluenceError } from './errors';
+
+/** In-place Cholesky of an m×m SPD matrix: the lower triangle becomes L (upper is zeroed). */
+export function cholesky(A: Float64Array, m: number): void {
+  for (let j = 0; j < m; j++) {
+    const rj = j * m;
+    let d = A[rj + j];
+    for (let k = 0; k < j; k++) d -= A[rj + k] * A[rj + k];
+    if (!(d > 0)) {
+      throw new InfluenceError('BAD_OPTION', `the damped Hessian is not positive definite (pivot ${j} = ${d}); increase --damping`);
+    }
+    const ljj = Math.sqrt(d);
+    A[rj + j] = ljj;
+    for (let i = j + 1; i < m; i++) {
+      const ri = i * m;
+      let s = A[ri + j];
+      for (let k = 0; k < j; k++) s -= A[ri + k] * A[rj + k];
+      A[ri + j] = s / ljj;
+    }
+    for (let i = 0; i < j; i++) A[i * m + j] = 0;
+  }
+}
+
+/** A⁻¹ from its Cholesky factor L (as left by `cholesky`), full symmetric m×m. */
+export function inverseFromCholesky(L: Float64Array, m: number): Float64Array {
+  // Linv (lower), then A⁻¹ = Linvᵀ Linv.
+  const Li = new Float64Array(m * m);
+  for (let j = 0; j < m; j++) {
+    Li[j * m + j] = 1 / L[j * m + j];
+    for (let i = j + 1; i < m; i++) {
+      let s = 0;
+      const ri = i * m;
+      for (let k = j; k < i; k++) s -= L[ri + k] * Li[k * m + j];
+      Li[ri + j] = s / L[ri + i];
+    }
+  }
+  const inv = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let k = i; k < m; k++) s += Li[k * m + i] * Li[k * m + j];
+      inv[i * m + j] = s;
+      inv[j * m + i] = s;
+    }
+  }
+  return inv;
+}
+
+/** Solves the small general system A x = b (m×m) by Gaussian elimination with partial pivoting. */
+export function solveSmall(A: Float64Array, b: Float64Array, m: number): Float64Array {
+  const M = Float64Array.from(A);
+  const x = Float64Array.from(b);
+  for (let k = 0; k < m; k++) {
+    let piv = k;
+    for (let i = k + 1; i < m; i++) if (Math.abs(M[i * m + k]) > Math.abs(M[piv * m + k])) piv = i;
+    if (piv !== k) {
+      for (let j = 0; j < m; j++) [M[k * m + j], M[piv * m + j]] = [M[piv * m + j], M[k * m + j]];
+      [x[k], x[piv]] = [x[piv], x[k]];
+    }
+    const d = M[k * m + k];
+    for (let i = k + 1; i < m; i++) {
+      const f = M[i * m + k] / d;
+      if (f === 0) continue;
+      for (let j = k; j < m; j++) M[i * m + j] -= f * M[k * m + j];
+      x[i] -= f * x[k];
+    }
+  }
+  for (let k = m - 1; k >= 0; k--) {
+    let s = x[k];
+    for (let j = k + 1; j < m; j++) s -= M[k * m + j] * x[j];
+    x[k] = s / M[k * m + k];
+  }
+  return x;
+}
+
+/**
+ * Symmetric eigendecomposition by cyclic Jacobi rotations: A = V diag(w) Vᵀ.
+ * Returns V row-major with eigenvectors as columns. Used for the Kronecker factors
+ * (at most a few hundred wide), where its simplicity beats its O(m³) per sweep.
+ */
+export function symmetricEigen(A: Float64Array, m: number): { values: Float64Array; vectors: Float64Array } {
+  const a = Float64Array.from(A);
+  const v = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) v[i * m + i] = 1;
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let off = 0;
+    let diag = 0;
+    for (let i = 0; i < m; i++) {
+      diag += a[i * m + i] * a[i * m + i];
+      for (let j = i + 1; j < m; j++) off += a[i * m + j] * a[i * m + j];
+    }
+    if (off <= 1e-30 * diag || off === 0) break;
+    for (let p = 0; p < m; p++) {
+      for (let q = p + 1; q < m; q++) {
+        const apq = a[p * m + q];
+        if (Math.abs(apq) < 1e-300) continue;
+        const theta = (a[q * m + q] - a[p * m + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const s = t * c;
+        for (let k = 0; k < m; k++) {
+          const akp = a[k * m + p];
+          const akq = a[k * m + q];
+          a[k * m + p] = c * akp - s * akq;
+          a[k * m + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < m; k++) {
+          const apk = a[p * m + k];
+          const aqk = a[q * m + k];
+          a[p * m + k] = c * apk - s * aqk;
+          a[q * m + k] = s * apk + c * aqk;
+        }
+        for (let k = 0; k < m; k++) {
+          const vkp = v[k * m + p];
+          const vkq = v[k * m + q];
+          v[k * m + p] = c * vkp - s * vkq;
+          v[k * m + q] = s * vkp + c * vkq;
+        }
+      }
+    }
+  }
+  const values = new Float64Array(m);
+  for (let i = 0; i < m; i++) values[i] = a[i * m + i];
+  return { values, vectors: v };
+}
+
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>, n = a.length): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
