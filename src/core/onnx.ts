@@ -129,12 +129,13 @@ export function tensorValues(t: TensorProto): Float64Array {
   }
   if (t.dataType === TensorProto_DataType.FLOAT) {
     if (t.rawData.length > 0) {
-      // Copy first: a view into the protobuf buffer can be misaligned for Float32Array.
-      const f = new Float32Array(t.rawData.slice().buffer, 0, n);
+      // Copy first: a view into the protobuf buffer can be misaligned for Float32Array
+      // (and Buffer#slice would not copy).
+      const f = new Float32Array(new Uint8Array(t.rawData).buffer, 0, n);
       out.set(f);
     } else out.set(t.floatData);
   } else if (t.dataType === TensorProto_DataType.DOUBLE) {
-    if (t.rawData.length > 0) out.set(new Float64Array(t.rawData.slice().buffer, 0, n));
+    if (t.rawData.length > 0) out.set(new Float64Array(new Uint8Array(t.rawData).buffer, 0, n));
     else out.set(t.doubleData);
   } else {
     throw new InfluenceError('UNSUPPORTED_OP', `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`);
