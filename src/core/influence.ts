@@ -32,6 +32,8 @@ export interface TestPoint {
   g: Float64Array;
   /** logits z_t, float64. */
   z: Float64Array;
+  /** The label that g_t is taken for. */
+  label: number;
 }
 
 export type SolverKind = 'cholesky' | 'cg';
@@ -483,6 +485,10 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
   const M = new Float64Array(C * C);
   const scratch = new Float64Array(Math.max(C, Dt));
   const gi = new Float64Array(C);
+  const w = new Float64Array(C);
+  const dz = new Float64Array(C);
+  const testP = Float64Array.from(test.g);
+  testP[test.label] += 1;
   for (let i = 0; i < n; i++) {
     if ((i & 1023) === 0) {
       throwIfAborted(signal);
@@ -529,13 +535,15 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
         M[c * C + d] = (c === d ? 1 : 0) - s / n;
       }
     const y = solveSmall(M, Qg, C);
-    let corr = 0;
+    // Removing row i moves θ by Δθ = (1/n) H₋ᵢ⁻¹ (g ⊗ x̃_i) = (1/n) H⁻¹ U w with w = g + (A/n) y,
+    // so the test logits move by Δz[c'] = (1/n) T[c',:]·w exactly (z is linear in θ).
     for (let c = 0; c < C; c++) {
       let s = 0;
       for (let d = 0; d < C; d++) s += A[c * C + d] * y[d];
-      corr += Rv[c] * s;
+      w[c] = gi[c] + s / n;
     }
-    newton[i] = (dot(Rv, gi, C) + corr / n) / n;
+    for (let a = 0; a < C; a++) dz[a] = dot(T.subarray(a * C, (a + 1) * C), w, C) / n;
+    newton[i] = lossShift(testP, dz, test.label);
   }
   lap('scores');
   const flip = flipSet(marginChange, n, C, test.z, predicted);
@@ -557,6 +565,16 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
     cgIterations,
     seconds,
   };
+}
+
+/**
+ * CE(z + dz) − CE(z) for softmax probabilities p = softmax(z), evaluated without cancellation:
+ * log Σ_c p_c e^{dz_c} − dz_y = log1p(Σ_c p_c expm1(dz_c)) − dz_y.
+ */
+export function lossShift(p: Float64Array, dz: Float64Array, y: number): number {
+  let s = 0;
+  for (let c = 0; c < p.length; c++) s += p[c] * Math.expm1(dz[c]);
+  return Math.log1p(s) - dz[y];
 }
 
 function symMatVec(M: Float64Array, v: Float64Array, m: number): Float64Array {
