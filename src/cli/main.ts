@@ -4,6 +4,8 @@
  */
 import { CancelledError, InfluenceError } from '../core/errors';
 import { explain, topRows, type ExplainResult } from '../core/explain';
+import { damping, int, list, oneOf, parseArgs, required, str } from './args';
+import { auditCommand, cleanCommand } from './audit';
 import { formatExplain } from './format';
 import { JsonWriter } from './json';
 
@@ -11,6 +13,9 @@ const USAGE = `influence-lens — which training rows made an ONNX classifier sa
 
 Usage:
   influence-lens explain --model M.onnx --train TRAIN --test TEST --test-row K [options]
+  influence-lens audit   --model M.onnx --train TRAIN [--validation V | --test T] [options]
+  influence-lens clean   --model M.onnx --train TRAIN --validation V --remove SPEC --out NEW [--verify]
+  influence-lens cache clear [--cache-dir DIR]
 
 Options:
   --label-column NAME   label column (default: label)
@@ -21,86 +26,17 @@ Options:
   --solver cholesky|cg  force the linear solver (default: by size)
   --self-influence exact|ekfac   force the self-influence method (default: by size)
   --batch-size N        rows per ONNX Runtime batch (default: 4096)
+  --verify-top K        explain: refit without each of the top K rows and show the actual change
+  --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
+  --remove SPEC         clean: memorized | top:K (most suspicious) | rows:1,5,9 (0-based)
+  --out FILE            clean: the new data file (never an input)
+  --verify              clean: refit with and without the rows and report the actual change
+  --cache-dir DIR       where forward results are cached (default: $XDG_CACHE_HOME/influence-lens)
+  --no-cache            neither read nor write the cache
   --json                one JSON object on stdout
   --progress            progress lines on stderr
   -h, --help            this text
 `;
-
-type Flags = Map<string, string | true>;
-
-const VALUE_FLAGS = new Set(['model', 'train', 'test', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size']);
-const BOOL_FLAGS = new Set(['json', 'progress', 'help']);
-
-export function parseArgs(argv: string[]): { command: string | null; flags: Flags } {
-  const flags: Flags = new Map();
-  let command: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '-h') {
-      flags.set('help', true);
-      continue;
-    }
-    if (!a.startsWith('--')) {
-      if (command === null) {
-        command = a;
-        continue;
-      }
-      throw new InfluenceError('BAD_OPTION', `unexpected argument '${a}'`);
-    }
-    const eq = a.indexOf('=');
-    const name = a.slice(2, eq < 0 ? undefined : eq);
-    if (BOOL_FLAGS.has(name)) {
-      if (eq >= 0) throw new InfluenceError('BAD_OPTION', `--${name} takes no value`);
-      flags.set(name, true);
-    } else if (VALUE_FLAGS.has(name)) {
-      const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
-      if (v === undefined) throw new InfluenceError('BAD_OPTION', `--${name} needs a value`);
-      flags.set(name, v);
-    } else {
-      throw new InfluenceError('BAD_OPTION', `unknown option --${name}; see --help`);
-    }
-  }
-  return { command, flags };
-}
-
-function str(flags: Flags, name: string): string | undefined {
-  const v = flags.get(name);
-  return typeof v === 'string' ? v : undefined;
-}
-
-function required(flags: Flags, name: string): string {
-  const v = str(flags, name);
-  if (v === undefined) throw new InfluenceError('BAD_OPTION', `--${name} is required`);
-  return v;
-}
-
-function int(flags: Flags, name: string, min: number): number | undefined {
-  const v = str(flags, name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || n < min) throw new InfluenceError('BAD_OPTION', `--${name} must be an integer ≥ ${min}; got '${v}'`);
-  return n;
-}
-
-function list(flags: Flags, name: string): string[] | undefined {
-  const v = str(flags, name);
-  return v === undefined ? undefined : v.split(',').map((s) => s.trim());
-}
-
-function damping(flags: Flags): number | 'auto' {
-  const v = str(flags, 'damping') ?? 'auto';
-  if (v === 'auto') return 'auto';
-  const x = Number(v);
-  if (!(x > 0) || !Number.isFinite(x)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got '${v}'`);
-  return x;
-}
-
-function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T | undefined {
-  const v = str(flags, name);
-  if (v === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(v)) throw new InfluenceError('BAD_OPTION', `--${name} must be one of ${allowed.join(', ')}; got '${v}'`);
-  return v as T;
-}
 
 async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | undefined): Promise<void> {
   const s = r.scores;
@@ -149,6 +85,14 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
+const TABLE_FLAGS = ['model', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
+const COMMON_FLAGS = ['json', 'progress', 'help'];
+const COMMAND_FLAGS: Record<string, string[]> = {
+  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
+  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
+  clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
+};
+
 export async function main(argv: string[], signal: AbortSignal): Promise<number> {
   const { command, flags } = parseArgs(argv);
   if (flags.has('help') || command === null) {
@@ -158,6 +102,13 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
   const onProgress = flags.has('progress')
     ? (stage: string, done: number, total: number) => process.stderr.write(JSON.stringify({ progress: stage, done, total }) + '\n')
     : undefined;
+  const allowed = COMMAND_FLAGS[command];
+  if (!allowed) throw new InfluenceError('BAD_OPTION', `unknown command '${command}'; see --help`);
+  for (const name of flags.keys()) {
+    if (!allowed.includes(name) && !COMMON_FLAGS.includes(name)) throw new InfluenceError('BAD_OPTION', `--${name} is not an option of ${command}; see --help`);
+  }
+  if (command === 'audit') return auditCommand(flags, signal, onProgress).then(() => 0);
+  if (command === 'clean') return cleanCommand(flags, signal, onProgress).then(() => 0);
   if (command === 'explain') {
     const testRow = int(flags, 'test-row', 0);
     if (testRow === undefined) throw new InfluenceError('BAD_OPTION', '--test-row is required');

@@ -1,7 +1,7 @@
 /** `explain`: the influence of every training row on one test prediction. */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import { Engine } from './forward';
-import { autoDamping, explainScores, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
+import { explainScores, resolveDamping, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
 import type { OutputKind } from './onnx';
 import type { TableOptions } from './table';
 
@@ -84,13 +84,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
     throwIfAborted(req.signal);
-    const { damping, rule } =
-      req.damping === undefined || req.damping === 'auto'
-        ? autoDamping(rows, eng.info.l2)
-        : { damping: req.damping, rule: '--damping' };
-    if (!(damping > 0) || !Number.isFinite(damping)) {
-      throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got ${req.damping}`);
-    }
+    const { damping, rule } = resolveDamping(req.damping, rows, eng.info.l2);
     const x = new Float64Array(rows.D + (rows.bias ? 1 : 0));
     x.set(test.h);
     if (rows.bias) x[rows.D] = 1;

@@ -124,6 +124,13 @@ export function autoDamping(rows: HeadRows, metadataL2: number | null): { dampin
   return { damping, rule: '1e-3 × trace(H₀)/P (no influence_lens.l2 in the model)' };
 }
 
+/** `--damping X|auto` to a value and the rule that gave it. */
+export function resolveDamping(option: number | 'auto' | undefined, rows: HeadRows, metadataL2: number | null): { damping: number; rule: string } {
+  if (option === undefined || option === 'auto') return autoDamping(rows, metadataL2);
+  if (!(option > 0) || !Number.isFinite(option)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got ${option}`);
+  return { damping: option, rule: '--damping' };
+}
+
 /** Explicit damped Hessian, P×P. Cost n·C²·D̃²/4 multiply-adds. */
 export function denseHessian(rows: HeadRows, damping: number, signal?: AbortSignal, onProgress?: Progress): Float64Array {
   const { n, C } = rows;
@@ -415,52 +422,150 @@ export function flipSet(d: Float64Array, n: number, C: number, z: Float64Array, 
   return best;
 }
 
-export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOptions): ExplainScores {
+/** How H⁻¹ is applied: an explicit factorisation, or CG with an EK-FAC preconditioner. */
+export class Curvature {
+  readonly solver: SolverKind;
+  readonly selfMethod: SelfInfluenceMethod;
+  readonly seconds: Record<string, number> = {};
+  cgIterations: number | null = null;
+  private readonly Hinv: Float64Array | null = null;
+  private readonly ekfac: Ekfac | null = null;
+  private readonly Dt: number;
+  private readonly P: number;
+
+  constructor(
+    readonly rows: HeadRows,
+    readonly damping: number,
+    opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'signal' | 'onProgress'> = {},
+  ) {
+    if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
+    const { Dt, P } = headDims(rows);
+    this.Dt = Dt;
+    this.P = P;
+    const dense = rows.n * P * P <= EXACT_BUDGET && P <= DENSE_MAX_P;
+    this.solver = opts.solver ?? (dense ? 'cholesky' : 'cg');
+    this.selfMethod = opts.selfInfluence ?? (dense ? 'exact' : 'ekfac');
+    let t0 = performance.now();
+    const lap = (name: string) => {
+      const t = performance.now();
+      this.seconds[name] = (t - t0) / 1000;
+      t0 = t;
+    };
+    if (this.solver === 'cholesky' || this.selfMethod === 'exact') {
+      const H = denseHessian(rows, damping, opts.signal, opts.onProgress);
+      lap('hessian');
+      cholesky(H, P);
+      this.Hinv = inverseFromCholesky(H, P);
+      lap('factor');
+    }
+    if (this.solver === 'cg' || this.selfMethod === 'ekfac') {
+      this.ekfac = new Ekfac(rows, damping, opts.signal);
+      lap('ekfac');
+    }
+  }
+
+  /** H⁻¹ b for each b (P-vectors, C×D̃ row-major). */
+  solve(B: Float64Array[], signal?: AbortSignal, onProgress?: Progress): Float64Array[] {
+    const t0 = performance.now();
+    let X: Float64Array[];
+    if (this.solver === 'cholesky') X = B.map((b) => symMatVec(this.Hinv!, b, this.P));
+    else {
+      const r = solveCg(this.rows, this.damping, B, this.ekfac!, { signal, onProgress });
+      this.cgIterations = (this.cgIterations ?? 0) + r.iterations;
+      X = r.X;
+    }
+    this.seconds.solve = (this.seconds.solve ?? 0) + (performance.now() - t0) / 1000;
+    return X;
+  }
+
+  /** Q = (I⊗x̃)ᵀ H⁻¹ (I⊗x̃), C×C: exact, or EK-FAC. */
+  quad(x: Float64Array, Q: Float64Array, xs: Float64Array, scratch: Float64Array): void {
+    const { C } = this.rows;
+    if (this.selfMethod === 'exact') exactQuad(this.Hinv!, x, C, this.Dt, this.P, Q);
+    else {
+      this.ekfac!.project(x, xs);
+      this.ekfac!.quad(xs, Q, scratch);
+    }
+  }
+}
+
+/**
+ * Per-row quantities of removing row i, shared by explain and audit. After `load(i)`:
+ * x = x̃_i, g = g_i, A = ∇²_z L_i, Q = Q_i, Qg = Q g, self = ∇L_iᵀH⁻¹∇L_i, and w such that the
+ * leverage-corrected Newton step of removing row i is Δθ = (1/n) H⁻¹ (w ⊗ x̃_i), i.e.
+ * (1/n)(H − (1/n)∇²L_i)⁻¹ ∇L_i by Woodbury on the rank-(C−1) term:
+ * w = g + (A/n)(I − Q A/n)⁻¹ Q g.
+ */
+export class RowRemoval {
+  readonly x: Float64Array;
+  readonly g: Float64Array;
+  readonly p: Float64Array;
+  readonly A: Float64Array;
+  readonly Q: Float64Array;
+  readonly Qg: Float64Array;
+  readonly w: Float64Array;
+  self = 0;
+  private readonly M: Float64Array;
+  private readonly xs: Float64Array;
+  private readonly scratch: Float64Array;
+
+  constructor(private readonly curv: Curvature) {
+    const { C } = curv.rows;
+    const { Dt } = headDims(curv.rows);
+    this.x = new Float64Array(Dt);
+    this.xs = new Float64Array(Dt);
+    this.scratch = new Float64Array(Math.max(C, Dt));
+    this.g = new Float64Array(C);
+    this.p = new Float64Array(C);
+    this.A = new Float64Array(C * C);
+    this.Q = new Float64Array(C * C);
+    this.Qg = new Float64Array(C);
+    this.w = new Float64Array(C);
+    this.M = new Float64Array(C * C);
+  }
+
+  load(i: number): void {
+    const rows = this.curv.rows;
+    const { n, C } = rows;
+    const { x, g, A, Q, Qg, M, w } = this;
+    rowInput(rows, i, x);
+    rowCurvature(rows, i, this.p, A);
+    for (let c = 0; c < C; c++) g[c] = rows.g[i * C + c];
+    this.curv.quad(x, Q, this.xs, this.scratch);
+    for (let c = 0; c < C; c++) Qg[c] = dot(Q.subarray(c * C, (c + 1) * C), g, C);
+    this.self = Math.max(dot(g, Qg, C), 0);
+    for (let c = 0; c < C; c++)
+      for (let d = 0; d < C; d++) {
+        let s = 0;
+        for (let e = 0; e < C; e++) s += Q[c * C + e] * A[e * C + d];
+        M[c * C + d] = (c === d ? 1 : 0) - s / n;
+      }
+    const y = solveSmall(M, Qg, C);
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      for (let d = 0; d < C; d++) s += A[c * C + d] * y[d];
+      w[c] = g[c] + s / n;
+    }
+  }
+}
+
+export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curvature?: Curvature): ExplainScores {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
-  const { damping, signal, onProgress } = opts;
-  if (!(damping > 0)) throw new InfluenceError('BAD_OPTION', `damping must be positive; got ${damping}`);
+  const { signal, onProgress } = opts;
+  const curv = curvature ?? new Curvature(rows, opts.damping, opts);
   const seconds: Record<string, number> = {};
   let t0 = performance.now();
-  const lap = (name: string) => {
-    const t = performance.now();
-    seconds[name] = (t - t0) / 1000;
-    t0 = t;
-  };
-
-  const exactAffordable = n * P * P <= EXACT_BUDGET;
-  const solver: SolverKind = opts.solver ?? (exactAffordable && P <= DENSE_MAX_P ? 'cholesky' : 'cg');
-  const selfMethod: SelfInfluenceMethod = opts.selfInfluence ?? (exactAffordable && P <= DENSE_MAX_P ? 'exact' : 'ekfac');
 
   // S[c'] = H⁻¹ (e_c' ⊗ x̃_t), each C×D̃.
-  let S: Float64Array[];
-  let Hinv: Float64Array | null = null;
-  let ekfac: Ekfac | null = null;
-  let cgIterations: number | null = null;
   const rhs = Array.from({ length: C }, (_, c) => {
     const v = new Float64Array(P);
     v.set(test.x, c * Dt);
     return v;
   });
-  if (solver === 'cholesky' || selfMethod === 'exact') {
-    const H = denseHessian(rows, damping, signal, onProgress);
-    lap('hessian');
-    cholesky(H, P);
-    Hinv = inverseFromCholesky(H, P);
-    lap('factor');
-  }
-  if (solver === 'cg' || selfMethod === 'ekfac') {
-    ekfac = new Ekfac(rows, damping, signal);
-    lap('ekfac');
-  }
-  if (solver === 'cholesky') {
-    S = rhs.map((v) => symMatVec(Hinv!, v, P));
-  } else {
-    const r = solveCg(rows, damping, rhs, ekfac!, { signal, onProgress });
-    S = r.X;
-    cgIterations = r.iterations;
-  }
-  lap('solve');
+  const S = curv.solve(rhs, signal, onProgress);
+  Object.assign(seconds, curv.seconds);
+  t0 = performance.now();
 
   const predicted = argmaxExcept(test.z, -1);
   const runnerUp = argmaxExcept(test.z, predicted);
@@ -474,18 +579,10 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
   const classificationInfluence = new Float64Array(n);
   const marginChange = new Float64Array(n * C); // first-order change of z_ŷ − z_c if row i is removed
 
-  const x = new Float64Array(Dt);
-  const xs = new Float64Array(Dt);
-  const p = new Float64Array(C);
-  const A = new Float64Array(C * C);
+  const row = new RowRemoval(curv);
+  const { x, g: gi } = row;
   const T = new Float64Array(C * C);
   const Rv = new Float64Array(C);
-  const Q = new Float64Array(C * C);
-  const Qg = new Float64Array(C);
-  const M = new Float64Array(C * C);
-  const scratch = new Float64Array(Math.max(C, Dt));
-  const gi = new Float64Array(C);
-  const w = new Float64Array(C);
   const dz = new Float64Array(C);
   const testP = Float64Array.from(test.g);
   testP[test.label] += 1;
@@ -494,9 +591,7 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
       throwIfAborted(signal);
       onProgress?.('scores', i, n);
     }
-    rowInput(rows, i, x);
-    rowCurvature(rows, i, p, A);
-    for (let c = 0; c < C; c++) gi[c] = rows.g[i * C + c];
+    row.load(i);
     for (let a = 0; a < C; a++) {
       const Sa = S[a];
       for (let c = 0; c < C; c++) T[a * C + c] = dot(x, Sa.subarray(c * Dt, (c + 1) * Dt), Dt);
@@ -510,44 +605,22 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
     const infl = -dot(Rv, gi, C);
     influence[i] = infl;
     lossChangeIfRemoved[i] = -infl / n;
-    const tp = T.subarray(predicted * C, (predicted + 1) * C);
-    const tpg = dot(tp, gi, C);
+    const tpg = dot(T.subarray(predicted * C, (predicted + 1) * C), gi, C);
     for (let c = 0; c < C; c++) {
       marginChange[i * C + c] = c === predicted ? 0 : (tpg - dot(T.subarray(c * C, (c + 1) * C), gi, C)) / n;
     }
     classificationInfluence[i] = marginChange[i * C + runnerUp];
-
-    if (selfMethod === 'exact') exactQuad(Hinv!, x, C, Dt, P, Q);
-    else {
-      ekfac!.project(x, xs);
-      ekfac!.quad(xs, Q, scratch);
-    }
-    for (let c = 0; c < C; c++) Qg[c] = dot(Q.subarray(c * C, (c + 1) * C), gi, C);
-    const self = Math.max(dot(gi, Qg, C), 0);
-    selfInfluence[i] = self;
-    relativeInfluence[i] = self > 0 ? infl / Math.sqrt(self) : 0;
-    // Newton step with row i's curvature removed (Woodbury on the rank-C term):
-    // (1/n)[R·g + Rᵀ (A/n)(I − Q A/n)⁻¹ Q g].
-    for (let c = 0; c < C; c++)
-      for (let d = 0; d < C; d++) {
-        let s = 0;
-        for (let e = 0; e < C; e++) s += Q[c * C + e] * A[e * C + d];
-        M[c * C + d] = (c === d ? 1 : 0) - s / n;
-      }
-    const y = solveSmall(M, Qg, C);
-    // Removing row i moves θ by Δθ = (1/n) H₋ᵢ⁻¹ (g ⊗ x̃_i) = (1/n) H⁻¹ U w with w = g + (A/n) y,
-    // so the test logits move by Δz[c'] = (1/n) T[c',:]·w exactly (z is linear in θ).
-    for (let c = 0; c < C; c++) {
-      let s = 0;
-      for (let d = 0; d < C; d++) s += A[c * C + d] * y[d];
-      w[c] = gi[c] + s / n;
-    }
-    for (let a = 0; a < C; a++) dz[a] = dot(T.subarray(a * C, (a + 1) * C), w, C) / n;
+    selfInfluence[i] = row.self;
+    relativeInfluence[i] = row.self > 0 ? infl / Math.sqrt(row.self) : 0;
+    // The Newton step moves the test logits by Δz[c'] = (1/n) T[c',:]·w exactly (z is linear in θ);
+    // the test loss is evaluated exactly there.
+    for (let a = 0; a < C; a++) dz[a] = dot(T.subarray(a * C, (a + 1) * C), row.w, C) / n;
     newton[i] = lossShift(testP, dz, test.label);
   }
-  lap('scores');
+  seconds.scores = (performance.now() - t0) / 1000;
+  t0 = performance.now();
   const flip = flipSet(marginChange, n, C, test.z, predicted);
-  lap('flip');
+  seconds.flip = (performance.now() - t0) / 1000;
   if (signal?.aborted) throw new CancelledError();
   return {
     predicted,
@@ -560,9 +633,9 @@ export function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOpti
     relativeInfluence,
     classificationInfluence,
     flip,
-    solver,
-    selfInfluenceMethod: selfMethod,
-    cgIterations,
+    solver: curv.solver,
+    selfInfluenceMethod: curv.selfMethod,
+    cgIterations: curv.cgIterations,
     seconds,
   };
 }

@@ -1,0 +1,79 @@
+/** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
+import { InfluenceError } from '../core/errors';
+
+export type Flags = Map<string, string | true>;
+
+const VALUE_FLAGS = new Set(['model', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir']);
+const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache']);
+
+export function parseArgs(argv: string[]): { command: string | null; flags: Flags } {
+  const flags: Flags = new Map();
+  let command: string | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-h') {
+      flags.set('help', true);
+      continue;
+    }
+    if (!a.startsWith('--')) {
+      if (command === null) {
+        command = a;
+        continue;
+      }
+      throw new InfluenceError('BAD_OPTION', `unexpected argument '${a}'`);
+    }
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    if (BOOL_FLAGS.has(name)) {
+      if (eq >= 0) throw new InfluenceError('BAD_OPTION', `--${name} takes no value`);
+      flags.set(name, true);
+    } else if (VALUE_FLAGS.has(name)) {
+      const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+      if (v === undefined) throw new InfluenceError('BAD_OPTION', `--${name} needs a value`);
+      flags.set(name, v);
+    } else {
+      throw new InfluenceError('BAD_OPTION', `unknown option --${name}; see --help`);
+    }
+  }
+  return { command, flags };
+}
+
+export function str(flags: Flags, name: string): string | undefined {
+  const v = flags.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function required(flags: Flags, name: string): string {
+  const v = str(flags, name);
+  if (v === undefined) throw new InfluenceError('BAD_OPTION', `--${name} is required`);
+  return v;
+}
+
+export function int(flags: Flags, name: string, min: number): number | undefined {
+  const v = str(flags, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < min) throw new InfluenceError('BAD_OPTION', `--${name} must be an integer ≥ ${min}; got '${v}'`);
+  return n;
+}
+
+export function list(flags: Flags, name: string): string[] | undefined {
+  const v = str(flags, name);
+  return v === undefined ? undefined : v.split(',').map((s) => s.trim());
+}
+
+export function damping(flags: Flags): number | 'auto' {
+  const v = str(flags, 'damping') ?? 'auto';
+  if (v === 'auto') return 'auto';
+  const x = Number(v);
+  if (!(x > 0) || !Number.isFinite(x)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got '${v}'`);
+  return x;
+}
+
+export function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T | undefined {
+  const v = str(flags, name);
+  if (v === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(v)) throw new InfluenceError('BAD_OPTION', `--${name} must be one of ${allowed.join(', ')}; got '${v}'`);
+  return v as T;
+}
+

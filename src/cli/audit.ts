@@ -1,0 +1,189 @@
+/** `audit` and `clean` commands. */
+import { audit, quantile, reasonsFor, type AuditResult, type Reason } from '../core/audit';
+import { checkOutPath, parseRemoveSpec, selectRows, writeWithout } from '../core/clean';
+import { InfluenceError, type Progress } from '../core/errors';
+import { Engine } from '../core/forward';
+import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
+import { damping, list, oneOf, required, str, type Flags } from './args';
+import { className, fmt } from './format';
+import { JsonWriter } from './json';
+
+function tau(flags: Flags): number {
+  const v = str(flags, 'tau');
+  if (v === undefined) return 0;
+  const t = Number(v);
+  if (!Number.isFinite(t) || t < 0 || v.trim() === '') throw new InfluenceError('BAD_OPTION', `--tau must be a number ≥ 0; got '${v}'`);
+  return t;
+}
+
+function heldOutOf(flags: Flags): { path: string; source: 'validation' | 'test' } | null {
+  const v = str(flags, 'validation');
+  if (v !== undefined) return { path: v, source: 'validation' };
+  const t = str(flags, 'test');
+  return t !== undefined ? { path: t, source: 'test' } : null;
+}
+
+async function runAuditFor(engine: Engine, flags: Flags, heldOut: { path: string; source: 'validation' | 'test' } | null, signal: AbortSignal, onProgress?: Progress): Promise<AuditResult> {
+  return audit(engine, {
+    train: required(flags, 'train'),
+    heldOut,
+    table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
+    damping: damping(flags),
+    tau: tau(flags),
+    solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
+    selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
+    signal,
+    onProgress,
+  });
+}
+
+function modelJson(engine: Engine, path: string) {
+  const i = engine.info;
+  return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output };
+}
+
+/** Words for a reason, for the table (the extension has its own). */
+export function describeReason(r: Reason, classes: string[] | null): string {
+  const cls = (c: number) => className({ classes }, c);
+  switch (r.code) {
+    case 'LABEL_DISAGREES':
+      return `the model predicts ${cls(r.predicted)} (p = ${r.p.toFixed(3)}), not the label`;
+    case 'SELF_FLIP':
+      return `right only because it is in the training set: without it the prediction becomes ${cls(r.predictedWithout)} (margin ${r.margin.toFixed(3)} → ${r.marginWithout.toFixed(3)})`;
+    case 'HARMS_HELD_OUT':
+      return `hurts held-out data: removing it would change the mean held-out loss by ${fmt(r.heldOutLossChangeIfRemoved)}`;
+    case 'HIGH_SELF_INFLUENCE':
+      return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top 5%)`;
+    case 'LOO_LOSS':
+      return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
+  }
+}
+
+export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
+  const modelPath = required(flags, 'model');
+  const engine = await Engine.open(modelPath);
+  try {
+    const r = await runAuditFor(engine, flags, heldOutOf(flags), signal, onProgress);
+    const s = r.scores;
+    const n = r.rows.n;
+    const p95 = quantile(s.selfInfluence, 0.95);
+    const classes = list(flags, 'classes') ?? engine.info.classes;
+    if (flags.has('json')) {
+      const w = new JsonWriter(process.stdout);
+      await w.raw('{"version":1');
+      await w.field('model', modelJson(engine, modelPath));
+      await w.field('classes', classes);
+      await w.field('damping', r.damping);
+      await w.field('dampingRule', r.dampingRule);
+      await w.field('tau', tau(flags));
+      await w.field('solver', s.solver);
+      await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
+      await w.field('train', { path: required(flags, 'train'), rows: n });
+      await w.field('heldOut', r.heldOut ? { path: r.heldOut.path, rows: r.heldOut.rows.n, source: r.heldOut.source, loss: r.heldOutLoss, accuracy: r.heldOutAccuracy } : null);
+      await w.field('memorizedCount', s.memorized ? s.memorized.reduce((a, b) => a + b, 0) : null);
+      await w.raw(',"rows":[');
+      for (let i = 0; i < n; i++) {
+        await w.raw(
+          (i ? ',' : '') +
+            JSON.stringify({
+              row: i,
+              line: r.rows.lines[i],
+              label: r.rows.labels[i],
+              predicted: s.predicted[i],
+              loss: r.rows.loss[i],
+              lossWithout: s.lossWithout[i],
+              marginWithout: s.marginWithout[i],
+              selfInfluence: s.selfInfluence[i],
+              heldOutInfluence: s.heldOutInfluence ? s.heldOutInfluence[i] : null,
+              suspicion: s.suspicion[i],
+              memorized: s.memorized ? s.memorized[i] === 1 : null,
+              reasons: reasonsFor(s, r.rows, i, p95),
+            }),
+        );
+      }
+      await w.raw(']');
+      await w.field('seconds', r.seconds);
+      await w.raw('}\n');
+      await w.end();
+      return;
+    }
+    const out: string[] = [];
+    out.push(`Influence Lens: audit of ${n} training rows of ${required(flags, 'train')}`);
+    out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
+    if (r.heldOut) out.push(`  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`);
+    else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
+    const top = Array.from({ length: n }, (_, i) => i).sort((a, b) => s.suspicion[b] - s.suspicion[a]).slice(0, Math.min(20, n));
+    out.push('');
+    out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
+    for (const i of top) {
+      const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
+      out.push(`  row ${String(i).padStart(6)} (line ${r.rows.lines[i]}), label ${className({ classes }, r.rows.labels[i])}, suspicion ${s.suspicion[i].toFixed(3)}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
+      for (const t of reasons) out.push(`      - ${t}`);
+    }
+    if (s.memorized) {
+      const mem = Array.from({ length: n }, (_, i) => i).filter((i) => s.memorized![i]);
+      out.push('');
+      out.push(`Memorized rows (${mem.length}): predicted as labelled only because they are in the training set, and not helping held-out data:`);
+      out.push(mem.length ? '  ' + mem.map((i) => `${i} (line ${r.rows.lines[i]})`).join(', ') : '  (none)');
+    }
+    out.push(`Took ${r.seconds.total.toFixed(2)} s.`);
+    process.stdout.write(out.join('\n') + '\n');
+  } finally {
+    await engine.release();
+  }
+}
+
+export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
+  const modelPath = required(flags, 'model');
+  const trainPath = required(flags, 'train');
+  const validation = required(flags, 'validation');
+  const out = required(flags, 'out');
+  const spec = parseRemoveSpec(required(flags, 'remove'));
+  await checkOutPath(out, [trainPath, validation, modelPath]);
+  const engine = await Engine.open(modelPath);
+  try {
+    const r = await runAuditFor(engine, flags, { path: validation, source: 'validation' }, signal, onProgress);
+    const n = r.rows.n;
+    const removed = selectRows(spec, n, r.scores.suspicion, r.scores.memorized, trainPath);
+    const V = r.heldOut!.rows.n;
+    let sum = 0;
+    for (const i of removed) sum += r.scores.heldOutInfluence![i];
+    const predicted = { heldOutLossChange: -sum / (n * V) };
+    let verified = null;
+    if (flags.has('verify')) {
+      const rows = r.rows;
+      const { W, b, C, D } = engine.info.head;
+      const full = refitHead(rows, r.damping, headTheta(W, b, C, D), { signal, onProgress });
+      const without = refitWithout(rows, r.damping, full.theta, removed, { signal, onProgress });
+      const before = evaluate(r.heldOut!.rows, full.theta);
+      const after = evaluate(r.heldOut!.rows, without.theta);
+      verified = {
+        heldOutLossBefore: before.meanLoss,
+        heldOutLossAfter: after.meanLoss,
+        heldOutAccuracyBefore: before.accuracy,
+        heldOutAccuracyAfter: after.accuracy,
+        gradNorm: Math.max(full.gradNorm, without.gradNorm),
+      };
+    }
+    const kept = await writeWithout(trainPath, r.rows.offsets, removed, out, r.rows.summary, signal);
+    const result = { version: 1, removed, kept, out, predicted, verified };
+    if (flags.has('json')) {
+      process.stdout.write(JSON.stringify(result) + '\n');
+      return;
+    }
+    const lines = [
+      `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
+      `Predicted change of the mean held-out loss (first-order group influence): ${fmt(predicted.heldOutLossChange)}.`,
+    ];
+    if (verified) {
+      lines.push(
+        `Verified by refitting the final layer exactly (‖∇‖ ≤ 1e-10) with and without those rows:`,
+        `  held-out loss ${verified.heldOutLossBefore.toFixed(5)} → ${verified.heldOutLossAfter.toFixed(5)} (actual change ${fmt(verified.heldOutLossAfter - verified.heldOutLossBefore)})`,
+        `  held-out accuracy ${(100 * verified.heldOutAccuracyBefore).toFixed(2)}% → ${(100 * verified.heldOutAccuracyAfter).toFixed(2)}%`,
+      );
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    await engine.release();
+  }
+}

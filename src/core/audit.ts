@@ -1,0 +1,253 @@
+/**
+ * `audit`: which training rows the model memorizes rather than generalizes from, and which
+ * to review first. Conventions as in influence.ts; the reasoning is in the README.
+ */
+import { InfluenceError, throwIfAborted, type Progress } from './errors';
+import type { Engine, ForwardRows } from './forward';
+import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type SelfInfluenceMethod, type SolverKind } from './influence';
+import { dot } from './linalg';
+
+export interface HeldOut {
+  path: string;
+  source: 'validation' | 'test';
+  rows: ForwardRows;
+}
+
+export interface AuditOptions {
+  damping: number;
+  /** memorized needs heldOutInfluence ≥ −tau. */
+  tau: number;
+  solver?: SolverKind;
+  selfInfluence?: SelfInfluenceMethod;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+export type Reason =
+  | { code: 'LABEL_DISAGREES'; predicted: number; p: number }
+  | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
+  | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
+  | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
+  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
+
+export interface AuditScores {
+  n: number;
+  predicted: Int32Array;
+  /** p of the predicted class. */
+  pPredicted: Float64Array;
+  selfInfluence: Float64Array;
+  /** −(Σ_v ∇L_v)ᵀ H⁻¹ ∇L_i, or null without a held-out set. */
+  heldOutInfluence: Float64Array | null;
+  /** Own-label margin now, and after a leverage-corrected Newton step removing the row. */
+  margin: Float64Array;
+  marginWithout: Float64Array;
+  predictedWithout: Int32Array;
+  /** The row's own loss after that step: its leave-one-out loss. */
+  lossWithout: Float64Array;
+  suspicion: Float64Array;
+  memorized: Uint8Array | null;
+  heldOutRows: number;
+  solver: SolverKind;
+  selfInfluenceMethod: SelfInfluenceMethod;
+  cgIterations: number | null;
+  seconds: Record<string, number>;
+}
+
+/** Σ_v g_v ⊗ x̃_v over the held-out rows: the gradient of their summed loss. */
+function heldOutGradient(h: ForwardRows, Dt: number): Float64Array {
+  const { n, C, D } = h;
+  const v = new Float64Array(C * Dt);
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < C; c++) {
+      const gc = h.g[i * C + c];
+      if (gc === 0) continue;
+      const o = c * Dt;
+      for (let j = 0; j < D; j++) v[o + j] += gc * h.h[i * D + j];
+      if (Dt > D) v[o + D] += gc;
+    }
+  }
+  return v;
+}
+
+function ownMargin(z: ArrayLike<number>, y: number): { margin: number; argmax: number } {
+  let other = -Infinity;
+  let argmax = y;
+  for (let c = 0; c < z.length; c++) {
+    if (c !== y && z[c] > other) other = z[c];
+    if (z[c] > z[argmax]) argmax = c;
+  }
+  return { margin: z[y] - other, argmax };
+}
+
+export function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curvature?: Curvature): AuditScores {
+  const { n, C } = rows;
+  const { Dt } = headDims(rows);
+  const curv = curvature ?? new Curvature(rows, opts.damping, opts);
+  const seconds: Record<string, number> = {};
+  let U: Float64Array | null = null;
+  if (heldOut) {
+    [U] = curv.solve([heldOutGradient(heldOut.rows, Dt)], opts.signal, opts.onProgress);
+  }
+  Object.assign(seconds, curv.seconds);
+  const t0 = performance.now();
+
+  const predicted = new Int32Array(n);
+  const pPredicted = new Float64Array(n);
+  const selfInfluence = new Float64Array(n);
+  const heldOutInfluence = U ? new Float64Array(n) : null;
+  const margin = new Float64Array(n);
+  const marginWithout = new Float64Array(n);
+  const predictedWithout = new Int32Array(n);
+  const lossWithout = new Float64Array(n);
+  const row = new RowRemoval(curv);
+  const dz = new Float64Array(C);
+  const zNew = new Float64Array(C);
+  for (let i = 0; i < n; i++) {
+    if ((i & 1023) === 0) {
+      throwIfAborted(opts.signal);
+      opts.onProgress?.('audit', i, n);
+    }
+    row.load(i);
+    const y = rows.labels[i];
+    const z = rows.z.subarray(i * C, (i + 1) * C);
+    const now = ownMargin(z, y);
+    predicted[i] = now.argmax;
+    pPredicted[i] = row.p[now.argmax];
+    margin[i] = now.margin;
+    selfInfluence[i] = row.self;
+    // Removing row i moves its own logits by Δz = (1/n) Q_i w_i (leverage-corrected Newton step).
+    for (let c = 0; c < C; c++) {
+      dz[c] = dot(row.Q.subarray(c * C, (c + 1) * C), row.w, C) / n;
+      zNew[c] = z[c] + dz[c];
+    }
+    const after = ownMargin(zNew, y);
+    marginWithout[i] = after.margin;
+    predictedWithout[i] = after.argmax;
+    lossWithout[i] = rows.loss[i] + lossShift(row.p, dz, y);
+    if (U && heldOutInfluence) {
+      // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
+      let s = 0;
+      for (let c = 0; c < C; c++) s += row.g[c] * dot(U.subarray(c * Dt, (c + 1) * Dt), row.x, Dt);
+      heldOutInfluence[i] = -s;
+    }
+  }
+  const suspicion = suspicionScores(lossWithout, heldOutInfluence, n);
+  let memorized: Uint8Array | null = null;
+  if (heldOutInfluence) {
+    memorized = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      memorized[i] = predicted[i] === rows.labels[i] && marginWithout[i] < 0 && heldOutInfluence[i] >= -opts.tau ? 1 : 0;
+    }
+  }
+  seconds.audit = (performance.now() - t0) / 1000;
+  return {
+    n,
+    predicted,
+    pPredicted,
+    selfInfluence,
+    heldOutInfluence,
+    margin,
+    marginWithout,
+    predictedWithout,
+    lossWithout,
+    suspicion,
+    memorized,
+    heldOutRows: heldOut?.rows.n ?? 0,
+    solver: curv.solver,
+    selfInfluenceMethod: curv.selfMethod,
+    cgIterations: curv.cgIterations,
+    seconds,
+  };
+}
+
+/**
+ * suspicion(i) = the row's leave-one-out loss (its own loss once the model is refit without it,
+ * by the leverage-corrected Newton step) plus, with a held-out set, the increase of the total
+ * held-out loss that the row causes, n⁻¹·max(heldOutInfluence, 0).
+ * To first order the first term is loss_i + selfInfluence_i/n: it joins label/prediction
+ * disagreement (the loss) and self-influence; the second adds harm to held-out data.
+ */
+export function suspicionScores(lossWithout: Float64Array, heldOutInfluence: Float64Array | null, n: number): Float64Array {
+  const s = Float64Array.from(lossWithout);
+  if (heldOutInfluence) for (let i = 0; i < s.length; i++) s[i] += Math.max(heldOutInfluence[i], 0) / n;
+  return s;
+}
+
+/** Machine-readable reasons for row i; the extension words them. */
+export function reasonsFor(a: AuditScores, rows: Pick<ForwardRows, 'labels' | 'loss' | 'n'>, i: number, selfInfluenceP95: number): Reason[] {
+  const out: Reason[] = [];
+  const y = rows.labels[i];
+  if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
+  else if (a.marginWithout[i] < 0) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
+  if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && a.heldOutRows > 0) {
+    out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: -a.heldOutInfluence[i] / (rows.n * a.heldOutRows) });
+  }
+  if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0) {
+    out.push({ code: 'HIGH_SELF_INFLUENCE', selfInfluence: a.selfInfluence[i], percentile: 95 });
+  }
+  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1) out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
+  return out;
+}
+
+export function quantile(v: Float64Array, q: number): number {
+  if (v.length === 0) return 0;
+  const s = Float64Array.from(v).sort();
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+export interface AuditRequest {
+  train: string;
+  heldOut: { path: string; source: 'validation' | 'test' } | null;
+  table?: { labelColumn?: string; features?: string[]; classes?: string[] | null };
+  damping: number | 'auto';
+  tau: number;
+  solver?: SolverKind;
+  selfInfluence?: SelfInfluenceMethod;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+/** `audit` over files: forward passes (the engine is owned by the caller), damping, scores. */
+export async function audit(engine: Engine, req: AuditRequest): Promise<AuditResult> {
+  const t0 = performance.now();
+  const run = { signal: req.signal, onProgress: req.onProgress };
+  const table = req.table ?? {};
+  const rows = await engine.forwardTable(req.train, table, run);
+  if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
+  let heldOut: HeldOut | null = null;
+  if (req.heldOut) {
+    const h = await engine.forwardTable(req.heldOut.path, table, run);
+    if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
+    heldOut = { ...req.heldOut, rows: h };
+  }
+  const forwardSeconds = (performance.now() - t0) / 1000;
+  throwIfAborted(req.signal);
+  const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
+  const scores = auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
+  let heldOutLoss: number | null = null;
+  let heldOutAccuracy: number | null = null;
+  if (heldOut) {
+    const h = heldOut.rows;
+    let loss = 0;
+    let correct = 0;
+    for (let i = 0; i < h.n; i++) {
+      loss += h.loss[i];
+      if (ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
+    }
+    heldOutLoss = loss / h.n;
+    heldOutAccuracy = correct / h.n;
+  }
+  const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
+  return { rows, heldOut, damping, dampingRule: rule, scores, heldOutLoss, heldOutAccuracy, seconds };
+}
+
+export interface AuditResult {
+  rows: ForwardRows;
+  heldOut: HeldOut | null;
+  damping: number;
+  dampingRule: string;
+  scores: AuditScores;
+  heldOutLoss: number | null;
+  heldOutAccuracy: number | null;
+  seconds: Record<string, number>;
+}
