@@ -1,4 +1,5 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
+import { defaultCacheDir, FeatureCache } from '../core/cache';
 import { InfluenceError } from '../core/errors';
 
 export type Flags = Map<string, string | true>;
@@ -6,9 +7,10 @@ export type Flags = Map<string, string | true>;
 const VALUE_FLAGS = new Set(['model', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir']);
 const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache']);
 
-export function parseArgs(argv: string[]): { command: string | null; flags: Flags } {
+export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
   const flags: Flags = new Map();
   let command: string | null = null;
+  const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '-h') {
@@ -16,11 +18,9 @@ export function parseArgs(argv: string[]): { command: string | null; flags: Flag
       continue;
     }
     if (!a.startsWith('--')) {
-      if (command === null) {
-        command = a;
-        continue;
-      }
-      throw new InfluenceError('BAD_OPTION', `unexpected argument '${a}'`);
+      if (command === null) command = a;
+      else args.push(a);
+      continue;
     }
     const eq = a.indexOf('=');
     const name = a.slice(2, eq < 0 ? undefined : eq);
@@ -35,7 +35,7 @@ export function parseArgs(argv: string[]): { command: string | null; flags: Flag
       throw new InfluenceError('BAD_OPTION', `unknown option --${name}; see --help`);
     }
   }
-  return { command, flags };
+  return { command, args, flags };
 }
 
 export function str(flags: Flags, name: string): string | undefined {
@@ -77,3 +77,9 @@ export function oneOf<T extends string>(flags: Flags, name: string, allowed: rea
   return v as T;
 }
 
+
+/** The cache the flags ask for: --no-cache, --cache-dir DIR, or the default location. */
+export function cacheFrom(flags: Flags): FeatureCache | null {
+  if (flags.has('no-cache')) return null;
+  return new FeatureCache(str(flags, 'cache-dir') ?? defaultCacheDir());
+}

@@ -4,7 +4,7 @@ import { checkOutPath, parseRemoveSpec, selectRows, writeWithout } from '../core
 import { InfluenceError, type Progress } from '../core/errors';
 import { Engine } from '../core/forward';
 import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
-import { damping, list, oneOf, required, str, type Flags } from './args';
+import { cacheFrom, damping, list, oneOf, required, str, type Flags } from './args';
 import { className, fmt } from './format';
 import { JsonWriter } from './json';
 
@@ -32,6 +32,7 @@ async function runAuditFor(engine: Engine, flags: Flags, heldOut: { path: string
     tau: tau(flags),
     solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
     selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
+    cache: cacheFrom(flags),
     signal,
     onProgress,
   });
@@ -78,7 +79,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       await w.field('tau', tau(flags));
       await w.field('solver', s.solver);
       await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
-      await w.field('train', { path: required(flags, 'train'), rows: n });
+      await w.field('train', { path: required(flags, 'train'), rows: n, cache: r.rows.cache });
       await w.field('heldOut', r.heldOut ? { path: r.heldOut.path, rows: r.heldOut.rows.n, source: r.heldOut.source, loss: r.heldOutLoss, accuracy: r.heldOutAccuracy } : null);
       await w.field('memorizedCount', s.memorized ? s.memorized.reduce((a, b) => a + b, 0) : null);
       await w.raw(',"rows":[');

@@ -47,9 +47,17 @@ export function formatExplain(r: ExplainResult, top: number): string {
   );
   if (s.flip) {
     const lines = s.flip.rows.map((i) => `${i} (line ${r.rows.line[i]})`).join(', ');
-    out.push(`Flip set: removing these ${s.flip.rows.length} rows would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`);
+    out.push(`Flip set: removing ${s.flip.rows.length === 1 ? "this row" : `these ${s.flip.rows.length} rows`} would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`);
   } else {
     out.push(`Flip set: no set of at most ${Math.ceil(0.05 * r.train.rows)} rows (5% of the training data) flips this prediction, to first order.`);
+  }
+  if (r.verified) {
+    out.push('');
+    out.push(`Verified by exact refits of the final layer (‖∇J‖ ≤ ${r.verified.gradNorm.toExponential(1)}): change of the test loss if the row is removed`);
+    out.push(`  ${pad('row', 7, true)}  ${pad('first-order', 12, true)} ${pad('Newton', 12, true)} ${pad('actual', 12, true)}`);
+    for (const v of r.verified.rows) {
+      out.push(`  ${pad(String(v.row), 7, true)}  ${pad(fmt(v.lossChangeIfRemoved), 12, true)} ${pad(fmt(v.lossChangeIfRemovedNewton), 12, true)} ${pad(fmt(v.actualLossChangeIfRemoved), 12, true)}`);
+    }
   }
   out.push(`Took ${r.seconds.total.toFixed(2)} s.`);
   return out.join('\n') + '\n';

@@ -4,7 +4,8 @@
  */
 import { CancelledError, InfluenceError } from '../core/errors';
 import { explain, topRows, type ExplainResult } from '../core/explain';
-import { damping, int, list, oneOf, parseArgs, required, str } from './args';
+import { defaultCacheDir, FeatureCache } from '../core/cache';
+import { cacheFrom, damping, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain } from './format';
 import { JsonWriter } from './json';
@@ -80,6 +81,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   }
   await w.raw(']');
   await w.field('flip', s.flip);
+  await w.field('verified', r.verified);
   await w.field('seconds', r.seconds);
   await w.raw('}\n');
   await w.end();
@@ -91,10 +93,11 @@ const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
   audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
   clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
+  cache: ['cache-dir'],
 };
 
 export async function main(argv: string[], signal: AbortSignal): Promise<number> {
-  const { command, flags } = parseArgs(argv);
+  const { command, args, flags } = parseArgs(argv);
   if (flags.has('help') || command === null) {
     process.stdout.write(USAGE);
     return command === null && !flags.has('help') ? 2 : 0;
@@ -106,6 +109,14 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
   if (!allowed) throw new InfluenceError('BAD_OPTION', `unknown command '${command}'; see --help`);
   for (const name of flags.keys()) {
     if (!allowed.includes(name) && !COMMON_FLAGS.includes(name)) throw new InfluenceError('BAD_OPTION', `--${name} is not an option of ${command}; see --help`);
+  }
+  if (command !== 'cache' && args.length) throw new InfluenceError('BAD_OPTION', `unexpected argument '${args[0]}'`);
+  if (command === 'cache') {
+    if (args.length !== 1 || args[0] !== 'clear') throw new InfluenceError('BAD_OPTION', `usage: influence-lens cache clear [--cache-dir DIR]`);
+    const cache = new FeatureCache(str(flags, 'cache-dir') ?? defaultCacheDir());
+    const removed = await cache.clear();
+    process.stdout.write(flags.has('json') ? JSON.stringify({ version: 1, cleared: removed, dir: cache.dir }) + '\n' : `Removed ${removed} cache files from ${cache.dir}.\n`);
+    return 0;
   }
   if (command === 'audit') return auditCommand(flags, signal, onProgress).then(() => 0);
   if (command === 'clean') return cleanCommand(flags, signal, onProgress).then(() => 0);
@@ -123,6 +134,8 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
       selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
       batchSize: int(flags, 'batch-size', 1),
+      verifyTop: int(flags, 'verify-top', 1),
+      cache: cacheFrom(flags),
       signal,
       onProgress,
     });

@@ -3,7 +3,8 @@
  * to review first. Conventions as in influence.ts; the reasoning is in the README.
  */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { Engine, ForwardRows } from './forward';
+import type { FeatureCache } from './cache';
+import type { CacheUse, Engine, ForwardRows } from './forward';
 import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
 
@@ -203,6 +204,7 @@ export interface AuditRequest {
   tau: number;
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
+  cache?: FeatureCache | null;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -210,7 +212,7 @@ export interface AuditRequest {
 /** `audit` over files: forward passes (the engine is owned by the caller), damping, scores. */
 export async function audit(engine: Engine, req: AuditRequest): Promise<AuditResult> {
   const t0 = performance.now();
-  const run = { signal: req.signal, onProgress: req.onProgress };
+  const run = { signal: req.signal, onProgress: req.onProgress, cache: req.cache };
   const table = req.table ?? {};
   const rows = await engine.forwardTable(req.train, table, run);
   if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
@@ -242,7 +244,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
 }
 
 export interface AuditResult {
-  rows: ForwardRows;
+  rows: ForwardRows & { cache: CacheUse };
   heldOut: HeldOut | null;
   damping: number;
   dampingRule: string;

@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { HeadRows } from './influence';
 import { AUG, augmentModel, loadModel, type LoadedModel, type ModelInfo } from './onnx';
+import type { FeatureCache } from './cache';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from './table';
 
 export interface ForwardRows extends HeadRows {
@@ -21,7 +22,11 @@ export interface RunOptions {
   signal?: AbortSignal;
   onProgress?: Progress;
   batchSize?: number;
+  /** Reuse (and store) forward results on disk; null or absent: no cache. */
+  cache?: FeatureCache | null;
 }
+
+export type CacheUse = 'hit' | 'miss' | 'off';
 
 /** One loaded model with its augmented ORT session. */
 export class Engine {
@@ -82,50 +87,50 @@ export class Engine {
     };
   }
 
-  /** Forward pass over a whole training file. */
-  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows> {
+  /** Forward pass over a whole file, through the cache when one is given. */
+  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse }> {
+    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off' };
+    const t = this.tableOptions(tableOpts);
+    // Everything that changes the rows, and nothing that does not (batch size, progress).
+    const key = {
+      modelSha256: this.info.sha256,
+      dataPath: path,
+      options: { labelColumn: t.labelColumn ?? 'label', features: t.features ?? null, classes: t.classes ?? null, numClasses: t.numClasses, format: t.format ?? null, requireLabel: t.requireLabel ?? true },
+    };
+    const hit = await run.cache.load(key, run.signal);
+    if (hit) {
+      this.checkWidth(hit.table);
+      return { ...hit, cache: 'hit' };
+    }
+    const rows = await this.forwardUncached(path, tableOpts, run);
+    await run.cache.store(key, rows);
+    return { ...rows, cache: 'miss' };
+  }
+
+  private async forwardUncached(path: string, tableOpts: TableOptions, run: RunOptions): Promise<ForwardRows> {
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, batchSize: run.batchSize ?? tableOpts.batchSize, signal: run.signal, onProgress: run.onProgress }));
     this.checkWidth(reader.info);
     const { C, D, b } = this.info.head;
-    const parts: { batch: Batch; out: Awaited<ReturnType<Engine['runBatch']>> }[] = [];
+    // Rows accumulate in arrays sized from the first batch's bytes per row (grown if the
+    // guess falls short), so a large file is not held twice while it is assembled.
+    const acc = new RowsBuilder(C, D);
     // Overlap parsing of the next batch with ORT's work on the current one.
     let pending: Promise<void> | null = null;
     for await (const batch of reader.batches()) {
       throwIfAborted(run.signal);
       if (pending) await pending;
+      if (batch.start === 0 && batch.count > 0) {
+        const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
+        acc.reserve(Math.ceil((reader.info.size - batch.offsets[0]) / Math.max(bytesPerRow, 1) * 1.02) + 16);
+      }
       pending = this.runBatch(batch.features, batch.labels, batch.count).then((out) => {
         checkFinite(out, batch, reader.info);
-        parts.push({ batch, out });
+        acc.append(batch, out);
       });
     }
     if (pending) await pending;
     const summary = reader.summary();
-    const n = summary.rows;
-    const rows: ForwardRows = {
-      n,
-      C,
-      D,
-      bias: b !== null,
-      h: new Float32Array(n * D),
-      g: new Float64Array(n * C),
-      z: new Float64Array(n * C),
-      loss: new Float64Array(n),
-      labels: new Int32Array(n),
-      lines: new Int32Array(n),
-      offsets: new Float64Array(n + 1),
-      table: reader.info,
-      summary,
-    };
-    for (const { batch, out } of parts) {
-      const s = batch.start;
-      rows.h.set(out.h, s * D);
-      rows.g.set(out.g, s * C);
-      rows.z.set(out.z, s * C);
-      rows.loss.set(out.loss, s);
-      rows.labels.set(batch.labels.subarray(0, batch.count), s);
-      rows.lines.set(batch.lines.subarray(0, batch.count), s);
-      rows.offsets.set(batch.offsets.subarray(0, batch.count + 1), s);
-    }
+    const rows: ForwardRows = { ...acc.finish(summary.rows, b !== null), table: reader.info, summary };
     return rows;
   }
 
@@ -158,6 +163,75 @@ export class Engine {
       seen = batch.start + batch.count;
     }
     throw new InfluenceError('ROW_OUT_OF_RANGE', `row ${k} does not exist: ${path} has ${seen} rows (0-based, header excluded)`, { file: path });
+  }
+}
+
+/** Growable per-row arrays for forwardTable. */
+class RowsBuilder {
+  private cap = 0;
+  private h = new Float32Array(0);
+  private g = new Float64Array(0);
+  private z = new Float64Array(0);
+  private loss = new Float64Array(0);
+  private labels = new Int32Array(0);
+  private lines = new Int32Array(0);
+  private offsets = new Float64Array(1);
+
+  constructor(
+    private readonly C: number,
+    private readonly D: number,
+  ) {}
+
+  reserve(rows: number): void {
+    if (rows <= this.cap) return;
+    const grow = <T extends Float32Array | Float64Array | Int32Array>(a: T, width: number, make: (len: number) => T): T => {
+      const b = make(rows * width + (width === 0 ? 1 : 0));
+      b.set(a.subarray(0, Math.min(a.length, b.length)));
+      return b;
+    };
+    const { C, D } = this;
+    this.h = grow(this.h, D, (l) => new Float32Array(l));
+    this.g = grow(this.g, C, (l) => new Float64Array(l));
+    this.z = grow(this.z, C, (l) => new Float64Array(l));
+    this.loss = grow(this.loss, 1, (l) => new Float64Array(l));
+    this.labels = grow(this.labels, 1, (l) => new Int32Array(l));
+    this.lines = grow(this.lines, 1, (l) => new Int32Array(l));
+    const off = new Float64Array(rows + 1);
+    off.set(this.offsets.subarray(0, Math.min(this.offsets.length, rows + 1)));
+    this.offsets = off;
+    this.cap = rows;
+  }
+
+  append(batch: Batch, out: { h: Float32Array; g: Float64Array; z: Float64Array; loss: Float64Array }): void {
+    const s = batch.start;
+    const k = batch.count;
+    if (s + k > this.cap) this.reserve(Math.max(s + k, Math.ceil(this.cap * 1.5)));
+    const { C, D } = this;
+    this.h.set(out.h, s * D);
+    this.g.set(out.g, s * C);
+    this.z.set(out.z, s * C);
+    this.loss.set(out.loss, s);
+    this.labels.set(batch.labels.subarray(0, k), s);
+    this.lines.set(batch.lines.subarray(0, k), s);
+    this.offsets.set(batch.offsets.subarray(0, k + 1), s);
+  }
+
+  finish(n: number, bias: boolean) {
+    const { C, D } = this;
+    if (n === 0) this.reserve(0);
+    return {
+      n,
+      C,
+      D,
+      bias,
+      h: this.h.subarray(0, n * D),
+      g: this.g.subarray(0, n * C),
+      z: this.z.subarray(0, n * C),
+      loss: this.loss.subarray(0, n),
+      labels: this.labels.subarray(0, n),
+      lines: this.lines.subarray(0, n),
+      offsets: this.offsets.subarray(0, n + 1),
+    };
   }
 }
 

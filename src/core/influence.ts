@@ -18,8 +18,8 @@ export interface HeadRows {
   C: number;
   D: number;
   bias: boolean;
-  /** n×D, the head inputs as ORT computed them (float32). */
-  h: Float32Array;
+  /** n×D, the head inputs (float32 as ORT computes them; float64 for checks). */
+  h: Float32Array | Float64Array;
   /** n×C, g = softmax(z) − onehot(y), float64 from the logits. */
   g: Float64Array;
   labels: Int32Array;
@@ -75,7 +75,7 @@ export interface ExplainScores {
 /** The exact-self-influence budget from the spec: n·P² multiply-adds. */
 export const EXACT_BUDGET = 5e10;
 /** Largest P for which we form and factor the explicit P×P Hessian. */
-const DENSE_MAX_P = 3000;
+export const DENSE_MAX_P = 3000;
 
 export function headDims(rows: Pick<HeadRows, 'C' | 'D' | 'bias'>): { Dt: number; P: number } {
   const Dt = rows.D + (rows.bias ? 1 : 0);

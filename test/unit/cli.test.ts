@@ -30,7 +30,7 @@ const train = file('train.csv', csv(30, 1));
 const test = file('test.csv', csv(5, 2));
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg') } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

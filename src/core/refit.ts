@@ -1,0 +1,353 @@
+/**
+ * Exact convex refit of the head z = θ x̃ on the damped training objective
+ *
+ *   J(θ) = (1/n) Σ_{i included} CE(θ x̃_i, y_i) + (λ/2)‖θ‖²,
+ *
+ * with n ALWAYS the full row count: a leave-one-out (or group) refit drops the removed rows'
+ * terms and keeps the 1/n, so that θ̂₋ᵢ is exactly what the influence estimates approximate.
+ * Layout as in influence.ts: θ is C×D̃ row-major (index c·D̃ + j), x̃ = [h; 1] with a bias.
+ *
+ * Method: damped Newton with an Armijo backtracking line search. The curvature is the project's
+ * own Hessian code (denseHessian / hessianVectorProducts / Ekfac / solveCg) applied to a HeadRows
+ * view whose g holds softmax(θx̃_i) − e_{y_i} at the current iterate, and 0 for excluded rows
+ * (then p = e_y and A_i = 0, so the row drops out of the curvature as well as the gradient).
+ * On the dense path each iteration first tries a full step with the previous Cholesky factor
+ * (costs one pass over the rows) and keeps it only if it cuts ‖∇J‖ tenfold; otherwise the
+ * Hessian is re-formed. A leave-one-out refit from the full-data optimum then needs 1–3 Hessians.
+ * Everything is float64; h (float32 from ORT) is read as float64.
+ */
+import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
+import { DENSE_MAX_P, EXACT_BUDGET, Ekfac, denseHessian, headDims, solveCg, type HeadRows } from './influence';
+import { cholesky, dot } from './linalg';
+
+/** Rows per partial sum when accumulating the gradient (rounding grows with BLOCK + n/BLOCK, not n). */
+const BLOCK = 256;
+
+export type RefitMethod = 'newton' | 'newton-cg';
+
+export interface RefitOptions {
+  /** 1 = row in the objective; default all rows. */
+  include?: Uint8Array;
+  /** Stop when ‖∇J‖₂ ≤ tol; default 1e-10. */
+  tol?: number;
+  /** Newton iterations before giving up (BAD_OPTION); default 50. */
+  maxIter?: number;
+  /**
+   * Newton direction: 'newton' = dense Cholesky of the explicit Hessian, 'newton-cg' = conjugate
+   * gradients with the EK-FAC preconditioner. Default: dense when n·P² ≤ 5e10 and P ≤ 3000.
+   */
+  method?: RefitMethod;
+  /**
+   * After ‖∇J‖ ≤ tol, keep stepping while it pays: dense, up to 8 steps with the last Cholesky
+   * factor (no new Hessian), each kept only if it at least halves ‖∇J‖; newton-cg, one step kept
+   * if it lowers ‖∇J‖. Brings ‖∇J‖ to rounding level (~1e-16 on digits) for little cost. Default true.
+   */
+  polish?: boolean;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+export interface RefitResult {
+  theta: Float64Array;
+  gradNorm: number;
+  /** Newton steps taken (including a polishing step and steps that reuse the last Cholesky factor). */
+  iterations: number;
+  /** Explicit Hessians formed and factored (dense path; 0 for newton-cg). */
+  hessians: number;
+  objective: number;
+  method: RefitMethod;
+  /** Total conjugate-gradient iterations (newton-cg only; 0 for the dense path). */
+  cgIterations: number;
+}
+
+/**
+ * The rows a refit needs. h may be float64 (e.g. features computed in float64 for a check);
+ * ORT gives float32.
+ */
+export type RefitRows = Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'labels' | 'h'>;
+
+/** Packs the model's head (W C×D row-major, b length C or null) into θ (C×D̃ row-major). */
+export function headTheta(W: Float64Array, b: Float64Array | null, C: number, D: number): Float64Array {
+  if (W.length !== C * D) throw new InfluenceError('BAD_OPTION', `head weight has ${W.length} entries; expected ${C}×${D}`);
+  if (b && b.length !== C) throw new InfluenceError('BAD_OPTION', `head bias has ${b.length} entries; expected ${C}`);
+  const Dt = D + (b ? 1 : 0);
+  const theta = new Float64Array(C * Dt);
+  for (let c = 0; c < C; c++) {
+    theta.set(W.subarray(c * D, (c + 1) * D), c * Dt);
+    if (b) theta[c * Dt + D] = b[c];
+  }
+  return theta;
+}
+
+/** z = θ x̃_i for row i of h (n×D), into out (length C). */
+export function logits(rows: Pick<HeadRows, 'C' | 'D' | 'bias'>, theta: Float64Array, h: Float32Array | Float64Array, i: number, out: Float64Array): void {
+  const { C, D, bias } = rows;
+  const Dt = D + (bias ? 1 : 0);
+  const o = i * D;
+  for (let c = 0; c < C; c++) {
+    const tc = c * Dt;
+    let s = bias ? theta[tc + D] : 0;
+    for (let j = 0; j < D; j++) s += theta[tc + j] * h[o + j];
+    out[c] = s;
+  }
+}
+
+/**
+ * Cross-entropy of logits z for label y, and (when g is given) g = softmax(z) − e_y.
+ * Stable: logsumexp with the max subtracted, and g_y = −Σ_{c≠y} p_c so no 1 − p cancellation.
+ */
+function crossEntropy(z: Float64Array, y: number, g: Float64Array | null, go = 0): number {
+  const C = z.length;
+  let m = z[0];
+  for (let c = 1; c < C; c++) if (z[c] > m) m = z[c];
+  let s = 0;
+  let others = 0;
+  for (let c = 0; c < C; c++) {
+    const e = Math.exp(z[c] - m);
+    s += e;
+    if (c !== y) others += e;
+    if (g) g[go + c] = e;
+  }
+  if (g) {
+    for (let c = 0; c < C; c++) g[go + c] /= s;
+    g[go + y] = -others / s;
+  }
+  // log Σ e^{z_c − m} − (z_y − m), with log1p for the confident case (p_y ≈ 1).
+  const ey = Math.exp(z[y] - m);
+  return others < ey ? Math.log1p(others / ey) : Math.log(s) - (z[y] - m);
+}
+
+/** Per-row CE (stable), mean loss, accuracy and argmax predictions at θ. Rows with label < 0 get NaN and are left out of the means. */
+export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64Array; meanLoss: number; accuracy: number; predicted: Int32Array } {
+  const { n, C } = rows;
+  checkTheta(rows, theta);
+  const z = new Float64Array(C);
+  const loss = new Float64Array(n);
+  const predicted = new Int32Array(n);
+  let sum = 0;
+  let labelled = 0;
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    logits(rows, theta, rows.h, i, z);
+    let best = 0;
+    for (let c = 1; c < C; c++) if (z[c] > z[best]) best = c;
+    predicted[i] = best;
+    const y = rows.labels[i];
+    if (y < 0 || y >= C) {
+      loss[i] = NaN;
+      continue;
+    }
+    loss[i] = crossEntropy(z, y, null);
+    sum += loss[i];
+    labelled++;
+    if (best === y) correct++;
+  }
+  return { loss, meanLoss: labelled ? sum / labelled : NaN, accuracy: labelled ? correct / labelled : NaN, predicted };
+}
+
+function checkTheta(rows: Pick<HeadRows, 'C' | 'D' | 'bias'>, theta: Float64Array): void {
+  const { P } = headDims(rows);
+  if (theta.length !== P) throw new InfluenceError('BAD_OPTION', `θ has ${theta.length} entries; the head has ${P} parameters`);
+}
+
+interface Point {
+  J: number;
+  grad: Float64Array;
+  gradNorm: number;
+  /** n×C, g_i at this point (0 for excluded rows). */
+  g: Float64Array;
+}
+
+/** J, ∇J and the per-row g at θ. The gradient is summed in blocks of rows (float64 throughout). */
+function objectiveAt(rows: RefitRows, include: Uint8Array | null, damping: number, theta: Float64Array, g: Float64Array): Point {
+  const { n, C, D, bias, h, labels } = rows;
+  const { Dt, P } = headDims(rows);
+  const z = new Float64Array(C);
+  const grad = new Float64Array(P);
+  const block = new Float64Array(P);
+  let lossSum = 0;
+  let inBlock = 0;
+  const flush = () => {
+    for (let q = 0; q < P; q++) {
+      grad[q] += block[q];
+      block[q] = 0;
+    }
+    inBlock = 0;
+  };
+  for (let i = 0; i < n; i++) {
+    const go = i * C;
+    if (include && !include[i]) {
+      g.fill(0, go, go + C);
+      continue;
+    }
+    logits(rows, theta, h, i, z);
+    lossSum += crossEntropy(z, labels[i], g, go);
+    const o = i * D;
+    for (let c = 0; c < C; c++) {
+      const gc = g[go + c];
+      if (gc === 0) continue;
+      const bc = c * Dt;
+      for (let j = 0; j < D; j++) block[bc + j] += gc * h[o + j];
+      if (bias) block[bc + D] += gc;
+    }
+    if (++inBlock === BLOCK) flush();
+  }
+  flush();
+  const inv = 1 / n;
+  let sq = 0;
+  for (let q = 0; q < P; q++) {
+    grad[q] = grad[q] * inv + damping * theta[q];
+    sq += grad[q] * grad[q];
+  }
+  const J = lossSum * inv + 0.5 * damping * dot(theta, theta);
+  return { J, grad, gradNorm: Math.sqrt(sq), g };
+}
+
+/** Solves (L Lᵀ) x = b in place for the lower factor left by `cholesky`. */
+function choleskySolve(L: Float64Array, m: number, b: Float64Array): void {
+  for (let i = 0; i < m; i++) {
+    let s = b[i];
+    const ri = i * m;
+    for (let k = 0; k < i; k++) s -= L[ri + k] * b[k];
+    b[i] = s / L[ri + i];
+  }
+  for (let i = m - 1; i >= 0; i--) {
+    let s = b[i];
+    for (let k = i + 1; k < m; k++) s -= L[k * m + i] * b[k];
+    b[i] = s / L[i * m + i];
+  }
+}
+
+/** Minimises J from θ₀ by damped Newton; throws BAD_OPTION when it does not converge. */
+export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array, opts: RefitOptions = {}): RefitResult {
+  const { n, C, labels } = rows;
+  const { P } = headDims(rows);
+  if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be positive; got ${damping}`);
+  checkTheta(rows, theta0);
+  if (rows.h.length !== n * rows.D) throw new InfluenceError('BAD_OPTION', `h has ${rows.h.length} entries; expected ${n}×${rows.D}`);
+  const include = opts.include ?? null;
+  if (include && include.length !== n) throw new InfluenceError('BAD_OPTION', `include has ${include.length} entries; expected ${n}`);
+  for (let i = 0; i < n; i++) {
+    if ((!include || include[i]) && !(labels[i] >= 0 && labels[i] < C)) {
+      throw new InfluenceError('BAD_OPTION', `row ${i} has no valid label (${labels[i]}); it cannot be part of the refit`);
+    }
+  }
+  const tol = opts.tol ?? 1e-10;
+  const maxIter = opts.maxIter ?? 50;
+  const polish = opts.polish ?? true;
+  const { signal, onProgress } = opts;
+  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= DENSE_MAX_P ? 'newton' : 'newton-cg');
+
+  let theta: Float64Array = Float64Array.from(theta0);
+  let cur = objectiveAt(rows, include, damping, theta, new Float64Array(n * C));
+  let spare: Float64Array = new Float64Array(n * C);
+  let iterations = 0;
+  let hessians = 0;
+  let cgIterations = 0;
+  let polished = false;
+  let polishSteps = 0;
+  let factor: Float64Array | null = null;
+  let ekfac: Ekfac | null = null;
+  let ekfacGradNorm = Infinity;
+
+  const notConverged = (why: string): InfluenceError =>
+    new InfluenceError(
+      'BAD_OPTION',
+      `the exact refit of the head did not converge: ${why} (‖∇J‖ = ${cur.gradNorm.toExponential(2)}, tolerance ${tol.toExponential(0)}); the objective is too ill-conditioned at this damping, try a larger --damping`,
+    );
+
+  /**
+   * Armijo backtracking on J along d (no halving when `fullOnly`). Where the predicted decrease is
+   * below the rounding of J itself, J cannot arbitrate and a step that lowers ‖∇J‖ is accepted.
+   */
+  const lineSearch = (d: Float64Array, fullOnly: boolean): { point: Point; theta: Float64Array } | null => {
+    const slope = dot(cur.grad, d);
+    if (!(slope < 0)) return null;
+    const roundingJ = 1e-13 * Math.max(1, Math.abs(cur.J));
+    const cand = new Float64Array(P);
+    for (let t = 1; t >= 1e-10; t *= 0.5) {
+      for (let q = 0; q < P; q++) cand[q] = theta[q] + t * d[q];
+      const point = objectiveAt(rows, include, damping, cand, spare);
+      const armijo = point.J <= cur.J + 1e-4 * t * slope;
+      const tiny = -t * slope <= roundingJ && point.gradNorm < cur.gradNorm;
+      if (Number.isFinite(point.J) && Number.isFinite(point.gradNorm) && (armijo || tiny)) return { point, theta: cand };
+      if (fullOnly) break;
+    }
+    return null;
+  };
+
+  for (;;) {
+    throwIfAborted(signal);
+    onProgress?.('refit', iterations, maxIter);
+    if (!Number.isFinite(cur.J) || !Number.isFinite(cur.gradNorm)) throw notConverged('the objective became non-finite');
+    if (cur.gradNorm <= tol) {
+      // Converged. Polishing: more steps, each kept only if it lowers ‖∇J‖ (dense: cheap steps with
+      // the last factor while they at least halve it; newton-cg: one step). They reach rounding level.
+      if (!polish || cur.gradNorm === 0 || (polished && method === 'newton-cg') || polishSteps >= 8) break;
+      polished = true;
+      polishSteps++;
+    }
+    if (iterations >= maxIter) {
+      if (polished) break;
+      throw notConverged(`no convergence in ${maxIter} Newton iterations`);
+    }
+    iterations++;
+
+    let step: { point: Point; theta: Float64Array } | null = null;
+    if (factor) {
+      // Dense path: first try a full step with the last Cholesky factor (no new Hessian). It is kept
+      // only if it cuts ‖∇J‖ at least tenfold (polishing: lowers it at all); else a fresh Newton step.
+      const d = cur.grad.map((v) => -v);
+      choleskySolve(factor, P, d);
+      step = lineSearch(d, true);
+      if (step && step.point.gradNorm > (polished ? 0.5 : 0.1) * cur.gradNorm) step = null;
+      if (!step && polished) break; // a fresh Hessian is not worth it for a converged iterate
+    }
+    if (!step) {
+      // Newton direction d = −H⁻¹ ∇J at the current iterate. influence.ts only indexes h,
+      // so a float64 h is read exactly as it is.
+      const view: HeadRows = { n, C, D: rows.D, bias: rows.bias, h: rows.h, labels: rows.labels, g: cur.g };
+      let d: Float64Array;
+      if (method === 'newton') {
+        factor = denseHessian(view, damping, signal);
+        cholesky(factor, P);
+        hessians++;
+        d = cur.grad.map((v) => -v);
+        choleskySolve(factor, P, d);
+      } else {
+        // The preconditioner need not track the iterate closely: rebuild it only while far from the optimum.
+        if (!ekfac || ekfacGradNorm > 1e-3) {
+          ekfac = new Ekfac(view, damping, signal);
+          ekfacGradNorm = cur.gradNorm;
+        }
+        // Inexact Newton forcing term: loose far away, ‖r‖ ≤ ‖∇J‖² near the end (quadratic rate),
+        // and never looser than a tenth of the target gradient.
+        const eta = Math.max(Math.min(0.1, cur.gradNorm, (0.1 * tol) / cur.gradNorm), 1e-13);
+        const r = solveCg(view, damping, [cur.grad.map((v) => -v)], ekfac, { tol: eta, signal });
+        d = r.X[0];
+        cgIterations += r.iterations;
+      }
+      step = lineSearch(d, false);
+      if (!step) {
+        if (polished) break; // the polishing step could not improve on a converged iterate: keep it
+        throw notConverged('the line search could not decrease the objective along the Newton direction');
+      }
+      if (polished && step.point.gradNorm >= cur.gradNorm) break;
+    }
+    spare = cur.g;
+    theta = step.theta;
+    cur = step.point;
+  }
+  if (signal?.aborted) throw new CancelledError();
+  return { theta, gradNorm: cur.gradNorm, iterations, hessians, objective: cur.J, method, cgIterations };
+}
+
+/** Refit without the rows in `remove` (their terms dropped, 1/n kept), warm-started from the full-data optimum. */
+export function refitWithout(rows: RefitRows, damping: number, thetaFull: Float64Array, remove: number[], opts: Omit<RefitOptions, 'include'> = {}): RefitResult {
+  const include = new Uint8Array(rows.n).fill(1);
+  for (const i of remove) {
+    if (!Number.isInteger(i) || i < 0 || i >= rows.n) throw new InfluenceError('ROW_OUT_OF_RANGE', `row ${i} does not exist: the training data has ${rows.n} rows (0-based)`);
+    include[i] = 0;
+  }
+  return refitHead(rows, damping, thetaFull, { ...opts, include });
+}
