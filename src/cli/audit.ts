@@ -1,11 +1,11 @@
 /** `audit` and `clean` commands. */
-import { audit, quantile, reasonsFor, type AuditResult, type Reason } from '../core/audit';
+import { audit, quantile, reasonsFor, type AuditResult } from '../core/audit';
 import { checkOutPath, parseRemoveSpec, selectRows, writeWithout } from '../core/clean';
 import { InfluenceError, type Progress } from '../core/errors';
 import { Engine } from '../core/forward';
 import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
 import { cacheFrom, damping, list, oneOf, required, str, type Flags } from './args';
-import { className, fmt } from './format';
+import { className, describeReason, fmt } from '../protocol';
 import { JsonWriter } from './json';
 
 function tau(flags: Flags): number {
@@ -41,23 +41,6 @@ async function runAuditFor(engine: Engine, flags: Flags, heldOut: { path: string
 function modelJson(engine: Engine, path: string) {
   const i = engine.info;
   return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output };
-}
-
-/** Words for a reason, for the table (the extension has its own). */
-export function describeReason(r: Reason, classes: string[] | null): string {
-  const cls = (c: number) => className({ classes }, c);
-  switch (r.code) {
-    case 'LABEL_DISAGREES':
-      return `the model predicts ${cls(r.predicted)} (p = ${r.p.toFixed(3)}), not the label`;
-    case 'SELF_FLIP':
-      return `right only because it is in the training set: without it the prediction becomes ${cls(r.predictedWithout)} (margin ${r.margin.toFixed(3)} → ${r.marginWithout.toFixed(3)})`;
-    case 'HARMS_HELD_OUT':
-      return `hurts held-out data: removing it would change the mean held-out loss by ${fmt(r.heldOutLossChangeIfRemoved)}`;
-    case 'HIGH_SELF_INFLUENCE':
-      return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top 5%)`;
-    case 'LOO_LOSS':
-      return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
-  }
 }
 
 export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
@@ -118,7 +101,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
       const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
-      out.push(`  row ${String(i).padStart(6)} (line ${r.rows.lines[i]}), label ${className({ classes }, r.rows.labels[i])}, suspicion ${s.suspicion[i].toFixed(3)}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
+      out.push(`  row ${String(i).padStart(6)} (line ${r.rows.lines[i]}), label ${className(classes, r.rows.labels[i])}, suspicion ${s.suspicion[i].toFixed(3)}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
       for (const t of reasons) out.push(`      - ${t}`);
     }
     if (s.memorized) {

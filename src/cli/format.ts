@@ -1,26 +1,16 @@
 /** Human-readable `explain` report: every number with its meaning. */
 import { topRows, type ExplainResult } from '../core/explain';
-
-export function fmt(x: number, digits = 3): string {
-  if (x === 0) return '0';
-  const a = Math.abs(x);
-  const s = a >= 1e-3 && a < 1e5 ? x.toPrecision(digits) : x.toExponential(digits - 1);
-  return x > 0 ? `+${s}` : s;
-}
+import { className as clsName, fmt } from '../protocol';
 
 function pad(s: string, w: number, right = false): string {
   return right ? s.padStart(w) : s.padEnd(w);
-}
-
-export function className(r: Pick<ExplainResult, 'classes'>, c: number): string {
-  return r.classes && r.classes[c] !== undefined && r.classes[c] !== String(c) ? `${c} (${r.classes[c]})` : String(c);
 }
 
 export function formatExplain(r: ExplainResult, top: number): string {
   const s = r.scores;
   const t = r.test;
   const out: string[] = [];
-  const cls = (c: number) => className(r, c);
+  const cls = (c: number) => clsName(r.classes, c);
   out.push(`Influence Lens: explaining row ${t.row} (line ${t.line}) of ${t.path}`);
   out.push(
     `  ${t.labelled ? `label ${cls(t.label)}` : `no label column: explaining the predicted class ${cls(t.label)}`}, predicted ${cls(t.predicted)} with p = ${t.probabilities[t.predicted].toFixed(4)}; test loss ${t.loss.toPrecision(4)}; margin ${t.margin.toPrecision(4)} over class ${cls(t.runnerUp)}`,

@@ -7,6 +7,9 @@ import type { FeatureCache } from './cache';
 import type { CacheUse, Engine, ForwardRows } from './forward';
 import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
+import type { Reason } from '../protocol';
+
+export type { Reason };
 
 export interface HeldOut {
   path: string;
@@ -23,13 +26,6 @@ export interface AuditOptions {
   signal?: AbortSignal;
   onProgress?: Progress;
 }
-
-export type Reason =
-  | { code: 'LABEL_DISAGREES'; predicted: number; p: number }
-  | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
-  | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
-  | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
-  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
 
 export interface AuditScores {
   n: number;

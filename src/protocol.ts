@@ -1,0 +1,178 @@
+/**
+ * Typed messages between the extension host and the panel webview, and the view data they
+ * carry. No vscode, no DOM: both sides import this file (the webview imports nothing else).
+ */
+
+/** Why a training row is flagged; machine-readable, worded by `describeReason`. */
+export type Reason =
+  | { code: 'LABEL_DISAGREES'; predicted: number; p: number }
+  | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
+  | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
+  | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
+  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
+
+export type Ranking = 'influence' | 'relative';
+
+/** One training row as the panel lists it. */
+export interface RowView {
+  row: number;
+  line: number;
+  label: number;
+  predicted: number;
+  /** First-order change of the test loss if the row is removed; > 0 means the row helps. */
+  lossChangeIfRemoved: number;
+  /** Leverage-corrected (Newton) estimate of the same change. */
+  lossChangeIfRemovedNewton: number;
+  influence: number;
+  selfInfluence: number;
+  relativeInfluence: number;
+  /** First-order change of the test margin if removed; < 0 pushes towards the runner-up class. */
+  classificationInfluence: number;
+  /** The row's features, for a thumbnail; present when the data are images. */
+  features?: number[];
+}
+
+export interface ImageShape {
+  height: number;
+  width: number;
+}
+
+export interface ExplainView {
+  model: { path: string; layer: string; parameters: number; output: 'logits' | 'probabilities' | 'log-probabilities' };
+  classes: string[] | null;
+  damping: number;
+  dampingRule: string;
+  selfInfluenceMethod: 'exact' | 'ekfac';
+  train: { path: string; rows: number };
+  test: {
+    path: string;
+    row: number;
+    line: number;
+    label: number;
+    labelled: boolean;
+    predicted: number;
+    probabilities: number[];
+    loss: number;
+    margin: number;
+    runnerUp: number;
+    features: number[];
+    /** Feature names for the compact table when the features are not an image. */
+    featureNames: string[];
+  };
+  /** Thumbnails are drawn when this is set. */
+  image: ImageShape | null;
+  /** Top k by lossChangeIfRemoved (helpful: largest positive; harmful: most negative). */
+  byInfluence: { helpful: RowView[]; harmful: RowView[] };
+  /** Top k by relativeInfluence (helpful: most negative influence per unit self-influence). */
+  byRelative: { helpful: RowView[]; harmful: RowView[] };
+  flip: { rows: { row: number; line: number }[]; newClass: number } | null;
+  /** Distribution of lossChangeIfRemoved over all rows, with the listed rows marked. */
+  histogram: { edges: number[]; counts: number[]; marked: { row: number; value: number; kind: 'helpful' | 'harmful' }[] };
+  seconds: number;
+}
+
+export interface FlaggedRow {
+  row: number;
+  line: number;
+  label: number;
+  predicted: number;
+  suspicion: number;
+  memorized: boolean;
+  reasons: Reason[];
+  features?: number[];
+}
+
+export interface AuditView {
+  train: { path: string; rows: number };
+  heldOut: { path: string; rows: number; source: 'validation' | 'test'; loss: number; accuracy: number } | null;
+  classes: string[] | null;
+  image: ImageShape | null;
+  damping: number;
+  memorizedCount: number | null;
+  /** Memorized rows first, then the most suspicious, at most k. */
+  flagged: FlaggedRow[];
+}
+
+/** Everything the panel shows; the host keeps it so the panel restores after a reload. */
+export interface PanelState {
+  explain: ExplainView | null;
+  audit: AuditView | null;
+  ranking: Ranking;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+export type HostMessage =
+  | { type: 'state'; state: PanelState }
+  | { type: 'busy'; busy: boolean; message?: string }
+  | { type: 'error'; message: string; code?: string }
+  | { type: 'reply'; requestId: number; ok: boolean; message?: string };
+
+export type WebviewMessage =
+  | { type: 'ready' }
+  | { type: 'reveal'; file: 'train' | 'test'; row: number; line: number }
+  | { type: 'setRanking'; ranking: Ranking }
+  | { type: 'runAudit' }
+  | { type: 'exportCleaned'; requestId: number };
+
+export function isWebviewMessage(m: unknown): m is WebviewMessage {
+  if (typeof m !== 'object' || m === null) return false;
+  const t = (m as { type?: unknown }).type;
+  switch (t) {
+    case 'ready':
+    case 'runAudit':
+      return true;
+    case 'reveal': {
+      const r = m as { file?: unknown; row?: unknown; line?: unknown };
+      return (r.file === 'train' || r.file === 'test') && Number.isInteger(r.row) && Number.isInteger(r.line);
+    }
+    case 'setRanking': {
+      const r = (m as { ranking?: unknown }).ranking;
+      return r === 'influence' || r === 'relative';
+    }
+    case 'exportCleaned':
+      return Number.isInteger((m as { requestId?: unknown }).requestId);
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Words shared by the CLI, the extension and the panel
+
+/** A signed number with 3 significant digits: +0.0123, -4.56e-5. */
+export function fmt(x: number, digits = 3): string {
+  if (x === 0) return '0';
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  const s = a >= 1e-3 && a < 1e5 ? x.toPrecision(digits) : x.toExponential(digits - 1);
+  return x > 0 ? `+${s}` : s;
+}
+
+export function className(classes: string[] | null, c: number): string {
+  return classes && classes[c] !== undefined && classes[c] !== String(c) ? `${c} (${classes[c]})` : String(c);
+}
+
+export function describeReason(r: Reason, classes: string[] | null): string {
+  const cls = (c: number) => className(classes, c);
+  switch (r.code) {
+    case 'LABEL_DISAGREES':
+      return `the model predicts ${cls(r.predicted)} (p = ${r.p.toFixed(3)}), not the label`;
+    case 'SELF_FLIP':
+      return `right only because it is in the training set: without it the prediction becomes ${cls(r.predictedWithout)} (margin ${r.margin.toFixed(3)} → ${r.marginWithout.toFixed(3)})`;
+    case 'HARMS_HELD_OUT':
+      return `hurts held-out data: removing it would change the mean held-out loss by ${fmt(r.heldOutLossChangeIfRemoved)}`;
+    case 'HIGH_SELF_INFLUENCE':
+      return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top ${100 - r.percentile}%)`;
+    case 'LOO_LOSS':
+      return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
+  }
+}
+
+/** The meaning of a first-order loss change, in words. */
+export function describeLossChange(change: number): string {
+  if (change > 0) return `removing this row would raise the test loss by ${fmt(change).slice(1)} (first-order estimate): it helps this prediction`;
+  if (change < 0) return `removing this row would lower the test loss by ${fmt(-change).slice(1)} (first-order estimate): it hurts this prediction`;
+  return 'removing this row would not change the test loss (first-order estimate)';
+}
