@@ -1,8 +1,9 @@
-// One esbuild script for every bundle: the CLI and the extension host (the webview joins later).
+// One esbuild script for every bundle: the CLI, the engine worker and the extension host
+// (platform node, vscode and the onnxruntime-node addon external), and the panel webview (browser).
 import * as esbuild from 'esbuild';
 
 const watch = process.argv.includes('--watch');
-const common = {
+const node = {
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -10,11 +11,18 @@ const common = {
   sourcemap: true,
   // onnxruntime-node is a native addon: it ships as node_modules, never bundled.
   external: ['vscode', 'onnxruntime-node'],
-  logLevel: 'info',
+  logLevel: 'warning',
 };
 const builds = [
-  { ...common, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
+  { ...node, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
 ];
+const optional = [
+  { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },
+  { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js' },
+  { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' },
+];
+import { existsSync } from 'node:fs';
+for (const b of optional) if (existsSync(b.entryPoints[0])) builds.push(b);
 if (watch) {
   for (const b of builds) await (await esbuild.context(b)).watch();
 } else {

@@ -49,7 +49,7 @@ export interface ExplainResult {
     features: number[];
   };
   /** Per training row, in file order. */
-  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array };
+  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
   verified: Verified | null;
   seconds: Record<string, number>;
@@ -142,7 +142,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
       scores,
       verified,
       seconds,

@@ -1,0 +1,270 @@
+/** Every command, each built by a factory over the shared services (rust-analyzer's pattern). */
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { Controller } from './controller';
+import { isDataFile, type EditorIntegration, type RowSets } from './editor';
+import type { PanelController } from './panel';
+import { ROLE_NAMES, type Role } from './project';
+
+export interface Services {
+  ctx: vscode.ExtensionContext;
+  controller: Controller;
+  panel: PanelController;
+  editor: EditorIntegration;
+  sets: RowSets;
+}
+
+type Factory = (s: Services) => (...args: never[]) => unknown;
+
+const DATA_GLOB = '**/*.{csv,tsv,jsonl}';
+
+async function pickFile(role: Role): Promise<string | undefined> {
+  const glob = role === 'model' ? '**/*.onnx' : DATA_GLOB;
+  const found = await vscode.workspace.findFiles(glob, '**/{node_modules,.git}/**', 200);
+  const browse = '$(folder-opened) Browse…';
+  const items = [...found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { label: browse, uri: undefined }];
+  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: choose the ${ROLE_NAMES[role].toLowerCase()}`, placeHolder: role === 'model' ? 'an .onnx classifier' : 'a CSV, TSV or JSONL file' });
+  if (!pick) return undefined;
+  if (pick.uri) return pick.uri.fsPath;
+  const uris = await vscode.window.showOpenDialog({ canSelectMany: false, filters: role === 'model' ? { 'ONNX model': ['onnx'] } : { Data: ['csv', 'tsv', 'jsonl'] } });
+  return uris?.[0]?.fsPath;
+}
+
+/** Makes sure the model and training data are chosen, asking for what is missing. */
+async function ensure(s: Services, roles: Role[]): Promise<boolean> {
+  for (const role of roles) {
+    const p = s.controller.path(role);
+    if (p) continue;
+    const chosen = await pickFile(role);
+    if (!chosen) return false;
+    await s.controller.project.update({ [role]: chosen });
+    if (role === 'train' && !s.controller.project.get().labelColumn) await chooseLabelColumn(s)();
+  }
+  return true;
+}
+
+const useAs =
+  (role: Role): Factory =>
+  (s) =>
+  async (uri?: vscode.Uri) => {
+    const file = uri?.fsPath ?? (await pickFile(role));
+    if (!file) return;
+    await s.controller.project.update({ [role]: file });
+    void vscode.window.setStatusBarMessage(`Influence Lens: ${ROLE_NAMES[role].toLowerCase()} is ${vscode.workspace.asRelativePath(file)}`, 4000);
+  };
+
+const choose =
+  (role: Role): Factory =>
+  (s) =>
+  async () => {
+    const file = await pickFile(role);
+    if (file) await s.controller.project.update({ [role]: file });
+  };
+
+const chooseLabelColumn: Factory = (s) => async () => {
+  const train = s.controller.path('train');
+  if (!train) {
+    void vscode.window.showWarningMessage('Influence Lens: choose the training data first.');
+    return;
+  }
+  let columns: string[];
+  try {
+    columns = (await s.controller.engine.request('header', { path: train })).columns;
+  } catch (e) {
+    s.controller.showError(e);
+    return;
+  }
+  const current = s.controller.project.get().labelColumn ?? 'label';
+  const items = columns.map((c) => ({ label: c, description: c === current ? 'current' : c === 'label' ? 'default' : undefined, picked: c === current }));
+  items.sort((a, b) => Number(b.label === current) - Number(a.label === current));
+  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: label column of ${path.basename(train)}`, placeHolder: 'The column holding the class of each row' });
+  if (pick) await s.controller.project.update({ labelColumn: pick.label });
+};
+
+/** Explains the row under the cursor (or at `line` of `uri`) as the test prediction. */
+const explainRow: Factory = (s) => async (uri?: vscode.Uri, line?: number) => {
+  const editor = vscode.window.activeTextEditor;
+  const target = uri instanceof vscode.Uri ? uri : editor?.document.uri;
+  if (!target || !isDataFile(target)) {
+    void vscode.window.showWarningMessage("Influence Lens: open a test or training data file and put the cursor on a row to explain its prediction.");
+    return;
+  }
+  const ln = typeof line === 'number' ? line : (editor?.selection.active.line ?? 0) + 1;
+  if (!(await ensure(s, ['model', 'train']))) return;
+  const c = s.controller;
+  let rowAt: { row: number; line: number } | null;
+  try {
+    rowAt = await c.engine.request('rowAt', { path: target.fsPath, line: ln, table: c.table() });
+  } catch (e) {
+    c.showError(e);
+    return;
+  }
+  if (!rowAt) {
+    void vscode.window.showWarningMessage(`Influence Lens: line ${ln} is the header, not a data row.`);
+    return;
+  }
+  await runExplain(s, target.fsPath, rowAt.row);
+};
+
+async function runExplain(s: Services, testPath: string, testRow: number): Promise<void> {
+  const c = s.controller;
+  const model = c.path('model')!;
+  const train = c.path('train')!;
+  if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train)) await c.project.update({ test: testPath });
+  const r = await c.run(`explaining row ${testRow} of ${path.basename(testPath)}`, (signal, onProgress) => c.engine.request('explain', { ...c.common(model, train), test: testPath, testRow }, { signal, onProgress }));
+  if (!r) return;
+  c.logRun(`explain row ${testRow} of ${testPath}`, r.log);
+  c.setExplain({ view: r.view, marks: r.marks, trainPath: train, testPath, testRow });
+  s.panel.show(true);
+}
+
+const explainRowNumber: Factory = (s) => async (row?: number) => {
+  if (!(await ensure(s, ['model', 'train', 'test']))) return;
+  let k = typeof row === 'number' ? row : undefined;
+  if (k === undefined) {
+    const text = await vscode.window.showInputBox({
+      title: 'Influence Lens: explain a test row',
+      prompt: `0-based data row of ${path.basename(s.controller.path('test')!)} (the header is not a row)`,
+      validateInput: (v) => (/^\d+$/.test(v.trim()) ? undefined : 'a row number: 0, 1, 2, …'),
+    });
+    if (text === undefined) return;
+    k = Number(text.trim());
+  }
+  await runExplain(s, s.controller.path('test')!, k);
+};
+
+const runAudit: Factory = (s) => async () => {
+  if (!(await ensure(s, ['model', 'train']))) return;
+  const c = s.controller;
+  const model = c.path('model')!;
+  const train = c.path('train')!;
+  const validation = c.path('validation');
+  const test = c.path('test');
+  const heldOut = validation ? { path: validation, source: 'validation' as const } : test && path.resolve(test) !== path.resolve(train) ? { path: test, source: 'test' as const } : null;
+  const r = await c.run(`auditing ${path.basename(train)}`, (signal, onProgress) => c.engine.request('audit', { ...c.common(model, train), heldOut, tau: c.settings().memorizationTau }, { signal, onProgress }));
+  if (!r) return;
+  c.logRun(`audit of ${train}`, r.log);
+  c.setAudit({ view: r.view, marks: r.marks, trainPath: train });
+  s.panel.show(true);
+  const mem = r.view.memorizedCount;
+  void vscode.window.setStatusBarMessage(`Influence Lens: audit done${mem !== null ? `, ${mem} memorized rows` : ''}`, 5000);
+};
+
+const auditFile: Factory = (s) => async (uri?: vscode.Uri) => {
+  if (uri) await s.controller.project.update({ train: uri.fsPath });
+  await runAudit(s)();
+};
+
+/** Writes a new data file without the memorized and dropped rows; never the original. */
+const exportCleaned: Factory = (s) => async (): Promise<{ ok: boolean; message: string } | undefined> => {
+  const c = s.controller;
+  const au = c.results.audit;
+  if (!au) {
+    void vscode.window.showWarningMessage('Influence Lens: run an audit first; the export drops the rows it flags.');
+    return undefined;
+  }
+  const reviewed = s.sets.get('reviewed', au.trainPath);
+  const dropped = s.sets.get('dropped', au.trainPath);
+  const memorized = au.view.flagged.filter((f) => f.memorized && !reviewed.has(f.row)).map((f) => f.row);
+  const options = [
+    { label: `Memorized rows and rows you dropped (${new Set([...memorized, ...dropped]).size})`, rows: [...new Set([...memorized, ...dropped])] },
+    { label: `Memorized rows (${memorized.length})`, rows: memorized },
+    { label: `Rows you dropped from the Problems panel (${dropped.size})`, rows: [...dropped] },
+  ].filter((o) => o.rows.length > 0);
+  if (!options.length) {
+    void vscode.window.showInformationMessage('Influence Lens: no memorized or dropped rows to remove.');
+    return { ok: false, message: 'No memorized or dropped rows to remove.' };
+  }
+  const pick = options.length === 1 ? options[0] : await vscode.window.showQuickPick(options, { title: 'Influence Lens: rows to leave out of the cleaned dataset' });
+  if (!pick) return undefined;
+  const ext = path.extname(au.trainPath);
+  const suggestion = vscode.Uri.file(path.join(path.dirname(au.trainPath), `${path.basename(au.trainPath, ext)}.cleaned${ext}`));
+  const out = await vscode.window.showSaveDialog({ defaultUri: suggestion, title: 'Save the cleaned dataset as', filters: { Data: [ext.slice(1)] } });
+  if (!out) return undefined;
+  if (path.resolve(out.fsPath) === path.resolve(au.trainPath)) {
+    void vscode.window.showErrorMessage('Influence Lens: the cleaned dataset never overwrites the original; choose another file.');
+    return { ok: false, message: 'Choose a file other than the original.' };
+  }
+  const validation = c.path('validation');
+  const r = await c.run('writing the cleaned dataset', (signal, onProgress) =>
+    c.engine.request('clean', { ...c.common(c.path('model')!, au.trainPath), heldOut: validation ? { path: validation, source: 'validation' } : null, tau: c.settings().memorizationTau, remove: pick.rows.sort((a, b) => a - b), out: out.fsPath }, { signal, onProgress }),
+  );
+  if (!r) return { ok: false, message: c.lastError?.message ?? 'Export cancelled.' };
+  const message = `Wrote ${vscode.workspace.asRelativePath(r.out)}: ${r.kept} rows kept, ${r.removed.length} removed; predicted change of the mean held-out loss ${r.predictedHeldOutLossChange.toPrecision(3)} (first-order).`;
+  c.log(message);
+  void vscode.window.showInformationMessage(`Influence Lens: ${message}`, 'Open').then((a) => a && vscode.window.showTextDocument(out));
+  return { ok: true, message };
+};
+
+const revealLine: Factory = (s) => async (uri: vscode.Uri, line: number, col?: number) => s.editor.reveal(uri, line, col);
+
+const rowSet =
+  (kind: 'reviewed' | 'dropped'): Factory =>
+  (s) =>
+  async (file: string, row: number) => {
+    await s.sets.add(kind, file, row);
+    s.editor.refresh();
+    void vscode.window.setStatusBarMessage(`Influence Lens: row ${row} ${kind === 'reviewed' ? 'marked as reviewed' : 'will be left out of the cleaned export'}`, 4000);
+  };
+
+const refresh: Factory = (s) => async () => {
+  const ex = s.controller.results.explain;
+  if (ex) await runExplain(s, ex.testPath, ex.testRow);
+  if (s.controller.results.audit) await runAudit(s)();
+};
+
+const clearCache: Factory = (s) => async () => {
+  try {
+    const r = await s.controller.engine.request('clearCache', { cacheDir: s.controller.settings().cacheDirectory });
+    void vscode.window.showInformationMessage(`Influence Lens: cache cleared (${r.removed} files).`);
+  } catch (e) {
+    s.controller.showError(e);
+  }
+};
+
+/** Copies the bundled sample into global storage (once) and opens it. */
+const openSample: Factory = (s) => async () => {
+  const src = vscode.Uri.joinPath(s.ctx.extensionUri, 'samples', 'digits');
+  const dst = vscode.Uri.joinPath(s.ctx.globalStorageUri, 'digits-sample');
+  for (const f of ['train.csv', 'validation.csv', 'test.csv', 'model.onnx']) {
+    const to = vscode.Uri.joinPath(dst, f);
+    try {
+      await vscode.workspace.fs.stat(to);
+    } catch {
+      await vscode.workspace.fs.copy(vscode.Uri.joinPath(src, f), to, { overwrite: false });
+    }
+  }
+  const cfg = vscode.Uri.joinPath(dst, '.vscode', 'influence-lens.json');
+  await vscode.workspace.fs.writeFile(cfg, new TextEncoder().encode(JSON.stringify({ model: 'model.onnx', train: 'train.csv', test: 'test.csv', validation: 'validation.csv', labelColumn: 'label' }, null, 2) + '\n'));
+  await vscode.commands.executeCommand('vscode.openFolder', dst, { forceNewWindow: false });
+};
+
+export const COMMANDS: Record<string, Factory> = {
+  'influenceLens.useAsModel': useAs('model'),
+  'influenceLens.useAsTrain': useAs('train'),
+  'influenceLens.useAsTest': useAs('test'),
+  'influenceLens.useAsValidation': useAs('validation'),
+  'influenceLens.chooseModel': choose('model'),
+  'influenceLens.chooseTrain': choose('train'),
+  'influenceLens.chooseTest': choose('test'),
+  'influenceLens.chooseValidation': choose('validation'),
+  'influenceLens.chooseLabelColumn': chooseLabelColumn,
+  'influenceLens.explainRow': explainRow,
+  'influenceLens.explainRowNumber': explainRowNumber,
+  'influenceLens.runAudit': runAudit,
+  'influenceLens.auditFile': auditFile,
+  'influenceLens.exportCleaned': exportCleaned,
+  'influenceLens.revealLine': revealLine,
+  'influenceLens.dropRow': rowSet('dropped'),
+  'influenceLens.markReviewed': rowSet('reviewed'),
+  'influenceLens.refresh': refresh,
+  'influenceLens.clearCache': clearCache,
+  'influenceLens.openPanel': (s) => () => s.panel.show(),
+  'influenceLens.showLog': (s) => () => s.controller.output.show(),
+  'influenceLens.openSample': openSample,
+};
+
+export function registerCommands(s: Services): vscode.Disposable[] {
+  return Object.entries(COMMANDS).map(([id, make]) => vscode.commands.registerCommand(id, make(s)));
+}
+

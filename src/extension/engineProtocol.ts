@@ -1,0 +1,84 @@
+/** Messages between the extension host and the engine's child process (no vscode). */
+import type { AuditView, ExplainView } from '../protocol';
+
+export interface TableChoice {
+  labelColumn?: string;
+  features?: string[];
+  classes?: string[];
+}
+
+export interface CommonParams {
+  model: string;
+  train: string;
+  table: TableChoice;
+  damping: number | 'auto';
+  /** Rows listed per table. */
+  topK: number;
+  /** 'auto', 'none' or 'HxW'. */
+  imageShape: string;
+  /** null: no cache. */
+  cacheDir: string | null;
+  batchSize: number;
+}
+
+export interface ExplainParams extends CommonParams {
+  test: string;
+  testRow: number;
+}
+
+export interface AuditParams extends CommonParams {
+  heldOut: { path: string; source: 'validation' | 'test' } | null;
+  tau: number;
+}
+
+export interface CleanParams extends AuditParams {
+  remove: number[];
+  out: string;
+}
+
+/** One decorated/diagnosed training row. */
+export interface RowMark {
+  row: number;
+  line: number;
+  kind: 'helpful' | 'harmful' | 'memorized' | 'suspicious';
+  /** Words for the hover and the Problems panel. */
+  message: string;
+  value: number;
+}
+
+export interface RunLog {
+  damping: number;
+  dampingRule: string;
+  seconds: Record<string, number>;
+  cache: string;
+}
+
+export interface Requests {
+  explain: { params: ExplainParams; result: { view: ExplainView; marks: RowMark[]; log: RunLog } };
+  audit: { params: AuditParams; result: { view: AuditView; marks: RowMark[]; log: RunLog } };
+  clean: { params: CleanParams; result: { kept: number; removed: number[]; out: string; predictedHeldOutLossChange: number } };
+  header: { params: { path: string }; result: { columns: string[] } };
+  /** The 0-based data row whose record covers a 1-based line, or null (header, blank). */
+  rowAt: { params: { path: string; line: number; table: TableChoice }; result: { row: number; line: number } | null };
+  clearCache: { params: { cacheDir: string | null }; result: { removed: number } };
+}
+
+export type Method = keyof Requests;
+
+export type ToWorker = { id: number; method: Method; params: unknown } | { cancel: number };
+
+export interface WorkerError {
+  /** An InfluenceError CODE, 'CANCELLED' or 'INTERNAL'. */
+  code: string;
+  message: string;
+  /** `error[CODE] place: message`. */
+  formatted: string;
+  file?: string;
+  line?: number;
+  col?: number;
+}
+
+export type FromWorker =
+  | { id: number; result: unknown }
+  | { id: number; error: WorkerError }
+  | { id: number; progress: { stage: string; done: number; total: number } };

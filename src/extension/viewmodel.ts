@@ -1,0 +1,130 @@
+/**
+ * Engine results → the panel's and the tree's view data. Pure (no vscode): it runs in the
+ * engine's child process, so only the few listed rows cross the process boundary.
+ */
+import { quantile, reasonsFor, type AuditResult } from '../core/audit';
+import { topRows, type ExplainResult } from '../core/explain';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol';
+
+/**
+ * The image shape of a feature vector: from the setting ('HxW' forces, 'none' disables), else
+ * the model input [1,H,W] / [H,W] / [H,W,1], else a perfect square F ≥ 64.
+ */
+export function imageShape(setting: string, inputDims: number[], F: number): ImageShape | null {
+  const s = setting.trim().toLowerCase();
+  if (s === 'none') return null;
+  const m = /^(\d+)\s*[x×]\s*(\d+)$/.exec(s);
+  if (m) {
+    const height = Number(m[1]);
+    const width = Number(m[2]);
+    return height * width === F && height > 0 ? { height, width } : null;
+  }
+  const dims = inputDims.filter((d, i) => !(d === 1 && (i === 0 || i === inputDims.length - 1)));
+  if (inputDims.length >= 2 && dims.length === 2) return { height: dims[0], width: dims[1] };
+  const r = Math.round(Math.sqrt(F));
+  return F >= 64 && r * r === F ? { height: r, width: r } : null;
+}
+
+export function histogram(values: Float64Array, bins: number): { edges: number[]; counts: number[] } {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!(hi > lo)) {
+    lo = (lo || 0) - 1e-12;
+    hi = (hi || 0) + 1e-12;
+  }
+  const edges = Array.from({ length: bins + 1 }, (_, k) => lo + ((hi - lo) * k) / bins);
+  const counts = new Array<number>(bins).fill(0);
+  for (const v of values) counts[Math.min(bins - 1, Math.floor(((v - lo) / (hi - lo)) * bins))]++;
+  return { edges, counts };
+}
+
+function rowView(r: ExplainResult, i: number, features: Map<number, number[]>): RowView {
+  const s = r.scores;
+  return {
+    row: i,
+    line: r.rows.line[i],
+    label: r.rows.label[i],
+    predicted: r.rows.predicted[i],
+    lossChangeIfRemoved: s.lossChangeIfRemoved[i],
+    lossChangeIfRemovedNewton: s.lossChangeIfRemovedNewton[i],
+    influence: s.influence[i],
+    selfInfluence: s.selfInfluence[i],
+    relativeInfluence: s.relativeInfluence[i],
+    classificationInfluence: s.classificationInfluence[i],
+    features: features.get(i),
+  };
+}
+
+/**
+ * Rows listed by the panel: top k by lossChangeIfRemoved, and top k by relative influence
+ * (helpful = most negative relative influence, i.e. most loss reduction per unit of self-influence).
+ */
+export function listedRows(r: ExplainResult, k: number): { byInfluence: { helpful: number[]; harmful: number[] }; byRelative: { helpful: number[]; harmful: number[] } } {
+  const byInfluence = topRows(r.scores.lossChangeIfRemoved, k);
+  const neg = Float64Array.from(r.scores.relativeInfluence, (v) => -v);
+  const byRelative = topRows(neg, k);
+  return { byInfluence, byRelative };
+}
+
+export function explainView(r: ExplainResult, opts: { k: number; image: ImageShape | null; featureNames: string[]; features: Map<number, number[]> }): ExplainView {
+  const listed = listedRows(r, opts.k);
+  const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
+  const hist = histogram(r.scores.lossChangeIfRemoved, 40);
+  const marked = [
+    ...listed.byInfluence.helpful.map((row) => ({ row, value: r.scores.lossChangeIfRemoved[row], kind: 'helpful' as const })),
+    ...listed.byInfluence.harmful.map((row) => ({ row, value: r.scores.lossChangeIfRemoved[row], kind: 'harmful' as const })),
+  ];
+  return {
+    model: { path: r.model.path, layer: r.model.layer, parameters: r.model.parameters, output: r.model.output },
+    classes: r.classes,
+    damping: r.damping,
+    dampingRule: r.dampingRule,
+    selfInfluenceMethod: r.selfInfluenceMethod,
+    train: { path: r.train.path, rows: r.train.rows },
+    test: { ...r.test, featureNames: opts.featureNames },
+    image: opts.image,
+    byInfluence: { helpful: rv(listed.byInfluence.helpful), harmful: rv(listed.byInfluence.harmful) },
+    byRelative: { helpful: rv(listed.byRelative.helpful), harmful: rv(listed.byRelative.harmful) },
+    flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row] })), newClass: r.scores.flip.newClass } : null,
+    histogram: { ...hist, marked },
+    seconds: r.seconds.total,
+  };
+}
+
+/** Memorized rows first (by suspicion), then the most suspicious others, k in all at most. */
+export function flaggedRows(a: AuditResult, k: number): number[] {
+  const s = a.scores;
+  const n = a.rows.n;
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => s.suspicion[y] - s.suspicion[x] || x - y);
+  const mem = s.memorized ? order.filter((i) => s.memorized![i]) : [];
+  const rest = order.filter((i) => !s.memorized?.[i]);
+  return [...mem, ...rest].slice(0, Math.max(k, mem.length));
+}
+
+export function auditView(a: AuditResult, opts: { k: number; classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]> }): AuditView {
+  const s = a.scores;
+  const p95 = quantile(s.selfInfluence, 0.95);
+  const flagged: FlaggedRow[] = flaggedRows(a, opts.k).map((i) => ({
+    row: i,
+    line: a.rows.lines[i],
+    label: a.rows.labels[i],
+    predicted: s.predicted[i],
+    suspicion: s.suspicion[i],
+    memorized: s.memorized?.[i] === 1,
+    reasons: reasonsFor(s, a.rows, i, p95),
+    features: opts.features.get(i),
+  }));
+  return {
+    train: { path: opts.trainPath, rows: a.rows.n },
+    heldOut: a.heldOut ? { path: a.heldOut.path, rows: a.heldOut.rows.n, source: a.heldOut.source, loss: a.heldOutLoss!, accuracy: a.heldOutAccuracy! } : null,
+    classes: opts.classes,
+    image: opts.image,
+    damping: a.damping,
+    memorizedCount: s.memorized ? s.memorized.reduce((x, y) => x + y, 0) : null,
+    flagged,
+  };
+}

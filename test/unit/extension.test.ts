@@ -1,0 +1,181 @@
+/** The extension's pure parts: settings, view models, error fixes, and the engine child process. */
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { audit } from '../../src/core/audit';
+import { explain } from '../../src/core/explain';
+import { Engine } from '../../src/core/forward';
+import { EngineClient, EngineError } from '../../src/extension/engineClient';
+import type { ExplainParams } from '../../src/extension/engineProtocol';
+import { fixFor } from '../../src/extension/fixes';
+import { DEFAULTS, readSettings } from '../../src/extension/settings';
+import { auditView, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
+
+const root = resolve(__dirname, '../..');
+const sample = (f: string) => join(root, 'samples/digits', f);
+
+describe('settings', () => {
+  it('gives the defaults when nothing is set', () => {
+    const { settings, problems } = readSettings(() => undefined);
+    assert.deepEqual(settings, DEFAULTS);
+    assert.deepEqual(problems, []);
+  });
+  it('reads valid values', () => {
+    const values: Record<string, unknown> = { damping: '0.01', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
+    const { settings, problems } = readSettings((k) => values[k]);
+    assert.deepEqual(settings, { damping: 0.01, topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
+    assert.deepEqual(problems, []);
+  });
+  it('replaces invalid values by defaults and says which', () => {
+    const values: Record<string, unknown> = { damping: -1, topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
+    const { settings, problems } = readSettings((k) => values[k]);
+    assert.deepEqual(settings, DEFAULTS);
+    assert.equal(problems.length, 5);
+    assert.match(problems.join('\n'), /influenceLens\.damping: -1 is not a positive number/);
+    assert.match(problems.join('\n'), /influenceLens\.imageShape: "square"/);
+  });
+  it('turns the cache off', () => {
+    assert.equal(readSettings((k) => (k === 'cache.enabled' ? false : undefined)).settings.cacheDirectory, null);
+  });
+});
+
+describe('view models', () => {
+  it('finds image shapes from the model input, a square feature count, or the setting', () => {
+    assert.deepEqual(imageShape('auto', [1, 28, 28], 784), { height: 28, width: 28 });
+    assert.deepEqual(imageShape('auto', [8, 8], 64), { height: 8, width: 8 });
+    assert.deepEqual(imageShape('auto', [64], 64), { height: 8, width: 8 });
+    assert.equal(imageShape('auto', [49], 49), null, 'below 64 features a square is not assumed to be an image');
+    assert.equal(imageShape('auto', [10], 10), null);
+    assert.equal(imageShape('none', [1, 28, 28], 784), null);
+    assert.deepEqual(imageShape('4x16', [64], 64), { height: 4, width: 16 });
+    assert.equal(imageShape('5x5', [64], 64), null, 'a shape that does not fit F is ignored');
+  });
+
+  it('bins every value once', () => {
+    const v = Float64Array.from([-2, -1, 0, 0, 1, 5]);
+    const h = histogram(v, 4);
+    assert.equal(h.edges.length, 5);
+    assert.equal(h.edges[0], -2);
+    assert.equal(h.edges[4], 5);
+    assert.equal(h.counts.reduce((a, b) => a + b, 0), 6);
+    assert.deepEqual(h.counts, [2, 3, 0, 1]); // bins of width 1.75 from -2
+  });
+
+  it('lists the top rows of a real explanation, with the flip set and histogram marks', async () => {
+    const r = await explain({ model: sample('model.onnx'), train: sample('train.csv'), test: sample('test.csv'), testRow: 146 });
+    const v = explainView(r, { k: 5, image: { height: 8, width: 8 }, featureNames: [], features: new Map([[0, [1, 2]]]) });
+    assert.equal(v.byInfluence.helpful.length, 5);
+    assert.equal(v.byInfluence.harmful.length, 5);
+    const h = v.byInfluence.helpful.map((x) => x.lossChangeIfRemoved);
+    assert.deepEqual(h, [...h].sort((a, b) => b - a));
+    assert.ok(h.every((x) => x > 0));
+    assert.ok(v.byInfluence.harmful.every((x) => x.lossChangeIfRemoved < 0));
+    const rel = v.byRelative.helpful.map((x) => x.relativeInfluence);
+    assert.deepEqual(rel, [...rel].sort((a, b) => a - b), 'relative ranking: most negative relative influence first');
+    assert.equal(v.histogram.marked.length, 10);
+    assert.equal(v.histogram.counts.reduce((a, b) => a + b, 0), 1000);
+    assert.deepEqual(v.flip?.rows.map((x) => x.row), r.scores.flip?.rows);
+    assert.equal(v.test.row, 146);
+    const listed = listedRows(r, 5);
+    assert.deepEqual(v.byInfluence.helpful.map((x) => x.row), listed.byInfluence.helpful);
+  });
+
+  it('puts memorized rows first among the flagged rows', async () => {
+    const engine = await Engine.open(sample('model.onnx'));
+    try {
+      const a = await audit(engine, { train: sample('train.csv'), heldOut: { path: sample('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 });
+      const rows = flaggedRows(a, 3);
+      const mem = Array.from(a.scores.memorized!).reduce((x, y) => x + y, 0);
+      assert.equal(rows.length, Math.max(3, mem));
+      const flags = rows.map((i) => a.scores.memorized![i]);
+      assert.deepEqual(flags, [...flags].sort((x, y) => y - x));
+      const v = auditView(a, { k: 3, classes: null, image: null, trainPath: 'train.csv', features: new Map() });
+      assert.equal(v.memorizedCount, mem);
+      assert.ok(v.flagged.every((f) => Array.isArray(f.reasons)));
+      assert.equal(v.heldOut?.rows, 400);
+    } finally {
+      await engine.release();
+    }
+  });
+
+  it('offers a fix for each kind of input error', () => {
+    assert.equal(fixFor('LABEL_COLUMN_MISSING')?.command, 'influenceLens.chooseLabelColumn');
+    assert.equal(fixFor('NO_LINEAR_HEAD')?.command, 'influenceLens.chooseModel');
+    assert.equal(fixFor('FEATURE_COUNT_MISMATCH')?.command, 'influenceLens.chooseModel');
+    assert.equal(fixFor('ENGINE_CRASHED')?.command, 'influenceLens.showLog');
+    assert.equal(fixFor('CSV_RAGGED_ROW'), null);
+  });
+});
+
+describe('engine child process', () => {
+  const worker = join(root, 'dist/worker.js');
+  const dir = mkdtempSync(join(tmpdir(), 'il-worker-'));
+  for (const f of ['model.onnx', 'train.csv', 'test.csv']) copyFileSync(sample(f), join(dir, f));
+  const params: ExplainParams = {
+    model: join(dir, 'model.onnx'),
+    train: join(dir, 'train.csv'),
+    test: join(dir, 'test.csv'),
+    testRow: 3,
+    table: {},
+    damping: 'auto',
+    topK: 4,
+    imageShape: 'auto',
+    cacheDir: join(dir, 'cache'),
+    batchSize: 256,
+  };
+  let client: EngineClient;
+  const log: string[] = [];
+  before(() => {
+    client = new EngineClient(worker, (l) => log.push(l));
+  });
+  after(() => client.dispose());
+
+  it('explains in the child process, with thumbnails of the listed rows', async () => {
+    const progress: string[] = [];
+    const r = await client.request('explain', params, { onProgress: (stage) => progress.push(stage) });
+    assert.equal(r.view.byInfluence.helpful.length, 4);
+    assert.equal(r.view.image?.width, 8);
+    assert.equal(r.view.byInfluence.helpful[0].features?.length, 64);
+    assert.equal(r.marks.length, 8);
+    assert.equal(r.log.cache, 'miss');
+    assert.ok(progress.length > 0);
+    const again = await client.request('explain', { ...params, testRow: 4 });
+    assert.equal(again.log.cache, 'hit');
+  });
+
+  it('finds the row under a line', async () => {
+    assert.deepEqual(await client.request('rowAt', { path: params.test, line: 5, table: {} }), { row: 3, line: 5 });
+    assert.equal(await client.request('rowAt', { path: params.test, line: 1, table: {} }), null);
+  });
+
+  it('reports bad input with its code', async () => {
+    await assert.rejects(client.request('explain', { ...params, table: { labelColumn: 'nope' } }), (e: EngineError) => {
+      assert.equal(e.code, 'LABEL_COLUMN_MISSING');
+      assert.match(e.message, /nope/);
+      return true;
+    });
+  });
+
+  it('stops on cancel', async () => {
+    const ac = new AbortController();
+    const t0 = Date.now();
+    const p = client.request('audit', { ...params, heldOut: null, tau: 0, cacheDir: null }, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(p, (e: EngineError) => e.code === 'CANCELLED');
+    assert.ok(Date.now() - t0 < 5000);
+  });
+
+  it('restarts after the process dies and says so', async () => {
+    await client.request('header', { path: params.train });
+    const pid = client.pid;
+    const p = client.request('audit', { ...params, heldOut: null, tau: 0, cacheDir: null });
+    client.kill();
+    await assert.rejects(p, (e: EngineError) => e.code === 'ENGINE_CRASHED');
+    const r = await client.request('header', { path: params.train });
+    assert.equal(r.columns.length, 65);
+    assert.notEqual(client.pid, pid);
+    assert.ok(log.some((l) => /killed by SIGKILL/.test(l)));
+  });
+});
