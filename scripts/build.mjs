@@ -15,6 +15,7 @@ const node = {
 };
 const builds = [
   { ...node, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
+  { ...node, entryPoints: ['scripts/bench/floor.ts'], outfile: 'dist/bench-floor.js' },
 ];
 const optional = [
   { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },

@@ -67,7 +67,7 @@ export interface ExplainView {
   byRelative: { helpful: RowView[]; harmful: RowView[] };
   flip: { rows: { row: number; line: number }[]; newClass: number } | null;
   /** Distribution of lossChangeIfRemoved over all rows, with the listed rows marked. */
-  histogram: { edges: number[]; counts: number[]; marked: { row: number; value: number; kind: 'helpful' | 'harmful' }[] };
+  histogram: { edges: number[]; counts: number[]; marked: { row: number; line: number; value: number; kind: 'helpful' | 'harmful' }[] };
   seconds: number;
 }
 
@@ -76,6 +76,7 @@ export interface FlaggedRow {
   line: number;
   label: number;
   predicted: number;
+  /** Review-first score, in nats: leave-one-out loss + self-owed fit + held-out harm (README). */
   suspicion: number;
   memorized: boolean;
   reasons: Reason[];
@@ -88,6 +89,7 @@ export interface AuditView {
   classes: string[] | null;
   image: ImageShape | null;
   damping: number;
+  /** null without a held-out set: memorization is then not checked. */
   memorizedCount: number | null;
   /** Memorized rows first, then the most suspicious, at most k. */
   flagged: FlaggedRow[];

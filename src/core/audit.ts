@@ -128,7 +128,7 @@ export function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: Au
       heldOutInfluence[i] = -s;
     }
   }
-  const suspicion = suspicionScores(lossWithout, heldOutInfluence, n);
+  const suspicion = suspicionScores(lossWithout, rows.loss, heldOutInfluence, heldOut?.rows.n ?? 0);
   let memorized: Uint8Array | null = null;
   if (heldOutInfluence) {
     memorized = new Uint8Array(n);
@@ -158,15 +158,19 @@ export function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: Au
 }
 
 /**
- * suspicion(i) = the row's leave-one-out loss (its own loss once the model is refit without it,
- * by the leverage-corrected Newton step) plus, with a held-out set, the increase of the total
- * held-out loss that the row causes, n⁻¹·max(heldOutInfluence, 0).
- * To first order the first term is loss_i + selfInfluence_i/n: it joins label/prediction
- * disagreement (the loss) and self-influence; the second adds harm to held-out data.
+ * suspicion(i) = lossWithout_i + (lossWithout_i − loss_i) + max(heldOutInfluence_i, 0)/|V|:
+ * - lossWithout, the row's loss once the model is refit without it (leverage-corrected Newton
+ *   step): how strongly a model that did not see the row disagrees with its label;
+ * - lossWithout − loss, the part of the row's fit that it owes to itself (≈ selfInfluence/n to
+ *   first order): memorization;
+ * - heldOutInfluence/|V| = n/|V| · (heldOutInfluence/n): the increase of the held-out loss that
+ *   the row causes, scaled to a held-out set as large as the training set. Only harm counts.
  */
-export function suspicionScores(lossWithout: Float64Array, heldOutInfluence: Float64Array | null, n: number): Float64Array {
-  const s = Float64Array.from(lossWithout);
-  if (heldOutInfluence) for (let i = 0; i < s.length; i++) s[i] += Math.max(heldOutInfluence[i], 0) / n;
+export function suspicionScores(lossWithout: Float64Array, loss: Float64Array, heldOutInfluence: Float64Array | null, heldOutRows: number): Float64Array {
+  const s = new Float64Array(lossWithout.length);
+  for (let i = 0; i < s.length; i++) {
+    s[i] = 2 * lossWithout[i] - loss[i] + (heldOutInfluence && heldOutRows > 0 ? Math.max(heldOutInfluence[i], 0) / heldOutRows : 0);
+  }
   return s;
 }
 

@@ -260,6 +260,7 @@ export const COMMANDS: Record<string, Factory> = {
   'influenceLens.refresh': refresh,
   'influenceLens.clearCache': clearCache,
   'influenceLens.openPanel': (s) => () => s.panel.show(),
+  'influenceLens.cancel': (s) => () => s.controller.cancelAll(),
   'influenceLens.showLog': (s) => () => s.controller.output.show(),
   'influenceLens.openSample': openSample,
 };

@@ -30,6 +30,8 @@ export class Controller implements vscode.Disposable {
   /** The last error shown, for tests and the tree. */
   lastError: { code: string; message: string } | null = null;
   private busy = 0;
+  /** Aborts every running task: the Cancel command (the notification's Cancel does the same per task). */
+  private readonly running = new Set<AbortController>();
 
   constructor(
     readonly engine: EngineClient,
@@ -70,8 +72,8 @@ export class Controller implements vscode.Disposable {
   private setStatus(text?: string): void {
     const a = this.results.audit?.view;
     this.status.text = this.busy ? `$(sync~spin) Influence Lens: ${text ?? 'working…'}` : `$(beaker) Influence Lens${a?.memorizedCount ? `: ${a.memorizedCount} memorized` : ''}`;
-    this.status.tooltip = this.busy ? 'Influence Lens is computing; cancel from the notification' : 'Influence Lens: open the panel';
-    this.status.command = 'influenceLens.openPanel';
+    this.status.tooltip = this.busy ? 'Influence Lens is computing: click to cancel' : 'Influence Lens: open the panel';
+    this.status.command = this.busy ? 'influenceLens.cancel' : 'influenceLens.openPanel';
     this.status.show();
   }
 
@@ -108,18 +110,29 @@ export class Controller implements vscode.Disposable {
           progress.report({ message: `${stage} ${pct}%`, increment: stage === 'read' || stage === 'scores' ? Math.max(0, pct - last) / 2 : undefined });
           last = pct;
         };
+        const ac = new AbortController();
+        this.running.add(ac);
         try {
           this.lastError = null;
-          return await task(toAbortSignal(token), report);
+          return await task(AbortSignal.any([toAbortSignal(token), ac.signal]), report);
         } catch (e) {
           this.showError(e);
           return undefined;
+        } finally {
+          this.running.delete(ac);
         }
       });
     } finally {
       this.busy--;
       this.setStatus();
     }
+  }
+
+  /** Cancels every running task; returns how many. */
+  cancelAll(): number {
+    const n = this.running.size;
+    for (const ac of this.running) ac.abort();
+    return n;
   }
 
   showError(e: unknown): void {

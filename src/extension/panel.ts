@@ -114,7 +114,7 @@ export class PanelController implements vscode.Disposable {
 <title>Influence Lens</title>
 </head>
 <body>
-<main id="app" aria-live="polite"></main>
+<main id="app"></main>
 <script nonce="${nonce}" src="${script.toString()}"></script>
 </body>
 </html>`;

@@ -75,8 +75,8 @@ export function explainView(r: ExplainResult, opts: { k: number; image: ImageSha
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
   const marked = [
-    ...listed.byInfluence.helpful.map((row) => ({ row, value: r.scores.lossChangeIfRemoved[row], kind: 'helpful' as const })),
-    ...listed.byInfluence.harmful.map((row) => ({ row, value: r.scores.lossChangeIfRemoved[row], kind: 'harmful' as const })),
+    ...listed.byInfluence.helpful.map((row) => ({ row, line: r.rows.line[row], value: r.scores.lossChangeIfRemoved[row], kind: 'helpful' as const })),
+    ...listed.byInfluence.harmful.map((row) => ({ row, line: r.rows.line[row], value: r.scores.lossChangeIfRemoved[row], kind: 'harmful' as const })),
   ];
   return {
     model: { path: r.model.path, layer: r.model.layer, parameters: r.model.parameters, output: r.model.output },
