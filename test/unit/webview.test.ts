@@ -148,9 +148,9 @@ describe('histogram geometry', () => {
     edges: [-1, 0, 1, 2],
     counts: [1, 0, 3],
     marked: [
-      { row: 4, value: 1.5, kind: 'helpful' as const },
-      { row: 5, value: -1, kind: 'harmful' as const },
-      { row: 6, value: 5, kind: 'helpful' as const },
+      { row: 4, line: 6, value: 1.5, kind: 'helpful' as const },
+      { row: 5, line: 7, value: -1, kind: 'harmful' as const },
+      { row: 6, line: 8, value: 5, kind: 'helpful' as const },
     ],
   };
 
@@ -199,7 +199,7 @@ describe('histogram geometry', () => {
   });
 
   test('equal edges put everything in the middle', () => {
-    const g = histogramGeometry({ edges: [0.5, 0.5], counts: [10], marked: [{ row: 1, value: 0.5, kind: 'helpful' }] }, 230, 100, { margins });
+    const g = histogramGeometry({ edges: [0.5, 0.5], counts: [10], marked: [{ row: 1, line: 3, value: 0.5, kind: 'helpful' }] }, 230, 100, { margins });
     assert.equal(g.markers[0].x, 130);
     assert.equal(g.bars[0].width, 200);
   });
