@@ -17,6 +17,9 @@ export interface ProjectChoices {
 
 export class ProjectStore implements vscode.Disposable {
   private choices: ProjectChoices = {};
+  /** Loads and updates run one at a time, so a watcher reload never interleaves with a write. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastWritten: string | undefined;
   private readonly emitter = new vscode.EventEmitter<void>();
   readonly onDidChange = this.emitter.event;
   private readonly watcher: vscode.FileSystemWatcher | undefined;
@@ -25,7 +28,7 @@ export class ProjectStore implements vscode.Disposable {
     const folder = this.folder();
     if (folder) {
       this.watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(folder, '.vscode/influence-lens.json'));
-      const reload = () => void this.load().then(() => this.emitter.fire());
+      const reload = () => void this.load().then((changed) => changed && this.emitter.fire());
       this.watcher.onDidChange(reload);
       this.watcher.onDidCreate(reload);
       this.watcher.onDidDelete(reload);
@@ -41,16 +44,32 @@ export class ProjectStore implements vscode.Disposable {
     return f && vscode.Uri.joinPath(f.uri, '.vscode', 'influence-lens.json');
   }
 
-  async load(): Promise<void> {
-    const f = this.file();
-    if (!f) return;
-    try {
-      const text = new TextDecoder().decode(await vscode.workspace.fs.readFile(f));
-      const j = JSON.parse(text) as ProjectChoices;
-      this.choices = typeof j === 'object' && j ? j : {};
-    } catch {
-      this.choices = {};
-    }
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op, op);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Reads the file; true when it differs from what this store last wrote. */
+  load(): Promise<boolean> {
+    return this.serial(async () => {
+      const f = this.file();
+      if (!f) return false;
+      let text: string | undefined;
+      try {
+        text = new TextDecoder().decode(await vscode.workspace.fs.readFile(f));
+      } catch {
+        text = undefined;
+      }
+      if (text !== undefined && text === this.lastWritten) return false;
+      try {
+        const j = text === undefined ? {} : (JSON.parse(text) as ProjectChoices);
+        this.choices = typeof j === 'object' && j ? j : {};
+      } catch {
+        this.choices = {};
+      }
+      return true;
+    });
   }
 
   get(): Readonly<ProjectChoices> {
@@ -69,7 +88,11 @@ export class ProjectStore implements vscode.Disposable {
     return ROLES.find((r) => this.path(r) && path.resolve(this.path(r)!) === path.resolve(fsPath));
   }
 
-  async update(patch: Partial<ProjectChoices>): Promise<void> {
+  update(patch: Partial<ProjectChoices>): Promise<void> {
+    return this.serial(() => this.write(patch));
+  }
+
+  private async write(patch: Partial<ProjectChoices>): Promise<void> {
     const f = this.folder();
     const rel = (p: string | undefined) => {
       if (!p || !f) return p;
@@ -85,8 +108,9 @@ export class ProjectStore implements vscode.Disposable {
     this.choices = next;
     const file = this.file();
     if (file) {
+      this.lastWritten = JSON.stringify(next, null, 2) + '\n';
       await vscode.workspace.fs.createDirectory(vscode.Uri.joinPath(file, '..'));
-      await vscode.workspace.fs.writeFile(file, new TextEncoder().encode(JSON.stringify(next, null, 2) + '\n'));
+      await vscode.workspace.fs.writeFile(file, new TextEncoder().encode(this.lastWritten));
     }
     this.emitter.fire();
   }

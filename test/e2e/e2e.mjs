@@ -1,0 +1,159 @@
+#!/usr/bin/env node
+// End-to-end: the packaged VSIX installed in a real VS Code (code-server, no test driver), the
+// sample workspace, headless chromium clicking through the UI like a user.
+//
+//   node test/e2e/e2e.mjs [--vsix FILE] [--keep] [--only N] [--screenshots DIR]
+//
+// --vsix: the VSIX to install (default: scripts/vscode/package.sh builds one into the run dir,
+// from dist/: run `npm run build` first). --keep: keep the run dir after a pass. --only N: run the
+// first N steps. --screenshots DIR: also save audit.png and explain.png there. Prerequisite: scripts/vscode/setup.sh.
+// Saves docs/screenshots/workbench.png. Prints one line per step and `N passing` / `N failing`
+// (scripts/vscode/summary.mjs counts them); exits 1 when a step fails. After a failure the later
+// steps are skipped, and a screenshot of the failure is kept in the run dir.
+//
+// Adding a step: `step('what the user sees', async ({ page }) => { ... })` in the flow below, in
+// order; the helpers are in test/e2e/vscode-ui.mjs.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { ROOT, newRunDir, startCodeServer, installExtension, copySample, onSignals } from '../../scripts/vscode/server.mjs';
+import { launchBrowser } from '../../scripts/vscode/browser.mjs';
+import {
+  waitForWorkbench, runCommand, findCommand, contextMenu, explorerItem, openFile, goToLine, pickQuickItem,
+  webviewFrame, waitForCursorLine, activeEditorTab, screenshot, poll, quickInputShows,
+} from './vscode-ui.mjs';
+
+const argv = process.argv.slice(2);
+const opt = (name) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
+const keep = argv.includes('--keep') || process.env.IL_KEEP_RUN === '1';
+const only = opt('--only') ? Number(opt('--only')) : Infinity;
+const SCREENSHOT = join(ROOT, 'docs/screenshots/workbench.png');
+// --screenshots DIR: also save audit.png and explain.png there (e.g. docs/screenshots).
+const SHOTS = opt('--screenshots') && resolve(opt('--screenshots'));
+const extraShot = async (page, name) => { if (SHOTS) { mkdirSync(SHOTS, { recursive: true }); await screenshot(page, join(SHOTS, name)); } };
+const FLAGGED_ROWS = '[id^="flagged"] tr.clickable';
+const PALETTE = {
+  explainRow: "Influence Lens: Explain This Row's Prediction",
+  openPanel: 'Influence Lens: Open Panel',
+};
+
+// ---------------------------------------------------------------------------------------------
+// The flow, in order. Each step gets { page, server, workspace, runDir, state } (state: shared).
+// ---------------------------------------------------------------------------------------------
+const steps = [];
+const step = (name, fn, { timeoutMs = 120_000 } = {}) => steps.push({ name, fn, timeoutMs });
+
+step('the workbench opens the sample workspace', async ({ page }) => {
+  await waitForWorkbench(page, { file: 'train.csv' });
+});
+
+step('the extension contributes its commands to the palette', async ({ page }) => {
+  // (Explain This Row's Prediction shows only while an editor is open: checked in its own step.)
+  await findCommand(page, PALETTE.openPanel, { timeoutMs: 60_000 });
+  // The workbench with the extension loaded (its view in the activity bar).
+  mkdirSync(join(ROOT, 'docs/screenshots'), { recursive: true });
+  await screenshot(page, SCREENSHOT);
+});
+
+step('right-click train.csv → Audit Training Data, choose model.onnx: the panel lists flagged rows', async ({ page, state }) => {
+  await contextMenu(page, explorerItem(page, 'train.csv'), 'Audit Training Data');
+  // No model is chosen yet: the extension asks for it (and for the label column if it cannot tell).
+  await pickQuickItem(page, 'model.onnx', { timeoutMs: 60_000 });
+  state.frame = await poll(async () => {
+    if (await quickInputShows(page, /label column/i)) await pickQuickItem(page, 'label');
+    return webviewFrame(page, { selector: FLAGGED_ROWS, timeoutMs: 1_000 }).catch(() => null);
+  }, { timeoutMs: 180_000, message: `the panel's flagged rows (${FLAGGED_ROWS})` });
+  await extraShot(page, 'audit.png');
+});
+
+step('open test.csv → Explain This Row\'s Prediction: helpful and harmful rows with thumbnails', async ({ page, state }) => {
+  await openFile(page, 'test.csv');
+  await goToLine(page, 2); // the first data row
+  await runCommand(page, PALETTE.explainRow);
+  const frame = await webviewFrame(page, { selector: '#helpful-table tr.clickable', timeoutMs: 180_000 });
+  for (const id of ['helpful-table', 'harmful-table']) {
+    const rows = frame.locator(`#${id} tr.clickable`);
+    const n = await rows.count();
+    if (n < 1) throw new Error(`#${id} has no rows`);
+    const thumbs = await frame.locator(`#${id} tr.clickable canvas.thumb`).count();
+    if (thumbs < n) throw new Error(`#${id}: ${thumbs} thumbnails for ${n} rows`);
+  }
+  state.frame = frame;
+  await extraShot(page, 'explain.png');
+});
+
+step('clicking a helpful row reveals its line in train.csv', async ({ page, state }) => {
+  const row = state.frame.locator('#helpful-table tr.clickable').first();
+  const line = Number(await row.getAttribute('data-line'));
+  if (!Number.isInteger(line) || line < 2) throw new Error(`the first helpful row has no data-line (got ${line})`);
+  await row.click();
+  await activeEditorTab(page, 'train.csv');
+  await waitForCursorLine(page, line);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The harness.
+// ---------------------------------------------------------------------------------------------
+const t0 = Date.now();
+const secs = (t = t0) => ((Date.now() - t) / 1000).toFixed(1);
+const runDir = newRunDir('e2e');
+const consoleLog = join(runDir, 'browser-console.log');
+let server, browser;
+const cleanup = async () => {
+  if (browser) await browser.close();
+  if (server) await server.stop();
+};
+onSignals(async () => { await cleanup(); });
+
+let passed = 0, failed = 0, skipped = 0;
+try {
+  let vsix = opt('--vsix') && resolve(opt('--vsix'));
+  if (!vsix) {
+    console.log('e2e: packaging the VSIX (scripts/vscode/package.sh)');
+    vsix = execFileSync('bash', [join(ROOT, 'scripts/vscode/package.sh'), join(runDir, 'influence-lens.vsix')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop();
+  }
+  const extensionsDir = join(runDir, 'ext');
+  installExtension(vsix, extensionsDir, { runDir });
+  const workspace = copySample(join(runDir, 'workspace'));
+  server = await startCodeServer({ runDir, folder: workspace, extensionsDir, disableWorkspaceTrust: true });
+  console.log(`e2e: code-server ready in ${(server.startMs / 1000).toFixed(1)}s at ${server.url}; VSIX ${relative(ROOT, vsix)}`);
+  browser = await launchBrowser({ runDir });
+  const { page } = browser;
+  page.on('console', (m) => appendFileSync(consoleLog, `${secs()}s [${m.type()}] ${m.text()}\n`));
+  page.on('pageerror', (e) => appendFileSync(consoleLog, `${secs()}s [pageerror] ${e.stack || e}\n`));
+  await page.goto(server.workbenchUrl({ folder: workspace }), { waitUntil: 'domcontentloaded', timeout: 90_000 });
+
+  const ctx = { page, server, workspace, runDir, state: {} };
+  console.log('');
+  console.log('  e2e');
+  for (const [i, s] of steps.entries()) {
+    if (i >= only || failed) { skipped++; console.log(`    - ${s.name} (skipped)`); continue; }
+    const ts = Date.now();
+    try {
+      await Promise.race([
+        s.fn(ctx),
+        new Promise((_, rej) => setTimeout(() => rej(new Error(`step timed out after ${s.timeoutMs / 1000}s`)), s.timeoutMs).unref()),
+      ]);
+      passed++;
+      console.log(`    ✔ ${s.name} (${secs(ts)}s)`);
+    } catch (err) {
+      failed++;
+      const shot = join(runDir, `failed-step-${i + 1}.png`);
+      await screenshot(page, shot).catch(() => {});
+      console.log(`    ✖ ${s.name} (${secs(ts)}s)\n      ${String(err.message || err).split('\n').join('\n      ')}\n      screenshot: ${relative(ROOT, shot)}`);
+    }
+  }
+} catch (err) {
+  failed++;
+  console.log(`e2e: harness failure: ${err.stack || err}`);
+} finally {
+  await cleanup();
+}
+console.log('');
+console.log(`  ${passed} passing (${secs()}s)`);
+if (failed) console.log(`  ${failed} failing`);
+if (skipped) console.log(`  ${skipped} pending`);
+if (!failed && !keep) rmSync(runDir, { recursive: true, force: true });
+else console.log(`e2e: run dir kept: ${relative(ROOT, runDir)} (code-server.log, browser-console.log, screenshots)`);
+if (!failed) console.log(`e2e: screenshot ${relative(ROOT, SCREENSHOT)}`);
+process.exit(failed ? 1 : 0);

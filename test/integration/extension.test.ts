@@ -1,0 +1,141 @@
+/**
+ * Integration tests in the real extension host of code-server, on a copy of the bundled sample.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { Api } from '../../src/extension/extension';
+
+const ws = () => vscode.workspace.workspaceFolders![0].uri;
+const file = (name: string) => vscode.Uri.joinPath(ws(), name);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function api(): Promise<Api> {
+  const ext = vscode.extensions.getExtension<Api>('influence-lens.influence-lens');
+  assert.ok(ext, 'extension installed');
+  return ext.activate();
+}
+
+async function until<T>(what: string, f: () => T | undefined | null | false, ms = 30000): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function projectFile(): Record<string, unknown> {
+  return JSON.parse(fs.readFileSync(path.join(ws().fsPath, '.vscode', 'influence-lens.json'), 'utf8'));
+}
+
+suite('Influence Lens in VS Code', function () {
+  this.timeout(120000);
+
+  test('registers its commands', async () => {
+    await api();
+    const all = await vscode.commands.getCommands(true);
+    const pkg = JSON.parse(fs.readFileSync(path.join(vscode.extensions.getExtension('influence-lens.influence-lens')!.extensionPath, 'package.json'), 'utf8'));
+    const declared: string[] = pkg.contributes.commands.map((c: { command: string }) => c.command);
+    assert.ok(declared.length >= 20);
+    for (const id of declared) assert.ok(all.includes(id), `${id} registered`);
+  });
+
+  test('the setup flow stores its choices in .vscode/influence-lens.json', async () => {
+    await api();
+    await vscode.commands.executeCommand('influenceLens.useAsModel', file('model.onnx'));
+    await vscode.commands.executeCommand('influenceLens.useAsTrain', file('train.csv'));
+    await vscode.commands.executeCommand('influenceLens.useAsTest', file('test.csv'));
+    await vscode.commands.executeCommand('influenceLens.useAsValidation', file('validation.csv'));
+    const a = await api();
+    await a.controller.project.update({ labelColumn: 'label' });
+    assert.deepEqual(projectFile(), { model: 'model.onnx', train: 'train.csv', test: 'test.csv', validation: 'validation.csv', labelColumn: 'label' });
+    assert.equal(a.controller.path('train'), file('train.csv').fsPath);
+  });
+
+  test('explain opens the panel with helpful and harmful rows', async () => {
+    const a = await api();
+    // Line 148 of test.csv is data row 146 (the header is line 1).
+    await vscode.commands.executeCommand('influenceLens.explainRow', file('test.csv'), 148);
+    const ex = await until('an explanation', () => a.controller.results.explain);
+    assert.equal(ex.testRow, 146);
+    assert.ok(ex.view.byInfluence.helpful.length > 0);
+    assert.ok(ex.view.byInfluence.harmful.length > 0);
+    assert.equal(ex.view.image?.width, 8);
+    assert.equal(ex.view.byInfluence.helpful[0].features?.length, 64);
+    await until('the panel', () => a.panel.webviewPanel);
+    const tab = await until('a webview tab', () => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'Influence Lens'));
+    assert.ok(tab);
+    assert.ok(ex.marks.some((m) => m.kind === 'helpful'));
+  });
+
+  test('reveal opens the right file at the right line', async () => {
+    await api();
+    await vscode.commands.executeCommand('influenceLens.revealLine', file('train.csv'), 37);
+    const ed = vscode.window.activeTextEditor;
+    assert.ok(ed);
+    assert.equal(ed.document.uri.fsPath, file('train.csv').fsPath);
+    assert.equal(ed.selection.active.line, 36);
+    assert.equal(ed.selection.start.line, 36);
+  });
+
+  test('the audit publishes diagnostics for memorized and suspicious rows', async () => {
+    const a = await api();
+    await vscode.commands.executeCommand('influenceLens.runAudit');
+    const au = await until('an audit', () => a.controller.results.audit);
+    assert.ok(au.view.heldOut, 'validation file used as held-out set');
+    const diags = await until('diagnostics', () => {
+      const d = vscode.languages.getDiagnostics(file('train.csv')).filter((x) => x.source === 'Influence Lens');
+      return d.length ? d : undefined;
+    });
+    assert.ok(diags.length >= 5);
+    assert.ok(diags.every((d) => d.message.length > 20));
+    const mem = au.view.flagged.filter((f) => f.memorized);
+    assert.equal(diags.filter((d) => d.severity === vscode.DiagnosticSeverity.Warning).length, mem.length);
+    // Quick fixes exist and "Mark as reviewed" removes the diagnostic without touching the file.
+    const before = fs.readFileSync(file('train.csv').fsPath);
+    const d0 = diags[0];
+    const actions = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', file('train.csv'), d0.range);
+    const titles = actions.map((x) => x.title);
+    assert.ok(titles.some((t) => /^Drop row \d+ from cleaned export$/.test(t)), titles.join('; '));
+    const reviewed = actions.find((x) => /^Mark row \d+ as reviewed$/.test(x.title))!;
+    await vscode.commands.executeCommand(reviewed.command!.command, ...(reviewed.command!.arguments ?? []));
+    const after = vscode.languages.getDiagnostics(file('train.csv')).filter((x) => x.source === 'Influence Lens');
+    assert.equal(after.length, diags.length - 1);
+    assert.deepEqual(fs.readFileSync(file('train.csv').fsPath), before);
+  });
+
+  test('cancel stops a run', async () => {
+    const a = await api();
+    a.controller.setAudit(null);
+    await vscode.workspace.getConfiguration('influenceLens').update('cache.enabled', false, vscode.ConfigurationTarget.Workspace);
+    try {
+      const t0 = Date.now();
+      const run = vscode.commands.executeCommand('influenceLens.runAudit');
+      await until('the run to start', () => a.engine.pid !== undefined, 10000);
+      await sleep(50);
+      await vscode.commands.executeCommand('influenceLens.cancel');
+      await run;
+      assert.ok(Date.now() - t0 < 10000, 'stopped promptly');
+      assert.equal(a.controller.results.audit, null, 'no result from a cancelled run');
+      assert.equal(a.controller.lastError, null, 'cancelling is not an error');
+    } finally {
+      await vscode.workspace.getConfiguration('influenceLens').update('cache.enabled', undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  test('a bad label column gives the clear error', async () => {
+    const a = await api();
+    await a.controller.project.update({ labelColumn: 'target' });
+    try {
+      await vscode.commands.executeCommand('influenceLens.explainRow', file('test.csv'), 5);
+      assert.ok(a.controller.lastError, 'an error was shown');
+      assert.equal(a.controller.lastError.code, 'LABEL_COLUMN_MISSING');
+      assert.match(a.controller.lastError.message, /target/);
+    } finally {
+      await a.controller.project.update({ labelColumn: 'label' });
+    }
+  });
+});
