@@ -28,6 +28,10 @@ if [ ! -d "$demo/workspace" ]; then
   node --input-type=module -e "
     const { copySample } = await import('./scripts/vscode/server.mjs');
     copySample(process.argv[1], { overwrite: false });" "$demo/workspace"
+  # Pre-configured as the walkthrough's "Open the Bundled Sample" does, validation set included.
+  mkdir -p "$demo/workspace/.vscode"
+  printf '%s\n' '{' '  "model": "model.onnx",' '  "train": "train.csv",' '  "test": "test.csv",' \
+    '  "validation": "validation.csv",' '  "labelColumn": "label"' '}' > "$demo/workspace/.vscode/influence-lens.json"
 fi
 
 port_args=()
