@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { audit, type AuditResult } from '../../src/core/audit';
 import { Engine } from '../../src/core/forward';
+import { auc } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
 const fx = (f: string) => join(root, 'test/fixtures/noisy', f);
@@ -22,24 +23,6 @@ function cli(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** ROC AUC of `score` for the positives (ties count half). */
-export function auc(score: ArrayLike<number>, pos: boolean[]): number {
-  const idx = Array.from({ length: pos.length }, (_, i) => i).sort((a, b) => score[a] - score[b]);
-  let rankSum = 0;
-  let np = 0;
-  let k = 0;
-  while (k < idx.length) {
-    let j = k;
-    while (j + 1 < idx.length && score[idx[j + 1]] === score[idx[k]]) j++;
-    const mid = (k + j) / 2 + 1;
-    for (let t = k; t <= j; t++) if (pos[idx[t]]) {
-      rankSum += mid;
-      np++;
-    }
-    k = j + 1;
-  }
-  return (rankSum - (np * (np + 1)) / 2) / (np * (pos.length - np));
-}
 
 /** Positives found among the top `frac` of rows by score. */
 function found(score: ArrayLike<number>, pos: boolean[], frac: number): number {

@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { explain, type ExplainResult } from '../../src/core/explain';
 import { Engine } from '../../src/core/forward';
+import { pearson, relErr, slope } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
 const at = (p: string) => resolve(root, p);
@@ -42,47 +43,8 @@ const ref: Ref = JSON.parse(readFileSync(at('test/fixtures/digits/reference.json
 const train = at('samples/digits/train.csv');
 const test = at('samples/digits/test.csv');
 
-/** ‖a − b‖ / ‖b‖. */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
-function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  const n = x.length;
-  let mx = 0;
-  let my = 0;
-  for (let i = 0; i < n; i++) {
-    mx += x[i] / n;
-    my += y[i] / n;
-  }
-  let sxy = 0;
-  let sxx = 0;
-  let syy = 0;
-  for (let i = 0; i < n; i++) {
-    sxy += (x[i] - mx) * (y[i] - my);
-    sxx += (x[i] - mx) ** 2;
-    syy += (y[i] - my) ** 2;
-  }
-  return sxy / Math.sqrt(sxx * syy);
-}
 
-/** Least-squares slope through the origin of y on x. */
-function slope(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  let sxy = 0;
-  let sxx = 0;
-  for (let i = 0; i < x.length; i++) {
-    sxy += x[i] * y[i];
-    sxx += x[i] * x[i];
-  }
-  return sxy / sxx;
-}
 
 const TOL = 1e-5;
 

@@ -14,6 +14,7 @@ import { Engine, type ForwardRows } from '../../src/core/forward';
 import { lossShift } from '../../src/core/influence';
 import { loadModel, tensorValues } from '../../src/core/onnx';
 import { evaluate, headTheta, logits, refitHead, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
+import { relErr } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
 const at = (p: string) => resolve(root, p);
@@ -33,17 +34,6 @@ interface Ref {
 }
 const ref: Ref = JSON.parse(readFileSync(at('test/fixtures/digits/reference.json'), 'utf8'));
 
-/** ‖a − b‖ / ‖b‖. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** Reads the integer-valued digits CSV as float64 rows (the last column is the label). */
 function readCsv(path: string): Float64Array[] {
