@@ -91,6 +91,7 @@ function timed(script: string, scriptArgs: string[]): Timed {
   const seconds = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${script} ${scriptArgs.join(' ')} failed (${r.status}):\n${r.stderr}`);
   const maxRssMB = existsSync(rssFile) ? Number(readFileSync(rssFile, 'utf8')) / 1024 : NaN;
+  rmSync(rssFile, { force: true });
   return { seconds, maxRssMB, stdout: r.stdout };
 }
 

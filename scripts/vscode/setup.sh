@@ -41,6 +41,9 @@ if [ "$("$NODE24" --version 2>/dev/null)" != "v$IL_NODE24_VERSION" ]; then
 fi
 
 # 3. code-server, installed by npm running under Node 24 (its postinstall refuses other versions).
+# Under `npm test` the outer npm's settings are in the environment (npm_config_user_agent names
+# Node 20, and code-server's postinstall reads it): the inner install must not inherit them.
+for v in $(compgen -e | grep -i '^npm_'); do unset "$v"; done
 cs_dir=$IL_ENV_DIR/code-server
 stamp=$cs_dir/.installed
 if [ "$(cat "$stamp" 2>/dev/null)" != "code-server@$IL_CODE_SERVER_VERSION node@$IL_NODE24_VERSION" ] || [ ! -x "$CODE_SERVER" ]; then
