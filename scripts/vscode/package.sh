@@ -12,7 +12,8 @@ out=${1:-influence-lens-$version-linux-x64.vsix}
 for f in dist/extension.js dist/worker.js dist/webview.js; do
   [ -f "$f" ] || { echo "package: $f is missing: run npm run build first" >&2; exit 1; }
 done
-args=(package --target linux-x64 --out "$out")
+# No public repository yet: keep the README's relative links (its screenshots are not in the VSIX).
+args=(package --target linux-x64 --no-rewrite-relative-links --out "$out")
 ls LICENSE LICENSE.md LICENSE.txt >/dev/null 2>&1 || args+=(--skip-license)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
