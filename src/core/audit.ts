@@ -5,7 +5,7 @@
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { FeatureCache } from './cache';
 import type { CacheUse, Engine, ForwardRows } from './forward';
-import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type SelfInfluenceMethod, type SolverKind } from './influence';
+import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type ComputePath, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
 import type { Reason } from '../protocol';
 
@@ -23,6 +23,7 @@ export interface AuditOptions {
   tau: number;
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
+  path?: ComputePath;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -76,14 +77,22 @@ function ownMargin(z: ArrayLike<number>, y: number): { margin: number; argmax: n
   return { margin: z[y] - other, argmax };
 }
 
-export function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curvature?: Curvature): AuditScores {
+export async function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curvature?: Curvature): Promise<AuditScores> {
+  const curv = curvature ?? (await Curvature.create(rows, opts.damping, opts));
+  try {
+    return await auditWith(rows, heldOut, opts, curv);
+  } finally {
+    if (!curvature) await curv.release();
+  }
+}
+
+async function auditWith(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature): Promise<AuditScores> {
   const { n, C } = rows;
   const { Dt } = headDims(rows);
-  const curv = curvature ?? new Curvature(rows, opts.damping, opts);
   const seconds: Record<string, number> = {};
   let U: Float64Array | null = null;
   if (heldOut) {
-    [U] = curv.solve([heldOutGradient(heldOut.rows, Dt)], opts.signal, opts.onProgress);
+    [U] = await curv.solve([heldOutGradient(heldOut.rows, Dt)], opts.signal, opts.onProgress);
   }
   Object.assign(seconds, curv.seconds);
   const t0 = performance.now();
@@ -96,36 +105,53 @@ export function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: Au
   const marginWithout = new Float64Array(n);
   const predictedWithout = new Int32Array(n);
   const lossWithout = new Float64Array(n);
-  const row = new RowRemoval(curv);
   const dz = new Float64Array(C);
   const zNew = new Float64Array(C);
-  for (let i = 0; i < n; i++) {
-    if ((i & 1023) === 0) {
-      throwIfAborted(opts.signal);
-      opts.onProgress?.('audit', i, n);
-    }
-    row.load(i);
+  /** Row i given p_i, its self-influence and Q_i w_i (Δz = Q w / n: the leverage-corrected Newton step). */
+  const record = (i: number, p: Float64Array, self: number, qw: Float64Array) => {
     const y = rows.labels[i];
     const z = rows.z.subarray(i * C, (i + 1) * C);
     const now = ownMargin(z, y);
     predicted[i] = now.argmax;
-    pPredicted[i] = row.p[now.argmax];
+    pPredicted[i] = p[now.argmax];
     margin[i] = now.margin;
-    selfInfluence[i] = row.self;
+    selfInfluence[i] = self;
     // Removing row i moves its own logits by Δz = (1/n) Q_i w_i (leverage-corrected Newton step).
     for (let c = 0; c < C; c++) {
-      dz[c] = dot(row.Q.subarray(c * C, (c + 1) * C), row.w, C) / n;
+      dz[c] = qw[c] / n;
       zNew[c] = z[c] + dz[c];
     }
     const after = ownMargin(zNew, y);
     marginWithout[i] = after.margin;
     predictedWithout[i] = after.argmax;
-    lossWithout[i] = rows.loss[i] + lossShift(row.p, dz, y);
-    if (U && heldOutInfluence) {
+    lossWithout[i] = rows.loss[i] + lossShift(p, dz, y);
+  };
+  if (curv.fast) {
+    const p = new Float64Array(C);
+    await curv.fast.rowPass({ audit: { heldOut: U }, signal: opts.signal, onProgress: opts.onProgress, stage: 'audit' }, (i, row) => {
+      for (let c = 0; c < C; c++) p[c] = rows.g[i * C + c];
+      p[rows.labels[i]] += 1;
+      record(i, p, Math.max(row.self, 0), row.qw);
       // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
-      let s = 0;
-      for (let c = 0; c < C; c++) s += row.g[c] * dot(U.subarray(c * Dt, (c + 1) * Dt), row.x, Dt);
-      heldOutInfluence[i] = -s;
+      if (heldOutInfluence) heldOutInfluence[i] = -row.heldOut;
+    });
+  } else {
+    const row = new RowRemoval(curv);
+    const qw = new Float64Array(C);
+    for (let i = 0; i < n; i++) {
+      if ((i & 1023) === 0) {
+        throwIfAborted(opts.signal);
+        opts.onProgress?.('audit', i, n);
+      }
+      row.load(i);
+      for (let c = 0; c < C; c++) qw[c] = dot(row.Q.subarray(c * C, (c + 1) * C), row.w, C);
+      record(i, row.p, row.self, qw);
+      if (U && heldOutInfluence) {
+        // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
+        let s = 0;
+        for (let c = 0; c < C; c++) s += row.g[c] * dot(U.subarray(c * Dt, (c + 1) * Dt), row.x, Dt);
+        heldOutInfluence[i] = -s;
+      }
     }
   }
   const suspicion = suspicionScores(lossWithout, rows.loss, heldOutInfluence, heldOut?.rows.n ?? 0);
@@ -225,7 +251,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   const forwardSeconds = (performance.now() - t0) / 1000;
   throwIfAborted(req.signal);
   const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
-  const scores = auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
+  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
   let heldOutLoss: number | null = null;
   let heldOutAccuracy: number | null = null;
   if (heldOut) {

@@ -188,7 +188,7 @@ describe('gradient graph', () => {
         const rows = await engine.forwardTable(train, {});
         const t = await engine.forwardRow(test, 1, {});
         const x = Float64Array.from([...t.h, 1]);
-        results.push(explainScores(rows, { x, g: t.g, z: t.z, label: t.label }, { damping: 0.01 }).influence);
+        results.push((await explainScores(rows, { x, g: t.g, z: t.z, label: t.label }, { damping: 0.01 })).influence);
       } finally {
         await engine.release();
       }

@@ -1,0 +1,353 @@
+/**
+ * Small ONNX graphs built in TypeScript and run with onnxruntime-node: the dense products of the
+ * large-problem ("fast") path of influence.ts, where ORT's MatMul/Gemm run at tens to hundreds
+ * of GFLOP/s against well under 1 GFLOP/s for plain JS loops.
+ *
+ * Every graph takes a chunk of training rows (a symbolic batch dimension `k`) so that no n-sized
+ * intermediate is ever materialised; callers sum the per-chunk results in float64.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import {
+  AttributeProto_AttributeType,
+  AttributeProtoSchema,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorProto_DataType,
+  TensorProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  ValueInfoProtoSchema,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from 'onnx-buf';
+
+const THREADS = Math.max(1, Math.min(availableParallelism(), 16));
+
+export const F32 = TensorProto_DataType.FLOAT;
+export const F64 = TensorProto_DataType.DOUBLE;
+export const I64 = TensorProto_DataType.INT64;
+export const I32 = TensorProto_DataType.INT32;
+type Elem = typeof F32 | typeof F64 | typeof I64 | typeof I32;
+type Dim = number | string;
+
+function valueInfo(name: string, elemType: Elem, dims: Dim[]): ValueInfoProto {
+  const shape = create(TensorShapeProtoSchema, {
+    dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } })),
+  });
+  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType, shape }) } }) });
+}
+
+/** A graph under construction: `op` appends a node and returns the name of its (first) output. */
+export class GraphBuilder {
+  private readonly nodes: NodeProto[] = [];
+  private readonly inits: TensorProto[] = [];
+  private readonly inputs: ValueInfoProto[] = [];
+  private readonly outputs: ValueInfoProto[] = [];
+  private count = 0;
+
+  input(name: string, elem: Elem, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, elem, dims));
+    return name;
+  }
+
+  output(value: string, name: string, elem: Elem, dims: Dim[]): void {
+    this.nodes.push(this.node('Identity', [value], [name], {}));
+    this.outputs.push(valueInfo(name, elem, dims));
+  }
+
+  private node(opType: string, input: string[], output: string[], attrs: Record<string, number | number[] | string>): NodeProto {
+    return create(NodeProtoSchema, {
+      opType,
+      name: `${opType}_${output[0]}`,
+      input,
+      output,
+      attribute: Object.entries(attrs).map(([name, v]) =>
+        typeof v === 'string'
+          ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) })
+          : Array.isArray(v)
+            ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: v.map(BigInt) })
+            : create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(v) }),
+      ),
+    });
+  }
+
+  op(opType: string, input: string[], attrs: Record<string, number | number[] | string> = {}): string {
+    const out = `t${this.count++}`;
+    this.nodes.push(this.node(opType, input, [out], attrs));
+    return out;
+  }
+
+  /** A constant (initializer) tensor. */
+  constant(elem: Elem, dims: number[], values: ArrayLike<number>): string {
+    const name = `c${this.count++}`;
+    let raw: Uint8Array<ArrayBuffer>;
+    if (elem === F32) raw = new Uint8Array(Float32Array.from(values).buffer);
+    else if (elem === F64) raw = new Uint8Array(Float64Array.from(values).buffer);
+    else if (elem === I32) raw = new Uint8Array(Int32Array.from(values).buffer);
+    else raw = new Uint8Array(BigInt64Array.from(Array.from(values, (v) => BigInt(v))).buffer);
+    this.inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: elem, rawData: raw }));
+    return name;
+  }
+
+  ints(values: number[]): string {
+    return this.constant(I64, [values.length], values);
+  }
+
+  // Shorthands.
+  matmul(a: string, b: string): string {
+    return this.op('MatMul', [a, b]);
+  }
+  gemm(a: string, b: string, transA = 0, transB = 0): string {
+    return this.op('Gemm', [a, b], { transA, transB });
+  }
+  mul(a: string, b: string): string {
+    return this.op('Mul', [a, b]);
+  }
+  add(a: string, b: string): string {
+    return this.op('Add', [a, b]);
+  }
+  sub(a: string, b: string): string {
+    return this.op('Sub', [a, b]);
+  }
+  cast(a: string, to: Elem): string {
+    return this.op('Cast', [a], { to });
+  }
+  reshape(a: string, shape: number[]): string {
+    return this.op('Reshape', [a, this.ints(shape)]);
+  }
+  reduceSum(a: string, axes: number[], keepdims = 1): string {
+    return this.op('ReduceSum', [a, this.ints(axes)], { keepdims });
+  }
+
+  serialize(): Uint8Array {
+    const graph = create(GraphProtoSchema, { name: 'influence_lens_math', node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs });
+    const model = create(ModelProtoSchema, {
+      irVersion: 8n,
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],
+      producerName: 'influence-lens',
+      graph,
+    });
+    return toBinary(ModelProtoSchema, model);
+  }
+
+  async session(): Promise<Kernel> {
+    const session = await ort.InferenceSession.create(this.serialize(), {
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      // ORT's default here is one thread; these kernels are large GEMMs that scale to every core.
+      intraOpNumThreads: THREADS,
+      // The JS side works between runs; spinning pool threads would only compete with it.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    return new Kernel(session);
+  }
+}
+
+export type Feed = Record<string, ort.Tensor>;
+
+/** One compiled graph. */
+export class Kernel {
+  constructor(private readonly session: ort.InferenceSession) {}
+
+  async run(feeds: Feed): Promise<Record<string, ort.Tensor>> {
+    return this.session.run(feeds);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export function f32(data: Float32Array, dims: number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+export function f64(data: Float64Array, dims: number[]): ort.Tensor {
+  return new ort.Tensor('float64', data, dims);
+}
+export function i64(data: BigInt64Array, dims: number[]): ort.Tensor {
+  return new ort.Tensor('int64', data, dims);
+}
+export function i32(data: Int32Array, dims: number[]): ort.Tensor {
+  return new ort.Tensor('int32', data, dims);
+}
+
+/** Sizes of the head the kernels are built for. */
+export interface HeadShape {
+  C: number;
+  D: number;
+  bias: boolean;
+}
+
+/** x̃ = [h, 1] (or h) for a chunk: inputs `h` (k×D float32) and, with a bias, `ones` (k×1 float32). */
+function headInput(g: GraphBuilder, s: HeadShape): string {
+  const h = g.input('h', F32, ['k', s.D]);
+  if (!s.bias) return h;
+  const ones = g.input('ones', F32, ['k', 1]);
+  return g.op('Concat', [h, ones], { axis: 1 });
+}
+
+/**
+ * First pass of EK-FAC in float64: X̃ᵀX̃ (D̃×D̃), PᵀP (C×C) and Σ p (1×C) over a chunk.
+ * Inputs h, ones, p (k×C float64).
+ */
+export async function gramKernel(s: HeadShape): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const xt = g.cast(headInput(g, s), F64);
+  const p = g.input('p', F64, ['k', s.C]);
+  g.output(g.gemm(xt, xt, 1, 0), 'xtx', F64, [Dt, Dt]);
+  g.output(g.gemm(p, p, 1, 0), 'ptp', F64, [s.C, s.C]);
+  g.output(g.reduceSum(p, [0]), 'psum', F64, [1, s.C]);
+  return g.session();
+}
+
+/**
+ * Second pass of EK-FAC in float64: Σ_i W[i,a] xs_ib² (C×D̃) with xs = U_Sᵀx̃ and
+ * W[i,a] = u_aᵀA_iu_a = Σ_c p_c U_ca² − (Σ_c p_c U_ca)².
+ */
+export async function lambdaKernel(s: HeadShape, US: Float64Array, UA: Float64Array): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const { C } = s;
+  const xt = g.cast(headInput(g, s), F64);
+  const p = g.input('p', F64, ['k', C]);
+  const xs = g.matmul(xt, g.constant(F64, [Dt, Dt], US));
+  const xs2 = g.mul(xs, xs);
+  const pu = g.matmul(p, g.constant(F64, [C, C], UA));
+  const w = g.sub(g.matmul(p, g.constant(F64, [C, C], UA.map((v) => v * v))), g.mul(pu, pu));
+  g.output(g.gemm(w, xs2, 1, 0), 'lam', F64, [C, Dt]);
+  return g.session();
+}
+
+/**
+ * Hessian-vector products of H₀ = Σ_i A_i ⊗ x̃_ix̃_iᵀ over a chunk, for R directions at once, in
+ * float32: U = X̃Vᵀ (k×R×C), W = p ⊙ (U − Σ_c p_c U_c), out = WᵀX̃ (R·C×D̃).
+ * Every row of a chunk has the same most probable class r (the caller groups the rows), and V's
+ * class-r row is first subtracted from every class row: A_i 1 = 0 makes the shift exact in real
+ * arithmetic, and in float32 it keeps the error of a confident row proportional to its (small)
+ * curvature instead of to |u|.
+ * Inputs: hall (n×D float32), gall (n×C float64) and labels (n int32) of all rows, gathered by
+ * idx (k int64); ones (k×1 float32, with a bias), r ([1] int64), v (R·C×D̃ float32).
+ */
+export async function hvpKernel(s: HeadShape): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const { C } = s;
+  const hall = g.input('hall', F32, ['n', s.D]);
+  const idx = g.input('idx', I64, ['k']);
+  let xt = g.op('Gather', [hall, idx], { axis: 0 });
+  if (s.bias) xt = g.op('Concat', [xt, g.input('ones', F32, ['k', 1])], { axis: 1 });
+  // p = g + e_y in float64 from the rows' g and labels, then float32.
+  const grows = g.op('Gather', [g.input('gall', F64, ['n', C]), idx], { axis: 0 });
+  const yrows = g.reshape(g.op('Gather', [g.input('labels', I32, ['n']), idx], { axis: 0 }), [-1, 1]);
+  const onehot = g.cast(g.op('Equal', [yrows, g.constant(I32, [1, C], Array.from({ length: C }, (_, c) => c))]), F64);
+  const p = g.reshape(g.cast(g.add(grows, onehot), F32), [-1, 1, C]);
+  const r = g.input('r', I64, [1]);
+  const v3 = g.reshape(g.input('v', F32, ['RC', Dt]), [-1, C, Dt]);
+  const vr = g.op('Gather', [v3, r], { axis: 1 });
+  const vs = g.reshape(g.sub(v3, vr), [-1, Dt]);
+  const u = g.reshape(g.gemm(xt, vs, 0, 1), [0, -1, C]);
+  // s = Σ_c p_c u_c per row and direction, as k tiny matrix products (a little faster than Mul + ReduceSum).
+  const sp = g.matmul(u, g.reshape(p, [0, C, 1]));
+  const w = g.reshape(g.mul(p, g.sub(u, sp)), [0, -1]);
+  g.output(g.gemm(w, xt, 1, 0), 'out', F32, ['RC', Dt]);
+  return g.session();
+}
+
+/**
+ * The EK-FAC preconditioner for R directions at once, float64: U_A((U_AᵀVU_S) ⊘ denom)U_Sᵀ.
+ * Input v (R×C×D̃).
+ */
+export async function preconditionKernel(s: HeadShape, US: Float64Array, UA: Float64Array, denom: Float64Array): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const { C } = s;
+  const v = g.input('v', F64, ['R', C, Dt]);
+  const us = g.constant(F64, [Dt, Dt], US);
+  const ua = g.constant(F64, [C, C], UA);
+  const uaT = g.constant(F64, [C, C], transpose(UA, C, C));
+  const usT = g.constant(F64, [Dt, Dt], transpose(US, Dt, Dt));
+  const inv = g.constant(F64, [C, Dt], denom.map((d) => 1 / d));
+  const t = g.mul(g.matmul(uaT, g.matmul(v, us)), inv);
+  g.output(g.matmul(g.matmul(ua, t), usT), 'out', F64, ['R', C, Dt]);
+  return g.session();
+}
+
+export function transpose(A: ArrayLike<number>, rows: number, cols: number): Float64Array {
+  const T = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) T[j * rows + i] = A[i * cols + j];
+  return T;
+}
+
+export interface RowKernelSpec extends HeadShape {
+  n: number;
+  US: Float64Array;
+  UA: Float64Array;
+  denom: Float64Array;
+  /** Terms of the Neumann series for the leverage-corrected Newton step. */
+  terms: number;
+  /** Directions of the test side (explain): Y = T g and Z = T w with T = x̃ᵀS (k×M×C). */
+  testDirections?: number;
+  /** Audit: Q w (k×C), and with a held-out solution, −Σ_c g_c (U_c·x̃) (k×1). */
+  audit?: { heldOut: boolean };
+}
+
+/**
+ * Everything per row in one pass over a chunk (float64 except T):
+ *   xs = U_Sᵀx̃, s_a = Σ_b xs_b²/denom[a,b] (so Q = U_A diag(s) U_Aᵀ), self = gᵀQg,
+ *   y = Σ_{j<terms} (QA/n)^j Qg (Neumann series of (I − QA/n)⁻¹Qg), w = g + Ay/n;
+ * explain: T = x̃ᵀS (float32, S as input `st`, D̃×M·C), Y = Tg, Z = Tw;
+ * audit: Qw and the held-out influence.
+ * Inputs h, ones, g (k×C float64), p (k×C float64), [st (D̃×M·C float32)], [uho (C×D̃ float64)].
+ */
+export async function rowKernel(spec: RowKernelSpec): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const { C } = spec;
+  const Dt = spec.D + (spec.bias ? 1 : 0);
+  const xt32 = headInput(g, spec);
+  const xt = g.cast(xt32, F64);
+  const gg = g.input('g', F64, ['k', C]);
+  const p = g.input('p', F64, ['k', C]);
+  const ua = g.constant(F64, [C, C], spec.UA);
+  const uaT = g.constant(F64, [C, C], transpose(spec.UA, C, C));
+  const xs = g.matmul(xt, g.constant(F64, [Dt, Dt], spec.US));
+  const s = g.matmul(g.mul(xs, xs), g.constant(F64, [Dt, C], transpose(spec.denom.map((d) => 1 / d), C, Dt)));
+  g.output(s, 's', F64, ['k', C]);
+  const Q = (v: string) => g.matmul(g.mul(s, g.matmul(v, ua)), uaT);
+  const A = (v: string) => {
+    const pv = g.mul(p, v);
+    return g.sub(pv, g.mul(p, g.reduceSum(pv, [1])));
+  };
+  const gh = g.matmul(gg, ua);
+  g.output(g.reduceSum(g.mul(s, g.mul(gh, gh)), [1]), 'self', F64, ['k', 1]);
+  const qg = g.matmul(g.mul(s, gh), uaT);
+  const invN = g.constant(F64, [], [1 / spec.n]);
+  let y = qg;
+  for (let j = 1; j < spec.terms; j++) y = g.add(qg, g.mul(Q(A(y)), invN));
+  const w = g.add(gg, g.mul(A(y), invN));
+  g.output(w, 'w', F64, ['k', C]);
+  if (spec.testDirections) {
+    const M = spec.testDirections;
+    const st = g.input('st', F32, [Dt, M * C]);
+    const T = g.reshape(g.matmul(xt32, st), [0, M, C]);
+    const g3 = g.reshape(g.cast(gg, F32), [0, 1, C]);
+    const w3 = g.reshape(g.cast(w, F32), [0, 1, C]);
+    g.output(g.reduceSum(g.mul(T, g3), [2], 0), 'y', F32, ['k', M]);
+    g.output(g.reduceSum(g.mul(T, w3), [2], 0), 'z', F32, ['k', M]);
+  }
+  if (spec.audit) {
+    g.output(Q(w), 'qw', F64, ['k', C]);
+    if (spec.audit.heldOut) {
+      const uho = g.input('uho', F64, [C, Dt]);
+      g.output(g.reduceSum(g.mul(g.gemm(xt, uho, 0, 1), gg), [1]), 'ho', F64, ['k', 1]);
+    }
+  }
+  return g.session();
+}

@@ -1,0 +1,220 @@
+/**
+ * The fast path (onnxruntime float32/float64 products, block CG, batched per-row work) against the
+ * exact float64 JS path on a mid-size synthetic problem where both can run: every score to 1e-5
+ * relative (norm-wise), the flip set identical, and EK-FAC self-influence (the same method on both
+ * paths) to 1e-5. The rows mix confident and uncertain predictions, with correlated ReLU features,
+ * which is where float32 products are the least forgiving.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { auditScores, type HeldOut } from '../../src/core/audit';
+import { CancelledError } from '../../src/core/errors';
+import type { ForwardRows } from '../../src/core/forward';
+import { chooseMethods, Curvature, explainScores, flipSet, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return ((s >>> 0) + 0.5) / 4294967296;
+  };
+}
+
+/** A trained-looking head: logits of a random linear layer over correlated ReLU features, labels sampled from it (5% flipped). */
+function synth(n: number, D: number, C: number, scale: number, seed: number): { rows: ForwardRows; tests: TestPoint[] } {
+  const u = rng(seed);
+  const gauss = () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  const W = Float64Array.from({ length: C * D }, () => (gauss() * scale) / Math.sqrt(D));
+  const b = Float64Array.from({ length: C }, () => gauss() * 0.3);
+  const L = D >> 1;
+  const mix = Float64Array.from({ length: D * L }, () => gauss());
+  const make = (m: number) => {
+    const h = new Float32Array(m * D);
+    const z = new Float64Array(m * C);
+    const g = new Float64Array(m * C);
+    const loss = new Float64Array(m);
+    const labels = new Int32Array(m);
+    for (let i = 0; i < m; i++) {
+      const lat = Array.from({ length: L }, () => gauss());
+      for (let j = 0; j < D; j++) {
+        let s = 0.3 * gauss();
+        for (let l = 0; l < L; l++) s += (mix[j * L + l] * lat[l]) / Math.sqrt(L);
+        h[i * D + j] = Math.max(s, 0);
+      }
+      let mx = -Infinity;
+      for (let c = 0; c < C; c++) {
+        let s = b[c];
+        for (let j = 0; j < D; j++) s += W[c * D + j] * h[i * D + j];
+        z[i * C + c] = s;
+        mx = Math.max(mx, s);
+      }
+      let se = 0;
+      for (let c = 0; c < C; c++) se += Math.exp(z[i * C + c] - mx);
+      let r = u();
+      let y = C - 1;
+      for (let c = 0; c < C; c++) {
+        r -= Math.exp(z[i * C + c] - mx) / se;
+        if (r <= 0) {
+          y = c;
+          break;
+        }
+      }
+      if (u() < 0.05) y = Math.floor(u() * C);
+      labels[i] = y;
+      for (let c = 0; c < C; c++) g[i * C + c] = Math.exp(z[i * C + c] - mx) / se - (c === y ? 1 : 0);
+      loss[i] = Math.log(se) - (z[i * C + y] - mx);
+    }
+    return { h, z, g, loss, labels };
+  };
+  const tr = make(n);
+  const te = make(3);
+  const tests: TestPoint[] = [0, 1, 2].map((t) => {
+    const x = new Float64Array(D + 1);
+    for (let j = 0; j < D; j++) x[j] = te.h[t * D + j];
+    x[D] = 1;
+    return { x, g: te.g.slice(t * C, (t + 1) * C), z: te.z.slice(t * C, (t + 1) * C), label: te.labels[t] };
+  });
+  const rows = { n, C, D, bias: true, ...tr, lines: new Int32Array(n), offsets: new Float64Array(n + 1) } as unknown as ForwardRows;
+  return { rows, tests };
+}
+
+/** ‖a − b‖ / ‖b‖. */
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+const damping = 1e-3;
+const { rows, tests } = synth(4000, 40, 8, 6, 11);
+const SCORES = ['influence', 'lossChangeIfRemoved', 'lossChangeIfRemovedNewton', 'classificationInfluence', 'relativeInfluence', 'selfInfluence'] as const;
+
+describe('fast path against the exact float64 path', () => {
+  const exact: ExplainScores[] = [];
+  const fast: ExplainScores[] = [];
+  before(async () => {
+    const ex = await Curvature.create(rows, damping, { solver: 'cholesky', selfInfluence: 'ekfac', path: 'exact' });
+    const fa = await Curvature.create(rows, damping, { path: 'fast' });
+    try {
+      for (const t of tests) {
+        exact.push(await explainScores(rows, t, { damping }, ex));
+        fast.push(await explainScores(rows, t, { damping }, fa));
+      }
+    } finally {
+      await fa.release();
+    }
+  });
+
+  it('uses the fast path when asked, and by default only for large problems', () => {
+    assert.equal(fast[0].solver, 'cg');
+    assert.equal(fast[0].selfInfluenceMethod, 'ekfac');
+    assert.ok(fast[0].cgIterations! > 0);
+    assert.equal(exact[0].solver, 'cholesky');
+    assert.equal(chooseMethods(rows, {}).path, 'exact');
+    const large = { ...rows, n: 200_000, D: 128, C: 20 };
+    assert.deepEqual(chooseMethods(large, {}), { solver: 'cg', selfMethod: 'ekfac', path: 'fast' });
+    assert.equal(chooseMethods(large, { solver: 'cholesky' }).path, 'exact');
+    assert.equal(chooseMethods({ ...large, h: new Float64Array(0) }, {}).path, 'exact');
+    assert.throws(() => chooseMethods(large, { path: 'fast', selfInfluence: 'exact' }), /fast path/);
+  });
+
+  it('agrees on every score to 1e-5 relative, for every test row', (ctx) => {
+    tests.forEach((_, t) => {
+      const errs: string[] = [];
+      for (const k of SCORES) {
+        const e = relErr(fast[t][k], exact[t][k]);
+        errs.push(`${k} ${e.toExponential(1)}`);
+        assert.ok(e < 1e-5, `test ${t}: ${k} differs by ${e.toExponential(2)}`);
+      }
+      ctx.diagnostic(`test ${t} (block-CG iterations so far: ${fast[t].cgIterations}): ${errs.join(', ')}`);
+      assert.equal(fast[t].predicted, exact[t].predicted);
+      assert.equal(fast[t].runnerUp, exact[t].runnerUp);
+      assert.equal(fast[t].margin, exact[t].margin);
+    });
+  });
+
+  it('finds the same flip set (and the synthetic problem has one)', () => {
+    tests.forEach((_, t) => assert.deepEqual(fast[t].flip, exact[t].flip, `test ${t}`));
+    assert.ok(exact.some((s) => s.flip !== null), 'at least one test row can be flipped');
+  });
+
+  it('agrees on the audit scores', async (ctx) => {
+    const v = synth(500, 40, 8, 6, 11);
+    const heldOut: HeldOut = { path: 'v', source: 'validation', rows: v.rows };
+    const ex = await auditScores(rows, heldOut, { damping, tau: 0, solver: 'cholesky', selfInfluence: 'ekfac' });
+    const fa = await auditScores(rows, heldOut, { damping, tau: 0, path: 'fast' });
+    for (const k of ['selfInfluence', 'heldOutInfluence', 'marginWithout', 'lossWithout', 'suspicion'] as const) {
+      const e = relErr(fa[k]!, ex[k]!);
+      ctx.diagnostic(`${k} ${e.toExponential(1)}`);
+      assert.ok(e < 1e-5, `${k} differs by ${e.toExponential(2)}`);
+    }
+    assert.deepEqual(fa.predictedWithout, ex.predictedWithout);
+    assert.deepEqual(fa.memorized, ex.memorized);
+  });
+
+  it('can be cancelled', async () => {
+    const ctl = new AbortController();
+    const stages = new Set<string>();
+    await assert.rejects(
+      explainScores(rows, tests[0], {
+        damping,
+        path: 'fast',
+        signal: ctl.signal,
+        onProgress: (stage) => {
+          stages.add(stage);
+          if (stage === 'solve') ctl.abort();
+        },
+      }),
+      CancelledError,
+    );
+    assert.ok(stages.has('ekfac') && stages.has('solve'));
+  });
+});
+
+describe('flip set', () => {
+  it('matches the definition (sort every row, shortest prefix) on random margins with ties', () => {
+    const u = rng(3);
+    for (let trial = 0; trial < 30; trial++) {
+      const n = 50 + Math.floor(u() * 400);
+      const C = 3 + Math.floor(u() * 4);
+      const d = Float64Array.from({ length: n * C }, () => Math.round((u() - 0.6) * 20) / 10);
+      const z = Float64Array.from({ length: C }, () => u() * 3);
+      let predicted = 0;
+      for (let c = 1; c < C; c++) if (z[c] > z[predicted]) predicted = c;
+      assert.deepEqual(flipSet(d, n, C, z, predicted), naiveFlipSet(d, n, C, z, predicted), `trial ${trial}`);
+    }
+  });
+});
+
+/** The flip set exactly as specified: per class, all rows sorted by (value, row), the shortest prefix reaching the margin. */
+function naiveFlipSet(d: Float64Array, n: number, C: number, z: Float64Array, predicted: number): { rows: number[]; newClass: number } | null {
+  const limit = Math.ceil(0.05 * n);
+  let best: { rows: number[]; newClass: number } | null = null;
+  for (let c = 0; c < C; c++) {
+    if (c === predicted) continue;
+    const target = -(z[predicted] - z[c]);
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => d[a * C + c] - d[b * C + c] || a - b);
+    let sum = 0;
+    for (let k = 0; k < n; k++) {
+      const v = d[order[k] * C + c];
+      if (v >= 0) break;
+      sum += v;
+      if (sum <= target) {
+        if (k + 1 <= limit && (!best || k + 1 < best.rows.length)) best = { rows: order.slice(0, k + 1), newClass: c };
+        break;
+      }
+    }
+  }
+  return best;
+}
+
+// HeadRows must stay assignable from the synthetic rows.
+const _check: HeadRows = rows;
+void _check;
