@@ -16,14 +16,10 @@ const node = {
 const builds = [
   { ...node, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
   { ...node, entryPoints: ['scripts/bench/floor.ts'], outfile: 'dist/bench-floor.js' },
-];
-const optional = [
   { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },
   { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js' },
   { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' },
 ];
-import { existsSync } from 'node:fs';
-for (const b of optional) if (existsSync(b.entryPoints[0])) builds.push(b);
 if (watch) {
   for (const b of builds) await (await esbuild.context(b)).watch();
 } else {

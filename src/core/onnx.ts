@@ -348,7 +348,8 @@ export const AUG = {
   g: 'influence_lens/g',
 } as const;
 
-function valueInfo(name: string, elemType: number, dims: (number | string)[]): ValueInfoProto {
+/** A tensor's ValueInfo: element type and dims (a string dim is symbolic). */
+export function valueInfo(name: string, elemType: number, dims: (number | string)[]): ValueInfoProto {
   const shape = create(TensorShapeProtoSchema, {
     dim: dims.map((d) =>
       create(TensorShapeProto_DimensionSchema, {

@@ -18,15 +18,11 @@ import {
   OperatorSetIdProtoSchema,
   TensorProto_DataType,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
   type NodeProto,
   type TensorProto,
   type ValueInfoProto,
 } from 'onnx-buf';
+import { valueInfo } from './onnx';
 
 const THREADS = Math.max(1, Math.min(availableParallelism(), 16));
 
@@ -37,12 +33,6 @@ export const I32 = TensorProto_DataType.INT32;
 type Elem = typeof F32 | typeof F64 | typeof I64 | typeof I32;
 type Dim = number | string;
 
-function valueInfo(name: string, elemType: Elem, dims: Dim[]): ValueInfoProto {
-  const shape = create(TensorShapeProtoSchema, {
-    dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } })),
-  });
-  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType, shape }) } }) });
-}
 
 /** A graph under construction: `op` appends a node and returns the name of its (first) output. */
 export class GraphBuilder {

@@ -10,14 +10,12 @@ import {
   StringStringEntryProtoSchema,
   TensorProto_DataType,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
   type NodeProto,
   type TensorProto,
 } from 'onnx-buf';
+import { valueInfo } from '../../src/core/onnx';
+
+export { valueInfo };
 
 export type HeadKind = 'gemmTransB' | 'gemm' | 'matmulAdd' | 'addReversed' | 'matmulNoBias' | 'gemmScaled';
 export type Trailing = 'softmax' | 'logsoftmax' | 'none' | 'identitySoftmax';
@@ -65,22 +63,6 @@ export function mkNode(opType: string, input: string[], output: string[], attrs:
   });
 }
 
-export function valueInfo(name: string, elemType: number, dims: (number | string)[]) {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: 'tensorType',
-        value: create(TypeProto_TensorSchema, {
-          elemType,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } })),
-          }),
-        }),
-      },
-    }),
-  });
-}
 
 export function serialize(nodes: NodeProto[], inits: TensorProto[], inputs: ReturnType<typeof valueInfo>[], outputs: ReturnType<typeof valueInfo>[], opset = 13, metadata: Record<string, string> = {}): Uint8Array {
   const graph = create(GraphProtoSchema, { name: 'g', node: nodes, initializer: inits, input: inputs, output: outputs });
