@@ -49,6 +49,7 @@ export interface ExplainView {
     row: number;
     line: number;
     label: number;
+    /** False when the test file has no label column: the prediction is explained for its predicted class. */
     labelled: boolean;
     predicted: number;
     probabilities: number[];

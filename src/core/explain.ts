@@ -5,6 +5,7 @@ import { Engine, type CacheUse, type ForwardRows } from './forward';
 import { evaluate, headTheta, refitHead, refitWithout } from './refit';
 import { explainScores, resolveDamping, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
 import type { OutputKind } from './onnx';
+import type { ExplainView } from '../protocol';
 import type { TableOptions } from './table';
 
 export interface ExplainRequest {
@@ -34,20 +35,8 @@ export interface ExplainResult {
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
   train: { path: string; rows: number; cache: CacheUse };
-  test: {
-    path: string;
-    row: number;
-    line: number;
-    label: number;
-    /** False when the test file has no label column: the prediction is explained for its predicted class. */
-    labelled: boolean;
-    predicted: number;
-    probabilities: number[];
-    loss: number;
-    margin: number;
-    runnerUp: number;
-    features: number[];
-  };
+  /** The test row as the panel shows it, less the feature names (the extension adds them). */
+  test: Omit<ExplainView['test'], 'featureNames'>;
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
