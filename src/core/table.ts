@@ -373,6 +373,16 @@ class ChunkReader {
 // Scanners: find record boundaries in the buffer. scan() returns OK (a record is at
 // [recStart, next)), NEED (more bytes needed; nothing consumed) or DONE (EOF).
 
+/**
+ * The position after the line terminator at b[i] (LF, CR or CRLF), or -1 when a CR ends the
+ * chunk before EOF (the next chunk may start with its LF).
+ */
+function afterTerminator(b: Buffer, i: number, end: number, eof: boolean): number {
+  if (b[i] === LF) return i + 1;
+  if (i + 1 < end) return b[i + 1] === LF ? i + 2 : i + 1;
+  return eof ? i + 1 : -1;
+}
+
 abstract class Scanner {
   /** Index in the buffer of the next unconsumed byte (always at a record boundary). */
   pos = 0;
@@ -590,15 +600,9 @@ class CsvScanner extends Scanner {
         i++;
         continue;
       }
-      if (c === LF) {
-        this.next = i + 1;
-      } else if (i + 1 < end) {
-        this.next = b[i + 1] === LF ? i + 2 : i + 1;
-      } else if (!eof) {
-        return NEED;
-      } else {
-        this.next = i + 1;
-      }
+      const next = afterTerminator(b, i, end, eof);
+      if (next < 0) return NEED;
+      this.next = next;
       this.nextLine = ln + 1;
       break;
     }
@@ -634,15 +638,9 @@ class JsonlScanner extends Scanner {
       this.nextLine = this.line;
     } else {
       this.contentEnd = j;
-      if (b[j] === LF) {
-        this.next = j + 1;
-      } else if (j + 1 < end) {
-        this.next = b[j + 1] === LF ? j + 2 : j + 1;
-      } else if (!eof) {
-        return NEED;
-      } else {
-        this.next = j + 1;
-      }
+      const next = afterTerminator(b, j, end, eof);
+      if (next < 0) return NEED;
+      this.next = next;
       this.nextLine = this.line + 1;
     }
     this.recStart = pos;
