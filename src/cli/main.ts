@@ -175,5 +175,9 @@ export function run(): void {
         process.exitCode = 1;
       }
     },
-  );
+  ).then(() => {
+    // Exit once stdout is flushed, rather than waiting for the event loop to drain: a CI run once
+    // hung after an audit with onnxruntime's threads idle in a futex wait.
+    process.stdout.write('', () => process.exit(process.exitCode));
+  });
 }
