@@ -23,7 +23,12 @@
  * the typed arrays' own memory in chunks (no whole-file buffer, no copies); the sha256 of
  * each chunk is computed while the next chunk's I/O is in flight.
  *
- * Entries are written to `<hex>.<pid>.<random>.tmp` in the same directory, fsynced and
+ * A derived entry `<hex>.<name>.ilcache` (the head's curvature, computed from the rows) has the
+ * same preamble with magic "ILDERIV1", a header JSON {key, name, dataSha256, lengths}, float64
+ * arrays of those lengths, and the same trailer. It is valid only while the rows entry's data file
+ * has that sha256.
+ *
+ * Entries are written to `<name>.<pid>.<random>.tmp` in the same directory, fsynced and
  * renamed over the final name, so a reader sees either the old complete entry or the new
  * one. Temp files older than an hour (left by killed runs) are deleted on construction
  * and on every store.
@@ -37,7 +42,7 @@ import { CancelledError, throwIfAborted } from './errors';
 import type { ForwardRows } from './forward';
 import type { TableInfo, TableSummary } from './table';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 const MAGIC = Buffer.from('ILCACHE1', 'latin1');
 const END_MAGIC = Buffer.from('ILCEND\0\0', 'latin1');
 const PREAMBLE = 48;
@@ -48,8 +53,11 @@ const CHUNK = 16 << 20;
 /** Bytes per read when hashing a data file. */
 const HASH_CHUNK = 4 << 20;
 const TEMP_MAX_AGE_MS = 60 * 60 * 1000;
-const ENTRY_RE = /^[0-9a-f]{64}\.ilcache$/;
-const TEMP_RE = /^[0-9a-f]{64}\.\d+\.[0-9a-f]+\.tmp$/;
+const DERIVED_MAGIC = Buffer.from('ILDERIV1', 'latin1');
+/** Entries: `<hex>.ilcache` (rows) and `<hex>.<name>.ilcache` (derived from those rows). */
+const ENTRY_RE = /^[0-9a-f]{64}(\.[a-z0-9-]+)?\.ilcache$/;
+const TEMP_RE = /^[0-9a-f]{64}(\.[a-z0-9-]+)?\.\d+\.[0-9a-f]+\.tmp$/;
+const NAME_RE = /^[a-z0-9-]+$/;
 
 export interface CacheKeyParts {
   /** Hex sha256 of the model file. */
@@ -212,17 +220,16 @@ function bytesOf(a: Float32Array | Float64Array | Int32Array): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** Non-overlapping pieces of the body after the JSON header: array views and zero pads. */
-function bodyPieces(arrays: ArraySpec[], views: Record<ArrayName, Buffer>, jsonEnd: number, padBuf: Buffer): { pos: number; buf: Buffer }[] {
+/** Non-overlapping pieces of the body after the JSON header: array views (at 8-aligned offsets) and zero pads. */
+function bodyPieces(arrays: { offset: number; view: Buffer }[], jsonEnd: number, padBuf: Buffer): { pos: number; buf: Buffer }[] {
   const pieces: { pos: number; buf: Buffer }[] = [];
   let pos = jsonEnd;
   const pad = (to: number): void => {
     if (to > pos) pieces.push({ pos, buf: padBuf.subarray(0, to - pos) });
     pos = to;
   };
-  for (const a of arrays) {
-    pad(a.offset);
-    const v = views[a.name];
+  for (const { offset, view: v } of arrays) {
+    pad(offset);
     for (let o = 0; o < v.length; o += CHUNK) pieces.push({ pos: pos + o, buf: v.subarray(o, Math.min(v.length, o + CHUNK)) });
     pos += v.length;
   }
@@ -246,7 +253,8 @@ function validateHeader(h: EntryHeader, expect: { json: string; hex: string; mod
   check(h.modelSha256 === expect.modelSha256, 'model');
   check(isInt(h.n) && isInt(h.C, 1) && isInt(h.D, 1) && typeof h.bias === 'boolean', 'dims');
   const s = h.summary;
-  check(s !== null && typeof s === 'object' && s.rows === h.n && isHex64(s.sha256) && isInt(s.size) && typeof s.mtimeMs === 'number' && Number.isFinite(s.mtimeMs), 'summary');
+  const isTime = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
+  check(s !== null && typeof s === 'object' && s.rows === h.n && isHex64(s.sha256) && isInt(s.size) && isTime(s.mtimeMs) && isTime(s.ctimeMs) && isInt(s.ino), 'summary');
   const t = h.table;
   check(
     t !== null &&
@@ -259,7 +267,9 @@ function validateHeader(h: EntryHeader, expect: { json: string; hex: string; mod
       typeof t.hasLabel === 'boolean' &&
       isInt(t.featureCount) &&
       t.size === s.size &&
-      t.mtimeMs === s.mtimeMs,
+      t.mtimeMs === s.mtimeMs &&
+      t.ctimeMs === s.ctimeMs &&
+      t.ino === s.ino,
     'table',
   );
   const want = layout(align8(jsonEnd), h.n, h.C, h.D);
@@ -327,6 +337,58 @@ async function writePieces(fh: fs.promises.FileHandle, pieces: { pos: number; bu
   }
 }
 
+/** The 48-byte preamble: magic, format version, header length and the header's sha256. */
+function preamble(magic: Buffer, jsonBuf: Buffer): Buffer {
+  const pre = Buffer.alloc(PREAMBLE);
+  magic.copy(pre, 0);
+  pre.writeUInt32LE(FORMAT_VERSION, 8);
+  pre.writeUInt32LE(jsonBuf.length, 12);
+  createHash('sha256').update(jsonBuf).digest().copy(pre, 16);
+  return pre;
+}
+
+/** Reads and checks the preamble and the header JSON of an entry. */
+async function readHeader(fh: fs.promises.FileHandle, magic: Buffer, st: fs.Stats): Promise<{ pre: Buffer; jsonBuf: Buffer; header: unknown }> {
+  check(st.isFile() && st.size >= PREAMBLE + TRAILER, 'size');
+  const pre = Buffer.alloc(PREAMBLE);
+  await readFull(fh, pre, 0);
+  check(pre.subarray(0, 8).equals(magic), 'magic');
+  check(pre.readUInt32LE(8) === FORMAT_VERSION, 'version');
+  const J = pre.readUInt32LE(12);
+  check(J > 0 && J <= MAX_HEADER && PREAMBLE + J + TRAILER <= st.size, 'header length');
+  const jsonBuf = Buffer.alloc(J);
+  await readFull(fh, jsonBuf, PREAMBLE);
+  check(createHash('sha256').update(jsonBuf).digest().equals(pre.subarray(16, 48)), 'header checksum');
+  try {
+    return { pre, jsonBuf, header: JSON.parse(jsonBuf.toString('utf8')) };
+  } catch {
+    throw new Corrupt('header json');
+  }
+}
+
+/** Reads the body pieces and the trailer, and checks the trailer's length and checksum. */
+async function readVerified(fh: fs.promises.FileHandle, head: Buffer[], pieces: { pos: number; buf: Buffer }[], body: number, signal?: AbortSignal): Promise<void> {
+  const hash = createHash('sha256');
+  for (const b of head) hash.update(b);
+  await readPieces(fh, pieces, hash, signal);
+  const trailer = Buffer.alloc(TRAILER);
+  await readFull(fh, trailer, body);
+  check(trailer.subarray(0, 8).equals(END_MAGIC), 'trailer magic');
+  check(Number(trailer.readBigUInt64LE(8)) === body, 'trailer length');
+  check(hash.digest().equals(trailer.subarray(16, 48)), 'checksum');
+}
+
+/** Offsets of a derived entry's float64 arrays after its header, and the body length. */
+function derivedLayout(jsonEnd: number, data: Float64Array[]): { arrays: { offset: number; view: Buffer }[]; body: number } {
+  let off = align8(jsonEnd);
+  const arrays = data.map((a) => {
+    const r = { offset: off, view: bytesOf(a) };
+    off += a.byteLength;
+    return r;
+  });
+  return { arrays, body: off };
+}
+
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
@@ -349,7 +411,8 @@ export class FeatureCache {
 
   /**
    * The cached rows if a valid entry for this key exists and the data file is unchanged
-   * (same size and mtimeMs, then same content sha256, as when stored); else null.
+   * (same size and mtimeMs, and same inode and ctime or else same content sha256, as when
+   * stored); else null.
    * A corrupt, truncated, foreign or stale entry is a miss and is deleted. Never throws,
    * except CancelledError when `signal` aborts (the entry is then left alone).
    * The returned table.path is `key.dataPath` as given by the caller.
@@ -371,33 +434,23 @@ export class FeatureCache {
     try {
       st = await fh.stat();
       const size = st.size;
-      check(st.isFile() && size >= PREAMBLE + TRAILER, 'size');
-      const pre = Buffer.alloc(PREAMBLE);
-      await readFull(fh, pre, 0);
-      check(pre.subarray(0, 8).equals(MAGIC), 'magic');
-      check(pre.readUInt32LE(8) === FORMAT_VERSION, 'version');
-      const J = pre.readUInt32LE(12);
-      check(J > 0 && J <= MAX_HEADER && PREAMBLE + J + TRAILER <= size, 'header length');
-      const jsonBuf = Buffer.alloc(J);
-      await readFull(fh, jsonBuf, PREAMBLE);
-      check(createHash('sha256').update(jsonBuf).digest().equals(pre.subarray(16, 48)), 'header checksum');
-      let h: EntryHeader;
-      try {
-        h = JSON.parse(jsonBuf.toString('utf8')) as EntryHeader;
-      } catch {
-        throw new Corrupt('header json');
-      }
-      const jsonEnd = PREAMBLE + J;
+      const { pre, jsonBuf, header } = await readHeader(fh, MAGIC, st);
+      const h = header as EntryHeader;
+      const jsonEnd = PREAMBLE + jsonBuf.length;
       validateHeader(h, { json: k.json, hex: k.hex, modelSha256: key.modelSha256 }, jsonEnd, size);
 
-      // Is the data file the one the entry was built from? Cheap checks first.
+      // Is the data file the one the entry was built from? Size and mtime must match. If its inode
+      // and ctime (which no write can leave unchanged, and no user can set) match too, the bytes are
+      // those that were hashed, as git trusts its index; otherwise the content hash decides.
       stale = true;
       const dst = await fs.promises.stat(key.dataPath);
       check(dst.size === h.summary.size && dst.mtimeMs === h.summary.mtimeMs, 'data file changed');
-      const sha = await hashFile(key.dataPath, signal);
-      check(sha === h.summary.sha256, 'data file content changed');
-      const dst2 = await fs.promises.stat(key.dataPath);
-      check(dst2.size === h.summary.size && dst2.mtimeMs === h.summary.mtimeMs, 'data file changed');
+      if (dst.ctimeMs !== h.summary.ctimeMs || dst.ino !== h.summary.ino) {
+        const sha = await hashFile(key.dataPath, signal);
+        check(sha === h.summary.sha256, 'data file content changed');
+        const dst2 = await fs.promises.stat(key.dataPath);
+        check(dst2.size === h.summary.size && dst2.mtimeMs === h.summary.mtimeMs, 'data file changed');
+      }
       stale = false;
 
       const { n, C, D } = h;
@@ -415,21 +468,11 @@ export class FeatureCache {
         lines: new Int32Array(n),
         offsets: new Float64Array(n + 1),
         table: { ...h.table, path: key.dataPath },
-        summary: { rows: n, sha256: h.summary.sha256, size: h.summary.size, mtimeMs: h.summary.mtimeMs },
+        summary: { rows: n, sha256: h.summary.sha256, size: h.summary.size, mtimeMs: h.summary.mtimeMs, ctimeMs: h.summary.ctimeMs, ino: h.summary.ino },
       };
-      const views = {} as Record<ArrayName, Buffer>;
-      for (const a of ARRAYS) views[a.name] = bytesOf(rows[a.name]);
       // Padding is read into one scratch buffer; the checksum covers it.
-      const pieces = bodyPieces(h.arrays, views, jsonEnd, Buffer.alloc(8));
-      const hash = createHash('sha256');
-      hash.update(pre);
-      hash.update(jsonBuf);
-      await readPieces(fh, pieces, hash, signal);
-      const trailer = Buffer.alloc(TRAILER);
-      await readFull(fh, trailer, h.body);
-      check(trailer.subarray(0, 8).equals(END_MAGIC), 'trailer magic');
-      check(Number(trailer.readBigUInt64LE(8)) === h.body, 'trailer length');
-      check(hash.digest().equals(trailer.subarray(16, 48)), 'checksum');
+      const pieces = bodyPieces(h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) })), jsonEnd, Buffer.alloc(8));
+      await readVerified(fh, [pre, jsonBuf], pieces, h.body, signal);
       await fh.close().catch(() => undefined);
       return rows;
     } catch (e) {
@@ -446,8 +489,6 @@ export class FeatureCache {
    * (disk full, permissions, inconsistent rows); the temp file is then removed.
    */
   async store(key: CacheKeyParts, rows: ForwardRows): Promise<boolean> {
-    let fh: fs.promises.FileHandle | null = null;
-    let tmp: string | null = null;
     try {
       const { n, C, D } = rows;
       if (!isInt(n) || !isInt(C, 1) || !isInt(D, 1)) return false;
@@ -467,7 +508,7 @@ export class FeatureCache {
         D,
         bias: rows.bias,
         table: rows.table,
-        summary: { rows: n, sha256: rows.summary.sha256, size: rows.summary.size, mtimeMs: rows.summary.mtimeMs },
+        summary: { rows: n, sha256: rows.summary.sha256, size: rows.summary.size, mtimeMs: rows.summary.mtimeMs, ctimeMs: rows.summary.ctimeMs, ino: rows.summary.ino },
         arrays: [],
         body: 0,
         created: Date.now(),
@@ -488,33 +529,92 @@ export class FeatureCache {
       }
       if (header.arrays[0].offset !== align8(PREAMBLE + jsonBuf.length)) return false;
 
+      const arrays = header.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) }));
+      const pieces = [{ pos: 0, buf: preamble(MAGIC, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
+      return await this.writeAtomic(k.hex, pieces, header.body);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Arrays derived from a rows entry (e.g. the head's curvature), if an intact entry `name` exists
+   * for this key and was computed from a data file with content sha256 `dataSha256` (the caller's
+   * rows); else null. A corrupt or stale entry is deleted. Never throws except CancelledError.
+   */
+  async loadDerived(key: CacheKeyParts, name: string, dataSha256: string, signal?: AbortSignal): Promise<Float64Array[] | null> {
+    throwIfAborted(signal);
+    let file: string;
+    let fh: fs.promises.FileHandle;
+    let json: string;
+    try {
+      if (!NAME_RE.test(name)) return null;
+      json = keyOf(key).json;
+      file = nodePath.join(this.dir, `${keyOf(key).hex}.${name}.ilcache`);
+      fh = await fs.promises.open(file, 'r');
+    } catch {
+      return null;
+    }
+    let st: fs.Stats | null = null;
+    try {
+      st = await fh.stat();
+      const { pre, jsonBuf, header } = await readHeader(fh, DERIVED_MAGIC, st);
+      const J = jsonBuf.length;
+      const h = header as { key: string; name: string; dataSha256: string; lengths: number[] };
+      check(h !== null && typeof h === 'object' && h.key === json && h.name === name && h.dataSha256 === dataSha256, 'key');
+      check(Array.isArray(h.lengths) && h.lengths.every((l) => isInt(l)), 'lengths');
+      const { arrays, body } = derivedLayout(PREAMBLE + J, h.lengths.map((l) => new Float64Array(l)));
+      check(body + TRAILER === st.size, 'length');
+      await readVerified(fh, [pre, jsonBuf], bodyPieces(arrays, PREAMBLE + J, Buffer.alloc(8)), body, signal);
+      await fh.close().catch(() => undefined);
+      return arrays.map((a) => new Float64Array(a.view.buffer, a.view.byteOffset, a.view.byteLength / 8));
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      if (e instanceof CancelledError) throw e;
+      if (e instanceof Corrupt || errCode(e) === 'ENOENT') await this.removeIf(file, st);
+      return null;
+    }
+  }
+
+  /** Stores arrays derived from the rows of `key` (data sha256 `dataSha256`) atomically; false on any failure. */
+  async storeDerived(key: CacheKeyParts, name: string, dataSha256: string, data: Float64Array[]): Promise<boolean> {
+    try {
+      if (!NAME_RE.test(name)) return false;
+      const k = keyOf(key);
+      const jsonBuf = Buffer.from(JSON.stringify({ key: k.json, name, dataSha256, lengths: data.map((a) => a.length) }), 'utf8');
+      const { arrays, body } = derivedLayout(PREAMBLE + jsonBuf.length, data);
+      const pieces = [{ pos: 0, buf: preamble(DERIVED_MAGIC, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
+      return await this.writeAtomic(`${k.hex}.${name}`, pieces, body);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Writes the pieces and the checksummed trailer to a unique temp file in the cache dir, fsyncs
+   * it and renames it over `<base>.ilcache`. Never throws: false (temp file removed) on failure.
+   */
+  private async writeAtomic(base: string, pieces: { pos: number; buf: Buffer }[], body: number): Promise<boolean> {
+    let fh: fs.promises.FileHandle | null = null;
+    let tmp: string | null = null;
+    try {
       await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.sweeping;
       this.sweeping = this.sweepTemps().catch(() => 0);
       await this.sweeping;
-
-      tmp = nodePath.join(this.dir, `${k.hex}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+      tmp = nodePath.join(this.dir, `${base}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
       fh = await fs.promises.open(tmp, 'wx', 0o600);
-
-      const pre = Buffer.alloc(PREAMBLE);
-      MAGIC.copy(pre, 0);
-      pre.writeUInt32LE(FORMAT_VERSION, 8);
-      pre.writeUInt32LE(jsonBuf.length, 12);
-      createHash('sha256').update(jsonBuf).digest().copy(pre, 16);
       const hash = createHash('sha256');
-      const views = {} as Record<ArrayName, Buffer>;
-      for (const a of ARRAYS) views[a.name] = bytesOf(rows[a.name]);
-      const pieces = [{ pos: 0, buf: pre }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(header.arrays, views, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
       await writePieces(fh, pieces, hash);
       const trailer = Buffer.alloc(TRAILER);
       END_MAGIC.copy(trailer, 0);
-      trailer.writeBigUInt64LE(BigInt(header.body), 8);
+      trailer.writeBigUInt64LE(BigInt(body), 8);
       hash.digest().copy(trailer, 16);
-      await writeFull(fh, trailer, header.body);
+      await writeFull(fh, trailer, body);
       await fh.sync();
       await fh.close();
       fh = null;
-      await fs.promises.rename(tmp, nodePath.join(this.dir, `${k.hex}.ilcache`));
+      await fs.promises.rename(tmp, nodePath.join(this.dir, `${base}.ilcache`));
       tmp = null;
       await this.syncDir();
       return true;

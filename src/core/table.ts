@@ -51,6 +51,9 @@ export interface TableInfo {
   featureCount: number;
   size: number;
   mtimeMs: number;
+  /** Status change time and inode at open: with size and mtime, what the cache trusts without rehashing. */
+  ctimeMs: number;
+  ino: number;
 }
 
 export interface Batch {
@@ -76,6 +79,8 @@ export interface TableSummary {
   sha256: string;
   size: number;
   mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -858,6 +863,8 @@ export class TableReader {
       featureCount: widths.reduce((a, w) => a + w, 0),
       size: probe.st.size,
       mtimeMs: probe.st.mtimeMs,
+      ctimeMs: probe.st.ctimeMs,
+      ino: probe.st.ino,
     };
     return new TableReader(info, labelCol, featCols, widths, opts, batchSize, chunkSize);
   }
@@ -869,7 +876,7 @@ export class TableReader {
   }
 
   private changed(st: fs.Stats): boolean {
-    return st.size !== this.info.size || st.mtimeMs !== this.info.mtimeMs;
+    return st.size !== this.info.size || st.mtimeMs !== this.info.mtimeMs || st.ctimeMs !== this.info.ctimeMs;
   }
 
   /** Streams all records; may be called once. */
@@ -942,7 +949,7 @@ export class TableReader {
       const endAbs = rd.base + sc.pos;
       const st = await fh.stat();
       if (this.changed(st) || rd.total !== info.size || endAbs !== info.size) throw fileChanged(path);
-      this.result = { rows: start + count, sha256: hash.digest('hex'), size: info.size, mtimeMs: info.mtimeMs };
+      this.result = { rows: start + count, sha256: hash.digest('hex'), size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, ino: info.ino };
       throwIfAborted(this.signal);
       if (count > 0) {
         offsets[count] = endAbs;

@@ -73,8 +73,10 @@ export async function synthRows(dataPath: string, n: number, D: number, C: numbe
       featureCount: D,
       size: st.size,
       mtimeMs: st.mtimeMs,
+      ctimeMs: st.ctimeMs,
+      ino: st.ino,
     },
-    summary: { rows: n, sha256, size: st.size, mtimeMs: st.mtimeMs },
+    summary: { rows: n, sha256, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino },
   };
 }
 

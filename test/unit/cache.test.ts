@@ -205,6 +205,19 @@ describe('misses', () => {
     assert.equal(fs.existsSync(entry), false, 'stale entry removed');
   });
 
+  test('same bytes rewritten with the same mtime (new ctime): the hash confirms a hit', async () => {
+    const { data, cache } = setup();
+    const sec = Math.floor(Date.now() / 1000) - 100;
+    fs.utimesSync(data, sec, sec);
+    const rows = await synthRows(data, 20, 4, 3, 4);
+    assert.equal(await cache.store(keyFor(data), rows), true);
+    const before = fs.statSync(data);
+    fs.writeFileSync(data, fs.readFileSync(data));
+    fs.utimesSync(data, sec, sec);
+    assert.notEqual(fs.statSync(data).ctimeMs, before.ctimeMs);
+    assertSameRows(await cache.load(keyFor(data)), rows);
+  });
+
   test('data file touched (mtime changed) misses', async () => {
     const { data, cache, entry } = await stored();
     const st = fs.statSync(data);
@@ -413,6 +426,45 @@ describe('killed mid-write', () => {
     const newer = await synthRows(data, 400, D, 4, 12);
     assert.equal(await cache.store(keyFor(data), newer), true);
     assertSameRows(await cache.load(keyFor(data)), newer);
+  });
+});
+
+describe('derived entries (the curvature beside its rows)', () => {
+  const arrays = () => [Float64Array.from({ length: 7 }, (_, i) => i / 3), new Float64Array(0), Float64Array.from({ length: 3_000_000 }, (_, i) => Math.sin(i))];
+  const derivedPath = (cache: FeatureCache, data: string, name: string) => cache.entryPath(keyFor(data)).replace(/\.ilcache$/, `.${name}.ilcache`);
+
+  test('round-trip bit for bit, for the same data sha only', async () => {
+    const { data, cache } = setup();
+    const a = arrays();
+    assert.equal(await cache.storeDerived(keyFor(data), 'curv', 'f'.repeat(64), a), true);
+    const got = await cache.loadDerived(keyFor(data), 'curv', 'f'.repeat(64));
+    assert.ok(got);
+    assert.equal(got.length, a.length);
+    got.forEach((g, i) => assert.ok(bytes(g).equals(bytes(a[i])), `array ${i}`));
+    assert.equal(await cache.loadDerived(keyFor(data), 'other', 'f'.repeat(64)), null);
+    assert.equal(await cache.loadDerived(keyFor(data, { modelSha256: 'b'.repeat(64) }), 'curv', 'f'.repeat(64)), null);
+    // Rows from other data content: stale, and removed.
+    assert.equal(await cache.loadDerived(keyFor(data), 'curv', 'e'.repeat(64)), null);
+    assert.equal(fs.existsSync(derivedPath(cache, data, 'curv')), false);
+  });
+
+  test('a flipped byte or a truncation is caught, and the entry removed', async () => {
+    const { data, cache } = setup();
+    for (const damage of [(b: Buffer) => { b[b.length - 100] ^= 1; return b; }, (b: Buffer) => b.subarray(0, b.length - 8)]) {
+      assert.equal(await cache.storeDerived(keyFor(data), 'curv', 'f'.repeat(64), arrays()), true);
+      const file = derivedPath(cache, data, 'curv');
+      fs.writeFileSync(file, damage(fs.readFileSync(file)));
+      assert.equal(await cache.loadDerived(keyFor(data), 'curv', 'f'.repeat(64)), null);
+      assert.equal(fs.existsSync(file), false);
+    }
+  });
+
+  test('names are restricted; clear() removes derived entries too', async () => {
+    const { dir, data, cache } = setup();
+    assert.equal(await cache.storeDerived(keyFor(data), '../escape', 'f'.repeat(64), arrays()), false);
+    assert.equal(await cache.storeDerived(keyFor(data), 'curv', 'f'.repeat(64), arrays()), true);
+    assert.equal(await cache.clear(), 1);
+    assert.deepEqual(fs.readdirSync(dir), []);
   });
 });
 

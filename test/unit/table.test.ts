@@ -80,6 +80,8 @@ describe('CSV basics', () => {
       featureCount: 2,
       size: 25,
       mtimeMs: st.mtimeMs,
+      ctimeMs: st.ctimeMs,
+      ino: st.ino,
     });
     assert.deepEqual([...r.features], [1, 2, 3.5, -4]);
     assert.deepEqual([...r.labels], [0, 1]);
