@@ -5,7 +5,7 @@
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { FeatureCache } from './cache';
 import type { CacheUse, Engine, ForwardRows } from './forward';
-import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type ComputePath, type SelfInfluenceMethod, type SolverKind } from './influence';
+import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type ComputePath, type CurvatureStore, type ExplainOptions, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
 import type { Reason } from '../protocol';
 
@@ -24,6 +24,8 @@ export interface AuditOptions {
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
   path?: ComputePath;
+  hessian?: ExplainOptions['hessian'];
+  store?: CurvatureStore | null;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -251,7 +253,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   const forwardSeconds = (performance.now() - t0) / 1000;
   throwIfAborted(req.signal);
   const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
-  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
+  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, signal: req.signal, onProgress: req.onProgress });
   let heldOutLoss: number | null = null;
   let heldOutAccuracy: number | null = null;
   if (heldOut) {
@@ -270,7 +272,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
 }
 
 export interface AuditResult {
-  rows: ForwardRows & { cache: CacheUse };
+  rows: ForwardRows & { cache: CacheUse; store: CurvatureStore | null };
   heldOut: HeldOut | null;
   damping: number;
   dampingRule: string;

@@ -91,7 +91,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const x = new Float64Array(rows.D + (rows.bias ? 1 : 0));
     x.set(test.h);
     if (rows.bias) x[rows.D] = 1;
-    const scores = await explainScores(rows, { x, g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, signal: req.signal, onProgress: req.onProgress });
+    const scores = await explainScores(rows, { x, g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, signal: req.signal, onProgress: req.onProgress });
     Object.assign(seconds, scores.seconds);
     t = performance.now();
     const predicted = new Int32Array(rows.n);

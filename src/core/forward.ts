@@ -4,7 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { HeadRows } from './influence';
+import type { CurvatureStore, HeadRows } from './influence';
 import { AUG, augmentModel, loadModel, type LoadedModel, type ModelInfo } from './onnx';
 import type { FeatureCache } from './cache';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from './table';
@@ -87,9 +87,13 @@ export class Engine {
     };
   }
 
-  /** Forward pass over a whole file, through the cache when one is given. */
-  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse }> {
-    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off' };
+  /**
+   * Forward pass over a whole file, through the cache when one is given; `store` then keeps what
+   * is computed from these rows (the curvature) beside them.
+   */
+  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse; store: CurvatureStore | null }> {
+    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off', store: null };
+    const cache = run.cache;
     const t = this.tableOptions(tableOpts);
     // Everything that changes the rows, and nothing that does not (batch size, progress).
     const key = {
@@ -97,14 +101,18 @@ export class Engine {
       dataPath: path,
       options: { labelColumn: t.labelColumn ?? 'label', features: t.features ?? null, classes: t.classes ?? null, numClasses: t.numClasses, format: t.format ?? null, requireLabel: t.requireLabel ?? true },
     };
-    const hit = await run.cache.load(key, run.signal);
+    const storeFor = (sha: string): CurvatureStore => ({
+      load: (name, signal) => cache.loadDerived(key, name, sha, signal),
+      save: async (name, arrays) => void (await cache.storeDerived(key, name, sha, arrays)),
+    });
+    const hit = await cache.load(key, run.signal);
     if (hit) {
       this.checkWidth(hit.table);
-      return { ...hit, cache: 'hit' };
+      return { ...hit, cache: 'hit', store: storeFor(hit.summary.sha256) };
     }
     const rows = await this.forwardUncached(path, tableOpts, run);
-    await run.cache.store(key, rows);
-    return { ...rows, cache: 'miss' };
+    await cache.store(key, rows);
+    return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256) };
   }
 
   private async forwardUncached(path: string, tableOpts: TableOptions, run: RunOptions): Promise<ForwardRows> {

@@ -17,7 +17,7 @@
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
 import { cholesky, dot, inverseFromCholesky, solveSmall, symmetricEigen } from './linalg';
-import { f32, f64, gramKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
+import { denseHvpKernel, f32, f64, gramKernel, HESSIAN_BLOCK, hessianKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
 
 /** The head's view of the training rows: its inputs h and backprop signals g. */
 export interface HeadRows {
@@ -30,6 +30,15 @@ export interface HeadRows {
   /** n×C, g = softmax(z) − onehot(y), float64 from the logits. */
   g: Float64Array;
   labels: Int32Array;
+}
+
+/**
+ * Where the fast path keeps its curvature between runs: the disk cache, beside the rows it was
+ * computed from and valid only with them. Named sets of float64 arrays.
+ */
+export interface CurvatureStore {
+  load(name: string, signal?: AbortSignal): Promise<Float64Array[] | null>;
+  save(name: string, arrays: Float64Array[]): Promise<void>;
 }
 
 export interface TestPoint {
@@ -54,6 +63,10 @@ export interface ExplainOptions {
   selfInfluence?: SelfInfluenceMethod;
   /** Force the computation path; by default 'fast' for the problems that default to CG + EK-FAC. */
   path?: ComputePath;
+  /** The fast path's Hessian: explicit (P ≤ FAST_DENSE_MAX_P, the default there) or matrix-free products. */
+  hessian?: 'explicit' | 'matrix-free';
+  /** Reuse (and keep) the fast path's curvature across runs. */
+  store?: CurvatureStore | null;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -552,7 +565,7 @@ export class Curvature {
     this.path = methods.path;
   }
 
-  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'signal' | 'onProgress'> = {}): Promise<Curvature> {
+  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'hessian' | 'store' | 'signal' | 'onProgress'> = {}): Promise<Curvature> {
     if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const curv = new Curvature(rows, damping, chooseMethods(rows, opts));
     let t0 = performance.now();
@@ -562,8 +575,8 @@ export class Curvature {
       t0 = t;
     };
     if (curv.path === 'fast') {
-      curv.fast = await FastCurvature.create(rows, damping, opts.signal, opts.onProgress);
-      lap('ekfac');
+      curv.fast = await FastCurvature.create(rows, damping, opts);
+      lap(curv.fast.H0 ? 'hessian' : 'ekfac');
       return curv;
     }
     if (curv.solver === 'cholesky' || curv.selfMethod === 'exact') {
@@ -891,14 +904,25 @@ function centerClasses(v: Float64Array, C: number, Dt: number): void {
 /** Rows per onnxruntime run on the fast path. */
 const CHUNK = 4096;
 /** Rows per run of the per-row kernel (many intermediates per row: smaller chunks keep its memory low). */
-const ROW_CHUNK = 2048;
+const ROW_CHUNK = 4096;
 /** Bounds on the terms of the Neumann series for the Newton weights (chosen per problem from a sample of rows). */
 const NEUMANN_MIN_TERMS = 4;
 const NEUMANN_MAX_TERMS = 40;
 /** Relative truncation error allowed in the Newton weights' correction. */
 const NEUMANN_TOL = 1e-12;
-/** Relative residual at which the fast path's CG stops. */
+/** Relative residual at which the fast path's CG stops (matrix-free products: each costs a pass over the rows). */
 const FAST_CG_TOL = 3e-7;
+/** With the explicit Hessian a product costs milliseconds: CG goes on to this residual. */
+const DENSE_CG_TOL = 1e-10;
+/**
+ * Largest P for which the fast path forms the explicit Hessian (P² float64: 134 MB at 4096). Forming
+ * it costs about as much as 18 block-CG iterations of matrix-free products (one pass of
+ * (C+1)(D̃+1)/2 weighted Grams against (C−1)·C directions per iteration), and it is cached: later
+ * solves on the same rows need no pass over them at all.
+ */
+export const FAST_DENSE_MAX_P = 4096;
+/** Cache name (and version) of the fast path's curvature. */
+const CURVATURE_ENTRY = 'curvature1';
 
 /** Counters of the fast path (for tests and the bench). */
 export const fastStats = { fallbackRows: 0 };
@@ -923,10 +947,11 @@ export interface FastRow {
 export class FastCurvature {
   private hvpK: Kernel | null = null;
   private preK: Kernel | null = null;
-  /** For the HVP kernel: the rows grouped by most probable class, and chunks within the groups. */
-  private readonly order: BigInt64Array;
-  private readonly groups: { start: number; k: number; ref: BigInt64Array }[] = [];
-  private readonly ones = new Float32Array(CHUNK).fill(1);
+  /** The explicit H₀ = Σ_i A_i ⊗ x̃_ix̃_iᵀ (P×P float64, not divided by n), or null (matrix-free). */
+  H0: Float64Array | null = null;
+  /** For the matrix-free HVP kernel: the rows grouped by most probable class, and chunks within the groups. */
+  private grouping: { order: BigInt64Array; groups: { start: number; k: number; ref: BigInt64Array }[] } | null = null;
+  private readonly ones = new Float32Array(Math.max(CHUNK, ROW_CHUNK)).fill(1);
   private readonly h32: Float32Array;
   private readonly pBuf: Float64Array;
   readonly shape: HeadShape;
@@ -940,12 +965,17 @@ export class FastCurvature {
     readonly rows: HeadRows,
     readonly damping: number,
   ) {
-    const { n, C, D, bias } = rows;
+    const { C, D, bias } = rows;
     this.shape = { C, D, bias };
     // A float64 h (checks only) is rounded to float32.
     this.h32 = rows.h instanceof Float32Array ? rows.h : Float32Array.from(rows.h);
-    this.pBuf = new Float64Array(CHUNK * C);
-    // Rows grouped by their most probable class (stable), and chunks that stay within a group.
+    this.pBuf = new Float64Array(Math.max(CHUNK, ROW_CHUNK) * C);
+  }
+
+  /** Rows grouped by their most probable class (stable), and chunks that stay within a group. */
+  private groupRows(): NonNullable<FastCurvature['grouping']> {
+    const rows = this.rows;
+    const { n, C } = rows;
     const ref = new Int32Array(n);
     const count = new Int32Array(C + 1);
     for (let i = 0; i < n; i++) {
@@ -955,16 +985,39 @@ export class FastCurvature {
       count[best + 1]++;
     }
     for (let c = 0; c < C; c++) count[c + 1] += count[c];
-    this.order = new BigInt64Array(n);
+    const order = new BigInt64Array(n);
     const next = count.slice(0, C);
-    for (let i = 0; i < n; i++) this.order[next[ref[i]]++] = BigInt(i);
+    for (let i = 0; i < n; i++) order[next[ref[i]]++] = BigInt(i);
+    const groups: { start: number; k: number; ref: BigInt64Array }[] = [];
     for (let c = 0; c < C; c++)
-      for (let start = count[c]; start < count[c + 1]; start += CHUNK) this.groups.push({ start, k: Math.min(CHUNK, count[c + 1] - start), ref: BigInt64Array.of(BigInt(c)) });
+      for (let start = count[c]; start < count[c + 1]; start += CHUNK) groups.push({ start, k: Math.min(CHUNK, count[c + 1] - start), ref: BigInt64Array.of(BigInt(c)) });
+    return { order, groups };
   }
 
-  static async create(rows: HeadRows, damping: number, signal?: AbortSignal, onProgress?: Progress): Promise<FastCurvature> {
+  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'hessian' | 'store' | 'signal' | 'onProgress'> = {}): Promise<FastCurvature> {
     const f = new FastCurvature(rows, damping);
-    await f.buildEkfac(signal, onProgress);
+    const { C } = rows;
+    const { Dt, P } = headDims(rows);
+    const explicit = (opts.hessian ?? (P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) === 'explicit';
+    const name = `${CURVATURE_ENTRY}-${explicit ? 'explicit' : 'ekfac'}`;
+    // What does not depend on the damping: EK-FAC's eigenvectors U_A, U_S and eigenvalue sums, and (explicit) H₀.
+    const sizes = [C * C, Dt * Dt, C * Dt, ...(explicit ? [P * P] : [])];
+    const cached = await opts.store?.load(name, opts.signal);
+    if (cached && cached.length === sizes.length && cached.every((a, i) => a.length === sizes[i])) {
+      const [UA, US, lam, H0] = cached;
+      f.setBasis(UA, US);
+      f.setLambda(lam);
+      f.H0 = H0 ?? null;
+      return f;
+    }
+    const { S, Abar } = explicit ? await f.buildHessian(opts.signal, opts.onProgress) : await f.gram(opts.signal, opts.onProgress);
+    // Exactly symmetric, as the JS Ekfac's are.
+    symmetrize(S, Dt);
+    symmetrize(Abar, C);
+    f.setBasis(symmetricEigen(Abar, C).vectors, symmetricEigen(S, Dt).vectors);
+    const lam = await f.lambda(opts.signal, opts.onProgress);
+    f.setLambda(lam);
+    await opts.store?.save(name, [f.UA, f.US, lam, ...(f.H0 ? [f.H0] : [])]);
     return f;
   }
 
@@ -993,7 +1046,8 @@ export class FastCurvature {
     return p;
   }
 
-  private async buildEkfac(signal?: AbortSignal, onProgress?: Progress): Promise<void> {
+  /** EK-FAC's first pass: X̃ᵀX̃ and Σ A_i in float64 products. */
+  private async gram(signal?: AbortSignal, onProgress?: Progress): Promise<{ S: Float64Array; Abar: Float64Array }> {
     const { n, C } = this.rows;
     const Dt = this.shape.D + (this.shape.bias ? 1 : 0);
     const S = new Float64Array(Dt * Dt);
@@ -1016,11 +1070,71 @@ export class FastCurvature {
     } finally {
       await gram.release();
     }
-    // Exactly symmetric, as the JS Ekfac's are.
-    symmetrize(S, Dt);
-    symmetrize(Abar, C);
-    this.UA = symmetricEigen(Abar, C).vectors;
-    this.US = symmetricEigen(S, Dt).vectors;
+    return { S, Abar };
+  }
+
+  /**
+   * One pass that forms the explicit H₀ (float32 products of float64 weights, summed per chunk in
+   * float64) and, from the same products, X̃ᵀX̃ and Σ A_i for EK-FAC.
+   */
+  private async buildHessian(signal?: AbortSignal, onProgress?: Progress): Promise<{ S: Float64Array; Abar: Float64Array }> {
+    const { n, C } = this.rows;
+    const { Dt, P } = headDims(this.rows);
+    const W = (C * (C + 1)) / 2 + 1;
+    const blocks: { j0: number; j1: number; acc: Float64Array }[] = [];
+    for (let j0 = 0; j0 < Dt; j0 += HESSIAN_BLOCK) {
+      const j1 = Math.min(Dt, j0 + HESSIAN_BLOCK);
+      blocks.push({ j0, j1, acc: new Float64Array(W * (j1 - j0) * (Dt - j0)) });
+    }
+    const asum = new Float64Array(W);
+    const kernel = await hessianKernel(this.shape);
+    try {
+      for (let start = 0; start < n; start += CHUNK) {
+        throwIfAborted(signal);
+        onProgress?.('hessian', start, n);
+        const k = Math.min(CHUNK, n - start);
+        const out = await kernel.run({ ...this.headFeed(start, k), p: f64(this.pChunk(start, k), [k, C]) });
+        blocks.forEach((b, i) => addInto(b.acc, out[`r${i}`].data as Float32Array));
+        addInto(asum, out.asum.data as Float64Array);
+      }
+    } finally {
+      await kernel.release();
+    }
+    const H0 = new Float64Array(P * P);
+    const S = new Float64Array(Dt * Dt);
+    const Abar = new Float64Array(C * C);
+    for (const { j0, j1, acc } of blocks) {
+      const m = (j1 - j0) * (Dt - j0);
+      let q = 0;
+      for (let c = 0; c < C; c++) {
+        for (let d = c; d < C; d++, q++) {
+          for (let j = j0; j < j1; j++) {
+            // Block (c,d) is symmetric in the features: entry (j,k) also fills (k,j), and both of (d,c)'s.
+            for (let k = j; k < Dt; k++) {
+              const v = acc[q * m + (j - j0) * (Dt - j0) + (k - j0)];
+              H0[(c * Dt + j) * P + d * Dt + k] = v;
+              H0[(c * Dt + k) * P + d * Dt + j] = v;
+              H0[(d * Dt + k) * P + c * Dt + j] = v;
+              H0[(d * Dt + j) * P + c * Dt + k] = v;
+            }
+          }
+        }
+      }
+      for (let j = j0; j < j1; j++) {
+        for (let k = j; k < Dt; k++) S[j * Dt + k] = S[k * Dt + j] = acc[q * m + (j - j0) * (Dt - j0) + (k - j0)];
+      }
+    }
+    let q = 0;
+    for (let c = 0; c < C; c++) for (let d = c; d < C; d++, q++) Abar[c * C + d] = Abar[d * C + c] = asum[q];
+    this.H0 = H0;
+    return { S, Abar };
+  }
+
+  /** EK-FAC's eigenvectors: U_A of Σ A_i (C×C) and U_S of X̃ᵀX̃ (D̃×D̃). */
+  private setBasis(UA: Float64Array, US: Float64Array): void {
+    const { C } = this.rows;
+    this.UA = UA;
+    this.US = US;
     // The eigenvector of Ā along 1 (Ā1 = 0), and how much of it lies off 1.
     let best = -1;
     for (let a = 0; a < C; a++) {
@@ -1032,12 +1146,18 @@ export class FastCurvature {
       }
     }
     this.nullLeak = Math.max(1 - best, 0);
+  }
+
+  /** EK-FAC's second pass: the eigenvalue sums Σ_i W[i,a] xs_ib² (C×D̃). */
+  private async lambda(signal?: AbortSignal, onProgress?: Progress): Promise<Float64Array> {
+    const { n, C } = this.rows;
+    const Dt = this.shape.D + (this.shape.bias ? 1 : 0);
     const lam = new Float64Array(C * Dt);
     const lk = await lambdaKernel(this.shape, this.US, this.UA);
     try {
       for (let start = 0; start < n; start += CHUNK) {
         throwIfAborted(signal);
-        onProgress?.('ekfac', n + start, 2 * n);
+        onProgress?.('ekfac', start, n);
         const k = Math.min(CHUNK, n - start);
         const out = await lk.run({ ...this.headFeed(start, k), p: f64(this.pChunk(start, k), [k, C]) });
         addInto(lam, out.lam.data as Float64Array);
@@ -1045,8 +1165,13 @@ export class FastCurvature {
     } finally {
       await lk.release();
     }
-    this.denom = new Float64Array(C * Dt);
-    for (let q = 0; q < C * Dt; q++) this.denom[q] = Math.max(lam[q] / n, 0) + this.damping;
+    return lam;
+  }
+
+  private setLambda(lam: Float64Array): void {
+    const { n } = this.rows;
+    this.denom = new Float64Array(lam.length);
+    for (let q = 0; q < lam.length; q++) this.denom[q] = Math.max(lam[q] / n, 0) + this.damping;
   }
 
   /**
@@ -1058,6 +1183,7 @@ export class FastCurvature {
     const { n, C } = this.rows;
     const Dt = this.shape.D + (this.shape.bias ? 1 : 0);
     const R = V.length;
+    if (this.H0) return this.denseHvp(V);
     this.hvpK ??= await hvpKernel(this.shape);
     const v32 = new Float32Array(R * C * Dt);
     V.forEach((v, r) => v32.set(v, r * C * Dt));
@@ -1067,13 +1193,15 @@ export class FastCurvature {
     const hall = f32(this.h32, [n, D]);
     const gall = f64(this.rows.g, [n, C]);
     const labels = i32(this.rows.labels, [n]);
-    for (const { start, k, ref } of this.groups) {
+    this.grouping ??= this.groupRows();
+    const { order, groups } = this.grouping;
+    for (const { start, k, ref } of groups) {
       throwIfAborted(signal);
       const feed: Feed = {
         hall,
         gall,
         labels,
-        idx: i64(this.order.subarray(start, start + k), [k]),
+        idx: i64(order.subarray(start, start + k), [k]),
         r: i64(ref, [1]),
         v: vt,
       };
@@ -1085,6 +1213,22 @@ export class FastCurvature {
       const o = acc.slice(r * C * Dt, (r + 1) * C * Dt);
       centerClasses(o, C, Dt);
       for (let q = 0; q < o.length; q++) o[q] = o[q] / n + this.damping * v[q];
+      return o;
+    });
+  }
+
+  /** H v with the explicit H₀, float64. */
+  private async denseHvp(V: Float64Array[]): Promise<Float64Array[]> {
+    const { n, C } = this.rows;
+    const { Dt, P } = headDims(this.rows);
+    this.hvpK ??= await denseHvpKernel(P);
+    const all = new Float64Array(V.length * P);
+    V.forEach((v, r) => all.set(v, r * P));
+    const out = (await this.hvpK.run({ v: f64(all, [V.length, P]), H: f64(this.H0!, [P, P]) })).out.data as Float64Array;
+    return V.map((v, r) => {
+      const o = out.slice(r * P, (r + 1) * P);
+      centerClasses(o, C, Dt);
+      for (let q = 0; q < P; q++) o[q] = o[q] / n + this.damping * v[q];
       return o;
     });
   }
@@ -1114,7 +1258,7 @@ export class FastCurvature {
    * Every column iterates until all have ‖r‖ ≤ tol·‖b‖.
    */
   async solve(B: Float64Array[], opts: { tol?: number; maxIter?: number; signal?: AbortSignal; onProgress?: Progress } = {}): Promise<{ X: Float64Array[]; iterations: number }> {
-    const tol = opts.tol ?? FAST_CG_TOL;
+    const tol = opts.tol ?? (this.H0 ? DENSE_CG_TOL : FAST_CG_TOL);
     const maxIter = opts.maxIter ?? 1000;
     const { C } = this.rows;
     const Dt = this.shape.D + (this.shape.bias ? 1 : 0);
@@ -1209,8 +1353,7 @@ export class FastCurvature {
         const s = out.s.data as Float64Array;
         const self = out.self.data as Float64Array;
         const w = out.w.data as Float64Array;
-        const y = M > 0 ? (out.y.data as Float32Array) : null;
-        const z = M > 0 ? (out.z.data as Float32Array) : null;
+        const yz = M > 0 ? (out.yz.data as Float32Array) : null;
         const qw = opts.audit ? (out.qw.data as Float64Array) : null;
         const ho = opts.audit?.heldOut ? (out.ho.data as Float64Array) : null;
         const ry = row.y;
@@ -1220,10 +1363,10 @@ export class FastCurvature {
           const ratio = this.neumannRatio(s, p, r * C);
           row.self = self[r];
           row.heldOut = ho ? ho[r] : 0;
-          if (y) for (let m = 0; m < M; m++) ry[m] = y[r * M + m];
+          if (yz) for (let m = 0; m < M; m++) ry[m] = yz[(r * M + m) * 2];
           if (ratio < 0.5 && ratio ** terms / (1 - ratio) <= NEUMANN_TOL) {
             for (let c = 0; c < C; c++) row.w[c] = w[r * C + c];
-            if (z) for (let m = 0; m < M; m++) rz[m] = z[r * M + m];
+            if (yz) for (let m = 0; m < M; m++) rz[m] = yz[(r * M + m) * 2 + 1];
             if (qw) for (let c = 0; c < C; c++) row.qw[c] = qw[r * C + c];
           } else {
             fastStats.fallbackRows++;

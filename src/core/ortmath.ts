@@ -198,17 +198,59 @@ export async function gramKernel(s: HeadShape): Promise<Kernel> {
   return g.session();
 }
 
+/** Feature columns per outer-product block of hessianKernel (measured: 8 beats 4, 16 and 43). */
+export const HESSIAN_BLOCK = 8;
+
 /**
- * Second pass of EK-FAC in float64: Σ_i W[i,a] xs_ib² (C×D̃) with xs = U_Sᵀx̃ and
+ * The explicit Hessian of a chunk, one weighted Gram matrix per class pair c ≤ d:
+ * Σ_i a_i[cd] x̃_i x̃_iᵀ with a_i[cd] = A_i[c,d] (A = diag p − ppᵀ), and an all-ones weight last
+ * (giving X̃ᵀX̃ for EK-FAC). The weights are formed in float64, with A[c,c] = p_c·Σ_{d≠c} p_d so
+ * that a confident row keeps its small curvature's digits, then cast to float32 for the GEMMs.
+ * Only the upper triangle of x̃x̃ᵀ is formed, in row blocks of HESSIAN_BLOCK features: output `r{b}`
+ * is (pairs + 1) × (rows of block b × D̃ − first feature of b). Output `asum` (1 × pairs + 1, float64)
+ * is Σ_i a_i, whose class-pair part is EK-FAC's Σ_i A_i.
+ * Inputs h, ones, p (k×C float64).
+ */
+export async function hessianKernel(s: HeadShape): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const { C } = s;
+  const x = headInput(g, s);
+  const p = g.input('p', F64, ['k', C]);
+  const eye = Array.from({ length: C * C }, (_, q) => (q % (C + 1) === 0 ? 1 : 0));
+  const p3 = g.reshape(p, [0, C, 1]);
+  // Σ_{d≠c} p_d as a sum of non-negative terms, not 1 − p_c.
+  const rest = g.matmul(p, g.constant(F64, [C, C], eye.map((e) => 1 - e)));
+  const diag = g.mul(p3, g.mul(g.reshape(rest, [0, 1, C]), g.constant(F64, [C, C], eye)));
+  const off = g.mul(g.mul(p3, g.reshape(p, [0, 1, C])), g.constant(F64, [C, C], eye.map((e) => e - 1)));
+  const upper: number[] = [];
+  for (let c = 0; c < C; c++) for (let d = c; d < C; d++) upper.push(c * C + d);
+  const pairs = g.op('Gather', [g.reshape(g.add(diag, off), [0, C * C]), g.constant(I64, [upper.length], upper)], { axis: 1 });
+  // A k×1 column of exact ones (0·p + 1), without a tensor-valued attribute.
+  const one = g.add(g.mul(g.op('Slice', [p, g.ints([0]), g.ints([1]), g.ints([1])]), g.constant(F64, [], [0])), g.constant(F64, [], [1]));
+  const a64 = g.op('Concat', [pairs, one], { axis: 1 });
+  g.output(g.reduceSum(a64, [0]), 'asum', F64, [1, upper.length + 1]);
+  const a = g.cast(a64, F32);
+  for (let j0 = 0, b = 0; j0 < Dt; j0 += HESSIAN_BLOCK, b++) {
+    const j1 = Math.min(Dt, j0 + HESSIAN_BLOCK);
+    const xj = g.reshape(g.op('Slice', [x, g.ints([j0]), g.ints([j1]), g.ints([1])]), [0, -1, 1]);
+    const xk = g.reshape(g.op('Slice', [x, g.ints([j0]), g.ints([Dt]), g.ints([1])]), [0, 1, -1]);
+    g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, F32, [upper.length + 1, (j1 - j0) * (Dt - j0)]);
+  }
+  return g.session();
+}
+
+/**
+ * Second pass of EK-FAC: Σ_i W[i,a] xs_ib² (C×D̃) in float64, with xs = U_Sᵀx̃ and
  * W[i,a] = u_aᵀA_iu_a = Σ_c p_c U_ca² − (Σ_c p_c U_ca)².
  */
 export async function lambdaKernel(s: HeadShape, US: Float64Array, UA: Float64Array): Promise<Kernel> {
   const g = new GraphBuilder();
   const Dt = s.D + (s.bias ? 1 : 0);
   const { C } = s;
-  const xt = g.cast(headInput(g, s), F64);
   const p = g.input('p', F64, ['k', C]);
-  const xs = g.matmul(xt, g.constant(F64, [Dt, Dt], US));
+  // xs = U_Sᵀx̃ as a float32 product: U_S is orthogonal, so each xs_b is off by about eps·‖x̃‖ (fastpath.test.ts measures the effect).
+  const xs = g.cast(g.matmul(headInput(g, s), g.constant(F32, [Dt, Dt], US)), F64);
   const xs2 = g.mul(xs, xs);
   const pu = g.matmul(p, g.constant(F64, [C, C], UA));
   const w = g.sub(g.matmul(p, g.constant(F64, [C, C], UA.map((v) => v * v))), g.mul(pu, pu));
@@ -251,6 +293,13 @@ export async function hvpKernel(s: HeadShape): Promise<Kernel> {
   return g.session();
 }
 
+/** V·H for R directions (rows of v) and an explicit symmetric P×P H, float64. */
+export async function denseHvpKernel(P: number): Promise<Kernel> {
+  const g = new GraphBuilder();
+  g.output(g.matmul(g.input('v', F64, ['R', P]), g.input('H', F64, [P, P])), 'out', F64, ['R', P]);
+  return g.session();
+}
+
 /**
  * The EK-FAC preconditioner for R directions at once, float64: U_A((U_AᵀVU_S) ⊘ denom)U_Sᵀ.
  * Input v (R×C×D̃).
@@ -290,10 +339,10 @@ export interface RowKernelSpec extends HeadShape {
 }
 
 /**
- * Everything per row in one pass over a chunk (float64 except T):
+ * Everything per row in one pass over a chunk (float64 except T and the product in xs):
  *   xs = U_Sᵀx̃, s_a = Σ_b xs_b²/denom[a,b] (so Q = U_A diag(s) U_Aᵀ), self = gᵀQg,
  *   y = Σ_{j<terms} (QA/n)^j Qg (Neumann series of (I − QA/n)⁻¹Qg), w = g + Ay/n;
- * explain: T = x̃ᵀS (float32, S as input `st`, D̃×M·C), Y = Tg, Z = Tw;
+ * explain: T = x̃ᵀS (float32, S as input `st`, D̃×M·C), [Y Z] = T[g w] (output yz, k×M×2);
  * audit: Qw and the held-out influence.
  * Inputs h, ones, g (k×C float64), p (k×C float64), [st (D̃×M·C float32)], [uho (C×D̃ float64)].
  */
@@ -302,13 +351,13 @@ export async function rowKernel(spec: RowKernelSpec): Promise<Kernel> {
   const { C } = spec;
   const Dt = spec.D + (spec.bias ? 1 : 0);
   const xt32 = headInput(g, spec);
-  const xt = g.cast(xt32, F64);
   const gg = g.input('g', F64, ['k', C]);
   const p = g.input('p', F64, ['k', C]);
   const ua = g.constant(F64, [C, C], spec.UA);
   const uaT = g.constant(F64, [C, C], transpose(spec.UA, C, C));
-  const xs = g.matmul(xt, g.constant(F64, [Dt, Dt], spec.US));
-  const s = g.matmul(g.mul(xs, xs), g.constant(F64, [Dt, C], transpose(spec.denom.map((d) => 1 / d), C, Dt)));
+  // xs and s in float32, as in lambdaKernel: s sums non-negative terms, adding no cancellation.
+  const xs = g.matmul(xt32, g.constant(F32, [Dt, Dt], spec.US));
+  const s = g.cast(g.matmul(g.mul(xs, xs), g.constant(F32, [Dt, C], transpose(spec.denom.map((d) => 1 / d), C, Dt))), F64);
   g.output(s, 's', F64, ['k', C]);
   const Q = (v: string) => g.matmul(g.mul(s, g.matmul(v, ua)), uaT);
   const A = (v: string) => {
@@ -325,16 +374,15 @@ export async function rowKernel(spec: RowKernelSpec): Promise<Kernel> {
   g.output(w, 'w', F64, ['k', C]);
   if (spec.testDirections) {
     const M = spec.testDirections;
-    const st = g.input('st', F32, [Dt, M * C]);
-    const T = g.reshape(g.matmul(xt32, st), [0, M, C]);
-    const g3 = g.reshape(g.cast(gg, F32), [0, 1, C]);
-    const w3 = g.reshape(g.cast(w, F32), [0, 1, C]);
-    g.output(g.reduceSum(g.mul(T, g3), [2], 0), 'y', F32, ['k', M]);
-    g.output(g.reduceSum(g.mul(T, w3), [2], 0), 'z', F32, ['k', M]);
+    const T = g.reshape(g.matmul(xt32, g.input('st', F32, [Dt, M * C])), [0, M, C]);
+    // [Y Z] = T [g w] as k products of M×C by C×2 matrices.
+    const gw = g.cast(g.op('Concat', [g.reshape(gg, [0, C, 1]), g.reshape(w, [0, C, 1])], { axis: 2 }), F32);
+    g.output(g.matmul(T, gw), 'yz', F32, ['k', M, 2]);
   }
   if (spec.audit) {
     g.output(Q(w), 'qw', F64, ['k', C]);
     if (spec.audit.heldOut) {
+      const xt = g.cast(xt32, F64);
       const uho = g.input('uho', F64, [C, Dt]);
       g.output(g.reduceSum(g.mul(g.gemm(xt, uho, 0, 1), gg), [1]), 'ho', F64, ['k', 1]);
     }

@@ -10,7 +10,7 @@ import { before, describe, it } from 'node:test';
 import { auditScores, type HeldOut } from '../../src/core/audit';
 import { CancelledError } from '../../src/core/errors';
 import type { ForwardRows } from '../../src/core/forward';
-import { chooseMethods, Curvature, explainScores, flipSet, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
+import { chooseMethods, Curvature, explainScores, flipSet, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -96,12 +96,14 @@ const damping = 1e-3;
 const { rows, tests } = synth(4000, 40, 8, 6, 11);
 const SCORES = ['influence', 'lossChangeIfRemoved', 'lossChangeIfRemovedNewton', 'classificationInfluence', 'relativeInfluence', 'selfInfluence'] as const;
 
-describe('fast path against the exact float64 path', () => {
+for (const hessian of ['explicit', 'matrix-free'] as const)
+describe(`fast path (${hessian} Hessian) against the exact float64 path`, () => {
   const exact: ExplainScores[] = [];
   const fast: ExplainScores[] = [];
   before(async () => {
     const ex = await Curvature.create(rows, damping, { solver: 'cholesky', selfInfluence: 'ekfac', path: 'exact' });
-    const fa = await Curvature.create(rows, damping, { path: 'fast' });
+    const fa = await Curvature.create(rows, damping, { path: 'fast', hessian });
+    assert.equal(fa.fast!.H0 !== null, hessian === 'explicit');
     try {
       for (const t of tests) {
         exact.push(await explainScores(rows, t, { damping }, ex));
@@ -149,7 +151,7 @@ describe('fast path against the exact float64 path', () => {
     const v = synth(500, 40, 8, 6, 11);
     const heldOut: HeldOut = { path: 'v', source: 'validation', rows: v.rows };
     const ex = await auditScores(rows, heldOut, { damping, tau: 0, solver: 'cholesky', selfInfluence: 'ekfac' });
-    const fa = await auditScores(rows, heldOut, { damping, tau: 0, path: 'fast' });
+    const fa = await auditScores(rows, heldOut, { damping, tau: 0, path: 'fast', hessian });
     for (const k of ['selfInfluence', 'heldOutInfluence', 'marginWithout', 'lossWithout', 'suspicion'] as const) {
       const e = relErr(fa[k]!, ex[k]!);
       ctx.diagnostic(`${k} ${e.toExponential(1)}`);
@@ -166,6 +168,7 @@ describe('fast path against the exact float64 path', () => {
       explainScores(rows, tests[0], {
         damping,
         path: 'fast',
+        hessian,
         signal: ctl.signal,
         onProgress: (stage) => {
           stages.add(stage);
@@ -174,7 +177,37 @@ describe('fast path against the exact float64 path', () => {
       }),
       CancelledError,
     );
-    assert.ok(stages.has('ekfac') && stages.has('solve'));
+    assert.ok(stages.has(hessian === 'explicit' ? 'hessian' : 'ekfac') && stages.has('solve'));
+  });
+});
+
+describe('fast path curvature store', () => {
+  it('a later run reads the saved curvature (no pass over the rows) and scores identically, at any damping', async () => {
+    const saved = new Map<string, Float64Array[]>();
+    const store: CurvatureStore = {
+      load: async (name) => saved.get(name)?.map((a) => a.slice()) ?? null,
+      save: async (name, arrays) => void saved.set(name, arrays.map((a) => a.slice())),
+    };
+    const run = async (d: number, withStore: boolean) => {
+      const stages = new Set<string>();
+      const curv = await Curvature.create(rows, d, { path: 'fast', store: withStore ? store : null, onProgress: (s) => stages.add(s) });
+      try {
+        return { stages, scores: await explainScores(rows, tests[1], { damping: d }, curv) };
+      } finally {
+        await curv.release();
+      }
+    };
+    const first = await run(damping, true);
+    assert.deepEqual([...saved.keys()], ['curvature1-explicit']);
+    const again = await run(damping, true);
+    assert.ok(first.stages.has('hessian'));
+    assert.ok(!again.stages.has('hessian') && !again.stages.has('ekfac'), [...again.stages].join());
+    for (const k of SCORES) assert.deepEqual(again.scores[k], first.scores[k], k);
+    // The saved statistics do not depend on the damping.
+    const other = await run(4 * damping, true);
+    const fresh = await run(4 * damping, false);
+    assert.ok(!other.stages.has('hessian'));
+    for (const k of SCORES) assert.deepEqual(other.scores[k], fresh.scores[k], k);
   });
 });
 
