@@ -2,6 +2,7 @@
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { FeatureCache } from './cache';
 import { Engine, type CacheUse, type ForwardRows } from './forward';
+import { select } from './linalg';
 import { evaluate, headTheta, refitHead, refitWithout } from './refit';
 import { explainScores, resolveDamping, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
 import type { OutputKind } from './onnx';
@@ -141,12 +142,25 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   }
 }
 
-/** Indices of the `top` rows with the largest positive and the most negative values of `v`. */
+/** Indices of the `top` rows with the largest positive and the most negative values of `v` (ties: lower row first). */
 export function topRows(v: Float64Array, top: number): { helpful: number[]; harmful: number[] } {
-  const idx = Array.from(v.keys());
-  const helpful = idx.filter((i) => v[i] > 0).sort((a, b) => v[b] - v[a] || a - b).slice(0, top);
-  const harmful = idx.filter((i) => v[i] < 0).sort((a, b) => v[a] - v[b] || a - b).slice(0, top);
-  return { helpful, harmful };
+  return { helpful: largest(v, top, 1), harmful: largest(v, top, -1) };
+}
+
+/** The `top` indices with the largest sign·v > 0, in order, by selection rather than a sort of all n. */
+function largest(v: Float64Array, top: number, sign: 1 | -1): number[] {
+  if (!(top > 0)) return [];
+  let count = 0;
+  for (let i = 0; i < v.length; i++) if (sign * v[i] > 0) count++;
+  let threshold = 0;
+  if (count > top) {
+    const vals = new Float64Array(count);
+    for (let i = 0, k = 0; i < v.length; i++) if (sign * v[i] > 0) vals[k++] = sign * v[i];
+    threshold = select(vals, count - top);
+  }
+  const idx: number[] = [];
+  for (let i = 0; i < v.length; i++) if (sign * v[i] > 0 && sign * v[i] >= threshold) idx.push(i);
+  return idx.sort((a, b) => sign * (v[b] - v[a]) || a - b).slice(0, top);
 }
 
 function verifyRows(

@@ -16,7 +16,7 @@
  * chunk for every per-row score; it agrees with the exact path to ~1e-6 relative.
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
-import { cholesky, dot, inverseFromCholesky, solveSmall, symmetricEigen } from './linalg';
+import { cholesky, dot, inverseFromCholesky, select, solveSmall, symmetricEigen } from './linalg';
 import { denseHvpKernel, f32, f64, gramKernel, HESSIAN_BLOCK, hessianKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
 
 /** The head's view of the training rows: its inputs h and backprop signals g. */
@@ -478,37 +478,6 @@ export function flipSetOf(n: number, C: number, z: Float64Array, predicted: numb
     if (count > 0 && count <= limit && (!best || count < best.rows.length)) best = { rows: cand.slice(0, count), newClass: c };
   }
   return best;
-}
-
-/** The k-th smallest (0-based) value of a (which is reordered), by quickselect. */
-function select(a: Float64Array, k: number): number {
-  let lo = 0;
-  let hi = a.length - 1;
-  while (hi > lo) {
-    const mid = (lo + hi) >>> 1;
-    // Median of three as the pivot.
-    const x = a[lo];
-    const y = a[mid];
-    const w = a[hi];
-    const pivot = x < y ? (y < w ? y : x < w ? w : x) : x < w ? x : y < w ? w : y;
-    let i = lo;
-    let j = hi;
-    while (i <= j) {
-      while (a[i] < pivot) i++;
-      while (a[j] > pivot) j--;
-      if (i <= j) {
-        const t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-        i++;
-        j--;
-      }
-    }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else return a[k];
-  }
-  return a[k];
 }
 
 /**
@@ -1395,11 +1364,13 @@ export class FastCurvature {
     let worst = 0;
     for (let i = 0; i < n; i += step) {
       rowInput(this.rows, i, x);
-      for (let b = 0; b < Dt; b++) {
-        let t = 0;
-        for (let j = 0; j < Dt; j++) t += this.US[j * Dt + b] * x[j];
-        xs[b] = t * t;
+      xs.fill(0);
+      for (let j = 0; j < Dt; j++) {
+        const xj = x[j];
+        const o = j * Dt;
+        for (let b = 0; b < Dt; b++) xs[b] += this.US[o + b] * xj;
       }
+      for (let b = 0; b < Dt; b++) xs[b] *= xs[b];
       for (let a = 0; a < C; a++) {
         let t = 0;
         for (let b = 0; b < Dt; b++) t += xs[b] / this.denom[a * Dt + b];
@@ -1498,7 +1469,6 @@ function blockGram(A: Float64Array[], B: Float64Array[]): Float64Array {
   symmetrize(G, s);
   return G;
 }
-
 /** G⁻¹F for a symmetric positive (semi)definite G (s×s), by eigendecomposition, ignoring null directions. */
 function solveSpd(G: Float64Array, F: Float64Array, s: number): Float64Array {
   const { values, vectors } = symmetricEigen(G, s);

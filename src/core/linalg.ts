@@ -130,3 +130,34 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>, n = a.length): n
   for (let i = 0; i < n; i++) s += a[i] * b[i];
   return s;
 }
+
+/** The k-th smallest (0-based) value of a (which is reordered), by quickselect. */
+export function select(a: Float64Array, k: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >>> 1;
+    // Median of three as the pivot.
+    const x = a[lo];
+    const y = a[mid];
+    const w = a[hi];
+    const pivot = x < y ? (y < w ? y : x < w ? w : x) : x < w ? x : y < w ? w : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) {
+        const t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
+}

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { auditScores, type HeldOut } from '../../src/core/audit';
 import { CancelledError } from '../../src/core/errors';
+import { topRows } from '../../src/core/explain';
 import type { ForwardRows } from '../../src/core/forward';
 import { chooseMethods, Curvature, explainScores, flipSet, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
 
@@ -208,6 +209,21 @@ describe('fast path curvature store', () => {
     const fresh = await run(4 * damping, false);
     assert.ok(!other.stages.has('hessian'));
     for (const k of SCORES) assert.deepEqual(other.scores[k], fresh.scores[k], k);
+  });
+});
+
+describe('top rows', () => {
+  it('match a full sort (largest first, ties by row) on random values with ties and zeros', () => {
+    const u = rng(5);
+    for (let trial = 0; trial < 40; trial++) {
+      const n = Math.floor(u() * 300);
+      const v = Float64Array.from({ length: n }, () => Math.round((u() - 0.5) * 12) / 4);
+      const top = Math.floor(u() * 20);
+      const idx = Array.from(v.keys());
+      const helpful = idx.filter((i) => v[i] > 0).sort((a, b) => v[b] - v[a] || a - b).slice(0, top);
+      const harmful = idx.filter((i) => v[i] < 0).sort((a, b) => v[a] - v[b] || a - b).slice(0, top);
+      assert.deepEqual(topRows(v, top), { helpful, harmful }, `trial ${trial}`);
+    }
   });
 });
 
