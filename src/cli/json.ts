@@ -1,12 +1,20 @@
 /** Streams one JSON document to a writable without building it as one string. */
 import type { Writable } from 'node:stream';
 
+/** Characters gathered before one write: a write per row costs more than the row's JSON. */
+const FLUSH_AT = 1 << 16;
+
 export class JsonWriter {
+  private pending: string[] = [];
+  private size = 0;
+
   constructor(private readonly out: Writable) {}
 
-  /** Writes text, waiting for the stream to drain when its buffer is full. */
+  /** Appends text, writing in pieces of about FLUSH_AT characters and waiting for the stream to drain when its buffer is full. */
   async raw(text: string): Promise<void> {
-    if (!this.out.write(text)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+    this.pending.push(text);
+    this.size += text.length;
+    if (this.size >= FLUSH_AT) await this.flush();
   }
 
   /** `,"name":value` — for fields after the first. */
@@ -15,7 +23,16 @@ export class JsonWriter {
   }
 
   async end(): Promise<void> {
+    await this.flush();
     // stdout is not ended (the process still owns it); wait until everything is flushed.
     await new Promise<void>((resolve) => this.out.write('', () => resolve()));
+  }
+
+  private async flush(): Promise<void> {
+    if (this.size === 0) return;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.size = 0;
+    if (!this.out.write(text)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
   }
 }

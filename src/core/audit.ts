@@ -245,8 +245,10 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   const rows = await engine.forwardTable(req.train, table, run);
   if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
   let heldOut: HeldOut | null = null;
+  const writes = [rows.written];
   if (req.heldOut) {
     const h = await engine.forwardTable(req.heldOut.path, table, run);
+    writes.push(h.written);
     if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
     heldOut = { ...req.heldOut, rows: h };
   }
@@ -254,6 +256,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   throwIfAborted(req.signal);
   const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
   const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, signal: req.signal, onProgress: req.onProgress });
+  await Promise.all(writes.map((w) => w()));
   let heldOutLoss: number | null = null;
   let heldOutAccuracy: number | null = null;
   if (heldOut) {

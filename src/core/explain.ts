@@ -107,6 +107,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       verified = verifyRows(rows, damping, eng, test, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
       seconds.verify = (performance.now() - tv) / 1000;
     }
+    await rows.written();
     seconds.total = (performance.now() - t0) / 1000;
     const info = eng.info;
     return {

@@ -89,10 +89,13 @@ export class Engine {
 
   /**
    * Forward pass over a whole file, through the cache when one is given; `store` then keeps what
-   * is computed from these rows (the curvature) beside them.
+   * is computed from these rows (the curvature) beside them. Cache writes go on in the background
+   * while the caller computes (the arrays are never modified): `written()` waits for them.
    */
-  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse; store: CurvatureStore | null }> {
-    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off', store: null };
+  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse; store: CurvatureStore | null; written: () => Promise<void> }> {
+    const pending: Promise<unknown>[] = [];
+    const written = async () => void (await Promise.all(pending));
+    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off', store: null, written };
     const cache = run.cache;
     const t = this.tableOptions(tableOpts);
     // Everything that changes the rows, and nothing that does not (batch size, progress).
@@ -103,16 +106,16 @@ export class Engine {
     };
     const storeFor = (sha: string): CurvatureStore => ({
       load: (name, signal) => cache.loadDerived(key, name, sha, signal),
-      save: async (name, arrays) => void (await cache.storeDerived(key, name, sha, arrays)),
+      save: async (name, arrays) => void pending.push(cache.storeDerived(key, name, sha, arrays)),
     });
     const hit = await cache.load(key, run.signal);
     if (hit) {
       this.checkWidth(hit.table);
-      return { ...hit, cache: 'hit', store: storeFor(hit.summary.sha256) };
+      return { ...hit, cache: 'hit', store: storeFor(hit.summary.sha256), written };
     }
     const rows = await this.forwardUncached(path, tableOpts, run);
-    await cache.store(key, rows);
-    return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256) };
+    pending.push(cache.store(key, rows));
+    return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256), written };
   }
 
   private async forwardUncached(path: string, tableOpts: TableOptions, run: RunOptions): Promise<ForwardRows> {
