@@ -1,4 +1,4 @@
-// One esbuild script for every bundle: the CLI, the engine worker and the extension host
+// One esbuild script for every bundle: the CLI, the engine worker (and its Hessian thread) and the extension host
 // (platform node, vscode and the onnxruntime-node addon external), and the panel webview (browser).
 import * as esbuild from 'esbuild';
 
@@ -17,6 +17,8 @@ const builds = [
   { ...node, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
   { ...node, entryPoints: ['scripts/bench/floor.ts'], outfile: 'dist/bench-floor.js' },
   { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },
+  // The engine's Hessian worker thread, loaded from beside whichever bundle runs the engine.
+  { ...node, entryPoints: ['src/core/hessianWorker.ts'], outfile: 'dist/hessian-worker.js' },
   { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js' },
   { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' },
 ];

@@ -26,6 +26,7 @@ export interface AuditOptions {
   path?: ComputePath;
   hessian?: ExplainOptions['hessian'];
   store?: CurvatureStore | null;
+  explicitHessian?: ExplainOptions['explicitHessian'];
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -242,7 +243,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   const t0 = performance.now();
   const run = { signal: req.signal, onProgress: req.onProgress, cache: req.cache };
   const table = req.table ?? {};
-  const rows = await engine.forwardTable(req.train, table, run);
+  const rows = await engine.forwardTrain(req.train, table, run, req);
   if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
   let heldOut: HeldOut | null = null;
   const writes = [rows.written];
@@ -255,7 +256,7 @@ export async function audit(engine: Engine, req: AuditRequest): Promise<AuditRes
   const forwardSeconds = (performance.now() - t0) / 1000;
   throwIfAborted(req.signal);
   const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
-  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, signal: req.signal, onProgress: req.onProgress });
+  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
   await Promise.all(writes.map((w) => w()));
   let heldOutLoss: number | null = null;
   let heldOutAccuracy: number | null = null;

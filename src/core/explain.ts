@@ -82,8 +82,12 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     // The test row first: a bad test file fails fast, before the long pass over the training data.
     const test = await eng.forwardRow(req.test, req.testRow, table, run);
     lap('forwardTest');
-    const rows = await eng.forwardTable(req.train, table, run);
+    const rows = await eng.forwardTrain(req.train, table, run, req);
     lap('forwardTrain');
+    if (rows.explicitHessian) {
+      seconds.forwardTrain -= rows.hessianSeconds;
+      seconds.hessianWait = rows.hessianSeconds;
+    }
     if (rows.n === 0) {
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
@@ -92,7 +96,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const x = new Float64Array(rows.D + (rows.bias ? 1 : 0));
     x.set(test.h);
     if (rows.bias) x[rows.D] = 1;
-    const scores = await explainScores(rows, { x, g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, signal: req.signal, onProgress: req.onProgress });
+    const scores = await explainScores(rows, { x, g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
     Object.assign(seconds, scores.seconds);
     t = performance.now();
     const predicted = new Int32Array(rows.n);

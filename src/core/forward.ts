@@ -4,7 +4,8 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { CurvatureStore, HeadRows } from './influence';
+import { HessianFeeder, type HessianStats } from './hessian';
+import { explicitHessianFrom, type CurvatureStore, type ExplainOptions, type HeadRows } from './influence';
 import { AUG, augmentModel, loadModel, type LoadedModel, type ModelInfo } from './onnx';
 import type { FeatureCache } from './cache';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from './table';
@@ -24,6 +25,11 @@ export interface RunOptions {
   batchSize?: number;
   /** Reuse (and store) forward results on disk; null or absent: no cache. */
   cache?: FeatureCache | null;
+  /**
+   * Called with each batch's h, g and labels once they are stored (never on a cache hit); it may
+   * keep or transfer h and g, which the pass no longer uses.
+   */
+  onRows?: (h: Float32Array, g: Float64Array, labels: Int32Array, count: number) => void;
 }
 
 export type CacheUse = 'hit' | 'miss' | 'off';
@@ -118,6 +124,31 @@ export class Engine {
     return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256), written };
   }
 
+  /**
+   * forwardTable for training rows. When the fast path's explicit Hessian will be needed for them
+   * (explicitHessianFrom), it is summed in a worker thread during the pass, on the core that the
+   * parse leaves idle: `explicitHessian` (null otherwise), and `hessianSeconds` waited for it after the pass.
+   */
+  async forwardTrain(
+    path: string,
+    tableOpts: TableOptions,
+    run: RunOptions,
+    methods: Pick<ExplainOptions, 'solver' | 'selfInfluence'>,
+  ): Promise<Awaited<ReturnType<Engine['forwardTable']>> & { explicitHessian: HessianStats | null; hessianSeconds: number }> {
+    const { C, D, b } = this.info.head;
+    const shape = { C, D, bias: b !== null };
+    const startAt = explicitHessianFrom(shape, methods);
+    const feeder = startAt === null ? null : new HessianFeeder(shape, startAt);
+    try {
+      const rows = await this.forwardTable(path, tableOpts, { ...run, onRows: feeder?.onRows });
+      const t0 = performance.now();
+      const explicitHessian = feeder ? await feeder.finish(rows, run.signal, run.onProgress) : null;
+      return { ...rows, explicitHessian, hessianSeconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await feeder?.close();
+    }
+  }
+
   private async forwardUncached(path: string, tableOpts: TableOptions, run: RunOptions): Promise<ForwardRows> {
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, batchSize: run.batchSize ?? tableOpts.batchSize, signal: run.signal, onProgress: run.onProgress }));
     this.checkWidth(reader.info);
@@ -137,6 +168,7 @@ export class Engine {
       pending = this.runBatch(batch.features, batch.labels, batch.count).then((out) => {
         checkFinite(out, batch, reader.info);
         acc.append(batch, out);
+        run.onRows?.(out.h, out.g, batch.labels, batch.count);
       });
     }
     if (pending) await pending;

@@ -16,8 +16,9 @@
  * chunk for every per-row score; it agrees with the exact path to ~1e-6 relative.
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
-import { cholesky, dot, inverseFromCholesky, select, solveSmall, symmetricEigen } from './linalg';
-import { denseHvpKernel, f32, f64, gramKernel, HESSIAN_BLOCK, hessianKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
+import { addInto, cholesky, dot, inverseFromCholesky, select, solveSmall, symmetricEigen } from './linalg';
+import { HessianSum, type HessianStats } from './hessian';
+import { denseHvpKernel, f32, f64, gramKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
 
 /** The head's view of the training rows: its inputs h and backprop signals g. */
 export interface HeadRows {
@@ -67,6 +68,8 @@ export interface ExplainOptions {
   hessian?: 'explicit' | 'matrix-free';
   /** Reuse (and keep) the fast path's curvature across runs. */
   store?: CurvatureStore | null;
+  /** The explicit Hessian's sums, if already formed during the forward pass (HessianFeeder). */
+  explicitHessian?: HessianStats | null;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
@@ -507,6 +510,18 @@ export function chooseMethods(
   return { solver, selfMethod, path };
 }
 
+/**
+ * From how many training rows the fast path with the explicit Hessian is chosen for a head, under
+ * these options (as chooseMethods and FastCurvature.create decide); null if it never is.
+ */
+export function explicitHessianFrom(head: Pick<HeadRows, 'C' | 'D' | 'bias'>, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'hessian'>): number | null {
+  const { P } = headDims(head);
+  if ((opts.hessian ?? (P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) !== 'explicit') return null;
+  if (opts.path === 'exact' || (opts.solver ?? 'cg') !== 'cg' || (opts.selfInfluence ?? 'ekfac') !== 'ekfac') return null;
+  if (opts.path === 'fast' || P > DENSE_MAX_P) return 0;
+  return Math.floor(EXACT_BUDGET / (P * P)) + 1;
+}
+
 /** How H⁻¹ is applied: an explicit factorisation, or CG with an EK-FAC preconditioner. */
 export class Curvature {
   readonly solver: SolverKind;
@@ -534,7 +549,7 @@ export class Curvature {
     this.path = methods.path;
   }
 
-  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'hessian' | 'store' | 'signal' | 'onProgress'> = {}): Promise<Curvature> {
+  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> = {}): Promise<Curvature> {
     if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const curv = new Curvature(rows, damping, chooseMethods(rows, opts));
     let t0 = performance.now();
@@ -963,7 +978,7 @@ export class FastCurvature {
     return { order, groups };
   }
 
-  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'hessian' | 'store' | 'signal' | 'onProgress'> = {}): Promise<FastCurvature> {
+  static async create(rows: HeadRows, damping: number, opts: Pick<ExplainOptions, 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> = {}): Promise<FastCurvature> {
     const f = new FastCurvature(rows, damping);
     const { C } = rows;
     const { Dt, P } = headDims(rows);
@@ -979,7 +994,13 @@ export class FastCurvature {
       f.H0 = H0 ?? null;
       return f;
     }
-    const { S, Abar } = explicit ? await f.buildHessian(opts.signal, opts.onProgress) : await f.gram(opts.signal, opts.onProgress);
+    let S: Float64Array;
+    let Abar: Float64Array;
+    if (explicit) {
+      const stats = opts.explicitHessian?.n === rows.n ? opts.explicitHessian : await f.buildHessian(opts.signal, opts.onProgress);
+      ({ S, Abar } = stats);
+      f.H0 = stats.H0;
+    } else ({ S, Abar } = await f.gram(opts.signal, opts.onProgress));
     // Exactly symmetric, as the JS Ekfac's are.
     symmetrize(S, Dt);
     symmetrize(Abar, C);
@@ -1042,61 +1063,21 @@ export class FastCurvature {
     return { S, Abar };
   }
 
-  /**
-   * One pass that forms the explicit H₀ (float32 products of float64 weights, summed per chunk in
-   * float64) and, from the same products, X̃ᵀX̃ and Σ A_i for EK-FAC.
-   */
-  private async buildHessian(signal?: AbortSignal, onProgress?: Progress): Promise<{ S: Float64Array; Abar: Float64Array }> {
-    const { n, C } = this.rows;
-    const { Dt, P } = headDims(this.rows);
-    const W = (C * (C + 1)) / 2 + 1;
-    const blocks: { j0: number; j1: number; acc: Float64Array }[] = [];
-    for (let j0 = 0; j0 < Dt; j0 += HESSIAN_BLOCK) {
-      const j1 = Math.min(Dt, j0 + HESSIAN_BLOCK);
-      blocks.push({ j0, j1, acc: new Float64Array(W * (j1 - j0) * (Dt - j0)) });
-    }
-    const asum = new Float64Array(W);
-    const kernel = await hessianKernel(this.shape);
+  /** One pass over the rows that forms the explicit H₀ and, from the same products, X̃ᵀX̃ and Σ A_i for EK-FAC. */
+  private async buildHessian(signal?: AbortSignal, onProgress?: Progress): Promise<HessianStats> {
+    const { n } = this.rows;
+    const sum = await HessianSum.create(this.shape);
     try {
       for (let start = 0; start < n; start += CHUNK) {
         throwIfAborted(signal);
         onProgress?.('hessian', start, n);
         const k = Math.min(CHUNK, n - start);
-        const out = await kernel.run({ ...this.headFeed(start, k), p: f64(this.pChunk(start, k), [k, C]) });
-        blocks.forEach((b, i) => addInto(b.acc, out[`r${i}`].data as Float32Array));
-        addInto(asum, out.asum.data as Float64Array);
+        await sum.add(this.h32.subarray(start * this.shape.D), this.pChunk(start, k), k);
       }
     } finally {
-      await kernel.release();
+      await sum.release();
     }
-    const H0 = new Float64Array(P * P);
-    const S = new Float64Array(Dt * Dt);
-    const Abar = new Float64Array(C * C);
-    for (const { j0, j1, acc } of blocks) {
-      const m = (j1 - j0) * (Dt - j0);
-      let q = 0;
-      for (let c = 0; c < C; c++) {
-        for (let d = c; d < C; d++, q++) {
-          for (let j = j0; j < j1; j++) {
-            // Block (c,d) is symmetric in the features: entry (j,k) also fills (k,j), and both of (d,c)'s.
-            for (let k = j; k < Dt; k++) {
-              const v = acc[q * m + (j - j0) * (Dt - j0) + (k - j0)];
-              H0[(c * Dt + j) * P + d * Dt + k] = v;
-              H0[(c * Dt + k) * P + d * Dt + j] = v;
-              H0[(d * Dt + k) * P + c * Dt + j] = v;
-              H0[(d * Dt + j) * P + c * Dt + k] = v;
-            }
-          }
-        }
-      }
-      for (let j = j0; j < j1; j++) {
-        for (let k = j; k < Dt; k++) S[j * Dt + k] = S[k * Dt + j] = acc[q * m + (j - j0) * (Dt - j0) + (k - j0)];
-      }
-    }
-    let q = 0;
-    for (let c = 0; c < C; c++) for (let d = c; d < C; d++, q++) Abar[c * C + d] = Abar[d * C + c] = asum[q];
-    this.H0 = H0;
-    return { S, Abar };
+    return sum.finish();
   }
 
   /** EK-FAC's eigenvectors: U_A of Σ A_i (C×C) and U_S of X̃ᵀX̃ (D̃×D̃). */
@@ -1505,9 +1486,6 @@ function combineInto(Y: Float64Array[], Xb: Float64Array[], a: Float64Array, sig
   }
 }
 
-function addInto(acc: Float64Array, v: ArrayLike<number>): void {
-  for (let q = 0; q < acc.length; q++) acc[q] += v[q];
-}
 
 function symmetrize(A: Float64Array, m: number): void {
   for (let i = 0; i < m; i++)

@@ -161,3 +161,8 @@ export function select(a: Float64Array, k: number): number {
   }
   return a[k];
 }
+
+/** acc += v, elementwise. */
+export function addInto(acc: Float64Array, v: ArrayLike<number>): void {
+  for (let q = 0; q < acc.length; q++) acc[q] += v[q];
+}

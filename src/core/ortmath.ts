@@ -127,12 +127,12 @@ export class GraphBuilder {
     return toBinary(ModelProtoSchema, model);
   }
 
-  async session(): Promise<Kernel> {
+  /** `threads`: by default every core (ORT's default here is one thread; these kernels are large GEMMs that scale). */
+  async session(threads = THREADS): Promise<Kernel> {
     const session = await ort.InferenceSession.create(this.serialize(), {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
-      // ORT's default here is one thread; these kernels are large GEMMs that scale to every core.
-      intraOpNumThreads: THREADS,
+      intraOpNumThreads: threads,
       // The JS side works between runs; spinning pool threads would only compete with it.
       extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
@@ -211,7 +211,7 @@ export const HESSIAN_BLOCK = 8;
  * is Σ_i a_i, whose class-pair part is EK-FAC's Σ_i A_i.
  * Inputs h, ones, p (k×C float64).
  */
-export async function hessianKernel(s: HeadShape): Promise<Kernel> {
+export async function hessianKernel(s: HeadShape, threads?: number): Promise<Kernel> {
   const g = new GraphBuilder();
   const Dt = s.D + (s.bias ? 1 : 0);
   const { C } = s;
@@ -237,7 +237,7 @@ export async function hessianKernel(s: HeadShape): Promise<Kernel> {
     const xk = g.reshape(g.op('Slice', [x, g.ints([j0]), g.ints([Dt]), g.ints([1])]), [0, 1, -1]);
     g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, F32, [upper.length + 1, (j1 - j0) * (Dt - j0)]);
   }
-  return g.session();
+  return g.session(threads);
 }
 
 /**

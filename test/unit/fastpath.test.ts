@@ -11,7 +11,8 @@ import { auditScores, type HeldOut } from '../../src/core/audit';
 import { CancelledError } from '../../src/core/errors';
 import { topRows } from '../../src/core/explain';
 import type { ForwardRows } from '../../src/core/forward';
-import { chooseMethods, Curvature, explainScores, flipSet, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
+import { HessianFeeder } from '../../src/core/hessian';
+import { chooseMethods, Curvature, denseHessian, explainScores, explicitHessianFrom, FAST_DENSE_MAX_P, flipSet, headDims, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -209,6 +210,58 @@ describe('fast path curvature store', () => {
     const fresh = await run(4 * damping, false);
     assert.ok(!other.stages.has('hessian'));
     for (const k of SCORES) assert.deepEqual(other.scores[k], fresh.scores[k], k);
+  });
+});
+
+describe('explicit Hessian summed in a worker thread during the forward pass', () => {
+  const shape = { C: rows.C, D: rows.D, bias: rows.bias };
+  /** Feeds the rows as a forward pass would: batches of fresh h and g buffers. */
+  const pass = (feeder: HessianFeeder, batch: number) => {
+    for (let s = 0; s < rows.n; s += batch) {
+      const e = Math.min(rows.n, s + batch);
+      feeder.onRows((rows.h as Float32Array).slice(s * rows.D, e * rows.D), rows.g.slice(s * rows.C, e * rows.C), rows.labels.slice(s, e), e - s);
+    }
+  };
+
+  it('equals the float64 Hessian (worker and main thread sharing the rows)', async () => {
+    const feeder = new HessianFeeder(shape, 0);
+    try {
+      pass(feeder, 300);
+      const stats = await feeder.finish(rows);
+      assert.ok(stats, 'the worker ran (it needs the built dist/hessian-worker.js: npm run build)');
+      assert.equal(stats.n, rows.n);
+      const H = denseHessian(rows, damping);
+      const P = Math.sqrt(H.length);
+      const mine = stats.H0.map((v, q) => v / rows.n + (q % (P + 1) === 0 ? damping : 0));
+      assert.ok(relErr(mine, H) < 1e-6, `relative error ${relErr(mine, H)}`);
+    } finally {
+      await feeder.close();
+    }
+  });
+
+  it('starts nothing below the fast path’s row count, and can be cancelled', async () => {
+    const idle = new HessianFeeder(shape, rows.n + 1);
+    pass(idle, 500);
+    assert.equal(await idle.finish(rows), null);
+    const busy = new HessianFeeder(shape, 0);
+    try {
+      pass(busy, 500);
+      await assert.rejects(busy.finish(rows, AbortSignal.abort()), CancelledError);
+    } finally {
+      await busy.close();
+    }
+  });
+
+  it('is planned exactly when the fast path with the explicit Hessian is chosen', () => {
+    for (const head of [{ C: 8, D: 40, bias: true }, { C: 20, D: 128, bias: true }, { C: 10, D: 300, bias: false }, { C: 50, D: 100, bias: true }])
+      for (const opts of [{}, { solver: 'cholesky' as const }, { selfInfluence: 'exact' as const }, { path: 'fast' as const }, { path: 'exact' as const }, { hessian: 'matrix-free' as const }]) {
+        const from = explicitHessianFrom(head, opts);
+        for (const n of [10, 1000, 7000, 8000, 50_000, 2_000_000]) {
+          const m = chooseMethods({ ...head, n, h: new Float32Array(0) }, opts);
+          const chosen = m.path === 'fast' && (opts.hessian ?? (headDims(head).P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) === 'explicit';
+          assert.equal(from !== null && n >= from, chosen, `${JSON.stringify(head)} ${JSON.stringify(opts)} n=${n}`);
+        }
+      }
   });
 });
 
