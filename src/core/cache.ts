@@ -393,15 +393,57 @@ function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
 
+/** What a FeatureCache with `memory` keeps: one rows entry and the arrays derived from it. */
+interface Memo {
+  hex: string;
+  rows: ForwardRows;
+  derived: Map<string, Float64Array[]>;
+}
+
 // ---------------------------------------------------------------------------------------
 
 export class FeatureCache {
   readonly dir: string;
   private sweeping: Promise<unknown>;
 
-  constructor(dir: string) {
+  /** With `memory`, see remember(). */
+  private memo: Memo | null = null;
+
+  /**
+   * `memory`: the last rows entry loaded or stored, and what was derived from it, also stay in
+   * this object, so that a long-lived engine (the extension's) skips the disk on the next load of
+   * the same rows while the data file's size, mtime, ctime and inode are unchanged. forget() drops it.
+   */
+  constructor(
+    dir: string,
+    private readonly opts: { memory?: boolean } = {},
+  ) {
     this.dir = nodePath.resolve(dir);
     this.sweeping = this.sweepTemps().catch(() => 0);
+  }
+
+  /** Drops what `memory` keeps. */
+  forget(): void {
+    this.memo = null;
+  }
+
+  private remember(hex: string, rows: ForwardRows): void {
+    if (this.opts.memory) this.memo = { hex, rows, derived: new Map() };
+  }
+
+  private rememberDerived(hex: string, dataSha256: string, name: string, data: Float64Array[]): void {
+    if (this.memo?.hex === hex && this.memo.rows.summary.sha256 === dataSha256) this.memo.derived.set(name, data);
+  }
+
+  /** The remembered rows for this entry, if the data file is provably unchanged since they were read. */
+  private async recall(hex: string, dataPath: string): Promise<ForwardRows | null> {
+    const m = this.memo;
+    if (!m || m.hex !== hex) return null;
+    const s = m.rows.summary;
+    const st = await fs.promises.stat(dataPath).catch(() => null);
+    if (st && st.size === s.size && st.mtimeMs === s.mtimeMs && st.ctimeMs === s.ctimeMs && st.ino === s.ino) return { ...m.rows, table: { ...m.rows.table, path: dataPath } };
+    this.memo = null;
+    return null;
   }
 
   /** Entry file path for a key (for tests / diagnostics). */
@@ -424,6 +466,8 @@ export class FeatureCache {
     let fh: fs.promises.FileHandle;
     try {
       k = keyOf(key); // throws only for options that are not JSON data (cycles)
+      const kept = await this.recall(k.hex, key.dataPath);
+      if (kept) return kept;
       file = nodePath.join(this.dir, `${k.hex}.ilcache`);
       fh = await fs.promises.open(file, 'r');
     } catch {
@@ -474,6 +518,7 @@ export class FeatureCache {
       const pieces = bodyPieces(h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) })), jsonEnd, Buffer.alloc(8));
       await readVerified(fh, [pre, jsonBuf], pieces, h.body, signal);
       await fh.close().catch(() => undefined);
+      this.remember(k.hex, rows);
       return rows;
     } catch (e) {
       await fh.close().catch(() => undefined);
@@ -497,6 +542,7 @@ export class FeatureCache {
       if (rows.summary.rows !== n) return false;
 
       const k = keyOf(key);
+      this.remember(k.hex, rows);
       const header: EntryHeader = {
         format: FORMAT_VERSION,
         key: k.json,
@@ -547,10 +593,13 @@ export class FeatureCache {
     let file: string;
     let fh: fs.promises.FileHandle;
     let json: string;
+    let hex: string;
     try {
       if (!NAME_RE.test(name)) return null;
-      json = keyOf(key).json;
-      file = nodePath.join(this.dir, `${keyOf(key).hex}.${name}.ilcache`);
+      ({ json, hex } = keyOf(key));
+      const kept = this.memo?.hex === hex && this.memo.rows.summary.sha256 === dataSha256 ? this.memo.derived.get(name) : undefined;
+      if (kept) return kept;
+      file = nodePath.join(this.dir, `${hex}.${name}.ilcache`);
       fh = await fs.promises.open(file, 'r');
     } catch {
       return null;
@@ -567,7 +616,9 @@ export class FeatureCache {
       check(body + TRAILER === st.size, 'length');
       await readVerified(fh, [pre, jsonBuf], bodyPieces(arrays, PREAMBLE + J, Buffer.alloc(8)), body, signal);
       await fh.close().catch(() => undefined);
-      return arrays.map((a) => new Float64Array(a.view.buffer, a.view.byteOffset, a.view.byteLength / 8));
+      const data = arrays.map((a) => new Float64Array(a.view.buffer, a.view.byteOffset, a.view.byteLength / 8));
+      this.rememberDerived(hex, dataSha256, name, data);
+      return data;
     } catch (e) {
       await fh.close().catch(() => undefined);
       if (e instanceof CancelledError) throw e;
@@ -581,6 +632,7 @@ export class FeatureCache {
     try {
       if (!NAME_RE.test(name)) return false;
       const k = keyOf(key);
+      this.rememberDerived(k.hex, dataSha256, name, data);
       const jsonBuf = Buffer.from(JSON.stringify({ key: k.json, name, dataSha256, lengths: data.map((a) => a.length) }), 'utf8');
       const { arrays, body } = derivedLayout(PREAMBLE + jsonBuf.length, data);
       const pieces = [{ pos: 0, buf: preamble(DERIVED_MAGIC, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
@@ -628,6 +680,7 @@ export class FeatureCache {
 
   /** Deletes every entry and temp file in the cache dir (nothing else). Returns the number of files removed. */
   async clear(): Promise<number> {
+    this.forget();
     await this.sweeping;
     let names: string[];
     try {

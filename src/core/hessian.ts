@@ -214,10 +214,13 @@ export class HessianFeeder {
   }
 
   private post(h: Float32Array, g: Float64Array, labels: Int32Array, k: number, own: boolean): void {
-    // A batch's own ORT output buffers move to the worker; slices of the pass's arrays are copied.
-    const transfer = own ? ([h.buffer, g.buffer, labels.buffer] as ArrayBuffer[]) : [];
+    // A batch's own ORT output buffers move to the worker (when each is a whole buffer of its own);
+    // anything else is copied by postMessage.
+    const transfer = new Set<ArrayBuffer>();
+    if (own) for (const a of [h, g, labels]) if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) transfer.add(a.buffer as ArrayBuffer);
+    if (transfer.size < 3) transfer.clear();
     this.inFlight++;
-    this.worker!.postMessage({ type: 'rows', h, g, labels, k } satisfies ToHessianWorker, transfer);
+    this.worker!.postMessage({ type: 'rows', h, g, labels, k } satisfies ToHessianWorker, [...transfer]);
   }
 
   /**

@@ -22,8 +22,20 @@ function send(m: FromWorker): void {
   process.send?.(m);
 }
 
+/** One cache per directory for the life of this process, keeping the last rows in memory (FeatureCache `memory`). */
+const caches = new Map<string, FeatureCache>();
+/** What the caches keep in memory is dropped after this long without a request. */
+const FORGET_AFTER_MS = 10 * 60 * 1000;
+let forgetTimer: NodeJS.Timeout | null = null;
+
+function cacheAt(dir: string): FeatureCache {
+  let c = caches.get(dir);
+  if (!c) caches.set(dir, (c = new FeatureCache(dir, { memory: true })));
+  return c;
+}
+
 function cacheOf(p: CommonParams): FeatureCache | null {
-  return p.cacheDir === null ? null : new FeatureCache(p.cacheDir || defaultCacheDir());
+  return p.cacheDir === null ? null : cacheAt(p.cacheDir || defaultCacheDir());
 }
 
 /** Features of a few rows, for thumbnails: their records are re-read by byte offset. */
@@ -155,7 +167,7 @@ const handlers: { [M in Method]: (p: Requests[M]['params'], signal: AbortSignal,
   clean: doClean,
   header: async (p) => ({ columns: await readHeader(p.path) }),
   rowAt: doRowAt,
-  clearCache: async (p) => ({ removed: await new FeatureCache(p.cacheDir || defaultCacheDir()).clear() }),
+  clearCache: async (p) => ({ removed: await cacheAt(p.cacheDir || defaultCacheDir()).clear() }),
 };
 
 process.on('message', (m: ToWorker) => {
@@ -165,6 +177,7 @@ process.on('message', (m: ToWorker) => {
   }
   const ac = new AbortController();
   running.set(m.id, ac);
+  if (forgetTimer) clearTimeout(forgetTimer);
   const handler = handlers[m.method] as (p: unknown, s: AbortSignal, id: number) => Promise<unknown>;
   handler(m.params, ac.signal, m.id)
     .then(
@@ -180,7 +193,10 @@ process.on('message', (m: ToWorker) => {
         }
       },
     )
-    .finally(() => running.delete(m.id));
+    .finally(() => {
+      running.delete(m.id);
+      if (running.size === 0) forgetTimer = setTimeout(() => caches.forEach((c) => c.forget()), FORGET_AFTER_MS).unref();
+    });
 });
 
 // The host going away must not leave the engine running.

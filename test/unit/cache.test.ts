@@ -468,6 +468,34 @@ describe('derived entries (the curvature beside its rows)', () => {
   });
 });
 
+describe('memory (a long-lived engine)', () => {
+  test('the last rows and their derived arrays are kept while the data file is unchanged', async () => {
+    const { dir, data } = setup();
+    const cache = new FeatureCache(dir, { memory: true });
+    const rows = await synthRows(data, 20, 4, 3, 5);
+    assert.equal(await cache.store(keyFor(data), rows), true);
+    assert.equal(await cache.storeDerived(keyFor(data), 'curv', rows.summary.sha256, [Float64Array.of(1, 2)]), true);
+    for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f));
+    assertSameRows(await cache.load(keyFor(data)), rows);
+    assert.deepEqual(await cache.loadDerived(keyFor(data), 'curv', rows.summary.sha256), [Float64Array.of(1, 2)]);
+    assert.equal(await cache.loadDerived(keyFor(data), 'curv', 'e'.repeat(64)), null);
+    // Without memory, or once forgotten, only the disk counts (and it is empty now).
+    assert.equal(await new FeatureCache(dir).load(keyFor(data)), null);
+    cache.forget();
+    assert.equal(await cache.load(keyFor(data)), null);
+  });
+
+  test('a touched data file is not trusted from memory', async () => {
+    const { dir, data } = setup();
+    const cache = new FeatureCache(dir, { memory: true });
+    const rows = await synthRows(data, 20, 4, 3, 6);
+    assert.equal(await cache.store(keyFor(data), rows), true);
+    const st = fs.statSync(data);
+    fs.utimesSync(data, st.atime, new Date(st.mtimeMs + 5000));
+    assert.equal(await cache.load(keyFor(data)), null);
+  });
+});
+
 describe('clear and sweep', () => {
   test('clear() removes entries and temp files, and nothing else', async () => {
     const { dir, data, cache } = setup();
