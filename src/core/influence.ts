@@ -679,6 +679,70 @@ export class RowRemoval {
   }
 }
 
+/** The per-row scores of one explain, as either path fills them, and the result they make. */
+class ScoreSheet {
+  readonly predicted: number;
+  readonly runnerUp: number;
+  readonly margin: number;
+  readonly influence: Float64Array;
+  readonly lossChangeIfRemoved: Float64Array;
+  readonly newton: Float64Array;
+  readonly selfInfluence: Float64Array;
+  readonly relativeInfluence: Float64Array;
+  readonly classificationInfluence: Float64Array;
+  /** p_t = g_t + e_y, for the Newton estimate's exact test loss. */
+  readonly testP: Float64Array;
+
+  constructor(
+    private readonly n: number,
+    private readonly test: TestPoint,
+  ) {
+    this.predicted = argmaxExcept(test.z, -1);
+    this.runnerUp = argmaxExcept(test.z, this.predicted);
+    this.margin = test.z[this.predicted] - test.z[this.runnerUp];
+    this.influence = new Float64Array(n);
+    this.lossChangeIfRemoved = new Float64Array(n);
+    this.newton = new Float64Array(n);
+    this.selfInfluence = new Float64Array(n);
+    this.relativeInfluence = new Float64Array(n);
+    this.classificationInfluence = new Float64Array(n);
+    this.testP = Float64Array.from(test.g);
+    this.testP[test.label] += 1;
+  }
+
+  /**
+   * Row i: its influence, self-influence, first-order margin change (classification influence)
+   * and dz, the change of the test logits under the leverage-corrected Newton step.
+   */
+  set(i: number, influence: number, self: number, marginChange: number, dz: Float64Array): void {
+    this.influence[i] = influence;
+    this.lossChangeIfRemoved[i] = -influence / this.n;
+    this.classificationInfluence[i] = marginChange;
+    this.selfInfluence[i] = self;
+    this.relativeInfluence[i] = self > 0 ? influence / Math.sqrt(self) : 0;
+    this.newton[i] = lossShift(this.testP, dz, this.test.label);
+  }
+
+  result(curv: Curvature, flip: FlipSet | null, seconds: Record<string, number>): ExplainScores {
+    return {
+      predicted: this.predicted,
+      margin: this.margin,
+      runnerUp: this.runnerUp,
+      influence: this.influence,
+      lossChangeIfRemoved: this.lossChangeIfRemoved,
+      lossChangeIfRemovedNewton: this.newton,
+      selfInfluence: this.selfInfluence,
+      relativeInfluence: this.relativeInfluence,
+      classificationInfluence: this.classificationInfluence,
+      flip,
+      solver: curv.solver,
+      selfInfluenceMethod: curv.selfMethod,
+      cgIterations: curv.cgIterations,
+      seconds,
+    };
+  }
+}
+
 export async function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curvature?: Curvature): Promise<ExplainScores> {
   const curv = curvature ?? (await Curvature.create(rows, opts.damping, opts));
   try {
@@ -705,16 +769,8 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
   Object.assign(seconds, curv.seconds);
   t0 = performance.now();
 
-  const predicted = argmaxExcept(test.z, -1);
-  const runnerUp = argmaxExcept(test.z, predicted);
-  const margin = test.z[predicted] - test.z[runnerUp];
-
-  const influence = new Float64Array(n);
-  const lossChangeIfRemoved = new Float64Array(n);
-  const newton = new Float64Array(n);
-  const selfInfluence = new Float64Array(n);
-  const relativeInfluence = new Float64Array(n);
-  const classificationInfluence = new Float64Array(n);
+  const sheet = new ScoreSheet(n, test);
+  const { predicted, runnerUp } = sheet;
   const marginChange = new Float64Array(n * C); // first-order change of z_ŷ − z_c if row i is removed
 
   const row = new RowRemoval(curv);
@@ -722,8 +778,6 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
   const T = new Float64Array(C * C);
   const Rv = new Float64Array(C);
   const dz = new Float64Array(C);
-  const testP = Float64Array.from(test.g);
-  testP[test.label] += 1;
   for (let i = 0; i < n; i++) {
     if ((i & 1023) === 0) {
       throwIfAborted(signal);
@@ -741,41 +795,21 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
       Rv[c] = s;
     }
     const infl = -dot(Rv, gi, C);
-    influence[i] = infl;
-    lossChangeIfRemoved[i] = -infl / n;
     const tpg = dot(T.subarray(predicted * C, (predicted + 1) * C), gi, C);
     for (let c = 0; c < C; c++) {
       marginChange[i * C + c] = c === predicted ? 0 : (tpg - dot(T.subarray(c * C, (c + 1) * C), gi, C)) / n;
     }
-    classificationInfluence[i] = marginChange[i * C + runnerUp];
-    selfInfluence[i] = row.self;
-    relativeInfluence[i] = row.self > 0 ? infl / Math.sqrt(row.self) : 0;
     // The Newton step moves the test logits by Δz[c'] = (1/n) T[c',:]·w exactly (z is linear in θ);
     // the test loss is evaluated exactly there.
     for (let a = 0; a < C; a++) dz[a] = dot(T.subarray(a * C, (a + 1) * C), row.w, C) / n;
-    newton[i] = lossShift(testP, dz, test.label);
+    sheet.set(i, infl, row.self, marginChange[i * C + runnerUp], dz);
   }
   seconds.scores = (performance.now() - t0) / 1000;
   t0 = performance.now();
   const flip = flipSet(marginChange, n, C, test.z, predicted);
   seconds.flip = (performance.now() - t0) / 1000;
   if (signal?.aborted) throw new CancelledError();
-  return {
-    predicted,
-    margin,
-    runnerUp,
-    influence,
-    lossChangeIfRemoved,
-    lossChangeIfRemovedNewton: newton,
-    selfInfluence,
-    relativeInfluence,
-    classificationInfluence,
-    flip,
-    solver: curv.solver,
-    selfInfluenceMethod: curv.selfMethod,
-    cgIterations: curv.cgIterations,
-    seconds,
-  };
+  return sheet.result(curv, flip, seconds);
 }
 
 /**
@@ -791,9 +825,8 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   const { Dt, P } = headDims(rows);
   const { signal, onProgress } = opts;
   const seconds: Record<string, number> = {};
-  const predicted = argmaxExcept(test.z, -1);
-  const runnerUp = argmaxExcept(test.z, predicted);
-  const margin = test.z[predicted] - test.z[runnerUp];
+  const sheet = new ScoreSheet(n, test);
+  const { predicted, runnerUp } = sheet;
   const dirs = Array.from({ length: C }, (_, c) => c).filter((c) => c !== predicted);
   const rhs = dirs.map((c) => {
     const v = new Float64Array(P);
@@ -809,12 +842,6 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   // The class-mean parts (H⁻¹ of 1 ⊗ x̃_t/C, identical for every S_c) drop out of every score.
   for (const s of S) centerClasses(s, C, Dt);
 
-  const influence = new Float64Array(n);
-  const lossChangeIfRemoved = new Float64Array(n);
-  const newton = new Float64Array(n);
-  const selfInfluence = new Float64Array(n);
-  const relativeInfluence = new Float64Array(n);
-  const classificationInfluence = new Float64Array(n);
   // The margin changes are kept as the kernel's float32 Y (and Y_ŷ in float64), half the memory
   // of n×C float64; the flip set recomputes each class's column from them, identically.
   const M = dirs.length;
@@ -822,8 +849,6 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   const yPred = new Float64Array(n);
   const col = new Int32Array(C).fill(-1);
   dirs.forEach((c, m) => (col[c] = m));
-  const testP = Float64Array.from(test.g);
-  testP[test.label] += 1;
   const Y = new Float64Array(C);
   const dz = new Float64Array(C);
   await fast.rowPass({ testS: S, signal, onProgress, stage: 'scores' }, (i, out) => {
@@ -840,14 +865,7 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
     dz[predicted] = -sz / n;
     yAll.set(out.y, i * M);
     yPred[i] = -sy;
-    const infl = -dot(test.g, Y, C);
-    influence[i] = infl;
-    lossChangeIfRemoved[i] = -infl / n;
-    classificationInfluence[i] = (Y[predicted] - Y[runnerUp]) / n;
-    const self = Math.max(out.self, 0);
-    selfInfluence[i] = self;
-    relativeInfluence[i] = self > 0 ? infl / Math.sqrt(self) : 0;
-    newton[i] = lossShift(testP, dz, test.label);
+    sheet.set(i, -dot(test.g, Y, C), Math.max(out.self, 0), (Y[predicted] - Y[runnerUp]) / n, dz);
   });
   seconds.scores = (performance.now() - t1) / 1000;
   t1 = performance.now();
@@ -857,22 +875,7 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   });
   seconds.flip = (performance.now() - t1) / 1000;
   if (signal?.aborted) throw new CancelledError();
-  return {
-    predicted,
-    margin,
-    runnerUp,
-    influence,
-    lossChangeIfRemoved,
-    lossChangeIfRemovedNewton: newton,
-    selfInfluence,
-    relativeInfluence,
-    classificationInfluence,
-    flip,
-    solver: curv.solver,
-    selfInfluenceMethod: curv.selfMethod,
-    cgIterations: curv.cgIterations,
-    seconds,
-  };
+  return sheet.result(curv, flip, seconds);
 }
 
 /** Subtracts the class mean from a C×D̃ matrix (the component along 1 ⊗ v). */
