@@ -197,7 +197,7 @@ export class HessianFeeder {
       return;
     }
     const worker = new Worker(script, { workerData: this.shape });
-    // Never what keeps the process alive (finish() and close() settle it).
+    // Not what keeps the process alive during the pass (finish() refs it while it waits; close() ends it).
     worker.unref();
     this.result = new Promise((resolve) => {
       worker.on('message', (m: FromHessianWorker) => {
@@ -230,6 +230,8 @@ export class HessianFeeder {
   async finish(rows: Pick<HeadRowsLike, 'n' | 'h' | 'g' | 'labels'>, signal?: AbortSignal, onProgress?: Progress): Promise<HessianStats | null> {
     const { n } = rows;
     if (!this.worker || !this.result || this.seen !== n) return null;
+    // Waiting on the worker alone must keep the event loop (and the process) alive.
+    this.worker.ref();
     const { C, D } = this.shape;
     const chunks: Ranges = [];
     for (const [a, b] of this.left) for (let s = a; s < b; s += SHARE_CHUNK) chunks.push([s, Math.min(b, s + SHARE_CHUNK)]);
