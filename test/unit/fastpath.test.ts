@@ -10,6 +10,7 @@ import { before, describe, it } from 'node:test';
 import { auditScores, type HeldOut } from '../../src/core/audit';
 import { CancelledError } from '../../src/core/errors';
 import { topRows } from '../../src/core/explain';
+import { relErr } from '../helpers/stats';
 import type { ForwardRows } from '../../src/core/forward';
 import { HessianFeeder } from '../../src/core/hessian';
 import { chooseMethods, Curvature, denseHessian, explainScores, explicitHessianFrom, FAST_DENSE_MAX_P, flipSet, headDims, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
@@ -80,18 +81,6 @@ function synth(n: number, D: number, C: number, scale: number, seed: number): { 
   });
   const rows = { n, C, D, bias: true, ...tr, lines: new Int32Array(n), offsets: new Float64Array(n + 1) } as unknown as ForwardRows;
   return { rows, tests };
-}
-
-/** ‖a − b‖ / ‖b‖. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 const damping = 1e-3;
