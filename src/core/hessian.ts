@@ -25,11 +25,12 @@ export interface HessianStats {
   n: number;
 }
 
-/** p = g + e_y (float64) for k rows of g (k×C) and labels. */
-export function probabilities(g: Float64Array, labels: Int32Array, k: number, C: number, out = new Float64Array(k * C)): Float64Array {
-  out.set(g.subarray(0, k * C));
-  for (let r = 0; r < k; r++) out[r * C + labels[r]] += 1;
-  return out;
+/** p = g + e_y (float64) for the first k rows of g (row-major, C wide) and labels, in `out` (which may be longer). */
+export function probabilities(g: Float64Array, labels: Int32Array, k: number, C: number, out: Float64Array = new Float64Array(k * C)): Float64Array {
+  const p = out.subarray(0, k * C);
+  p.set(g.subarray(0, k * C));
+  for (let r = 0; r < k; r++) p[r * C + labels[r]] += 1;
+  return p;
 }
 
 export class HessianSum {

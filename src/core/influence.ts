@@ -17,7 +17,7 @@
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
 import { addInto, cholesky, dot, inverseFromCholesky, select, solveSmall, symmetricEigen } from './linalg';
-import { HessianSum, type HessianStats } from './hessian';
+import { HessianSum, probabilities, type HessianStats } from './hessian';
 import { denseHvpKernel, f32, f64, gramKernel, hvpKernel, i32, i64, lambdaKernel, preconditionKernel, rowKernel, type Feed, type HeadShape, type Kernel } from './ortmath';
 
 /** The head's view of the training rows: its inputs h and backprop signals g. */
@@ -516,10 +516,15 @@ export function chooseMethods(
  */
 export function explicitHessianFrom(head: Pick<HeadRows, 'C' | 'D' | 'bias'>, opts: Pick<ExplainOptions, 'solver' | 'selfInfluence' | 'path' | 'hessian'>): number | null {
   const { P } = headDims(head);
-  if ((opts.hessian ?? (P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) !== 'explicit') return null;
+  if (!explicitHessian(P, opts)) return null;
   if (opts.path === 'exact' || (opts.solver ?? 'cg') !== 'cg' || (opts.selfInfluence ?? 'ekfac') !== 'ekfac') return null;
   if (opts.path === 'fast' || P > DENSE_MAX_P) return 0;
   return Math.floor(EXACT_BUDGET / (P * P)) + 1;
+}
+
+/** Whether the fast path forms the explicit Hessian for P parameters: by default while P ≤ FAST_DENSE_MAX_P. */
+export function explicitHessian(P: number, opts: Pick<ExplainOptions, 'hessian'>): boolean {
+  return (opts.hessian ?? (P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) === 'explicit';
 }
 
 /** How H⁻¹ is applied: an explicit factorisation, or CG with an EK-FAC preconditioner. */
@@ -890,8 +895,6 @@ function centerClasses(v: Float64Array, C: number, Dt: number): void {
 
 /** Rows per onnxruntime run on the fast path. */
 const CHUNK = 4096;
-/** Rows per run of the per-row kernel (many intermediates per row: smaller chunks keep its memory low). */
-const ROW_CHUNK = 4096;
 /** Bounds on the terms of the Neumann series for the Newton weights (chosen per problem from a sample of rows). */
 const NEUMANN_MIN_TERMS = 4;
 const NEUMANN_MAX_TERMS = 40;
@@ -938,7 +941,7 @@ export class FastCurvature {
   H0: Float64Array | null = null;
   /** For the matrix-free HVP kernel: the rows grouped by most probable class, and chunks within the groups. */
   private grouping: { order: BigInt64Array; groups: { start: number; k: number; ref: BigInt64Array }[] } | null = null;
-  private readonly ones = new Float32Array(Math.max(CHUNK, ROW_CHUNK)).fill(1);
+  private readonly ones = new Float32Array(CHUNK).fill(1);
   private readonly h32: Float32Array;
   private readonly pBuf: Float64Array;
   readonly shape: HeadShape;
@@ -956,7 +959,7 @@ export class FastCurvature {
     this.shape = { C, D, bias };
     // A float64 h (checks only) is rounded to float32.
     this.h32 = rows.h instanceof Float32Array ? rows.h : Float32Array.from(rows.h);
-    this.pBuf = new Float64Array(Math.max(CHUNK, ROW_CHUNK) * C);
+    this.pBuf = new Float64Array(CHUNK * C);
   }
 
   /** Rows grouped by their most probable class (stable), and chunks that stay within a group. */
@@ -985,7 +988,7 @@ export class FastCurvature {
     const f = new FastCurvature(rows, damping);
     const { C } = rows;
     const { Dt, P } = headDims(rows);
-    const explicit = (opts.hessian ?? (P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) === 'explicit';
+    const explicit = explicitHessian(P, opts);
     const name = `${CURVATURE_ENTRY}-${explicit ? 'explicit' : 'ekfac'}`;
     // What does not depend on the damping: EK-FAC's eigenvectors U_A, U_S and eigenvalue sums, and (explicit) H₀.
     const sizes = [C * C, Dt * Dt, C * Dt, ...(explicit ? [P * P] : [])];
@@ -1033,10 +1036,7 @@ export class FastCurvature {
   /** p = g + e_y in float64 for rows [start, start + k). */
   private pChunk(start: number, k: number): Float64Array {
     const { C, g, labels } = this.rows;
-    const p = this.pBuf.subarray(0, k * C);
-    p.set(g.subarray(start * C, (start + k) * C));
-    for (let r = 0; r < k; r++) p[r * C + labels[start + r]] += 1;
-    return p;
+    return probabilities(g.subarray(start * C), labels.subarray(start), k, C, this.pBuf);
   }
 
   /** EK-FAC's first pass: X̃ᵀX̃ and Σ A_i in float64 products. */
@@ -1133,10 +1133,10 @@ export class FastCurvature {
    * then λv added in float64.
    */
   async hvp(V: Float64Array[], signal?: AbortSignal): Promise<Float64Array[]> {
+    if (this.H0) return this.denseHvp(V);
     const { n, C } = this.rows;
     const Dt = this.shape.D + (this.shape.bias ? 1 : 0);
     const R = V.length;
-    if (this.H0) return this.denseHvp(V);
     this.hvpK ??= await hvpKernel(this.shape);
     const v32 = new Float32Array(R * C * Dt);
     V.forEach((v, r) => v32.set(v, r * C * Dt));
@@ -1297,10 +1297,10 @@ export class FastCurvature {
       if (opts.audit?.heldOut) extra.uho = f64(opts.audit.heldOut, [C, Dt]);
       const row: FastRow = { self: 0, w: new Float64Array(C), y: new Float64Array(M), z: new Float64Array(M), qw: new Float64Array(C), heldOut: 0 };
       const exact = new ExactRow(this, opts.testS ?? null);
-      for (let start = 0; start < n; start += ROW_CHUNK) {
+      for (let start = 0; start < n; start += CHUNK) {
         throwIfAborted(opts.signal);
         opts.onProgress?.(opts.stage, start, n);
-        const k = Math.min(ROW_CHUNK, n - start);
+        const k = Math.min(CHUNK, n - start);
         const p = this.pChunk(start, k);
         const out = await kernel.run({ ...this.headFeed(start, k), g: f64(this.rows.g.subarray(start * C, (start + k) * C), [k, C]), p: f64(p, [k, C]), ...extra });
         const s = out.s.data as Float64Array;
@@ -1453,6 +1453,7 @@ function blockGram(A: Float64Array[], B: Float64Array[]): Float64Array {
   symmetrize(G, s);
   return G;
 }
+
 /** G⁻¹F for a symmetric positive (semi)definite G (s×s), by eigendecomposition, ignoring null directions. */
 function solveSpd(G: Float64Array, F: Float64Array, s: number): Float64Array {
   const { values, vectors } = symmetricEigen(G, s);
@@ -1488,7 +1489,6 @@ function combineInto(Y: Float64Array[], Xb: Float64Array[], a: Float64Array, sig
     }
   }
 }
-
 
 function symmetrize(A: Float64Array, m: number): void {
   for (let i = 0; i < m; i++)

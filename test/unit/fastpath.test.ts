@@ -13,7 +13,7 @@ import { topRows } from '../../src/core/explain';
 import { relErr } from '../helpers/stats';
 import type { ForwardRows } from '../../src/core/forward';
 import { HessianFeeder } from '../../src/core/hessian';
-import { chooseMethods, Curvature, denseHessian, explainScores, explicitHessianFrom, FAST_DENSE_MAX_P, flipSet, headDims, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
+import { chooseMethods, Curvature, denseHessian, explainScores, explicitHessian, explicitHessianFrom, flipSet, headDims, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -247,7 +247,7 @@ describe('explicit Hessian summed in a worker thread during the forward pass', (
         const from = explicitHessianFrom(head, opts);
         for (const n of [10, 1000, 7000, 8000, 50_000, 2_000_000]) {
           const m = chooseMethods({ ...head, n, h: new Float32Array(0) }, opts);
-          const chosen = m.path === 'fast' && (opts.hessian ?? (headDims(head).P <= FAST_DENSE_MAX_P ? 'explicit' : 'matrix-free')) === 'explicit';
+          const chosen = m.path === 'fast' && explicitHessian(headDims(head).P, opts);
           assert.equal(from !== null && n >= from, chosen, `${JSON.stringify(head)} ${JSON.stringify(opts)} n=${n}`);
         }
       }
