@@ -431,8 +431,9 @@ export class FeatureCache {
     if (this.opts.memory) this.memo = { hex, rows, derived: new Map() };
   }
 
-  private rememberDerived(hex: string, dataSha256: string, name: string, data: Float64Array[]): void {
-    if (this.memo?.hex === hex && this.memo.rows.summary.sha256 === dataSha256) this.memo.derived.set(name, data);
+  /** What `memory` keeps derived from the rows of entry `hex` read from data with this sha256, if those are the rows it keeps. */
+  private derivedMemo(hex: string, dataSha256: string): Map<string, Float64Array[]> | undefined {
+    return this.memo?.hex === hex && this.memo.rows.summary.sha256 === dataSha256 ? this.memo.derived : undefined;
   }
 
   /** The remembered rows for this entry, if the data file is provably unchanged since they were read. */
@@ -576,8 +577,7 @@ export class FeatureCache {
       if (header.arrays[0].offset !== align8(PREAMBLE + jsonBuf.length)) return false;
 
       const arrays = header.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) }));
-      const pieces = [{ pos: 0, buf: preamble(MAGIC, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
-      return await this.writeAtomic(k.hex, pieces, header.body);
+      return await this.writeAtomic(k.hex, MAGIC, jsonBuf, arrays, header.body);
     } catch {
       return false;
     }
@@ -597,7 +597,7 @@ export class FeatureCache {
     try {
       if (!NAME_RE.test(name)) return null;
       ({ json, hex } = keyOf(key));
-      const kept = this.memo?.hex === hex && this.memo.rows.summary.sha256 === dataSha256 ? this.memo.derived.get(name) : undefined;
+      const kept = this.derivedMemo(hex, dataSha256)?.get(name);
       if (kept) return kept;
       file = nodePath.join(this.dir, `${hex}.${name}.ilcache`);
       fh = await fs.promises.open(file, 'r');
@@ -617,7 +617,7 @@ export class FeatureCache {
       await readVerified(fh, [pre, jsonBuf], bodyPieces(arrays, PREAMBLE + J, Buffer.alloc(8)), body, signal);
       await fh.close().catch(() => undefined);
       const data = arrays.map((a) => new Float64Array(a.view.buffer, a.view.byteOffset, a.view.byteLength / 8));
-      this.rememberDerived(hex, dataSha256, name, data);
+      this.derivedMemo(hex, dataSha256)?.set(name, data);
       return data;
     } catch (e) {
       await fh.close().catch(() => undefined);
@@ -632,24 +632,25 @@ export class FeatureCache {
     try {
       if (!NAME_RE.test(name)) return false;
       const k = keyOf(key);
-      this.rememberDerived(k.hex, dataSha256, name, data);
+      this.derivedMemo(k.hex, dataSha256)?.set(name, data);
       const jsonBuf = Buffer.from(JSON.stringify({ key: k.json, name, dataSha256, lengths: data.map((a) => a.length) }), 'utf8');
       const { arrays, body } = derivedLayout(PREAMBLE + jsonBuf.length, data);
-      const pieces = [{ pos: 0, buf: preamble(DERIVED_MAGIC, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
-      return await this.writeAtomic(`${k.hex}.${name}`, pieces, body);
+      return await this.writeAtomic(`${k.hex}.${name}`, DERIVED_MAGIC, jsonBuf, arrays, body);
     } catch {
       return false;
     }
   }
 
   /**
-   * Writes the pieces and the checksummed trailer to a unique temp file in the cache dir, fsyncs
-   * it and renames it over `<base>.ilcache`. Never throws: false (temp file removed) on failure.
+   * Writes an entry (preamble, header JSON, the arrays at their offsets, the checksummed trailer at
+   * `body`) to a unique temp file in the cache dir, fsyncs it and renames it over `<base>.ilcache`.
+   * Never throws: false (temp file removed) on failure.
    */
-  private async writeAtomic(base: string, pieces: { pos: number; buf: Buffer }[], body: number): Promise<boolean> {
+  private async writeAtomic(base: string, magic: Buffer, jsonBuf: Buffer, arrays: { offset: number; view: Buffer }[], body: number): Promise<boolean> {
     let fh: fs.promises.FileHandle | null = null;
     let tmp: string | null = null;
     try {
+      const pieces = [{ pos: 0, buf: preamble(magic, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
       await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.sweeping;
       this.sweeping = this.sweepTemps().catch(() => 0);
