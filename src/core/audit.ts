@@ -5,7 +5,7 @@
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { FeatureCache } from './cache';
 import type { CacheUse, Engine, ForwardRows } from './forward';
-import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type ComputePath, type CurvatureStore, type ExplainOptions, type SelfInfluenceMethod, type SolverKind } from './influence';
+import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type CurvatureStore, type ExplainOptions, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
 import type { Reason } from '../protocol';
 
@@ -17,18 +17,10 @@ export interface HeldOut {
   rows: ForwardRows;
 }
 
-export interface AuditOptions {
-  damping: number;
+/** explain's options for the curvature, and tau. */
+export interface AuditOptions extends Pick<ExplainOptions, 'damping' | 'solver' | 'selfInfluence' | 'path' | 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> {
   /** memorized needs heldOutInfluence ≥ −tau. */
   tau: number;
-  solver?: SolverKind;
-  selfInfluence?: SelfInfluenceMethod;
-  path?: ComputePath;
-  hessian?: ExplainOptions['hessian'];
-  store?: CurvatureStore | null;
-  explicitHessian?: ExplainOptions['explicitHessian'];
-  signal?: AbortSignal;
-  onProgress?: Progress;
 }
 
 export interface AuditScores {
