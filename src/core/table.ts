@@ -683,18 +683,29 @@ interface Probe {
   first: Record<string, unknown> | null;
 }
 
+/**
+ * After a scan returned NEED (the record runs past the buffer): reads on, keeping the record's
+ * start, and scans again until the record is whole. Callers scan first themselves, so that the
+ * common case costs no await.
+ */
+async function rescan(sc: Scanner, rd: ChunkReader): Promise<number> {
+  let r: number;
+  do {
+    const k = sc.pos;
+    await rd.more(k);
+    sc.pos -= k;
+    r = sc.scan(rd.buf, rd.end, rd.eof);
+  } while (r === NEED);
+  return r;
+}
+
 async function probeFile(path: string, format: TableFormat, chunkSize: number): Promise<Probe> {
   const { fh, st } = await openFile(path);
   try {
     const rd = new ChunkReader(fh, path, chunkSize, null, null);
     const sc = format === 'jsonl' ? new JsonlScanner(path) : new CsvScanner(path, format === 'tsv' ? TAB : 44);
     let r = sc.scan(rd.buf, rd.end, rd.eof);
-    while (r === NEED) {
-      const k = sc.pos;
-      await rd.more(k);
-      sc.pos -= k;
-      r = sc.scan(rd.buf, rd.end, rd.eof);
-    }
+    if (r === NEED) r = await rescan(sc, rd);
     if (r === DONE) {
       throw new InfluenceError('EMPTY_FILE', `${path} is empty`, { file: path });
     }
@@ -901,12 +912,7 @@ export class TableReader {
       let r: number;
       if (!jsonl) {
         r = sc.scan(rd.buf, rd.end, rd.eof);
-        while (r === NEED) {
-          const k = sc.pos;
-          await rd.more(k);
-          sc.pos -= k;
-          r = sc.scan(rd.buf, rd.end, rd.eof);
-        }
+        if (r === NEED) r = await rescan(sc, rd);
         if (r === DONE || (sc as CsvScanner).n !== info.columns.length) throw fileChanged(path);
         sc.advance();
       }
@@ -920,12 +926,7 @@ export class TableReader {
       let start = 0;
       for (;;) {
         r = sc.scan(rd.buf, rd.end, rd.eof);
-        while (r === NEED) {
-          const k = sc.pos;
-          await rd.more(k);
-          sc.pos -= k;
-          r = sc.scan(rd.buf, rd.end, rd.eof);
-        }
+        if (r === NEED) r = await rescan(sc, rd);
         if (r === DONE) break;
         const recAbs = rd.base + sc.recStart;
         if (count === B) {
