@@ -18,7 +18,7 @@ const builds = [
   { ...node, entryPoints: ['scripts/bench/floor.ts'], outfile: 'dist/bench-floor.js' },
   { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },
   // The engine's Hessian worker thread, loaded from beside whichever bundle runs the engine.
-  { ...node, entryPoints: ['src/core/hessianWorker.ts'], outfile: 'dist/hessian-worker.js' },
+  { ...node, entryPoints: ['src/core/curvature/hessianWorker.ts'], outfile: 'dist/hessian-worker.js' },
   { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js' },
   { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' },
 ];

@@ -1,6 +1,6 @@
 /** The bench's floor: parse the CSV and run the unmodified model over every row, nothing else. */
 import * as ort from 'onnxruntime-node';
-import { TableReader } from '../../src/core/table';
+import { TableReader } from '../../src/core';
 
 async function main(): Promise<void> {
   const [model, data] = process.argv.slice(2);

@@ -1,6 +1,5 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
-import { defaultCacheDir, FeatureCache } from '../core/cache';
-import { InfluenceError } from '../core/errors';
+import { defaultCacheDir, InfluenceError, RowsCache, type RemoveSpec } from '../core';
 
 export type Flags = Map<string, string | true>;
 
@@ -77,9 +76,29 @@ export function oneOf<T extends string>(flags: Flags, name: string, allowed: rea
   return v as T;
 }
 
-
 /** The cache the flags ask for: --no-cache, --cache-dir DIR, or the default location. */
-export function cacheFrom(flags: Flags): FeatureCache | null {
+export function cacheFrom(flags: Flags): RowsCache | null {
   if (flags.has('no-cache')) return null;
-  return new FeatureCache(str(flags, 'cache-dir') ?? defaultCacheDir());
+  return new RowsCache(str(flags, 'cache-dir') ?? defaultCacheDir());
 }
+
+/** `--remove memorized | top:K | rows:1,5,9`. */
+export function parseRemoveSpec(text: string): RemoveSpec {
+  if (text === 'memorized') return { kind: 'memorized' };
+  const top = /^top:(\d+)$/.exec(text);
+  if (top) {
+    const k = Number(top[1]);
+    if (k < 1) throw new InfluenceError('BAD_OPTION', `--remove top:K needs K ≥ 1; got '${text}'`);
+    return { kind: 'top', k };
+  }
+  const rows = /^rows:(.*)$/.exec(text);
+  if (rows) {
+    const parts = rows[1].split(',').map((s) => s.trim());
+    if (parts.length === 0 || parts.some((p) => !/^\d+$/.test(p))) {
+      throw new InfluenceError('BAD_OPTION', `--remove rows: takes 0-based row numbers separated by commas, e.g. rows:1,5,9; got '${text}'`);
+    }
+    return { kind: 'rows', rows: [...new Set(parts.map(Number))].sort((a, b) => a - b) };
+  }
+  throw new InfluenceError('BAD_OPTION', `--remove must be memorized, top:K or rows:1,5,9; got '${text}'`);
+}
+

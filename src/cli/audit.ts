@@ -1,10 +1,6 @@
 /** `audit` and `clean` commands. */
-import { audit, quantile, reasonsFor, type AuditResult } from '../core/audit';
-import { checkOutPath, parseRemoveSpec, selectRows, writeWithout } from '../core/clean';
-import { InfluenceError, type Progress } from '../core/errors';
-import { Engine } from '../core/forward';
-import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
-import { cacheFrom, damping, list, oneOf, required, str, type Flags } from './args';
+import { audit, clean, Engine, InfluenceError, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
+import { cacheFrom, damping, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
 import { className, describeReason, fmt } from '../protocol';
 import { JsonWriter } from './json';
 
@@ -23,8 +19,9 @@ function heldOutOf(flags: Flags): { path: string; source: 'validation' | 'test' 
   return t !== undefined ? { path: t, source: 'test' } : null;
 }
 
-async function runAuditFor(engine: Engine, flags: Flags, heldOut: { path: string; source: 'validation' | 'test' } | null, signal: AbortSignal, onProgress?: Progress): Promise<AuditResult> {
-  return audit(engine, {
+function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: AbortSignal, onProgress?: Progress): AuditRequest {
+  return {
+    model: required(flags, 'model'),
     train: required(flags, 'train'),
     heldOut,
     table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
@@ -32,10 +29,11 @@ async function runAuditFor(engine: Engine, flags: Flags, heldOut: { path: string
     tau: tau(flags),
     solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
     selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
+    batchSize: int(flags, 'batch-size', 1),
     cache: cacheFrom(flags),
     signal,
     onProgress,
-  });
+  };
 }
 
 function modelJson(engine: Engine, path: string) {
@@ -47,7 +45,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
   const modelPath = required(flags, 'model');
   const engine = await Engine.open(modelPath);
   try {
-    const r = await runAuditFor(engine, flags, heldOutOf(flags), signal, onProgress);
+    const r = await audit(auditRequest(flags, heldOutOf(flags), signal, onProgress), engine);
     const s = r.scores;
     const n = r.rows.n;
     const p95 = quantile(s.selfInfluence, 0.95);
@@ -96,7 +94,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
     if (r.heldOut) out.push(`  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`);
     else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
-    const top = Array.from({ length: n }, (_, i) => i).sort((a, b) => s.suspicion[b] - s.suspicion[a]).slice(0, Math.min(20, n));
+    const top = suspicionOrder(s.suspicion).slice(0, 20);
     out.push('');
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
@@ -118,56 +116,27 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
 }
 
 export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
-  const modelPath = required(flags, 'model');
   const trainPath = required(flags, 'train');
   const validation = required(flags, 'validation');
   const out = required(flags, 'out');
-  const spec = parseRemoveSpec(required(flags, 'remove'));
-  await checkOutPath(out, [trainPath, validation, modelPath]);
-  const engine = await Engine.open(modelPath);
-  try {
-    const r = await runAuditFor(engine, flags, { path: validation, source: 'validation' }, signal, onProgress);
-    const n = r.rows.n;
-    const removed = selectRows(spec, n, r.scores.suspicion, r.scores.memorized, trainPath);
-    const V = r.heldOut!.rows.n;
-    let sum = 0;
-    for (const i of removed) sum += r.scores.heldOutInfluence![i];
-    const predicted = { heldOutLossChange: -sum / (n * V) };
-    let verified = null;
-    if (flags.has('verify')) {
-      const rows = r.rows;
-      const { W, b, C, D } = engine.info.head;
-      const full = refitHead(rows, r.damping, headTheta(W, b, C, D), { signal, onProgress });
-      const without = refitWithout(rows, r.damping, full.theta, removed, { signal, onProgress });
-      const before = evaluate(r.heldOut!.rows, full.theta);
-      const after = evaluate(r.heldOut!.rows, without.theta);
-      verified = {
-        heldOutLossBefore: before.meanLoss,
-        heldOutLossAfter: after.meanLoss,
-        heldOutAccuracyBefore: before.accuracy,
-        heldOutAccuracyAfter: after.accuracy,
-        gradNorm: Math.max(full.gradNorm, without.gradNorm),
-      };
-    }
-    const kept = await writeWithout(trainPath, r.rows.offsets, removed, out, r.rows.summary, signal);
-    const result = { version: 1, removed, kept, out, predicted, verified };
-    if (flags.has('json')) {
-      process.stdout.write(JSON.stringify(result) + '\n');
-      return;
-    }
-    const lines = [
-      `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
-      `Predicted change of the mean held-out loss (first-order group influence): ${fmt(predicted.heldOutLossChange)}.`,
-    ];
-    if (verified) {
-      lines.push(
-        `Verified by refitting the final layer exactly (‖∇‖ ≤ 1e-10) with and without those rows:`,
-        `  held-out loss ${verified.heldOutLossBefore.toFixed(5)} → ${verified.heldOutLossAfter.toFixed(5)} (actual change ${fmt(verified.heldOutLossAfter - verified.heldOutLossBefore)})`,
-        `  held-out accuracy ${(100 * verified.heldOutAccuracyBefore).toFixed(2)}% → ${(100 * verified.heldOutAccuracyAfter).toFixed(2)}%`,
-      );
-    }
-    process.stdout.write(lines.join('\n') + '\n');
-  } finally {
-    await engine.release();
+  const remove = parseRemoveSpec(required(flags, 'remove'));
+  const r = await clean({ ...auditRequest(flags, { path: validation, source: 'validation' }, signal, onProgress), remove, out, verify: flags.has('verify') });
+  const { removed, kept, predicted, verified } = r;
+  const result = { version: 1, removed, kept, out, predicted, verified };
+  if (flags.has('json')) {
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return;
   }
+  const lines = [
+    `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
+    `Predicted change of the mean held-out loss (first-order group influence): ${fmt(predicted.heldOutLossChange)}.`,
+  ];
+  if (verified) {
+    lines.push(
+      `Verified by refitting the final layer exactly (‖∇‖ ≤ 1e-10) with and without those rows:`,
+      `  held-out loss ${verified.heldOutLossBefore.toFixed(5)} → ${verified.heldOutLossAfter.toFixed(5)} (actual change ${fmt(verified.heldOutLossAfter - verified.heldOutLossBefore)})`,
+      `  held-out accuracy ${(100 * verified.heldOutAccuracyBefore).toFixed(2)}% → ${(100 * verified.heldOutAccuracyAfter).toFixed(2)}%`,
+    );
+  }
+  process.stdout.write(lines.join('\n') + '\n');
 }

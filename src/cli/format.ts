@@ -1,5 +1,5 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult } from '../core/explain';
+import { topRows, type ExplainResult } from '../core';
 import { className as clsName, fmt } from '../protocol';
 
 function pad(s: string, w: number, right = false): string {

@@ -2,9 +2,7 @@
  * `influence-lens` command line. JSON on stdout with --json; errors on stderr as
  * `error[CODE] place: message`. Exit codes: 0 ok, 1 internal error, 2 bad input, 130 cancelled.
  */
-import { CancelledError, InfluenceError } from '../core/errors';
-import { explain, topRows, type ExplainResult } from '../core/explain';
-import { defaultCacheDir, FeatureCache } from '../core/cache';
+import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
 import { cacheFrom, damping, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain } from './format';
@@ -113,7 +111,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
   if (command !== 'cache' && args.length) throw new InfluenceError('BAD_OPTION', `unexpected argument '${args[0]}'`);
   if (command === 'cache') {
     if (args.length !== 1 || args[0] !== 'clear') throw new InfluenceError('BAD_OPTION', `usage: influence-lens cache clear [--cache-dir DIR]`);
-    const cache = new FeatureCache(str(flags, 'cache-dir') ?? defaultCacheDir());
+    const cache = new RowsCache(str(flags, 'cache-dir') ?? defaultCacheDir());
     const removed = await cache.clear();
     process.stdout.write(flags.has('json') ? JSON.stringify({ version: 1, cleared: removed, dir: cache.dir }) + '\n' : `Removed ${removed} cache files from ${cache.dir}.\n`);
     return 0;

@@ -1,279 +1,78 @@
-/**
- * `audit`: which training rows the model memorizes rather than generalizes from, and which
- * to review first. Conventions as in influence.ts; the reasoning is in the README.
- */
+/** `audit`: memorized and suspicious training rows (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { FeatureCache } from './cache';
-import type { CacheUse, Engine, ForwardRows } from './forward';
-import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type CurvatureStore, type ExplainOptions, type SelfInfluenceMethod, type SolverKind } from './influence';
-import { dot } from './linalg';
-import type { Reason } from '../protocol';
-
-export type { Reason };
-
-export interface HeldOut {
-  path: string;
-  source: 'validation' | 'test';
-  rows: ForwardRows;
-}
-
-/** explain's options for the curvature, and tau. */
-export interface AuditOptions extends Pick<ExplainOptions, 'damping' | 'solver' | 'selfInfluence' | 'path' | 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> {
-  /** memorized needs heldOutInfluence ≥ −tau. */
-  tau: number;
-}
-
-export interface AuditScores {
-  n: number;
-  predicted: Int32Array;
-  /** p of the predicted class. */
-  pPredicted: Float64Array;
-  selfInfluence: Float64Array;
-  /** −(Σ_v ∇L_v)ᵀ H⁻¹ ∇L_i, or null without a held-out set. */
-  heldOutInfluence: Float64Array | null;
-  /** Own-label margin now, and after a leverage-corrected Newton step removing the row. */
-  margin: Float64Array;
-  marginWithout: Float64Array;
-  predictedWithout: Int32Array;
-  /** The row's own loss after that step: its leave-one-out loss. */
-  lossWithout: Float64Array;
-  suspicion: Float64Array;
-  memorized: Uint8Array | null;
-  heldOutRows: number;
-  solver: SolverKind;
-  selfInfluenceMethod: SelfInfluenceMethod;
-  cgIterations: number | null;
-  seconds: Record<string, number>;
-}
-
-/** Σ_v g_v ⊗ x̃_v over the held-out rows: the gradient of their summed loss. */
-function heldOutGradient(h: ForwardRows, Dt: number): Float64Array {
-  const { n, C, D } = h;
-  const v = new Float64Array(C * Dt);
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < C; c++) {
-      const gc = h.g[i * C + c];
-      if (gc === 0) continue;
-      const o = c * Dt;
-      for (let j = 0; j < D; j++) v[o + j] += gc * h.h[i * D + j];
-      if (Dt > D) v[o + D] += gc;
-    }
-  }
-  return v;
-}
-
-function ownMargin(z: ArrayLike<number>, y: number): { margin: number; argmax: number } {
-  let other = -Infinity;
-  let argmax = y;
-  for (let c = 0; c < z.length; c++) {
-    if (c !== y && z[c] > other) other = z[c];
-    if (z[c] > z[argmax]) argmax = c;
-  }
-  return { margin: z[y] - other, argmax };
-}
-
-export async function auditScores(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curvature?: Curvature): Promise<AuditScores> {
-  const curv = curvature ?? (await Curvature.create(rows, opts.damping, opts));
-  try {
-    return await auditWith(rows, heldOut, opts, curv);
-  } finally {
-    if (!curvature) await curv.release();
-  }
-}
-
-async function auditWith(rows: ForwardRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature): Promise<AuditScores> {
-  const { n, C } = rows;
-  const { Dt } = headDims(rows);
-  const seconds: Record<string, number> = {};
-  let U: Float64Array | null = null;
-  if (heldOut) {
-    [U] = await curv.solve([heldOutGradient(heldOut.rows, Dt)], opts.signal, opts.onProgress);
-  }
-  Object.assign(seconds, curv.seconds);
-  const t0 = performance.now();
-
-  const predicted = new Int32Array(n);
-  const pPredicted = new Float64Array(n);
-  const selfInfluence = new Float64Array(n);
-  const heldOutInfluence = U ? new Float64Array(n) : null;
-  const margin = new Float64Array(n);
-  const marginWithout = new Float64Array(n);
-  const predictedWithout = new Int32Array(n);
-  const lossWithout = new Float64Array(n);
-  const dz = new Float64Array(C);
-  const zNew = new Float64Array(C);
-  /** Row i given p_i, its self-influence and Q_i w_i (Δz = Q w / n: the leverage-corrected Newton step). */
-  const record = (i: number, p: Float64Array, self: number, qw: Float64Array) => {
-    const y = rows.labels[i];
-    const z = rows.z.subarray(i * C, (i + 1) * C);
-    const now = ownMargin(z, y);
-    predicted[i] = now.argmax;
-    pPredicted[i] = p[now.argmax];
-    margin[i] = now.margin;
-    selfInfluence[i] = self;
-    // Removing row i moves its own logits by Δz = (1/n) Q_i w_i (leverage-corrected Newton step).
-    for (let c = 0; c < C; c++) {
-      dz[c] = qw[c] / n;
-      zNew[c] = z[c] + dz[c];
-    }
-    const after = ownMargin(zNew, y);
-    marginWithout[i] = after.margin;
-    predictedWithout[i] = after.argmax;
-    lossWithout[i] = rows.loss[i] + lossShift(p, dz, y);
-  };
-  if (curv.fast) {
-    const p = new Float64Array(C);
-    await curv.fast.rowPass({ audit: { heldOut: U }, signal: opts.signal, onProgress: opts.onProgress, stage: 'audit' }, (i, row) => {
-      for (let c = 0; c < C; c++) p[c] = rows.g[i * C + c];
-      p[rows.labels[i]] += 1;
-      record(i, p, Math.max(row.self, 0), row.qw);
-      // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
-      if (heldOutInfluence) heldOutInfluence[i] = -row.heldOut;
-    });
-  } else {
-    const row = new RowRemoval(curv);
-    const qw = new Float64Array(C);
-    for (let i = 0; i < n; i++) {
-      if ((i & 1023) === 0) {
-        throwIfAborted(opts.signal);
-        opts.onProgress?.('audit', i, n);
-      }
-      row.load(i);
-      for (let c = 0; c < C; c++) qw[c] = dot(row.Q.subarray(c * C, (c + 1) * C), row.w, C);
-      record(i, row.p, row.self, qw);
-      if (U && heldOutInfluence) {
-        // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
-        let s = 0;
-        for (let c = 0; c < C; c++) s += row.g[c] * dot(U.subarray(c * Dt, (c + 1) * Dt), row.x, Dt);
-        heldOutInfluence[i] = -s;
-      }
-    }
-  }
-  const suspicion = suspicionScores(lossWithout, rows.loss, heldOutInfluence, heldOut?.rows.n ?? 0);
-  let memorized: Uint8Array | null = null;
-  if (heldOutInfluence) {
-    memorized = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      memorized[i] = predicted[i] === rows.labels[i] && marginWithout[i] < 0 && heldOutInfluence[i] >= -opts.tau ? 1 : 0;
-    }
-  }
-  seconds.audit = (performance.now() - t0) / 1000;
-  return {
-    n,
-    predicted,
-    pPredicted,
-    selfInfluence,
-    heldOutInfluence,
-    margin,
-    marginWithout,
-    predictedWithout,
-    lossWithout,
-    suspicion,
-    memorized,
-    heldOutRows: heldOut?.rows.n ?? 0,
-    solver: curv.solver,
-    selfInfluenceMethod: curv.selfMethod,
-    cgIterations: curv.cgIterations,
-    seconds,
-  };
-}
-
-/**
- * suspicion(i) = lossWithout_i + (lossWithout_i − loss_i) + max(heldOutInfluence_i, 0)/|V|:
- * - lossWithout, the row's loss once the model is refit without it (leverage-corrected Newton
- *   step): how strongly a model that did not see the row disagrees with its label;
- * - lossWithout − loss, the part of the row's fit that it owes to itself (≈ selfInfluence/n to
- *   first order): memorization;
- * - heldOutInfluence/|V| = n/|V| · (heldOutInfluence/n): the increase of the held-out loss that
- *   the row causes, scaled to a held-out set as large as the training set. Only harm counts.
- */
-export function suspicionScores(lossWithout: Float64Array, loss: Float64Array, heldOutInfluence: Float64Array | null, heldOutRows: number): Float64Array {
-  const s = new Float64Array(lossWithout.length);
-  for (let i = 0; i < s.length; i++) {
-    s[i] = 2 * lossWithout[i] - loss[i] + (heldOutInfluence && heldOutRows > 0 ? Math.max(heldOutInfluence[i], 0) / heldOutRows : 0);
-  }
-  return s;
-}
-
-/** Machine-readable reasons for row i; the extension words them. */
-export function reasonsFor(a: AuditScores, rows: Pick<ForwardRows, 'labels' | 'loss' | 'n'>, i: number, selfInfluenceP95: number): Reason[] {
-  const out: Reason[] = [];
-  const y = rows.labels[i];
-  if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
-  else if (a.marginWithout[i] < 0) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
-  if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && a.heldOutRows > 0) {
-    out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: -a.heldOutInfluence[i] / (rows.n * a.heldOutRows) });
-  }
-  if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0) {
-    out.push({ code: 'HIGH_SELF_INFLUENCE', selfInfluence: a.selfInfluence[i], percentile: 95 });
-  }
-  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1) out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
-  return out;
-}
-
-export function quantile(v: Float64Array, q: number): number {
-  if (v.length === 0) return 0;
-  const s = Float64Array.from(v).sort();
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
+import type { RowsCache } from './cache/store';
+import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
+import type { TableOptions } from './data/table';
+import { Engine } from './model/engine';
+import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
+import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
+import { ownMargin } from './task/softmax';
 
 export interface AuditRequest {
+  model: string;
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
-  table?: { labelColumn?: string; features?: string[]; classes?: string[] | null };
+  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
   damping: number | 'auto';
   tau: number;
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
-  cache?: FeatureCache | null;
+  batchSize?: number;
+  cache?: RowsCache | null;
   signal?: AbortSignal;
   onProgress?: Progress;
 }
 
-/** `audit` over files: forward passes (the engine is owned by the caller), damping, scores. */
-export async function audit(engine: Engine, req: AuditRequest): Promise<AuditResult> {
-  const t0 = performance.now();
-  const run = { signal: req.signal, onProgress: req.onProgress, cache: req.cache };
-  const table = req.table ?? {};
-  const rows = await engine.forwardTrain(req.train, table, run, req);
-  if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
-  let heldOut: HeldOut | null = null;
-  const writes = [rows.written];
-  if (req.heldOut) {
-    const h = await engine.forwardTable(req.heldOut.path, table, run);
-    writes.push(h.written);
-    if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
-    heldOut = { ...req.heldOut, rows: h };
-  }
-  const forwardSeconds = (performance.now() - t0) / 1000;
-  throwIfAborted(req.signal);
-  const { damping, rule } = resolveDamping(req.damping, rows, engine.info.l2);
-  const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
-  await Promise.all(writes.map((w) => w()));
-  let heldOutLoss: number | null = null;
-  let heldOutAccuracy: number | null = null;
-  if (heldOut) {
-    const h = heldOut.rows;
-    let loss = 0;
-    let correct = 0;
-    for (let i = 0; i < h.n; i++) {
-      loss += h.loss[i];
-      if (ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
-    }
-    heldOutLoss = loss / h.n;
-    heldOutAccuracy = correct / h.n;
-  }
-  const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
-  return { rows, heldOut, damping, dampingRule: rule, scores, heldOutLoss, heldOutAccuracy, seconds };
-}
-
 export interface AuditResult {
-  rows: ForwardRows & { cache: CacheUse; store: CurvatureStore | null };
-  heldOut: HeldOut | null;
+  rows: TrainingRows;
+  heldOut: (HeldOut & { rows: RunRows }) | null;
   damping: number;
   dampingRule: string;
   scores: AuditScores;
   heldOutLoss: number | null;
   heldOutAccuracy: number | null;
   seconds: Record<string, number>;
+}
+
+/** Forward passes over the training and held-out files, the damping, and the audit's scores. */
+export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditResult> {
+  const t0 = performance.now();
+  const own = !engine;
+  const eng = engine ?? (await Engine.open(req.model));
+  try {
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
+    const table = req.table ?? {};
+    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
+    let heldOut: AuditResult['heldOut'] = null;
+    const writes = [rows.written];
+    if (req.heldOut) {
+      const h = await readRows(eng, req.heldOut.path, table, run);
+      writes.push(h.written);
+      if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
+      heldOut = { ...req.heldOut, rows: h };
+    }
+    const forwardSeconds = (performance.now() - t0) / 1000;
+    throwIfAborted(req.signal);
+    const { damping, rule } = resolveDamping(req.damping, rows, eng.info.l2);
+    const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
+    await Promise.all(writes.map((w) => w()));
+    let heldOutLoss: number | null = null;
+    let heldOutAccuracy: number | null = null;
+    if (heldOut) {
+      const h = heldOut.rows;
+      let loss = 0;
+      let correct = 0;
+      for (let i = 0; i < h.n; i++) {
+        loss += h.loss[i];
+        if (ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
+      }
+      heldOutLoss = loss / h.n;
+      heldOutAccuracy = correct / h.n;
+    }
+    const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
+    return { rows, heldOut, damping, dampingRule: rule, scores, heldOutLoss, heldOutAccuracy, seconds };
+  } finally {
+    if (own) await eng.release();
+  }
 }

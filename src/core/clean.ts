@@ -1,28 +1,65 @@
-/** `clean`: choose training rows to drop and write the data without them, byte for byte. */
-import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { InfluenceError, throwIfAborted } from './errors';
+/** `clean`: choose training rows to drop, write the data without them, and check the effect (orchestration only). */
+import { InfluenceError } from './errors';
+import { audit, type AuditRequest, type AuditResult } from './audit';
+import { checkOutPath, writeWithout } from './data/export';
+import { Engine } from './model/engine';
+import { evaluate, refitHead, refitWithout } from './refit';
+import { heldOutChangeIfRemoved, suspicionOrder } from './scores/ranking';
+import { headTheta } from './task/head';
 
+/** Which rows to remove: the memorized ones, the K most suspicious, or a list (0-based). */
 export type RemoveSpec = { kind: 'memorized' } | { kind: 'top'; k: number } | { kind: 'rows'; rows: number[] };
 
-export function parseRemoveSpec(text: string): RemoveSpec {
-  if (text === 'memorized') return { kind: 'memorized' };
-  const top = /^top:(\d+)$/.exec(text);
-  if (top) {
-    const k = Number(top[1]);
-    if (k < 1) throw new InfluenceError('BAD_OPTION', `--remove top:K needs K ≥ 1; got '${text}'`);
-    return { kind: 'top', k };
-  }
-  const rows = /^rows:(.*)$/.exec(text);
-  if (rows) {
-    const parts = rows[1].split(',').map((s) => s.trim());
-    if (parts.length === 0 || parts.some((p) => !/^\d+$/.test(p))) {
-      throw new InfluenceError('BAD_OPTION', `--remove rows: takes 0-based row numbers separated by commas, e.g. rows:1,5,9; got '${text}'`);
+export interface CleanRequest extends AuditRequest {
+  remove: RemoveSpec;
+  /** The new data file; never one of the inputs. */
+  out: string;
+  /** Refit the head exactly with and without the rows and report the actual held-out change. */
+  verify?: boolean;
+}
+
+export interface CleanResult {
+  removed: number[];
+  kept: number;
+  out: string;
+  /** First-order (group influence) change of the mean held-out loss; 0 without a held-out set. */
+  predicted: { heldOutLossChange: number };
+  verified: { heldOutLossBefore: number; heldOutLossAfter: number; heldOutAccuracyBefore: number; heldOutAccuracyAfter: number; gradNorm: number } | null;
+  audit: AuditResult;
+}
+
+export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanResult> {
+  await checkOutPath(req.out, [req.train, req.model, ...(req.heldOut ? [req.heldOut.path] : [])]);
+  const own = !engine;
+  const eng = engine ?? (await Engine.open(req.model));
+  try {
+    const a = await audit(req, eng);
+    const { n } = a.rows;
+    const removed = selectRows(req.remove, n, a.scores.suspicion, a.scores.memorized, req.train);
+    const heldOut = a.heldOut?.rows ?? null;
+    const predicted = { heldOutLossChange: heldOut && a.scores.heldOutInfluence ? heldOutChangeIfRemoved(a.scores.heldOutInfluence, removed, n, heldOut.n) : 0 };
+    let verified: CleanResult['verified'] = null;
+    if (req.verify) {
+      if (!heldOut) throw new InfluenceError('BAD_OPTION', '--verify needs a held-out set (--validation)');
+      const { W, b, C, D } = eng.info.head;
+      const opts = { signal: req.signal, onProgress: req.onProgress };
+      const full = refitHead(a.rows, a.damping, headTheta(W, b, C, D), opts);
+      const without = refitWithout(a.rows, a.damping, full.theta, removed, opts);
+      const before = evaluate(heldOut, full.theta);
+      const after = evaluate(heldOut, without.theta);
+      verified = {
+        heldOutLossBefore: before.meanLoss,
+        heldOutLossAfter: after.meanLoss,
+        heldOutAccuracyBefore: before.accuracy,
+        heldOutAccuracyAfter: after.accuracy,
+        gradNorm: Math.max(full.gradNorm, without.gradNorm),
+      };
     }
-    return { kind: 'rows', rows: [...new Set(parts.map(Number))].sort((a, b) => a - b) };
+    const kept = await writeWithout(req.train, a.rows.offsets, removed, req.out, a.rows.summary, req.signal);
+    return { removed, kept, out: req.out, predicted, verified, audit: a };
+  } finally {
+    if (own) await eng.release();
   }
-  throw new InfluenceError('BAD_OPTION', `--remove must be memorized, top:K or rows:1,5,9; got '${text}'`);
 }
 
 /** The rows to drop, ascending. */
@@ -36,8 +73,7 @@ export function selectRows(spec: RemoveSpec, n: number, suspicion: Float64Array,
     }
     case 'top': {
       if (spec.k > n) throw new InfluenceError('ROW_OUT_OF_RANGE', `--remove top:${spec.k} asks for more rows than the ${n} in the training file`, { file: trainPath });
-      const idx = Array.from({ length: n }, (_, i) => i).sort((a, b) => suspicion[b] - suspicion[a] || a - b);
-      return idx.slice(0, spec.k).sort((a, b) => a - b);
+      return suspicionOrder(suspicion).slice(0, spec.k).sort((a, b) => a - b);
     }
     case 'rows': {
       const missing = spec.rows.filter((r) => r >= n);
@@ -49,74 +85,3 @@ export function selectRows(spec: RemoveSpec, n: number, suspicion: Float64Array,
   }
 }
 
-/** Refuses an output path that would overwrite one of the inputs. */
-export async function checkOutPath(out: string, inputs: string[]): Promise<void> {
-  const outAbs = resolve(out);
-  let outReal: string | null = null;
-  try {
-    outReal = await fsp.realpath(outAbs);
-  } catch {
-    /* does not exist yet: fine */
-  }
-  for (const input of inputs) {
-    const inReal = await fsp.realpath(resolve(input)).catch(() => resolve(input));
-    if (outAbs === resolve(input) || outReal === inReal) {
-      throw new InfluenceError('BAD_OPTION', `--out ${out} is an input file; clean never overwrites its inputs: choose another path`, { file: out });
-    }
-  }
-}
-
-/**
- * Writes the header and every kept record's exact bytes (offsets[i]..offsets[i+1]) to `out`,
- * through a temporary file renamed into place, so `out` is never half-written.
- */
-export async function writeWithout(
-  input: string,
-  offsets: Float64Array,
-  removed: number[],
-  out: string,
-  expect: { size: number; mtimeMs: number },
-  signal?: AbortSignal,
-): Promise<number> {
-  const st = await fsp.stat(input);
-  if (st.size !== expect.size || st.mtimeMs !== expect.mtimeMs) {
-    throw new InfluenceError('FILE_CHANGED', `${input} changed since it was read; run again`, { file: input });
-  }
-  const n = offsets.length - 1;
-  const drop = new Set(removed);
-  // Contiguous byte ranges to copy: the header, then runs of kept rows.
-  const ranges: [number, number][] = [[0, offsets[0]]];
-  for (let i = 0; i < n; i++) {
-    if (drop.has(i)) continue;
-    const last = ranges[ranges.length - 1];
-    if (last[1] === offsets[i]) last[1] = offsets[i + 1];
-    else ranges.push([offsets[i], offsets[i + 1]]);
-  }
-  const tmp = join(dirname(resolve(out)), `.${basename(out)}.${randomBytes(6).toString('hex')}.tmp`);
-  const src = await fsp.open(input, 'r');
-  let dst: fsp.FileHandle | null = null;
-  try {
-    dst = await fsp.open(tmp, 'wx');
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (const [a, b] of ranges) {
-      for (let pos = a; pos < b; ) {
-        throwIfAborted(signal);
-        const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, b - pos), pos);
-        if (bytesRead === 0) throw new InfluenceError('FILE_CHANGED', `${input} changed while it was being copied; run again`, { file: input });
-        await dst.write(buf, 0, bytesRead);
-        pos += bytesRead;
-      }
-    }
-    await dst.sync();
-    await dst.close();
-    dst = null;
-    await fsp.rename(tmp, out);
-  } catch (e) {
-    await dst?.close();
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  } finally {
-    await src.close();
-  }
-  return n - drop.size;
-}

@@ -1,13 +1,16 @@
-/** `explain`: the influence of every training row on one test prediction. */
+/** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { FeatureCache } from './cache';
-import { Engine, type CacheUse, type ForwardRows } from './forward';
-import { select } from './linalg';
-import { evaluate, headTheta, refitHead, refitWithout } from './refit';
-import { explainScores, resolveDamping, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
-import type { OutputKind } from './onnx';
-import type { ExplainView } from '../protocol';
-import type { TableOptions } from './table';
+import type { RowsCache } from './cache/store';
+import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
+import type { TableOptions } from './data/table';
+import { Engine } from './model/engine';
+import type { OutputKind } from './model/head';
+import { evaluate, refitHead, refitWithout } from './refit';
+import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
+import { explainScores, type ExplainScores } from './scores/explain';
+import { topRows } from './scores/ranking';
+import { headTheta, inputOf } from './task/head';
+import { argmax, softmax } from './task/softmax';
 
 export interface ExplainRequest {
   model: string;
@@ -21,9 +24,27 @@ export interface ExplainRequest {
   batchSize?: number;
   /** Refit without each of the top K helpful and top K harmful rows and report the actual change. */
   verifyTop?: number;
-  cache?: FeatureCache | null;
+  cache?: RowsCache | null;
   signal?: AbortSignal;
   onProgress?: Progress;
+}
+
+/** The test row as explained: where it is, its label and prediction, and its features. */
+export interface ExplainTest {
+  path: string;
+  row: number;
+  line: number;
+  label: number;
+  /** False when the test file has no label column: the prediction is explained for its predicted class. */
+  labelled: boolean;
+  predicted: number;
+  probabilities: number[];
+  loss: number;
+  margin: number;
+  runnerUp: number;
+  features: number[];
+  /** The feature columns of the test file, in model order. */
+  featureNames: string[];
 }
 
 export interface ExplainResult {
@@ -36,8 +57,7 @@ export interface ExplainResult {
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
   train: { path: string; rows: number; cache: CacheUse };
-  /** The test row as the panel shows it, less the feature names (the extension adds them). */
-  test: Omit<ExplainView['test'], 'featureNames'>;
+  test: ExplainTest;
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
@@ -51,14 +71,6 @@ export interface Verified {
   gradNorm: number;
   testLossAtOptimum: number;
   rows: { row: number; lossChangeIfRemoved: number; lossChangeIfRemovedNewton: number; actualLossChangeIfRemoved: number }[];
-}
-
-export function softmax(z: ArrayLike<number>): number[] {
-  let m = -Infinity;
-  for (let c = 0; c < z.length; c++) m = Math.max(m, z[c]);
-  const e = Array.from(z, (v) => Math.exp(v - m));
-  const s = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / s);
 }
 
 export async function explain(req: ExplainRequest, engine?: Engine): Promise<ExplainResult> {
@@ -82,7 +94,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     // The test row first: a bad test file fails fast, before the long pass over the training data.
     const test = await eng.forwardRow(req.test, req.testRow, table, run);
     lap('forwardTest');
-    const rows = await eng.forwardTrain(req.train, table, run, req);
+    const rows = await readTrainingRows(eng, req.train, table, run, req);
     lap('forwardTrain');
     if (rows.explicitHessian) {
       seconds.forwardTrain -= rows.hessianSeconds;
@@ -93,18 +105,11 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     }
     throwIfAborted(req.signal);
     const { damping, rule } = resolveDamping(req.damping, rows, eng.info.l2);
-    const x = new Float64Array(rows.D + (rows.bias ? 1 : 0));
-    x.set(test.h);
-    if (rows.bias) x[rows.D] = 1;
-    const scores = await explainScores(rows, { x, g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
+    const scores = await explainScores(rows, { x: inputOf(test.h, rows.bias), g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
     Object.assign(seconds, scores.seconds);
     t = performance.now();
     const predicted = new Int32Array(rows.n);
-    for (let i = 0; i < rows.n; i++) {
-      let best = 0;
-      for (let c = 1; c < rows.C; c++) if (rows.z[i * rows.C + c] > rows.z[i * rows.C + best]) best = c;
-      predicted[i] = best;
-    }
+    for (let i = 0; i < rows.n; i++) predicted[i] = argmax(rows.z.subarray(i * rows.C, (i + 1) * rows.C));
     let verified: Verified | null = null;
     if (req.verifyTop) {
       const tv = performance.now();
@@ -136,6 +141,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         margin: scores.margin,
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
+        featureNames: test.table.featureNames,
       },
       rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
       scores,
@@ -147,29 +153,8 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   }
 }
 
-/** Indices of the `top` rows with the largest positive and the most negative values of `v` (ties: lower row first). */
-export function topRows(v: Float64Array, top: number): { helpful: number[]; harmful: number[] } {
-  return { helpful: largest(v, top, 1), harmful: largest(v, top, -1) };
-}
-
-/** The `top` indices with the largest sign·v > 0, in order, by selection rather than a sort of all n. */
-function largest(v: Float64Array, top: number, sign: 1 | -1): number[] {
-  if (!(top > 0)) return [];
-  let count = 0;
-  for (let i = 0; i < v.length; i++) if (sign * v[i] > 0) count++;
-  let threshold = 0;
-  if (count > top) {
-    const vals = new Float64Array(count);
-    for (let i = 0, k = 0; i < v.length; i++) if (sign * v[i] > 0) vals[k++] = sign * v[i];
-    threshold = select(vals, count - top);
-  }
-  const idx: number[] = [];
-  for (let i = 0; i < v.length; i++) if (sign * v[i] > 0 && sign * v[i] >= threshold) idx.push(i);
-  return idx.sort((a, b) => sign * (v[b] - v[a]) || a - b).slice(0, top);
-}
-
 function verifyRows(
-  rows: ForwardRows,
+  rows: TrainingRows,
   damping: number,
   eng: Engine,
   test: { h: Float32Array; label: number },

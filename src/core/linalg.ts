@@ -166,3 +166,72 @@ export function select(a: Float64Array, k: number): number {
 export function addInto(acc: Float64Array, v: ArrayLike<number>): void {
   for (let q = 0; q < acc.length; q++) acc[q] += v[q];
 }
+
+/** Makes an m×m matrix exactly symmetric: both triangles become their mean. */
+export function symmetrize(A: Float64Array, m: number): void {
+  for (let i = 0; i < m; i++)
+    for (let j = i + 1; j < m; j++) {
+      const v = 0.5 * (A[i * m + j] + A[j * m + i]);
+      A[i * m + j] = v;
+      A[j * m + i] = v;
+    }
+}
+
+/** M v for a symmetric (or any) m×m M. */
+export function symMatVec(M: Float64Array, v: Float64Array, m: number): Float64Array {
+  const out = new Float64Array(m);
+  for (let i = 0; i < m; i++) out[i] = dot(M.subarray(i * m, (i + 1) * m), v, m);
+  return out;
+}
+
+/** G[i,j] = A_i · B_j (s×s, symmetrised: every use is of a symmetric matrix up to rounding). */
+export function blockGram(A: Float64Array[], B: Float64Array[]): Float64Array {
+  const s = A.length;
+  const G = new Float64Array(s * s);
+  for (let i = 0; i < s; i++) for (let j = 0; j < s; j++) G[i * s + j] = dot(A[i], B[j]);
+  symmetrize(G, s);
+  return G;
+}
+
+/** G⁻¹F for a symmetric positive (semi)definite G (s×s), by eigendecomposition, ignoring null directions. */
+export function solveSpd(G: Float64Array, F: Float64Array, s: number): Float64Array {
+  const { values, vectors } = symmetricEigen(G, s);
+  let vmax = 0;
+  for (let a = 0; a < s; a++) vmax = Math.max(vmax, Math.abs(values[a]));
+  const out = new Float64Array(s * s);
+  const vf = new Float64Array(s);
+  for (let a = 0; a < s; a++) {
+    if (!(Math.abs(values[a]) > 1e-14 * vmax)) continue;
+    for (let j = 0; j < s; j++) {
+      let t = 0;
+      for (let i = 0; i < s; i++) t += vectors[i * s + a] * F[i * s + j];
+      vf[j] = t / values[a];
+    }
+    for (let i = 0; i < s; i++) {
+      const v = vectors[i * s + a];
+      for (let j = 0; j < s; j++) out[i * s + j] += v * vf[j];
+    }
+  }
+  return out;
+}
+
+/** Y_j += sign · Σ_i X_i a[i,j] for blocks of P-vectors. */
+export function combineInto(Y: Float64Array[], Xb: Float64Array[], a: Float64Array, sign: number, P: number): void {
+  const s = Xb.length;
+  for (let j = 0; j < Y.length; j++) {
+    const y = Y[j];
+    for (let i = 0; i < s; i++) {
+      const f = sign * a[i * s + j];
+      if (f === 0) continue;
+      const x = Xb[i];
+      for (let q = 0; q < P; q++) y[q] += f * x[q];
+    }
+  }
+}
+
+/** A's transpose (rows×cols → cols×rows). */
+export function transpose(A: ArrayLike<number>, rows: number, cols: number): Float64Array {
+  const T = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) T[j * rows + i] = A[i * cols + j];
+  return T;
+}

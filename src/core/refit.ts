@@ -5,10 +5,10 @@
  *
  * with n ALWAYS the full row count: a leave-one-out (or group) refit drops the removed rows'
  * terms and keeps the 1/n, so that θ̂₋ᵢ is exactly what the influence estimates approximate.
- * Layout as in influence.ts: θ is C×D̃ row-major (index c·D̃ + j), x̃ = [h; 1] with a bias.
+ * Layout as in task/head.ts: θ is C×D̃ row-major (index c·D̃ + j), x̃ = [h; 1] with a bias.
  *
  * Method: damped Newton with an Armijo backtracking line search. The curvature is the project's
- * own Hessian code (denseHessian / hessianVectorProducts / Ekfac / solveCg) applied to a HeadRows
+ * own curvature code (denseHessian / Ekfac / solveCg) applied to a HeadRows
  * view whose g holds softmax(θx̃_i) − e_{y_i} at the current iterate, and 0 for excluded rows
  * (then p = e_y and A_i = 0, so the row drops out of the curvature as well as the gradient).
  * On the dense path each iteration first tries a full step with the previous Cholesky factor
@@ -17,8 +17,12 @@
  * Everything is float64; h (float32 from ORT) is read as float64.
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
-import { DENSE_MAX_P, EXACT_BUDGET, Ekfac, denseHessian, headDims, solveCg, type HeadRows } from './influence';
+import { Ekfac } from './curvature/ekfac';
+import { denseHessian, solveCg } from './curvature/exact';
+import { DENSE_MAX_P, EXACT_BUDGET } from './curvature/policy';
 import { cholesky, dot } from './linalg';
+import { headDims, logits, type HeadRows } from './task/head';
+import { argmax, crossEntropy } from './task/softmax';
 
 /** Rows per partial sum when accumulating the gradient (rounding grows with BLOCK + n/BLOCK, not n). */
 const BLOCK = 256;
@@ -66,57 +70,6 @@ export interface RefitResult {
  */
 export type RefitRows = Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'labels' | 'h'>;
 
-/** Packs the model's head (W C×D row-major, b length C or null) into θ (C×D̃ row-major). */
-export function headTheta(W: Float64Array, b: Float64Array | null, C: number, D: number): Float64Array {
-  if (W.length !== C * D) throw new InfluenceError('BAD_OPTION', `head weight has ${W.length} entries; expected ${C}×${D}`);
-  if (b && b.length !== C) throw new InfluenceError('BAD_OPTION', `head bias has ${b.length} entries; expected ${C}`);
-  const Dt = D + (b ? 1 : 0);
-  const theta = new Float64Array(C * Dt);
-  for (let c = 0; c < C; c++) {
-    theta.set(W.subarray(c * D, (c + 1) * D), c * Dt);
-    if (b) theta[c * Dt + D] = b[c];
-  }
-  return theta;
-}
-
-/** z = θ x̃_i for row i of h (n×D), into out (length C). */
-export function logits(rows: Pick<HeadRows, 'C' | 'D' | 'bias'>, theta: Float64Array, h: Float32Array | Float64Array, i: number, out: Float64Array): void {
-  const { C, D, bias } = rows;
-  const Dt = D + (bias ? 1 : 0);
-  const o = i * D;
-  for (let c = 0; c < C; c++) {
-    const tc = c * Dt;
-    let s = bias ? theta[tc + D] : 0;
-    for (let j = 0; j < D; j++) s += theta[tc + j] * h[o + j];
-    out[c] = s;
-  }
-}
-
-/**
- * Cross-entropy of logits z for label y, and (when g is given) g = softmax(z) − e_y.
- * Stable: logsumexp with the max subtracted, and g_y = −Σ_{c≠y} p_c so no 1 − p cancellation.
- */
-function crossEntropy(z: Float64Array, y: number, g: Float64Array | null, go = 0): number {
-  const C = z.length;
-  let m = z[0];
-  for (let c = 1; c < C; c++) if (z[c] > m) m = z[c];
-  let s = 0;
-  let others = 0;
-  for (let c = 0; c < C; c++) {
-    const e = Math.exp(z[c] - m);
-    s += e;
-    if (c !== y) others += e;
-    if (g) g[go + c] = e;
-  }
-  if (g) {
-    for (let c = 0; c < C; c++) g[go + c] /= s;
-    g[go + y] = -others / s;
-  }
-  // log Σ e^{z_c − m} − (z_y − m), with log1p for the confident case (p_y ≈ 1).
-  const ey = Math.exp(z[y] - m);
-  return others < ey ? Math.log1p(others / ey) : Math.log(s) - (z[y] - m);
-}
-
 /** Per-row CE (stable), mean loss, accuracy and argmax predictions at θ. Rows with label < 0 get NaN and are left out of the means. */
 export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64Array; meanLoss: number; accuracy: number; predicted: Int32Array } {
   const { n, C } = rows;
@@ -129,8 +82,7 @@ export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64A
   let correct = 0;
   for (let i = 0; i < n; i++) {
     logits(rows, theta, rows.h, i, z);
-    let best = 0;
-    for (let c = 1; c < C; c++) if (z[c] > z[best]) best = c;
+    const best = argmax(z);
     predicted[i] = best;
     const y = rows.labels[i];
     if (y < 0 || y >= C) {
@@ -304,7 +256,7 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
       if (!step && polished) break; // a fresh Hessian is not worth it for a converged iterate
     }
     if (!step) {
-      // Newton direction d = −H⁻¹ ∇J at the current iterate. influence.ts only indexes h,
+      // Newton direction d = −H⁻¹ ∇J at the current iterate. The curvature code only indexes h,
       // so a float64 h is read exactly as it is.
       const view: HeadRows = { n, C, D: rows.D, bias: rows.bias, h: rows.h, labels: rows.labels, g: cur.g };
       let d: Float64Array;

@@ -2,8 +2,7 @@
  * Engine results → the panel's and the tree's view data. Pure (no vscode): it runs in the
  * engine's child process, so only the few listed rows cross the process boundary.
  */
-import { quantile, reasonsFor, type AuditResult } from '../core/audit';
-import { topRows, type ExplainResult } from '../core/explain';
+import { quantile, reasonsFor, topRows, type AuditResult, type ExplainResult } from '../core';
 import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol';
 
 /**
@@ -70,7 +69,7 @@ export function listedRows(r: ExplainResult, k: number): { byInfluence: { helpfu
   return { byInfluence, byRelative };
 }
 
-export function explainView(r: ExplainResult, opts: { k: number; image: ImageShape | null; featureNames: string[]; features: Map<number, number[]> }): ExplainView {
+export function explainView(r: ExplainResult, opts: { k: number; image: ImageShape | null; features: Map<number, number[]> }): ExplainView {
   const listed = listedRows(r, opts.k);
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
@@ -85,7 +84,7 @@ export function explainView(r: ExplainResult, opts: { k: number; image: ImageSha
     dampingRule: r.dampingRule,
     selfInfluenceMethod: r.selfInfluenceMethod,
     train: { path: r.train.path, rows: r.train.rows },
-    test: { ...r.test, featureNames: opts.featureNames },
+    test: r.test,
     image: opts.image,
     byInfluence: { helpful: rv(listed.byInfluence.helpful), harmful: rv(listed.byInfluence.harmful) },
     byRelative: { helpful: rv(listed.byRelative.helpful), harmful: rv(listed.byRelative.harmful) },

@@ -2,16 +2,7 @@
  * The engine's child process: the extension forks it so that a native crash in onnxruntime
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
-import { promises as fsp } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
-import { audit } from '../core/audit';
-import { defaultCacheDir, FeatureCache } from '../core/cache';
-import { checkOutPath, writeWithout } from '../core/clean';
-import { CancelledError, InfluenceError } from '../core/errors';
-import { explain } from '../core/explain';
-import { Engine } from '../core/forward';
-import { readAll, readHeader, TableReader } from '../core/table';
+import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, readHeader, readRecords, RowsCache, TableReader } from '../core';
 import { describeLossChange, describeReason } from '../protocol';
 import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, RowMark, TableChoice, ToWorker } from './engineProtocol';
 import { auditView, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
@@ -22,49 +13,26 @@ function send(m: FromWorker): void {
   process.send?.(m);
 }
 
-/** One cache per directory for the life of this process, keeping the last rows in memory (FeatureCache `memory`). */
-const caches = new Map<string, FeatureCache>();
+/** One cache per directory for the life of this process, keeping the last rows in memory (RowsCache `memory`). */
+const caches = new Map<string, RowsCache>();
 /** What the caches keep in memory is dropped after this long without a request. */
 const FORGET_AFTER_MS = 10 * 60 * 1000;
 let forgetTimer: NodeJS.Timeout | null = null;
 
-function cacheAt(dir: string): FeatureCache {
+function cacheAt(dir: string): RowsCache {
   let c = caches.get(dir);
-  if (!c) caches.set(dir, (c = new FeatureCache(dir, { memory: true })));
+  if (!c) caches.set(dir, (c = new RowsCache(dir, { memory: true })));
   return c;
 }
 
-function cacheOf(p: CommonParams): FeatureCache | null {
+function cacheOf(p: CommonParams): RowsCache | null {
   return p.cacheDir === null ? null : cacheAt(p.cacheDir || defaultCacheDir());
 }
 
 /** Features of a few rows, for thumbnails: their records are re-read by byte offset. */
 async function rowFeatures(path: string, table: TableChoice, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
   const out = new Map<number, number[]>();
-  const wanted = [...new Set(rows)].sort((a, b) => a - b);
-  if (wanted.length === 0) return out;
-  const fh = await fsp.open(path, 'r');
-  const tmp = join(await fsp.mkdtemp(join(tmpdir(), 'influence-lens-')), `rows${extname(path)}`);
-  try {
-    const read = async (a: number, b: number) => {
-      const buf = Buffer.alloc(b - a);
-      await fh.read(buf, 0, b - a, a);
-      return buf;
-    };
-    const parts = [await read(0, offsets[0])];
-    for (const i of wanted) {
-      let rec = await read(offsets[i], offsets[i + 1]);
-      if (rec.length && rec[rec.length - 1] !== 0x0a && rec[rec.length - 1] !== 0x0d) rec = Buffer.concat([rec, Buffer.from('\n')]);
-      parts.push(rec);
-    }
-    await fsp.writeFile(tmp, Buffer.concat(parts));
-    const r = await readAll(tmp, { ...table, requireLabel: false });
-    const F = r.info.featureCount;
-    wanted.forEach((row, k) => out.set(row, Array.from(r.features.subarray(k * F, (k + 1) * F))));
-  } finally {
-    await fh.close();
-    await fsp.rm(join(tmp, '..'), { recursive: true, force: true });
-  }
+  for (const [row, f] of await readRecords(path, table, offsets, rows)) out.set(row, Array.from(f));
   return out;
 }
 
@@ -79,10 +47,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
     const listed = listedRows(r, p.topK);
     const rows = [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
     const features = image ? await rowFeatures(p.train, p.table, r.rows.offsets, rows) : new Map<number, number[]>();
-    const header = await readHeader(p.test);
-    const labelColumn = p.table.labelColumn ?? 'label';
-    const featureNames = p.table.features ?? header.filter((c) => c !== labelColumn);
-    const view = explainView(r, { k: p.topK, image, featureNames, features });
+    const view = explainView(r, { k: p.topK, image, features });
     const s = r.scores;
     const marks: RowMark[] = [
       ...listed.byInfluence.helpful.map((i) => ({ row: i, line: r.rows.line[i], kind: 'helpful' as const, value: s.lossChangeIfRemoved[i], message: describeLossChange(s.lossChangeIfRemoved[i]) })),
@@ -94,14 +59,14 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
   }
 }
 
-async function runAudit(engine: Engine, p: AuditParams, signal: AbortSignal, id: number) {
-  return audit(engine, { train: p.train, heldOut: p.heldOut, table: p.table, damping: p.damping, tau: p.tau, cache: cacheOf(p), signal, onProgress: progress(id) });
+function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
+  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, damping: p.damping, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {
   const engine = await Engine.open(p.model);
   try {
-    const a = await runAudit(engine, p, signal, id);
+    const a = await audit(auditRequest(p, signal, id), engine);
     const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const classes = p.table.classes ?? engine.info.classes;
     const flagged = flaggedRows(a, p.topK);
@@ -121,22 +86,8 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
 }
 
 async function doClean(p: CleanParams, signal: AbortSignal, id: number): Promise<Requests['clean']['result']> {
-  await checkOutPath(p.out, [p.train, p.model, ...(p.heldOut ? [p.heldOut.path] : [])]);
-  const engine = await Engine.open(p.model);
-  try {
-    const a = await runAudit(engine, p, signal, id);
-    const bad = p.remove.filter((r) => r >= a.rows.n);
-    if (bad.length) throw new InfluenceError('ROW_OUT_OF_RANGE', `rows ${bad.join(', ')} do not exist in ${p.train}`, { file: p.train });
-    let predicted = 0;
-    if (a.scores.heldOutInfluence && a.heldOut) {
-      for (const i of p.remove) predicted -= a.scores.heldOutInfluence[i];
-      predicted /= a.rows.n * a.heldOut.rows.n;
-    }
-    const kept = await writeWithout(p.train, a.rows.offsets, p.remove, p.out, a.rows.summary, signal);
-    return { kept, removed: p.remove, out: p.out, predictedHeldOutLossChange: predicted };
-  } finally {
-    await engine.release();
-  }
+  const r = await clean({ ...auditRequest(p, signal, id), remove: { kind: 'rows', rows: [...new Set(p.remove)].sort((a, b) => a - b) }, out: p.out });
+  return { kept: r.kept, removed: r.removed, out: r.out, predictedHeldOutLossChange: r.predicted.heldOutLossChange };
 }
 
 async function doRowAt(p: { path: string; line: number; table: TableChoice }): Promise<Requests['rowAt']['result']> {

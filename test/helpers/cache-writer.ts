@@ -11,8 +11,9 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { FeatureCache, hashFile } from '../../src/core/cache';
-import type { ForwardRows } from '../../src/core/forward';
+import { hashFile } from '../../src/core/cache/keys';
+import { RowsCache } from '../../src/core/cache/store';
+import type { ForwardRows } from '../../src/core/model/engine';
 
 /** xorshift32 stream in [0, 1). */
 export function rng(seed: number): () => number {
@@ -101,7 +102,7 @@ async function main(): Promise<void> {
     };
   }
   const rows = await synthRows(dataPath, Number(n), Number(D), Number(C), Number(seed));
-  const ok = await new FeatureCache(dir).store({ modelSha256, dataPath, options: JSON.parse(options) as Record<string, unknown> }, rows);
+  const ok = await new RowsCache(dir).store({ modelSha256, dataPath, options: JSON.parse(options) as Record<string, unknown> }, rows);
   process.stdout.write(`STORED ${ok}\n`);
 }
 

@@ -13,7 +13,7 @@ import {
   type NodeProto,
   type TensorProto,
 } from 'onnx-buf';
-import { valueInfo } from '../../src/core/onnx';
+import { valueInfo } from '../../src/core/ort/graph';
 
 export { valueInfo };
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { audit, type AuditResult } from '../../src/core/audit';
-import { Engine } from '../../src/core/forward';
+import { Engine } from '../../src/core/model/engine';
 import { auc } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
@@ -40,7 +40,7 @@ describe('audit on the noisy-label fixture', () => {
   before(async () => {
     const engine = await Engine.open(fx('model.onnx'));
     try {
-      r = await audit(engine, { train: fx('train.csv'), heldOut: { path: fx('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 });
+      r = await audit({ model: fx('model.onnx'), train: fx('train.csv'), heldOut: { path: fx('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 }, engine);
     } finally {
       await engine.release();
     }

@@ -5,9 +5,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { FeatureCache, defaultCacheDir, hashFile, canonicalJson, type CacheKeyParts } from '../../src/core/cache';
+import { defaultCacheDir, hashFile, canonicalJson, keyOf, type CacheKeyParts } from '../../src/core/cache/keys';
+import { RowsCache } from '../../src/core/cache/store';
 import { CancelledError } from '../../src/core/errors';
-import type { ForwardRows } from '../../src/core/forward';
+import type { ForwardRows } from '../../src/core/model/engine';
 import { synthRows } from '../helpers/cache-writer';
 
 const root = path.resolve(__dirname, '../..');
@@ -16,14 +17,17 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 let no = 0;
 /** A fresh cache dir and a real small data file. */
-function setup(content = 'label,f0,f1,f2\n0,1,2,3\n1,4,5,6\n'): { dir: string; data: string; cache: FeatureCache } {
+function setup(content = 'label,f0,f1,f2\n0,1,2,3\n1,4,5,6\n'): { dir: string; data: string; cache: RowsCache } {
   const base = path.join(tmp, `case-${no++}`);
   fs.mkdirSync(base);
   const data = path.join(base, 'train.csv');
   fs.writeFileSync(data, content);
   const dir = path.join(base, 'cache');
-  return { dir, data, cache: new FeatureCache(dir) };
+  return { dir, data, cache: new RowsCache(dir) };
 }
+
+/** Where a rows entry lives: the key's hash in the cache dir. */
+const entryPath = (cache: RowsCache, key: CacheKeyParts) => path.join(cache.dir, `${keyOf(key).hex}.ilcache`);
 
 const MODEL = 'a'.repeat(64);
 function keyFor(data: string, extra: Partial<CacheKeyParts> = {}): CacheKeyParts {
@@ -75,19 +79,19 @@ describe('hashFile and keys', () => {
 
   test('the entry name depends on model, options and the resolved data path only', () => {
     const { data, cache, dir } = setup();
-    const p = cache.entryPath(keyFor(data));
+    const p = entryPath(cache, keyFor(data));
     assert.match(path.basename(p), /^[0-9a-f]{64}\.ilcache$/);
     assert.equal(path.dirname(p), path.resolve(dir));
     // option order is not significant; values are
-    assert.equal(cache.entryPath(keyFor(data, { options: { classes: ['a', 'b', 'c'], features: null, labelColumn: 'label' } })), p);
-    assert.notEqual(cache.entryPath(keyFor(data, { options: { labelColumn: 'y' } })), p);
-    assert.notEqual(cache.entryPath(keyFor(data, { modelSha256: 'b'.repeat(64) })), p);
+    assert.equal(entryPath(cache, keyFor(data, { options: { classes: ['a', 'b', 'c'], features: null, labelColumn: 'label' } })), p);
+    assert.notEqual(entryPath(cache, keyFor(data, { options: { labelColumn: 'y' } })), p);
+    assert.notEqual(entryPath(cache, keyFor(data, { modelSha256: 'b'.repeat(64) })), p);
     // another spelling of the same file, and a symlink to it, share the entry
     const rel = path.relative(process.cwd(), data);
-    assert.equal(cache.entryPath(keyFor(rel)), p);
+    assert.equal(entryPath(cache, keyFor(rel)), p);
     const link = path.join(path.dirname(data), 'link.csv');
     fs.symlinkSync(data, link);
-    assert.equal(cache.entryPath(keyFor(link)), p);
+    assert.equal(entryPath(cache, keyFor(link)), p);
   });
 });
 
@@ -101,7 +105,7 @@ describe('store and load', () => {
     rows.g[2] = -Infinity;
     assert.equal(await cache.load(keyFor(data)), null, 'empty cache is a miss');
     assert.equal(await cache.store(keyFor(data), rows), true);
-    const st = fs.statSync(cache.entryPath(keyFor(data)));
+    const st = fs.statSync(entryPath(cache, keyFor(data)));
     if (process.platform !== 'win32') {
       assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
       assert.equal(st.mode & 0o777, 0o600);
@@ -112,7 +116,7 @@ describe('store and load', () => {
     assert.ok(Object.is(got!.h[0], -0));
     // a second cache object (a later run) reads it too, and a relative spelling gets its own path back
     const rel = path.relative(process.cwd(), data);
-    const again = await new FeatureCache(dir).load(keyFor(rel));
+    const again = await new RowsCache(dir).load(keyFor(rel));
     assertSameRows(again, { ...rows, table: { ...rows.table, path: rel } });
   });
 
@@ -140,7 +144,7 @@ describe('store and load', () => {
     assert.equal(await cache.store(keyFor(data), { ...rows, h: new Float32Array(39) }), false);
     assert.equal(await cache.store(keyFor(data), { ...rows, offsets: new Float64Array(10) }), false);
     assert.equal(await cache.store(keyFor(data), { ...rows, summary: { ...rows.summary, rows: 9 } }), false);
-    assert.equal(fs.existsSync(cache.entryPath(keyFor(data))), false);
+    assert.equal(fs.existsSync(entryPath(cache, keyFor(data))), false);
   });
 
   test('I/O failures on store return false and leave nothing behind', async () => {
@@ -148,12 +152,12 @@ describe('store and load', () => {
     const rows = await synthRows(data, 10, 4, 2, 1);
     // the cache "dir" is a file: mkdir fails
     fs.writeFileSync(dir, 'not a dir');
-    assert.equal(await new FeatureCache(dir).store(keyFor(data), rows), false);
+    assert.equal(await new RowsCache(dir).store(keyFor(data), rows), false);
     fs.rmSync(dir);
     // the entry path is a directory: the rename fails after the temp file is written
-    const cache = new FeatureCache(dir);
-    fs.mkdirSync(cache.entryPath(keyFor(data)), { recursive: true });
-    fs.writeFileSync(path.join(cache.entryPath(keyFor(data)), 'x'), '');
+    const cache = new RowsCache(dir);
+    fs.mkdirSync(entryPath(cache, keyFor(data)), { recursive: true });
+    fs.writeFileSync(path.join(entryPath(cache, keyFor(data)), 'x'), '');
     assert.equal(await cache.store(keyFor(data), rows), false);
     assert.deepEqual(tempFiles(dir), []);
     assert.equal(await cache.load(keyFor(data)), null);
@@ -161,12 +165,12 @@ describe('store and load', () => {
 });
 
 describe('misses', () => {
-  async function stored(): Promise<{ data: string; cache: FeatureCache; rows: ForwardRows; entry: string }> {
+  async function stored(): Promise<{ data: string; cache: RowsCache; rows: ForwardRows; entry: string }> {
     const s = setup();
     const rows = await synthRows(s.data, 20, 4, 3, 4);
     assert.equal(await s.cache.store(keyFor(s.data), rows), true);
     assertSameRows(await s.cache.load(keyFor(s.data)), rows);
-    return { ...s, rows, entry: s.cache.entryPath(keyFor(s.data)) };
+    return { ...s, rows, entry: entryPath(s.cache, keyFor(s.data)) };
   }
 
   test('a different model sha or different options miss', async () => {
@@ -180,9 +184,9 @@ describe('misses', () => {
   test('a foreign entry renamed to this key is rejected (key recorded inside)', async () => {
     const { data, cache, entry } = await stored();
     const other = keyFor(data, { modelSha256: 'c'.repeat(64) });
-    fs.copyFileSync(entry, cache.entryPath(other));
+    fs.copyFileSync(entry, entryPath(cache, other));
     assert.equal(await cache.load(other), null);
-    assert.equal(fs.existsSync(cache.entryPath(other)), false);
+    assert.equal(fs.existsSync(entryPath(cache, other)), false);
   });
 
   test('content changed with the same size and mtime: only the hash catches it', async () => {
@@ -193,7 +197,7 @@ describe('misses', () => {
     const rows = await synthRows(data, 20, 4, 3, 4);
     assert.equal(await cache.store(keyFor(data), rows), true);
     assertSameRows(await cache.load(keyFor(data)), rows);
-    const entry = cache.entryPath(keyFor(data));
+    const entry = entryPath(cache, keyFor(data));
     const before = fs.statSync(data);
     const text = fs.readFileSync(data, 'utf8');
     fs.writeFileSync(data, text.replace('4,5,6', '4,5,7'));
@@ -250,11 +254,11 @@ describe('misses', () => {
 });
 
 describe('corruption', () => {
-  async function stored(): Promise<{ data: string; cache: FeatureCache; entry: string; rows: ForwardRows }> {
+  async function stored(): Promise<{ data: string; cache: RowsCache; entry: string; rows: ForwardRows }> {
     const s = setup();
     const rows = await synthRows(s.data, 50, 6, 4, 6);
     assert.equal(await s.cache.store(keyFor(s.data), rows), true);
-    return { ...s, rows, entry: s.cache.entryPath(keyFor(s.data)) };
+    return { ...s, rows, entry: entryPath(s.cache, keyFor(s.data)) };
   }
 
   function flip(file: string, at: number): void {
@@ -399,7 +403,7 @@ describe('killed mid-write', () => {
     assert.deepEqual(left, r.tmpSeen, 'the partial temp file is left behind');
     const partial = fs.statSync(path.join(dir, left[0])).size;
     assert.ok(partial >= 3_000_000 && partial < 10_000_000, `partial size ${partial}`);
-    assert.equal(fs.existsSync(cache.entryPath(keyFor(data))), false);
+    assert.equal(fs.existsSync(entryPath(cache, keyFor(data))), false);
     assert.equal(await cache.load(keyFor(data)), null);
     const rows = await synthRows(data, 300, D, 4, 8);
     assert.equal(await cache.store(keyFor(data), rows), true);
@@ -409,7 +413,7 @@ describe('killed mid-write', () => {
     // ... one older than an hour is swept on the next construction / store
     const old = new Date(Date.now() - 2 * 3600_000);
     fs.utimesSync(path.join(dir, left[0]), old, old);
-    const later = new FeatureCache(dir);
+    const later = new RowsCache(dir);
     assert.equal(await later.store(keyFor(data, { options: {} }), rows), true);
     assert.deepEqual(tempFiles(dir), []);
   });
@@ -431,7 +435,7 @@ describe('killed mid-write', () => {
 
 describe('derived entries (the curvature beside its rows)', () => {
   const arrays = () => [Float64Array.from({ length: 7 }, (_, i) => i / 3), new Float64Array(0), Float64Array.from({ length: 3_000_000 }, (_, i) => Math.sin(i))];
-  const derivedPath = (cache: FeatureCache, data: string, name: string) => cache.entryPath(keyFor(data)).replace(/\.ilcache$/, `.${name}.ilcache`);
+  const derivedPath = (cache: RowsCache, data: string, name: string) => entryPath(cache, keyFor(data)).replace(/\.ilcache$/, `.${name}.ilcache`);
 
   test('round-trip bit for bit, for the same data sha only', async () => {
     const { data, cache } = setup();
@@ -471,7 +475,7 @@ describe('derived entries (the curvature beside its rows)', () => {
 describe('memory (a long-lived engine)', () => {
   test('the last rows and their derived arrays are kept while the data file is unchanged', async () => {
     const { dir, data } = setup();
-    const cache = new FeatureCache(dir, { memory: true });
+    const cache = new RowsCache(dir, { memory: true });
     const rows = await synthRows(data, 20, 4, 3, 5);
     assert.equal(await cache.store(keyFor(data), rows), true);
     assert.equal(await cache.storeDerived(keyFor(data), 'curv', rows.summary.sha256, [Float64Array.of(1, 2)]), true);
@@ -480,14 +484,14 @@ describe('memory (a long-lived engine)', () => {
     assert.deepEqual(await cache.loadDerived(keyFor(data), 'curv', rows.summary.sha256), [Float64Array.of(1, 2)]);
     assert.equal(await cache.loadDerived(keyFor(data), 'curv', 'e'.repeat(64)), null);
     // Without memory, or once forgotten, only the disk counts (and it is empty now).
-    assert.equal(await new FeatureCache(dir).load(keyFor(data)), null);
+    assert.equal(await new RowsCache(dir).load(keyFor(data)), null);
     cache.forget();
     assert.equal(await cache.load(keyFor(data)), null);
   });
 
   test('a touched data file is not trusted from memory', async () => {
     const { dir, data } = setup();
-    const cache = new FeatureCache(dir, { memory: true });
+    const cache = new RowsCache(dir, { memory: true });
     const rows = await synthRows(data, 20, 4, 3, 6);
     assert.equal(await cache.store(keyFor(data), rows), true);
     const st = fs.statSync(data);
@@ -502,20 +506,20 @@ describe('clear and sweep', () => {
     const rows = await synthRows(data, 5, 2, 2, 1);
     assert.equal(await cache.store(keyFor(data), rows), true);
     assert.equal(await cache.store(keyFor(data, { modelSha256: 'b'.repeat(64) }), rows), true);
-    const hex = path.basename(cache.entryPath(keyFor(data)), '.ilcache');
+    const hex = path.basename(entryPath(cache, keyFor(data)), '.ilcache');
     fs.writeFileSync(path.join(dir, `${hex}.123.abcdef.tmp`), 'partial');
     fs.writeFileSync(path.join(dir, 'README.txt'), 'not ours');
     assert.equal(await cache.clear(), 3);
     assert.deepEqual(fs.readdirSync(dir), ['README.txt']);
     assert.equal(await cache.load(keyFor(data)), null);
     assert.equal(await cache.clear(), 0);
-    assert.equal(await new FeatureCache(path.join(dir, 'missing')).clear(), 0);
+    assert.equal(await new RowsCache(path.join(dir, 'missing')).clear(), 0);
   });
 
   test('sweepTemps() removes only old temp files', async () => {
     const { dir, data, cache } = setup();
     await cache.store(keyFor(data), await synthRows(data, 5, 2, 2, 1));
-    const hex = path.basename(cache.entryPath(keyFor(data)), '.ilcache');
+    const hex = path.basename(entryPath(cache, keyFor(data)), '.ilcache');
     const young = path.join(dir, `${hex}.1.aa.tmp`);
     const old = path.join(dir, `${hex}.2.bb.tmp`);
     fs.writeFileSync(young, 'x');

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
-import { Engine } from '../../src/core/forward';
+import { Engine } from '../../src/core/model/engine';
 import { EngineClient, EngineError } from '../../src/extension/engineClient';
 import type { ExplainParams } from '../../src/extension/engineProtocol';
 import { fixFor } from '../../src/extension/fixes';
@@ -65,7 +65,7 @@ describe('view models', () => {
 
   it('lists the top rows of a real explanation, with the flip set and histogram marks', async () => {
     const r = await explain({ model: sample('model.onnx'), train: sample('train.csv'), test: sample('test.csv'), testRow: 146 });
-    const v = explainView(r, { k: 5, image: { height: 8, width: 8 }, featureNames: [], features: new Map([[0, [1, 2]]]) });
+    const v = explainView(r, { k: 5, image: { height: 8, width: 8 }, features: new Map([[0, [1, 2]]]) });
     assert.equal(v.byInfluence.helpful.length, 5);
     assert.equal(v.byInfluence.harmful.length, 5);
     const h = v.byInfluence.helpful.map((x) => x.lossChangeIfRemoved);
@@ -85,7 +85,7 @@ describe('view models', () => {
   it('puts memorized rows first among the flagged rows', async () => {
     const engine = await Engine.open(sample('model.onnx'));
     try {
-      const a = await audit(engine, { train: sample('train.csv'), heldOut: { path: sample('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 });
+      const a = await audit({ model: sample('model.onnx'), train: sample('train.csv'), heldOut: { path: sample('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 }, engine);
       const rows = flaggedRows(a, 3);
       const mem = Array.from(a.scores.memorized!).reduce((x, y) => x + y, 0);
       assert.equal(rows.length, Math.max(3, mem));

@@ -7,13 +7,18 @@
  */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { auditScores, type HeldOut } from '../../src/core/audit';
+import { auditScores, type HeldOut } from '../../src/core/scores/audit';
 import { CancelledError } from '../../src/core/errors';
-import { topRows } from '../../src/core/explain';
+import { topRows } from '../../src/core/scores/ranking';
 import { relErr } from '../helpers/stats';
-import type { ForwardRows } from '../../src/core/forward';
-import { HessianFeeder } from '../../src/core/hessian';
-import { chooseMethods, Curvature, denseHessian, explainScores, explicitHessian, explicitHessianFrom, flipSet, headDims, type CurvatureStore, type ExplainScores, type HeadRows, type TestPoint } from '../../src/core/influence';
+import type { ForwardRows } from '../../src/core/model/engine';
+import { HessianFeeder } from '../../src/core/curvature/feeder';
+import { Curvature } from '../../src/core/curvature/curvature';
+import { denseHessian } from '../../src/core/curvature/exact';
+import { chooseMethods, explicitHessian, explicitHessianFrom, type CurvatureStore } from '../../src/core/curvature/policy';
+import { explainScores, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
+import { flipSet } from '../../src/core/scores/flip';
+import { headDims, type HeadRows } from '../../src/core/task/head';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;

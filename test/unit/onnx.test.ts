@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { InfluenceError } from '../../src/core/errors';
-import { Engine } from '../../src/core/forward';
-import { explainScores, rowInput } from '../../src/core/influence';
-import { loadModel } from '../../src/core/onnx';
+import { Engine } from '../../src/core/model/engine';
+import { loadModel } from '../../src/core/model/info';
+import { explainScores } from '../../src/core/scores/explain';
+import { rowInput } from '../../src/core/task/head';
 import { buildModel, mkNode, rng, serialize, valueInfo, type HeadKind, type Trailing } from '../helpers/models';
 
 const dir = mkdtempSync(join(tmpdir(), 'il-onnx-'));
@@ -135,7 +136,7 @@ describe('gradient graph', () => {
     const m = buildModel({ F, D, C, head: 'gemmTransB', trailing: 'softmax', pre: true, seed: 11 });
     const engine = await Engine.open(writeModel('fd.onnx', m.bytes));
     try {
-      const rows = await engine.forwardTable(train, {});
+      const rows = await engine.forward(train, {});
       const { W, b } = engine.info.head;
       const Dt = D + 1;
       const theta = new Float64Array(C * Dt);
@@ -185,7 +186,7 @@ describe('gradient graph', () => {
     for (const [head, trailing] of combos) {
       const engine = await Engine.open(writeModel(`same-${head}-${trailing}.onnx`, buildModel({ F, D, C, head, trailing, pre: true, seed: 21 }).bytes));
       try {
-        const rows = await engine.forwardTable(train, {});
+        const rows = await engine.forward(train, {});
         const t = await engine.forwardRow(test, 1, {});
         const x = Float64Array.from([...t.h, 1]);
         results.push((await explainScores(rows, { x, g: t.g, z: t.z, label: t.label }, { damping: 0.01 })).influence);

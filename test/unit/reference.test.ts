@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { explain, type ExplainResult } from '../../src/core/explain';
-import { Engine } from '../../src/core/forward';
+import { Engine } from '../../src/core/model/engine';
 import { pearson, relErr, slope } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');

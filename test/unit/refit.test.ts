@@ -10,10 +10,12 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CancelledError, InfluenceError } from '../../src/core/errors';
-import { Engine, type ForwardRows } from '../../src/core/forward';
-import { lossShift } from '../../src/core/influence';
-import { loadModel, tensorValues } from '../../src/core/onnx';
-import { evaluate, headTheta, logits, refitHead, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
+import { Engine, type ForwardRows } from '../../src/core/model/engine';
+import { loadModel } from '../../src/core/model/info';
+import { tensorValues } from '../../src/core/model/onnx';
+import { evaluate, refitHead, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
+import { headTheta, logits } from '../../src/core/task/head';
+import { lossShift } from '../../src/core/task/softmax';
 import { relErr } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
@@ -126,7 +128,7 @@ describe('exact refit of the head (digits)', () => {
 
   before(async () => {
     engine = await Engine.open(modelPath);
-    rows = await engine.forwardTable(trainPath, {});
+    rows = await engine.forward(trainPath, {});
     const { W, b, C, D, hName } = engine.info.head;
     assert.equal(engine.info.l2, ref.l2);
     assert.deepEqual([rows.n, C, D], [ref.n, ref.C, ref.D]);

@@ -7,13 +7,12 @@ import { createHash } from 'node:crypto';
 import { CancelledError, InfluenceError, type ErrorPlace } from '../../src/core/errors';
 import {
   TableReader,
-  readAll,
   readHeader,
-  parseNumber,
-  _internal,
   type Batch,
   type TableOptions,
-} from '../../src/core/table';
+} from '../../src/core/data/table';
+import { parseNumber, parseNumBytes } from '../../src/core/data/numbers';
+import { readAll } from '../helpers/table';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'il-table-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -261,7 +260,7 @@ describe('numbers', () => {
       s += digits(1 + Math.floor(rnd() * 12));
       if (rnd() < 0.7) s += '.' + digits(Math.floor(rnd() * 20));
       if (rnd() < 0.4) s += 'e' + (rnd() < 0.5 ? '-' : '') + String(Math.floor(rnd() * 60));
-      const got = _internal.parseNumBytes(Buffer.from(s), 0, s.length);
+      const got = parseNumBytes(Buffer.from(s), 0, s.length);
       assert.ok(Object.is(got, Number(s)), `${s}: ${got} vs ${Number(s)}`);
       assert.ok(Object.is(parseNumber(s), Number(s)), s);
     }

@@ -1,7 +1,9 @@
-/** Worker thread of HessianFeeder (hessian.ts): sums the explicit Hessian over the rows it is sent. */
+/** Worker thread of HessianFeeder (feeder.ts): sums the explicit Hessian over the rows it is sent. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { HessianSum, probabilities, type FromHessianWorker, type ToHessianWorker } from './hessian';
-import type { HeadShape } from './ortmath';
+import type { HeadShape } from '../task/head';
+import { probabilities } from '../task/softmax';
+import { HessianSum } from './hessian';
+import type { FromHessianWorker, ToHessianWorker } from './hessianProtocol';
 
 const port = parentPort!;
 const shape = workerData as HeadShape;

@@ -1,15 +1,17 @@
 /**
- * Runs the augmented model over a data file in batches: the head's inputs h, the logits z
- * and, in float64 from z, the per-example loss and g = softmax(z) − onehot(y).
+ * The forward Engine: one loaded model with its augmented ORT session, run over a data file in
+ * batches. It gives the head's inputs h and logits z, and from z in float64 (task/) the per-row
+ * loss and signal g = ∂L/∂z. No cache and no policy here: rows.ts composes those.
  */
 import * as ort from 'onnxruntime-node';
-import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import { HessianFeeder, type HessianStats } from './hessian';
-import { explicitHessianFrom, type CurvatureStore, type ExplainOptions, type HeadRows } from './influence';
-import { AUG, augmentModel, loadModel, type LoadedModel, type ModelInfo } from './onnx';
-import type { FeatureCache } from './cache';
-import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from './table';
+import { InfluenceError, throwIfAborted, type Progress } from '../errors';
+import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
+import type { HeadRows } from '../task/head';
+import { argmax, lossAndSignal } from '../task/softmax';
+import { loadModel, type LoadedModel, type ModelInfo } from './info';
+import { AUG, augmentModel } from './surgery';
 
+/** A file's rows after the forward pass: the head's view, logits, losses, and where each row is in the file. */
 export interface ForwardRows extends HeadRows {
   z: Float64Array;
   loss: Float64Array;
@@ -23,16 +25,9 @@ export interface RunOptions {
   signal?: AbortSignal;
   onProgress?: Progress;
   batchSize?: number;
-  /** Reuse (and store) forward results on disk; null or absent: no cache. */
-  cache?: FeatureCache | null;
-  /**
-   * Called with each batch's h, g and labels once they are stored (never on a cache hit); it may
-   * keep or transfer h and g, which the pass no longer uses.
-   */
+  /** Called with each batch's h, g and labels once they are stored; it may keep or transfer h and g, which the pass no longer uses. */
   onRows?: (h: Float32Array, g: Float64Array, labels: Int32Array, count: number) => void;
 }
-
-export type CacheUse = 'hit' | 'miss' | 'off';
 
 /** One loaded model with its augmented ORT session. */
 export class Engine {
@@ -67,7 +62,8 @@ export class Engine {
     return { ...opts, numClasses: this.info.head.C, classes: opts.classes ?? this.info.classes };
   }
 
-  private checkWidth(info: TableInfo): void {
+  /** The file must give as many features as the model takes. */
+  checkWidth(info: TableInfo): void {
     const { F, inputDims, inputName } = this.info;
     if (info.featureCount !== F) {
       throw new InfluenceError(
@@ -78,78 +74,23 @@ export class Engine {
     }
   }
 
-  /** Runs one batch: labels < 0 (unlabelled rows) are fed as 0 and their loss and g are meaningless. */
+  /** Runs one batch: labels < 0 (unlabelled rows) are taken as class 0 and their loss and g are meaningless. */
   async runBatch(features: Float32Array, labels: Int32Array, count: number): Promise<{ h: Float32Array; z: Float64Array; loss: Float64Array; g: Float64Array }> {
-    const { inputName, inputDims } = this.info;
+    const { inputName, inputDims, head } = this.info;
     const input = new ort.Tensor('float32', features.subarray(0, count * this.info.F), [count, ...inputDims]);
-    const lab = new BigInt64Array(count);
-    for (let i = 0; i < count; i++) lab[i] = BigInt(Math.max(labels[i], 0));
-    const out = await this.session.run({ [inputName]: input, [AUG.labels]: new ort.Tensor('int64', lab, [count]) });
-    return {
-      h: out[AUG.h].data as Float32Array,
-      z: out[AUG.z].data as Float64Array,
-      loss: out[AUG.loss].data as Float64Array,
-      g: out[AUG.g].data as Float64Array,
-    };
+    const out = await this.session.run({ [inputName]: input });
+    const z = Float64Array.from(out[AUG.z].data as Float32Array);
+    const loss = new Float64Array(count);
+    const g = new Float64Array(count * head.C);
+    lossAndSignal(z, labels, count, head.C, loss, g);
+    return { h: out[AUG.h].data as Float32Array, z, loss, g };
   }
 
   /**
-   * Forward pass over a whole file, through the cache when one is given; `store` then keeps what
-   * is computed from these rows (the curvature) beside them. Cache writes go on in the background
-   * while the caller computes (the arrays are never modified): `written()` waits for them.
+   * Forward pass over a whole file. `run.onRows` sees each batch's h, g and labels once they are
+   * stored in the result (and may keep or transfer them).
    */
-  async forwardTable(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows & { cache: CacheUse; store: CurvatureStore | null; written: () => Promise<void> }> {
-    const pending: Promise<unknown>[] = [];
-    const written = async () => void (await Promise.all(pending));
-    if (!run.cache) return { ...(await this.forwardUncached(path, tableOpts, run)), cache: 'off', store: null, written };
-    const cache = run.cache;
-    const t = this.tableOptions(tableOpts);
-    // Everything that changes the rows, and nothing that does not (batch size, progress).
-    const key = {
-      modelSha256: this.info.sha256,
-      dataPath: path,
-      options: { labelColumn: t.labelColumn ?? 'label', features: t.features ?? null, classes: t.classes ?? null, numClasses: t.numClasses, format: t.format ?? null, requireLabel: t.requireLabel ?? true },
-    };
-    const storeFor = (sha: string): CurvatureStore => ({
-      load: (name, signal) => cache.loadDerived(key, name, sha, signal),
-      save: async (name, arrays) => void pending.push(cache.storeDerived(key, name, sha, arrays)),
-    });
-    const hit = await cache.load(key, run.signal);
-    if (hit) {
-      this.checkWidth(hit.table);
-      return { ...hit, cache: 'hit', store: storeFor(hit.summary.sha256), written };
-    }
-    const rows = await this.forwardUncached(path, tableOpts, run);
-    pending.push(cache.store(key, rows));
-    return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256), written };
-  }
-
-  /**
-   * forwardTable for training rows. When the fast path's explicit Hessian will be needed for them
-   * (explicitHessianFrom), it is summed in a worker thread during the pass, on the core that the
-   * parse leaves idle: `explicitHessian` (null otherwise), and `hessianSeconds` waited for it after the pass.
-   */
-  async forwardTrain(
-    path: string,
-    tableOpts: TableOptions,
-    run: RunOptions,
-    methods: Pick<ExplainOptions, 'solver' | 'selfInfluence'>,
-  ): Promise<Awaited<ReturnType<Engine['forwardTable']>> & { explicitHessian: HessianStats | null; hessianSeconds: number }> {
-    const { C, D, b } = this.info.head;
-    const shape = { C, D, bias: b !== null };
-    const startAt = explicitHessianFrom(shape, methods);
-    const feeder = startAt === null ? null : new HessianFeeder(shape, startAt);
-    try {
-      const rows = await this.forwardTable(path, tableOpts, { ...run, onRows: feeder?.onRows });
-      const t0 = performance.now();
-      const explicitHessian = feeder ? await feeder.finish(rows, run.signal, run.onProgress) : null;
-      return { ...rows, explicitHessian, hessianSeconds: (performance.now() - t0) / 1000 };
-    } finally {
-      await feeder?.close();
-    }
-  }
-
-  private async forwardUncached(path: string, tableOpts: TableOptions, run: RunOptions): Promise<ForwardRows> {
+  async forward(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows> {
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, batchSize: run.batchSize ?? tableOpts.batchSize, signal: run.signal, onProgress: run.onProgress }));
     this.checkWidth(reader.info);
     const { C, D, b } = this.info.head;
@@ -195,11 +136,11 @@ export class Engine {
         const features = batch.features.slice(r * F, (r + 1) * F);
         const labelled = reader.info.hasLabel;
         const one = Int32Array.of(labelled ? batch.labels[r] : 0);
-        let out = await this.runBatch(features, one, 1);
+        const out = await this.runBatch(features, one, 1);
         checkFinite(out, { ...batch, start: k, count: 1, lines: batch.lines.subarray(r, r + 1) }, reader.info);
         if (!labelled) {
           one[0] = argmax(out.z);
-          out = await this.runBatch(features, one, 1);
+          lossAndSignal(out.z, one, 1, this.info.head.C, out.loss, out.g);
         }
         return { table: reader.info, line: batch.lines[r], label: one[0], labelled, features, h: out.h, z: out.z, loss: out.loss[0], g: out.g };
       }
@@ -209,7 +150,7 @@ export class Engine {
   }
 }
 
-/** Growable per-row arrays for forwardTable. */
+/** Growable per-row arrays for forward(). */
 class RowsBuilder {
   private cap = 0;
   private h = new Float32Array(0);
@@ -276,12 +217,6 @@ class RowsBuilder {
       offsets: this.offsets.subarray(0, n + 1),
     };
   }
-}
-
-function argmax(z: ArrayLike<number>): number {
-  let best = 0;
-  for (let c = 1; c < z.length; c++) if (z[c] > z[best]) best = c;
-  return best;
 }
 
 function describeColumns(names: string[]): string {

@@ -1,0 +1,17 @@
+/** The engine's public API: what the CLI, the extension's engine process and the bench import. */
+export { CancelledError, InfluenceError, throwIfAborted, type ErrorCode, type ErrorPlace, type Progress } from './errors';
+export { explain, type ExplainRequest, type ExplainResult, type ExplainTest, type Verified } from './explain';
+export { audit, type AuditRequest, type AuditResult } from './audit';
+export { clean, type CleanRequest, type CleanResult, type RemoveSpec } from './clean';
+export { Engine } from './model/engine';
+export type { OutputKind } from './model/head';
+export { RowsCache } from './cache/store';
+export { defaultCacheDir } from './cache/keys';
+export type { CacheUse } from './rows';
+export type { SelfInfluenceMethod, SolverKind } from './curvature/policy';
+export { readHeader, TableReader, type TableOptions } from './data/table';
+export { readRecords } from './data/records';
+export { quantile, reasonsFor, type AuditScores, type Reason } from './scores/audit';
+export type { ExplainScores } from './scores/explain';
+export type { FlipSet } from './scores/flip';
+export { heldOutChangeIfRemoved, suspicionOrder, topRows } from './scores/ranking';

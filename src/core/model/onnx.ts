@@ -1,0 +1,78 @@
+/** Reading ONNX protobufs: shapes, attributes, constant tensors and who produces each value. */
+import { TensorProto_DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from 'onnx-buf';
+import { InfluenceError } from '../errors';
+
+export function defaultOpset(model: ModelProto): number {
+  const imp = model.opsetImport.find((o) => o.domain === '' || o.domain === 'ai.onnx');
+  return imp ? Number(imp.version) : 1;
+}
+
+export function elemTypeOf(v: ValueInfoProto): number | undefined {
+  return v.type?.value.case === 'tensorType' ? v.type.value.value.elemType : undefined;
+}
+
+/** Shape as numbers, with -1 for symbolic or unknown dims; null when no shape is recorded. */
+export function shapeOf(v: ValueInfoProto): number[] | null {
+  if (v.type?.value.case !== 'tensorType') return null;
+  const shape = v.type.value.value.shape;
+  if (!shape) return null;
+  return shape.dim.map((d) => (d.value.case === 'dimValue' ? Number(d.value.value) : -1));
+}
+
+export function attrInt(node: NodeProto, name: string, dflt: number): number {
+  const a = node.attribute.find((x) => x.name === name);
+  return a ? Number(a.i) : dflt;
+}
+
+export function attrFloat(node: NodeProto, name: string, dflt: number): number {
+  const a = node.attribute.find((x) => x.name === name);
+  return a ? a.f : dflt;
+}
+
+/** Reads a float tensor's values as float64, whichever storage field holds them. */
+export function tensorValues(t: TensorProto): Float64Array {
+  const n = t.dims.reduce((a, d) => a * Number(d), 1);
+  const out = new Float64Array(n);
+  if (t.dataLocation === 1) {
+    throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} uses external data, which is not supported; save the model with its weights inside`);
+  }
+  if (t.dataType === TensorProto_DataType.FLOAT) {
+    if (t.rawData.length > 0) {
+      // Copy first: a view into the protobuf buffer can be misaligned for Float32Array
+      // (and Buffer#slice would not copy).
+      const f = new Float32Array(new Uint8Array(t.rawData).buffer, 0, n);
+      out.set(f);
+    } else out.set(t.floatData);
+  } else if (t.dataType === TensorProto_DataType.DOUBLE) {
+    if (t.rawData.length > 0) out.set(new Float64Array(new Uint8Array(t.rawData).buffer, 0, n));
+    else out.set(t.doubleData);
+  } else {
+    throw new InfluenceError('UNSUPPORTED_OP', `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`);
+  }
+  return out;
+}
+
+export class GraphIndex {
+  readonly producer = new Map<string, NodeProto>();
+  readonly initializers = new Map<string, TensorProto>();
+  constructor(readonly graph: GraphProto) {
+    for (const n of graph.node) for (const o of n.output) this.producer.set(o, n);
+    for (const t of graph.initializer) this.initializers.set(t.name, t);
+  }
+
+  /** A constant tensor (initializer or Constant node), or null if the value is computed. */
+  constant(name: string): { dims: number[]; values: Float64Array } | null {
+    const init = this.initializers.get(name);
+    if (init) return { dims: init.dims.map(Number), values: tensorValues(init) };
+    const p = this.producer.get(name);
+    if (p && p.opType === 'Constant') {
+      const a = p.attribute.find((x) => x.name === 'value');
+      if (a?.t) return { dims: a.t.dims.map(Number), values: tensorValues(a.t) };
+    }
+    return null;
+  }
+}
+
+export function nodeLabel(n: NodeProto): string {
+  return n.name || `${n.opType}(${n.output[0] ?? '?'})`;
+}

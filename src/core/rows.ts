@@ -1,0 +1,77 @@
+/**
+ * Rows for a run: a data file's forward results, from the cache when it holds them (and stored in
+ * it otherwise), with a store for what is derived from them (the curvature). For training rows the
+ * explicit Hessian is summed on the side during the forward pass when the policy will want it.
+ */
+import type { RowsCache } from './cache/store';
+import { rowsKey } from './cache/keys';
+import { HessianFeeder } from './curvature/feeder';
+import type { HessianStats } from './curvature/hessian';
+import { explicitHessianFrom, type CurvatureStore, type MethodOptions } from './curvature/policy';
+import type { TableOptions } from './data/table';
+import type { Engine, ForwardRows, RunOptions } from './model/engine';
+
+export type CacheUse = 'hit' | 'miss' | 'off';
+
+/** What a run reads of a data file. */
+export interface RunRows extends ForwardRows {
+  cache: CacheUse;
+  /** Where the curvature of these rows is kept (null without a cache). */
+  store: CurvatureStore | null;
+  /** Waits for the cache writes, which go on in the background while the caller computes. */
+  written: () => Promise<void>;
+}
+
+/** Training rows, with the explicit Hessian if it was summed during the pass. */
+export interface TrainingRows extends RunRows {
+  explicitHessian: HessianStats | null;
+  /** Seconds waited for the Hessian after the pass. */
+  hessianSeconds: number;
+}
+
+export interface ReadOptions extends Omit<RunOptions, 'onRows'> {
+  /** Reuse (and store) forward results on disk; null or absent: no cache. */
+  cache?: RowsCache | null;
+}
+
+/** The forward rows of a file, through the cache when one is given. */
+export async function readRows(engine: Engine, path: string, table: TableOptions, run: ReadOptions, onRows?: RunOptions['onRows']): Promise<RunRows> {
+  const pending: Promise<unknown>[] = [];
+  const written = async () => void (await Promise.all(pending));
+  const forward = () => engine.forward(path, table, { signal: run.signal, onProgress: run.onProgress, batchSize: run.batchSize, onRows });
+  if (!run.cache) return { ...(await forward()), cache: 'off', store: null, written };
+  const cache = run.cache;
+  const key = rowsKey(engine.info.sha256, path, engine.tableOptions(table));
+  const storeFor = (sha: string): CurvatureStore => ({
+    load: (name, signal) => cache.loadDerived(key, name, sha, signal),
+    save: async (name, arrays) => void pending.push(cache.storeDerived(key, name, sha, arrays)),
+  });
+  const hit = await cache.load(key, run.signal);
+  if (hit) {
+    engine.checkWidth(hit.table);
+    return { ...hit, cache: 'hit', store: storeFor(hit.summary.sha256), written };
+  }
+  const rows = await forward();
+  pending.push(cache.store(key, rows));
+  return { ...rows, cache: 'miss', store: storeFor(rows.summary.sha256), written };
+}
+
+/**
+ * readRows for training rows. When the fast path's explicit Hessian will be needed for them
+ * (explicitHessianFrom), it is summed in a worker thread during the pass, on the core that the
+ * parse leaves idle.
+ */
+export async function readTrainingRows(engine: Engine, path: string, table: TableOptions, run: ReadOptions, methods: MethodOptions): Promise<TrainingRows> {
+  const { C, D, b } = engine.info.head;
+  const shape = { C, D, bias: b !== null };
+  const startAt = explicitHessianFrom(shape, methods);
+  const feeder = startAt === null ? null : new HessianFeeder(shape, startAt);
+  try {
+    const rows = await readRows(engine, path, table, run, feeder?.onRows);
+    const t0 = performance.now();
+    const explicitHessian = feeder ? await feeder.finish(rows, run.signal, run.onProgress) : null;
+    return { ...rows, explicitHessian, hessianSeconds: (performance.now() - t0) / 1000 };
+  } finally {
+    await feeder?.close();
+  }
+}
