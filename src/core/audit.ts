@@ -6,7 +6,7 @@ import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
-import { ownMargin } from './task/softmax';
+import { taskFor } from './task/loss';
 
 export interface AuditRequest {
   model: string;
@@ -61,11 +61,12 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     let heldOutAccuracy: number | null = null;
     if (heldOut) {
       const h = heldOut.rows;
+      const task = taskFor(h.C);
       let loss = 0;
       let correct = 0;
       for (let i = 0; i < h.n; i++) {
         loss += h.loss[i];
-        if (ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
+        if (task.ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
       }
       heldOutLoss = loss / h.n;
       heldOutAccuracy = correct / h.n;

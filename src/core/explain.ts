@@ -10,7 +10,7 @@ import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
 import { explainScores, type ExplainScores } from './scores/explain';
 import { topRows } from './scores/ranking';
 import { headTheta, inputOf } from './task/head';
-import { argmax, softmax } from './task/softmax';
+import { taskFor } from './task/loss';
 
 export interface ExplainRequest {
   model: string;
@@ -108,8 +108,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const scores = await explainScores(rows, { x: inputOf(test.h, rows.bias), g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
     Object.assign(seconds, scores.seconds);
     t = performance.now();
+    const task = taskFor(rows.C);
     const predicted = new Int32Array(rows.n);
-    for (let i = 0; i < rows.n; i++) predicted[i] = argmax(rows.z.subarray(i * rows.C, (i + 1) * rows.C));
+    for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(rows.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
     let verified: Verified | null = null;
     if (req.verifyTop) {
       const tv = performance.now();
@@ -136,7 +137,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         label: test.label,
         labelled: test.labelled,
         predicted: scores.predicted,
-        probabilities: softmax(test.z),
+        probabilities: task.probabilities(test.z),
         loss: test.loss,
         margin: scores.margin,
         runnerUp: scores.runnerUp,

@@ -1,7 +1,7 @@
 /**
  * Exact convex refit of the head z = θ x̃ on the damped training objective
  *
- *   J(θ) = (1/n) Σ_{i included} CE(θ x̃_i, y_i) + (λ/2)‖θ‖²,
+ *   J(θ) = (1/n) Σ_{i included} L(θ x̃_i, y_i) + (λ/2)‖θ‖²   (L: the task's loss, task/loss.ts),
  *
  * with n ALWAYS the full row count: a leave-one-out (or group) refit drops the removed rows'
  * terms and keeps the 1/n, so that θ̂₋ᵢ is exactly what the influence estimates approximate.
@@ -9,8 +9,8 @@
  *
  * Method: damped Newton with an Armijo backtracking line search. The curvature is the project's
  * own curvature code (denseHessian / Ekfac / solveCg) applied to a HeadRows
- * view whose g holds softmax(θx̃_i) − e_{y_i} at the current iterate, and 0 for excluded rows
- * (then p = e_y and A_i = 0, so the row drops out of the curvature as well as the gradient).
+ * view whose g holds ∂L/∂z at θx̃_i for the current iterate, and 0 for excluded rows
+ * (then p = the target and A_i = 0, so the row drops out of the curvature as well as the gradient).
  * On the dense path each iteration first tries a full step with the previous Cholesky factor
  * (costs one pass over the rows) and keeps it only if it cuts ‖∇J‖ tenfold; otherwise the
  * Hessian is re-formed. A leave-one-out refit from the full-data optimum then needs 1–3 Hessians.
@@ -22,7 +22,7 @@ import { denseHessian, solveCg } from './curvature/exact';
 import { DENSE_MAX_P, EXACT_BUDGET } from './curvature/policy';
 import { cholesky, dot } from './linalg';
 import { headDims, logits, type HeadRows } from './task/head';
-import { argmax, crossEntropy } from './task/softmax';
+import { taskFor } from './task/loss';
 
 /** Rows per partial sum when accumulating the gradient (rounding grows with BLOCK + n/BLOCK, not n). */
 const BLOCK = 256;
@@ -70,9 +70,10 @@ export interface RefitResult {
  */
 export type RefitRows = Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'labels' | 'h'>;
 
-/** Per-row CE (stable), mean loss, accuracy and argmax predictions at θ. Rows with label < 0 get NaN and are left out of the means. */
+/** Per-row loss, mean loss, accuracy and predictions at θ. Rows without a valid label get NaN and are left out of the means. */
 export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64Array; meanLoss: number; accuracy: number; predicted: Int32Array } {
   const { n, C } = rows;
+  const task = taskFor(C);
   checkTheta(rows, theta);
   const z = new Float64Array(C);
   const loss = new Float64Array(n);
@@ -82,14 +83,14 @@ export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64A
   let correct = 0;
   for (let i = 0; i < n; i++) {
     logits(rows, theta, rows.h, i, z);
-    const best = argmax(z);
+    const best = task.prediction(z).predicted;
     predicted[i] = best;
     const y = rows.labels[i];
-    if (y < 0 || y >= C) {
+    if (y < 0 || y >= task.classes) {
       loss[i] = NaN;
       continue;
     }
-    loss[i] = crossEntropy(z, y, null);
+    loss[i] = task.lossAndSignal(z, 0, y, null, 0);
     sum += loss[i];
     labelled++;
     if (best === y) correct++;
@@ -114,6 +115,7 @@ interface Point {
 function objectiveAt(rows: RefitRows, include: Uint8Array | null, damping: number, theta: Float64Array, g: Float64Array): Point {
   const { n, C, D, bias, h, labels } = rows;
   const { Dt, P } = headDims(rows);
+  const task = taskFor(C);
   const z = new Float64Array(C);
   const grad = new Float64Array(P);
   const block = new Float64Array(P);
@@ -133,7 +135,7 @@ function objectiveAt(rows: RefitRows, include: Uint8Array | null, damping: numbe
       continue;
     }
     logits(rows, theta, h, i, z);
-    lossSum += crossEntropy(z, labels[i], g, go);
+    lossSum += task.lossAndSignal(z, 0, labels[i], g, go);
     const o = i * D;
     for (let c = 0; c < C; c++) {
       const gc = g[go + c];
@@ -179,8 +181,9 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
   if (rows.h.length !== n * rows.D) throw new InfluenceError('BAD_OPTION', `h has ${rows.h.length} entries; expected ${n}×${rows.D}`);
   const include = opts.include ?? null;
   if (include && include.length !== n) throw new InfluenceError('BAD_OPTION', `include has ${include.length} entries; expected ${n}`);
+  const classes = taskFor(C).classes;
   for (let i = 0; i < n; i++) {
-    if ((!include || include[i]) && !(labels[i] >= 0 && labels[i] < C)) {
+    if ((!include || include[i]) && !(labels[i] >= 0 && labels[i] < classes)) {
       throw new InfluenceError('BAD_OPTION', `row ${i} has no valid label (${labels[i]}); it cannot be part of the refit`);
     }
   }

@@ -284,7 +284,11 @@ describe('flip set', () => {
       const z = Float64Array.from({ length: C }, () => u() * 3);
       let predicted = 0;
       for (let c = 1; c < C; c++) if (z[c] > z[predicted]) predicted = c;
-      assert.deepEqual(flipSet(d, n, C, z, predicted), naiveFlipSet(d, n, C, z, predicted), `trial ${trial}`);
+      // flipSet takes one column per competitor (every class but the predicted one, in class order).
+      const others = Array.from({ length: C }, (_, c) => c).filter((c) => c !== predicted);
+      const dj = Float64Array.from({ length: n * others.length }, (_, q) => d[Math.floor(q / others.length) * C + others[q % others.length]]);
+      const competitors = others.map((c) => ({ cls: c, margin: z[predicted] - z[c] }));
+      assert.deepEqual(flipSet(dj, n, competitors), naiveFlipSet(d, n, C, z, predicted), `trial ${trial}`);
     }
   });
 });

@@ -15,7 +15,7 @@ import { loadModel } from '../../src/core/model/info';
 import { tensorValues } from '../../src/core/model/onnx';
 import { evaluate, refitHead, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
 import { headTheta, logits } from '../../src/core/task/head';
-import { lossShift } from '../../src/core/task/softmax';
+import { taskFor } from '../../src/core/task/loss';
 import { relErr } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
@@ -100,7 +100,7 @@ function lossChange(rows: Pick<RefitRows, 'C' | 'D' | 'bias'>, theta: Float64Arr
   const p = z.map((v) => Math.exp(v - m));
   const s = p.reduce((a, b) => a + b, 0);
   for (let c = 0; c < C; c++) p[c] /= s;
-  return lossShift(p, z2.map((v, c) => v - z[c]), y);
+  return taskFor(z.length).lossShift(p, z2.map((v, c) => v - z[c]), y);
 }
 
 /** The rows whose actual LOO change for a reference test row is largest, plus fixed pseudo-random ones. */

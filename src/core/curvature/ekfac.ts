@@ -5,7 +5,7 @@
 import { throwIfAborted } from '../errors';
 import { symmetricEigen } from '../linalg';
 import { headDims, rowInput, type HeadRows } from '../task/head';
-import { rowCurvature } from '../task/softmax';
+import { rowCurvature } from '../task/loss';
 
 /**
  * Eigenvalue-corrected Kronecker factorisation (George et al. 2018) of the head's Hessian:

@@ -5,7 +5,7 @@
 import { throwIfAborted, InfluenceError, type Progress } from '../errors';
 import { dot } from '../linalg';
 import { headDims, rowInput, type HeadRows } from '../task/head';
-import { rowCurvature } from '../task/softmax';
+import { probabilities, rowCurvature } from '../task/loss';
 import type { Ekfac } from './ekfac';
 
 /** Explicit damped Hessian, P×P. Cost n·C²·D̃²/4 multiply-adds. */
@@ -69,8 +69,7 @@ export function hessianVectorProducts(rows: HeadRows, damping: number, V: Float6
   for (let i = 0; i < n; i++) {
     if ((i & 4095) === 0) throwIfAborted(signal);
     rowInput(rows, i, x);
-    for (let c = 0; c < C; c++) p[c] = rows.g[i * C + c];
-    p[rows.labels[i]] += 1;
+    probabilities(rows.g.subarray(i * C), rows.labels.subarray(i), 1, C, p);
     for (let r = 0; r < R; r++) {
       const v = V[r];
       const o = out[r];

@@ -9,7 +9,7 @@ import { addInto, blockGram, combineInto, dot, solveSpd, symmetricEigen, symmetr
 import { f32, f64, i32, i64, type Feed, type Kernel } from '../ort/graph';
 import { denseHvpKernel, gramKernel, hvpKernel, lambdaKernel, preconditionKernel } from '../ort/kernels';
 import { centerClasses, headDims, type HeadRows, type HeadShape } from '../task/head';
-import { argmax, probabilities } from '../task/softmax';
+import { argmax, probabilities } from '../task/loss';
 import { HessianSum, type HessianStats } from './hessian';
 import { explicitHessian, type CurvatureOptions } from './policy';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CancelledError, type Progress } from '../errors';
 import type { HeadRows, HeadShape } from '../task/head';
-import { probabilities } from '../task/softmax';
+import { probabilities } from '../task/loss';
 import { HessianSum, type HessianStats } from './hessian';
 import type { FromHessianWorker, HessianPartial, ToHessianWorker } from './hessianProtocol';
 

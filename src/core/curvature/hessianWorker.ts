@@ -1,7 +1,7 @@
 /** Worker thread of HessianFeeder (feeder.ts): sums the explicit Hessian over the rows it is sent. */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { HeadShape } from '../task/head';
-import { probabilities } from '../task/softmax';
+import { probabilities } from '../task/loss';
 import { HessianSum } from './hessian';
 import type { FromHessianWorker, ToHessianWorker } from './hessianProtocol';
 

@@ -5,7 +5,7 @@
 import { InfluenceError, type Progress } from '../errors';
 import { dot } from '../linalg';
 import { headDims, rowInput, type HeadRows, type HeadShape } from '../task/head';
-import { curvatureTrace } from '../task/softmax';
+import { curvatureTrace, taskFor } from '../task/loss';
 import type { HessianStats } from './hessian';
 
 export type SolverKind = 'cholesky' | 'cg';
@@ -66,10 +66,12 @@ export function chooseMethods(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h
   const solver = opts.solver ?? (large ? 'cg' : 'cholesky');
   const selfMethod = opts.selfInfluence ?? (large ? 'ekfac' : 'exact');
   // By default the fast path serves the large problems that it can (CG + EK-FAC, float32 h as ORT gives it).
-  const fastable = solver === 'cg' && selfMethod === 'ekfac';
+  // The fast path solves the class-mean part exactly (A1 = 0), which a binary head does not have.
+  const meanFree = taskFor(rows.C).meanFree;
+  const fastable = solver === 'cg' && selfMethod === 'ekfac' && meanFree;
   const path = opts.path ?? (!dense && fastable && rows.h instanceof Float32Array ? 'fast' : 'exact');
   if (path === 'fast' && !fastable) {
-    throw new InfluenceError('BAD_OPTION', `the fast path needs the CG solver and EK-FAC self-influence (got ${solver} and ${selfMethod})`);
+    throw new InfluenceError('BAD_OPTION', meanFree ? `the fast path needs the CG solver and EK-FAC self-influence (got ${solver} and ${selfMethod})` : 'the fast path serves softmax heads only; a binary head uses the exact path');
   }
   return { solver, selfMethod, path };
 }
@@ -85,7 +87,7 @@ export function explicitHessian(P: number, opts: Pick<MethodOptions, 'hessian'>)
  */
 export function explicitHessianFrom(head: HeadShape, opts: MethodOptions): number | null {
   const { P } = headDims(head);
-  if (!explicitHessian(P, opts)) return null;
+  if (!explicitHessian(P, opts) || !taskFor(head.C).meanFree) return null;
   if (opts.path === 'exact' || (opts.solver ?? 'cg') !== 'cg' || (opts.selfInfluence ?? 'ekfac') !== 'ekfac') return null;
   if (opts.path === 'fast' || P > DENSE_MAX_P) return 0;
   return Math.floor(EXACT_BUDGET / (P * P)) + 1;

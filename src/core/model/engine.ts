@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
 import type { HeadRows } from '../task/head';
-import { argmax, lossAndSignal } from '../task/softmax';
+import { lossAndSignal, taskFor, type Task } from '../task/loss';
 import { loadModel, type LoadedModel, type ModelInfo } from './info';
 import { AUG, augmentModel } from './surgery';
 
@@ -31,10 +31,15 @@ export interface RunOptions {
 
 /** One loaded model with its augmented ORT session. */
 export class Engine {
+  /** The loss on the head's logits. */
+  readonly task: Task;
+
   private constructor(
     readonly model: LoadedModel,
     private readonly session: ort.InferenceSession,
-  ) {}
+  ) {
+    this.task = taskFor(model.info.head.C);
+  }
 
   get info(): ModelInfo {
     return this.model.info;
@@ -59,7 +64,7 @@ export class Engine {
 
   /** Table options implied by the model: class count and names. */
   tableOptions(opts: TableOptions): TableOptions {
-    return { ...opts, numClasses: this.info.head.C, classes: opts.classes ?? this.info.classes };
+    return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes };
   }
 
   /** The file must give as many features as the model takes. */
@@ -82,7 +87,7 @@ export class Engine {
     const z = Float64Array.from(out[AUG.z].data as Float32Array);
     const loss = new Float64Array(count);
     const g = new Float64Array(count * head.C);
-    lossAndSignal(z, labels, count, head.C, loss, g);
+    lossAndSignal(this.task, z, labels, count, loss, g);
     return { h: out[AUG.h].data as Float32Array, z, loss, g };
   }
 
@@ -139,8 +144,8 @@ export class Engine {
         const out = await this.runBatch(features, one, 1);
         checkFinite(out, { ...batch, start: k, count: 1, lines: batch.lines.subarray(r, r + 1) }, reader.info);
         if (!labelled) {
-          one[0] = argmax(out.z);
-          lossAndSignal(out.z, one, 1, this.info.head.C, out.loss, out.g);
+          one[0] = this.task.prediction(out.z).predicted;
+          lossAndSignal(this.task, out.z, one, 1, out.loss, out.g);
         }
         return { table: reader.info, line: batch.lines[r], label: one[0], labelled, features, h: out.h, z: out.z, loss: out.loss[0], g: out.g };
       }

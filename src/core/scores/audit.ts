@@ -5,7 +5,7 @@
 import { throwIfAborted } from '../errors';
 import { dot } from '../linalg';
 import { headDims, type HeadRows } from '../task/head';
-import { lossShift, ownMargin, probabilities } from '../task/softmax';
+import { probabilities, taskFor } from '../task/loss';
 import { Curvature } from '../curvature/curvature';
 import type { CurvatureOptions, SelfInfluenceMethod, SolverKind } from '../curvature/policy';
 import { RowRemoval } from './removal';
@@ -105,15 +105,16 @@ async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditO
   const marginWithout = new Float64Array(n);
   const predictedWithout = new Int32Array(n);
   const lossWithout = new Float64Array(n);
+  const task = taskFor(C);
   const dz = new Float64Array(C);
   const zNew = new Float64Array(C);
   /** Row i given p_i, its self-influence and Q_i w_i (Δz = Q w / n: the leverage-corrected Newton step). */
   const record = (i: number, p: Float64Array, self: number, qw: Float64Array) => {
     const y = rows.labels[i];
     const z = rows.z.subarray(i * C, (i + 1) * C);
-    const now = ownMargin(z, y);
-    predicted[i] = now.argmax;
-    pPredicted[i] = p[now.argmax];
+    const now = task.ownMargin(z, y);
+    predicted[i] = now.predicted;
+    pPredicted[i] = task.classProbability(p, now.predicted);
     margin[i] = now.margin;
     selfInfluence[i] = self;
     // Removing row i moves its own logits by Δz = (1/n) Q_i w_i (leverage-corrected Newton step).
@@ -121,10 +122,10 @@ async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditO
       dz[c] = qw[c] / n;
       zNew[c] = z[c] + dz[c];
     }
-    const after = ownMargin(zNew, y);
+    const after = task.ownMargin(zNew, y);
     marginWithout[i] = after.margin;
-    predictedWithout[i] = after.argmax;
-    lossWithout[i] = rows.loss[i] + lossShift(p, dz, y);
+    predictedWithout[i] = after.predicted;
+    lossWithout[i] = rows.loss[i] + task.lossShift(p, dz, y);
   };
   if (curv.fast) {
     const p = new Float64Array(C);

@@ -8,7 +8,7 @@
 import { CancelledError, throwIfAborted } from '../errors';
 import { dot } from '../linalg';
 import { centerClasses, headDims, type HeadRows } from '../task/head';
-import { lossShift, prediction } from '../task/softmax';
+import { probabilities, taskFor, type Task } from '../task/loss';
 import { Curvature } from '../curvature/curvature';
 import type { CurvatureOptions, SelfInfluenceMethod, SolverKind } from '../curvature/policy';
 import type { FastCurvature } from '../curvature/fast';
@@ -61,22 +61,28 @@ class ScoreSheet {
   readonly selfInfluence: Float64Array;
   readonly relativeInfluence: Float64Array;
   readonly classificationInfluence: Float64Array;
-  /** p_t = g_t + e_y, for the Newton estimate's exact test loss. */
+  /** p_t = g_t + t, for the Newton estimate's exact test loss. */
   readonly testP: Float64Array;
+  /** The classes the prediction could flip to, in class order. */
+  readonly competitors: { cls: number; margin: number; m: Float64Array }[];
+  /** The runner-up's index among the competitors. */
+  readonly runnerUpIndex: number;
 
   constructor(
     private readonly n: number,
     private readonly test: TestPoint,
+    private readonly task: Task,
   ) {
-    ({ predicted: this.predicted, runnerUp: this.runnerUp, margin: this.margin } = prediction(test.z));
+    ({ predicted: this.predicted, runnerUp: this.runnerUp, margin: this.margin } = task.prediction(test.z));
+    this.competitors = task.competitors(test.z, this.predicted);
+    this.runnerUpIndex = this.competitors.findIndex((c) => c.cls === this.runnerUp);
     this.influence = new Float64Array(n);
     this.lossChangeIfRemoved = new Float64Array(n);
     this.newton = new Float64Array(n);
     this.selfInfluence = new Float64Array(n);
     this.relativeInfluence = new Float64Array(n);
     this.classificationInfluence = new Float64Array(n);
-    this.testP = Float64Array.from(test.g);
-    this.testP[test.label] += 1;
+    this.testP = probabilities(test.g, Int32Array.of(test.label), 1, task.K);
   }
 
   /**
@@ -89,7 +95,7 @@ class ScoreSheet {
     this.classificationInfluence[i] = marginChange;
     this.selfInfluence[i] = self;
     this.relativeInfluence[i] = self > 0 ? influence / Math.sqrt(self) : 0;
-    this.newton[i] = lossShift(this.testP, dz, this.test.label);
+    this.newton[i] = this.task.lossShift(this.testP, dz, this.test.label);
   }
 
   result(curv: Curvature, flip: FlipSet | null, seconds: Record<string, number>): ExplainScores {
@@ -138,14 +144,17 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
   Object.assign(seconds, curv.seconds);
   t0 = performance.now();
 
-  const sheet = new ScoreSheet(n, test);
-  const { predicted, runnerUp } = sheet;
-  const marginChange = new Float64Array(n * C); // first-order change of z_ŷ − z_c if row i is removed
+  const sheet = new ScoreSheet(n, test, taskFor(C));
+  const { competitors, runnerUpIndex } = sheet;
+  const J = competitors.length;
+  // First-order change of each competitor's margin if row i is removed.
+  const marginChange = new Float64Array(n * J);
 
   const row = new RowRemoval(curv);
   const { x, g: gi } = row;
   const T = new Float64Array(C * C);
-  const Rv = new Float64Array(C);
+  // Y[a] = T[a,:]·g_i = (e_a ⊗ x̃_t)ᵀ H⁻¹ ∇L_i.
+  const Y = new Float64Array(C);
   const dz = new Float64Array(C);
   for (let i = 0; i < n; i++) {
     if ((i & 1023) === 0) {
@@ -157,25 +166,16 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
       const Sa = S[a];
       for (let c = 0; c < C; c++) T[a * C + c] = dot(x, Sa.subarray(c * Dt, (c + 1) * Dt), Dt);
     }
-    // R = g_tᵀ T: R[c] = ∇L_tᵀ H⁻¹ (e_c ⊗ x̃_i).
-    for (let c = 0; c < C; c++) {
-      let s = 0;
-      for (let a = 0; a < C; a++) s += test.g[a] * T[a * C + c];
-      Rv[c] = s;
-    }
-    const infl = -dot(Rv, gi, C);
-    const tpg = dot(T.subarray(predicted * C, (predicted + 1) * C), gi, C);
-    for (let c = 0; c < C; c++) {
-      marginChange[i * C + c] = c === predicted ? 0 : (tpg - dot(T.subarray(c * C, (c + 1) * C), gi, C)) / n;
-    }
-    // The Newton step moves the test logits by Δz[c'] = (1/n) T[c',:]·w exactly (z is linear in θ);
+    for (let a = 0; a < C; a++) Y[a] = dot(T.subarray(a * C, (a + 1) * C), gi, C);
+    for (let j = 0; j < J; j++) marginChange[i * J + j] = dot(competitors[j].m, Y, C) / n;
+    // The Newton step moves the test logits by Δz[a] = (1/n) T[a,:]·w exactly (z is linear in θ);
     // the test loss is evaluated exactly there.
     for (let a = 0; a < C; a++) dz[a] = dot(T.subarray(a * C, (a + 1) * C), row.w, C) / n;
-    sheet.set(i, infl, row.self, marginChange[i * C + runnerUp], dz);
+    sheet.set(i, -dot(test.g, Y, C), row.self, marginChange[i * J + runnerUpIndex], dz);
   }
   seconds.scores = (performance.now() - t0) / 1000;
   t0 = performance.now();
-  const flip = flipSet(marginChange, n, C, test.z, predicted);
+  const flip = flipSet(marginChange, n, competitors);
   seconds.flip = (performance.now() - t0) / 1000;
   if (signal?.aborted) throw new CancelledError();
   return sheet.result(curv, flip, seconds);
@@ -194,8 +194,8 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   const { Dt, P } = headDims(rows);
   const { signal, onProgress } = opts;
   const seconds: Record<string, number> = {};
-  const sheet = new ScoreSheet(n, test);
-  const { predicted, runnerUp } = sheet;
+  const sheet = new ScoreSheet(n, test, taskFor(C));
+  const { predicted, runnerUp, competitors } = sheet;
   const dirs = Array.from({ length: C }, (_, c) => c).filter((c) => c !== predicted);
   const rhs = dirs.map((c) => {
     const v = new Float64Array(P);
@@ -238,8 +238,8 @@ async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions
   });
   seconds.scores = (performance.now() - t1) / 1000;
   t1 = performance.now();
-  const flip = flipSetOf(n, C, test.z, predicted, (c, out) => {
-    const m = col[c];
+  const flip = flipSetOf(n, competitors, (j, out) => {
+    const m = col[competitors[j].cls];
     for (let i = 0; i < n; i++) out[i] = (yPred[i] - yAll[i * M + m]) / n;
   });
   seconds.flip = (performance.now() - t1) / 1000;

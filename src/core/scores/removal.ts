@@ -5,7 +5,7 @@
  */
 import { dot, solveSmall } from '../linalg';
 import { headDims, rowInput } from '../task/head';
-import { rowCurvature } from '../task/softmax';
+import { rowCurvature } from '../task/loss';
 import type { Curvature } from '../curvature/curvature';
 
 /**

@@ -9,7 +9,7 @@ import { dot } from '../linalg';
 import { f32, f64, type Feed } from '../ort/graph';
 import { rowKernel } from '../ort/kernels';
 import { rowInput } from '../task/head';
-import { probabilities, rowCurvature } from '../task/softmax';
+import { probabilities, rowCurvature } from '../task/loss';
 import { CHUNK, type FastCurvature } from '../curvature/fast';
 import { newtonWeights } from './removal';
 
