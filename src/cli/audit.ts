@@ -1,5 +1,6 @@
 /** `audit` and `clean` commands. */
-import { audit, clean, Engine, InfluenceError, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
+import { audit, clean, Engine, InfluenceError, modelSummary, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
+import { printNotes } from './format';
 import { cacheFrom, damping, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
 import { className, describeReason, fmt } from '../protocol';
 import { JsonWriter } from './json';
@@ -22,6 +23,7 @@ function heldOutOf(flags: Flags): { path: string; source: 'validation' | 'test' 
 function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: AbortSignal, onProgress?: Progress): AuditRequest {
   return {
     model: required(flags, 'model'),
+    output: str(flags, 'output'),
     train: required(flags, 'train'),
     heldOut,
     table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
@@ -36,16 +38,12 @@ function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: Ab
   };
 }
 
-function modelJson(engine: Engine, path: string) {
-  const i = engine.info;
-  return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output };
-}
-
 export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
   const modelPath = required(flags, 'model');
-  const engine = await Engine.open(modelPath);
+  const engine = await Engine.open(modelPath, { output: str(flags, 'output') });
   try {
     const r = await audit(auditRequest(flags, heldOutOf(flags), signal, onProgress), engine);
+    printNotes(r.notes);
     const s = r.scores;
     const n = r.rows.n;
     const p95 = quantile(s.selfInfluence, 0.95);
@@ -53,7 +51,8 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     if (flags.has('json')) {
       const w = new JsonWriter(process.stdout);
       await w.raw('{"version":1');
-      await w.field('model', modelJson(engine, modelPath));
+      await w.field('model', modelSummary(engine, modelPath));
+      await w.field('notes', r.notes);
       await w.field('classes', classes);
       await w.field('damping', r.damping);
       await w.field('dampingRule', r.dampingRule);
@@ -121,6 +120,7 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
   const out = required(flags, 'out');
   const remove = parseRemoveSpec(required(flags, 'remove'));
   const r = await clean({ ...auditRequest(flags, { path: validation, source: 'validation' }, signal, onProgress), remove, out, verify: flags.has('verify') });
+  printNotes(r.audit.notes);
   const { removed, kept, predicted, verified } = r;
   const result = { version: 1, removed, kept, out, predicted, verified };
   if (flags.has('json')) {

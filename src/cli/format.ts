@@ -2,6 +2,11 @@
 import { topRows, type ExplainResult } from '../core';
 import { className as clsName, fmt } from '../protocol';
 
+/** The tool's decisions on the user's behalf, one `note:` line each on stderr (stdout stays the result). */
+export function printNotes(notes: string[]): void {
+  for (const n of notes) process.stderr.write(`note: ${n}\n`);
+}
+
 function pad(s: string, w: number, right = false): string {
   return right ? s.padStart(w) : s.padEnd(w);
 }
@@ -16,7 +21,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
     `  ${t.labelled ? `label ${cls(t.label)}` : `no label column: explaining the predicted class ${cls(t.label)}`}, predicted ${cls(t.predicted)} with p = ${t.probabilities[t.predicted].toFixed(4)}; test loss ${t.loss.toPrecision(4)}; margin ${t.margin.toPrecision(4)} over class ${cls(t.runnerUp)}`,
   );
   out.push(
-    `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters (${r.model.output}); ${r.train.rows} training rows`,
+    `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
   out.push('');

@@ -2,10 +2,13 @@
  * `influence-lens` command line. JSON on stdout with --json; errors on stderr as
  * `error[CODE] place: message`. Exit codes: 0 ok, 1 internal error, 2 bad input, 130 cancelled.
  */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
 import { cacheFrom, damping, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
-import { formatExplain } from './format';
+import { formatExplain, printNotes } from './format';
 import { JsonWriter } from './json';
 
 const USAGE = `influence-lens — which training rows made an ONNX classifier say this?
@@ -17,6 +20,7 @@ Usage:
   influence-lens cache clear [--cache-dir DIR]
 
 Options:
+  --output NAME         the model output to explain (default: the logits behind the final linear layer)
   --label-column NAME   label column (default: label)
   --features a,b,c      feature columns in model order (default: every other column)
   --classes a,b,c       class names, for string labels (default: model metadata)
@@ -43,6 +47,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   const ranked = topRows(s.lossChangeIfRemoved, top ?? n);
   await w.raw('{"version":1');
   await w.field('model', r.model);
+  await w.field('notes', r.notes);
   await w.field('classes', r.classes);
   await w.field('damping', r.damping);
   await w.field('dampingRule', r.dampingRule);
@@ -85,7 +90,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
-const TABLE_FLAGS = ['model', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
+const TABLE_FLAGS = ['model', 'output', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
@@ -124,6 +129,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
     const top = int(flags, 'top', 1);
     const result = await explain({
       model: required(flags, 'model'),
+      output: str(flags, 'output'),
       train: required(flags, 'train'),
       test: required(flags, 'test'),
       testRow,
@@ -137,11 +143,27 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       signal,
       onProgress,
     });
+    printNotes(result.notes);
     if (flags.has('json')) await writeExplainJson(new JsonWriter(process.stdout), result, top);
     else process.stdout.write(formatExplain(result, top ?? 10));
     return 0;
   }
   throw new InfluenceError('BAD_OPTION', `unknown command '${command}'; see --help`);
+}
+
+function firstLine(e: unknown): string {
+  return ((e as Error)?.message ?? String(e)).split('\n')[0];
+}
+
+/** Writes an unexpected error's whole story to a log file for a bug report, and returns its path. */
+function crashLog(e: unknown): string {
+  const file = join(tmpdir(), `influence-lens-crash-${process.pid}-${Date.now()}.log`);
+  try {
+    writeFileSync(file, `influence-lens ${process.argv.slice(2).join(' ')}\n\n${(e as Error)?.stack ?? String(e)}\n`);
+    return file;
+  } catch {
+    return 'no log: the temporary directory is not writable';
+  }
 }
 
 export function run(): void {
@@ -169,7 +191,7 @@ export function run(): void {
         process.stderr.write('cancelled\n');
         process.exitCode = 130;
       } else {
-        process.stderr.write(`internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+        process.stderr.write(`internal error: ${firstLine(e)} (details in ${crashLog(e)})\n`);
         process.exitCode = 1;
       }
     },

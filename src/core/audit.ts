@@ -10,6 +10,8 @@ import { taskFor } from './task/loss';
 
 export interface AuditRequest {
   model: string;
+  /** The graph output to explain (default: the logits behind the final linear layer). */
+  output?: string;
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
   table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
@@ -27,8 +29,12 @@ export interface AuditResult {
   rows: TrainingRows;
   heldOut: (HeldOut & { rows: RunRows }) | null;
   damping: number;
+  /** λ on the rows' effective head (differs from damping only for logits scale·z). */
+  effectiveDamping: number;
   dampingRule: string;
   scores: AuditScores;
+  /** What the tool decided on the user's behalf, in words. */
+  notes: string[];
   heldOutLoss: number | null;
   heldOutAccuracy: number | null;
   seconds: Record<string, number>;
@@ -38,7 +44,7 @@ export interface AuditResult {
 export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditResult> {
   const t0 = performance.now();
   const own = !engine;
-  const eng = engine ?? (await Engine.open(req.model));
+  const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
     const table = req.table ?? {};
@@ -54,8 +60,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     }
     const forwardSeconds = (performance.now() - t0) / 1000;
     throwIfAborted(req.signal);
-    const { damping, rule } = resolveDamping(req.damping, rows, eng.info.l2);
-    const scores = await auditScores(rows, heldOut, { damping, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
+    const { damping, effective, rule } = resolveDamping(req.damping, rows, eng.info.l2, eng.info.head.scale);
+    const scores = await auditScores(rows, heldOut, { damping: effective, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
     await Promise.all(writes.map((w) => w()));
     let heldOutLoss: number | null = null;
     let heldOutAccuracy: number | null = null;
@@ -72,7 +78,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutAccuracy = correct / h.n;
     }
     const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
-    return { rows, heldOut, damping, dampingRule: rule, scores, heldOutLoss, heldOutAccuracy, seconds };
+    return { rows, heldOut, damping, effectiveDamping: effective, dampingRule: rule, scores, notes: eng.notes, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

@@ -31,7 +31,7 @@ export interface CleanResult {
 export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanResult> {
   await checkOutPath(req.out, [req.train, req.model, ...(req.heldOut ? [req.heldOut.path] : [])]);
   const own = !engine;
-  const eng = engine ?? (await Engine.open(req.model));
+  const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     const a = await audit(req, eng);
     const { n } = a.rows;
@@ -41,10 +41,10 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
     let verified: CleanResult['verified'] = null;
     if (req.verify) {
       if (!heldOut) throw new InfluenceError('BAD_OPTION', '--verify needs a held-out set (--validation)');
-      const { W, b, C, D } = eng.info.head;
+      const { W, b, C, D, scale } = eng.info.head;
       const opts = { signal: req.signal, onProgress: req.onProgress };
-      const full = refitHead(a.rows, a.damping, headTheta(W, b, C, D), opts);
-      const without = refitWithout(a.rows, a.damping, full.theta, removed, opts);
+      const full = refitHead(a.rows, a.effectiveDamping, headTheta(W, b, C, D, scale), opts);
+      const without = refitWithout(a.rows, a.effectiveDamping, full.theta, removed, opts);
       const before = evaluate(heldOut, full.theta);
       const after = evaluate(heldOut, without.theta);
       verified = {

@@ -38,6 +38,7 @@ export type ErrorCode =
   | 'FEATURE_COUNT_MISMATCH'
   | 'CLASS_COUNT_MISMATCH'
   | 'MODEL_NOT_FINITE'
+  | 'MODEL_RUN_FAILED'
   // options
   | 'BAD_OPTION';
 

@@ -14,6 +14,8 @@ import { taskFor } from './task/loss';
 
 export interface ExplainRequest {
   model: string;
+  /** The graph output to explain (default: the logits behind the final linear layer). */
+  output?: string;
   train: string;
   test: string;
   testRow: number;
@@ -49,7 +51,7 @@ export interface ExplainTest {
 
 export interface ExplainResult {
   version: 1;
-  model: { path: string; sha256: string; layer: string; parameters: number; output: OutputKind };
+  model: ModelSummary;
   classes: string[] | null;
   damping: number;
   dampingRule: string;
@@ -58,6 +60,8 @@ export interface ExplainResult {
   cgIterations: number | null;
   train: { path: string; rows: number; cache: CacheUse };
   test: ExplainTest;
+  /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
+  notes: string[];
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
@@ -86,7 +90,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     throw new InfluenceError('BAD_OPTION', `--test-row must be a 0-based row number; got ${req.testRow}`);
   }
   const own = !engine;
-  const eng = engine ?? (await Engine.open(req.model));
+  const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     lap('load');
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
@@ -104,8 +108,8 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
     throwIfAborted(req.signal);
-    const { damping, rule } = resolveDamping(req.damping, rows, eng.info.l2);
-    const scores = await explainScores(rows, { x: inputOf(test.h, rows.bias), g: test.g, z: test.z, label: test.label }, { damping, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
+    const { damping, effective, rule } = resolveDamping(req.damping, rows, eng.info.l2, eng.info.head.scale);
+    const scores = await explainScores(rows, { x: inputOf(test.h, rows.bias), g: test.g, z: test.z, label: test.label }, { damping: effective, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
     Object.assign(seconds, scores.seconds);
     t = performance.now();
     const task = taskFor(rows.C);
@@ -114,7 +118,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     let verified: Verified | null = null;
     if (req.verifyTop) {
       const tv = performance.now();
-      verified = verifyRows(rows, damping, eng, test, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
+      verified = verifyRows(rows, effective, eng, test, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
       seconds.verify = (performance.now() - tv) / 1000;
     }
     await rows.written();
@@ -122,7 +126,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const info = eng.info;
     return {
       version: 1,
-      model: { path: req.model, sha256: info.sha256, layer: info.head.node, parameters: info.parameters, output: info.output },
+      model: modelSummary(eng, req.model),
       classes: table.classes ?? info.classes,
       damping,
       dampingRule: rule,
@@ -130,6 +134,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
       train: { path: req.train, rows: rows.n, cache: rows.cache },
+      notes: eng.notes,
       test: {
         path: req.test,
         row: req.testRow,
@@ -154,6 +159,29 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   }
 }
 
+/** The model as a result reports it: where it is, which layer and output were used. */
+export interface ModelSummary {
+  path: string;
+  sha256: string;
+  layer: string;
+  parameters: number;
+  /** What the explained output holds. */
+  output: OutputKind;
+  /** The explained graph output, and the factor on the head's logits before it (a temperature's 1/T). */
+  outputName: string;
+  logitScale: number;
+  /** softmax (C classes) or binary (one logit). */
+  task: 'softmax' | 'binary';
+  /** Rows per onnxruntime run when the model's batch size is fixed and could not be freed, else null. */
+  fixedBatch: number | null;
+}
+
+export function modelSummary(eng: Engine, path: string): ModelSummary {
+  const i = eng.info;
+  return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output, outputName: i.outputName, logitScale: i.head.scale, task: eng.task.kind, fixedBatch: eng.runBatchSize };
+}
+
+/** Refits on the effective head (logits scale·z) at the effective damping: the same changes as refitting θ at λ. */
 function verifyRows(
   rows: TrainingRows,
   damping: number,
@@ -163,8 +191,8 @@ function verifyRows(
   scores: ExplainScores,
   signal?: AbortSignal,
 ): Verified {
-  const { W, b, C, D } = eng.info.head;
-  const full = refitHead(rows, damping, headTheta(W, b, C, D), { signal });
+  const { W, b, C, D, scale } = eng.info.head;
+  const full = refitHead(rows, damping, headTheta(W, b, C, D, scale), { signal });
   const testRows = { n: 1, C, D, bias: b !== null, h: test.h, labels: Int32Array.of(test.label) };
   const base = evaluate(testRows, full.theta).meanLoss;
   const list = [...ranked.helpful, ...ranked.harmful];

@@ -1,6 +1,6 @@
 /** The engine's public API: what the CLI, the extension's engine process and the bench import. */
 export { CancelledError, InfluenceError, throwIfAborted, type ErrorCode, type ErrorPlace, type Progress } from './errors';
-export { explain, type ExplainRequest, type ExplainResult, type ExplainTest, type Verified } from './explain';
+export { explain, modelSummary, type ExplainRequest, type ExplainResult, type ExplainTest, type ModelSummary, type Verified } from './explain';
 export { audit, type AuditRequest, type AuditResult } from './audit';
 export { clean, type CleanRequest, type CleanResult, type RemoveSpec } from './clean';
 export { Engine } from './model/engine';

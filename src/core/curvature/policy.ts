@@ -93,12 +93,24 @@ export function explicitHessianFrom(head: HeadShape, opts: MethodOptions): numbe
   return Math.floor(EXACT_BUDGET / (P * P)) + 1;
 }
 
+/** λ as the user states it (on θ), and λ for the curvature of the rows (on the logits the rows hold). */
+export interface Damping {
+  damping: number;
+  /**
+   * When the model's logits are s·z (a temperature after the head), the rows hold the effective head
+   * θ' = sθ, whose objective has λ' = λ/s²: the same influence, refits and scores as θ at λ.
+   */
+  effective: number;
+  rule: string;
+}
+
 /**
  * The `auto` damping rule: λ from the model's metadata (`influence_lens.l2`) when present,
  * else 1e-3 × the mean eigenvalue of the undamped Hessian, trace(H₀)/P (floored at 1e-8).
  */
-export function autoDamping(rows: HeadRows, metadataL2: number | null): { damping: number; rule: string } {
-  if (metadataL2 !== null) return { damping: metadataL2, rule: 'model metadata influence_lens.l2' };
+export function autoDamping(rows: HeadRows, metadataL2: number | null, scale = 1): Damping {
+  const s2 = scale * scale;
+  if (metadataL2 !== null) return { damping: metadataL2, effective: metadataL2 / s2, rule: 'model metadata influence_lens.l2' };
   const { C, n } = rows;
   const { Dt, P } = headDims(rows);
   const x = new Float64Array(Dt);
@@ -107,13 +119,14 @@ export function autoDamping(rows: HeadRows, metadataL2: number | null): { dampin
     rowInput(rows, i, x);
     tr += curvatureTrace(rows.g, rows.labels, i, C) * dot(x, x);
   }
-  const damping = Math.max(1e-3 * (tr / n / P), 1e-8);
-  return { damping, rule: '1e-3 × trace(H₀)/P (no influence_lens.l2 in the model)' };
+  // The trace on θ is s² times the trace on the rows' effective head.
+  const effective = Math.max(1e-3 * (tr / n / P), 1e-8 / s2);
+  return { damping: effective * s2, effective, rule: '1e-3 × trace(H₀)/P (no influence_lens.l2 in the model)' };
 }
 
 /** `--damping X|auto` to a value and the rule that gave it. */
-export function resolveDamping(option: number | 'auto' | undefined, rows: HeadRows, metadataL2: number | null): { damping: number; rule: string } {
-  if (option === undefined || option === 'auto') return autoDamping(rows, metadataL2);
+export function resolveDamping(option: number | 'auto' | undefined, rows: HeadRows, metadataL2: number | null, scale = 1): Damping {
+  if (option === undefined || option === 'auto') return autoDamping(rows, metadataL2, scale);
   if (!(option > 0) || !Number.isFinite(option)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got ${option}`);
-  return { damping: option, rule: '--damping' };
+  return { damping: option, effective: option / (scale * scale), rule: '--damping' };
 }

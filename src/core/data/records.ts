@@ -7,8 +7,8 @@ import { TableReader, type TableOptions } from './table';
  * The features of the given rows, read from the file's header bytes [0, offsets[0]) and each
  * row's record [offsets[i], offsets[i+1]), parsed as that file would be.
  */
-export async function readRecords(path: string, table: TableOptions, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, Float32Array>> {
-  const out = new Map<number, Float32Array>();
+export async function readRecords(path: string, table: TableOptions, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, Float32Array | Float64Array>> {
+  const out = new Map<number, Float32Array | Float64Array>();
   const wanted = [...new Set(rows)].sort((a, b) => a - b);
   if (wanted.length === 0) return out;
   let fh: fsp.FileHandle;

@@ -37,6 +37,8 @@ export interface TableOptions {
   chunkSize?: number;
   /** @internal Where the bytes come from (default: the file at the path). */
   open?: Opener;
+  /** Features as float64 (for a model with a float64 input) rather than rounded to float32. */
+  float64?: boolean;
 }
 
 export interface TableInfo {
@@ -62,7 +64,7 @@ export interface Batch {
   start: number;
   count: number;
   /** count*F, row-major. */
-  features: Float32Array;
+  features: Float32Array | Float64Array;
   labels: Int32Array;
   /** 1-based line on which each record starts. */
   lines: Int32Array;
@@ -205,6 +207,7 @@ export class TableReader {
   private readonly signal: AbortSignal | undefined;
   private readonly onProgress: Progress | undefined;
   private readonly open: Opener;
+  private readonly float64: boolean;
   private started = false;
   private result: TableSummary | null = null;
 
@@ -237,6 +240,7 @@ export class TableReader {
     this.signal = opts.signal;
     this.onProgress = opts.onProgress;
     this.open = opts.open ?? openFile;
+    this.float64 = opts.float64 ?? false;
   }
 
   /** Stats the file, reads only the header / first record and resolves the columns. */
@@ -349,7 +353,8 @@ export class TableReader {
       }
       const F = info.featureCount;
       const B = this.batchSize;
-      let features = new Float32Array(B * F);
+      const make = (len: number) => (this.float64 ? new Float64Array(len) : new Float32Array(len));
+      let features = make(B * F);
       let labels = new Int32Array(B);
       let lines = new Int32Array(B);
       let offsets = new Float64Array(B + 1);
@@ -366,7 +371,7 @@ export class TableReader {
           throwIfAborted(this.signal);
           start += count;
           count = 0;
-          features = new Float32Array(B * F);
+          features = make(B * F);
           labels = new Int32Array(B);
           lines = new Int32Array(B);
           offsets = new Float64Array(B + 1);
@@ -413,7 +418,7 @@ export class TableReader {
 
   // -- CSV / TSV rows --------------------------------------------------------------------
 
-  private csvRow(sc: CsvScanner, b: Buffer, out: Float32Array, o: number, labels: Int32Array, li: number): void {
+  private csvRow(sc: CsvScanner, b: Buffer, out: Float32Array | Float64Array, o: number, labels: Int32Array, li: number): void {
     const H = this.info.columns.length;
     if (sc.n !== H) {
       throw new InfluenceError(
@@ -429,7 +434,8 @@ export class TableReader {
     const fq = sc.fq;
     for (let k = 0; k < F; k++) {
       const c = cols[k];
-      const v = Math.fround(fq[c] === 2 ? parseNumber(sc.text(b, c)) : parseNumBytes(b, fs0[c], fe[c]));
+      const x = fq[c] === 2 ? parseNumber(sc.text(b, c)) : parseNumBytes(b, fs0[c], fe[c]);
+      const v = this.float64 ? x : Math.fround(x);
       if (v - v !== 0) {
         const { line, col } = sc.place(b, sc.fr[c]);
         throw this.badValue(this.info.featureNames[k], sc.text(b, c), { file: sc.file, line, col });
@@ -463,7 +469,7 @@ export class TableReader {
     if (!Number.isNaN(parseNumber(t))) {
       return new InfluenceError(
         'FEATURE_NOT_FINITE',
-        `feature ${show(column)} value ${show(t)} overflows float32 (max about 3.4e38)`,
+        this.float64 ? `feature ${show(column)} value ${show(t)} overflows float64` : `feature ${show(column)} value ${show(t)} overflows float32 (max about 3.4e38)`,
         place,
       );
     }
@@ -505,7 +511,7 @@ export class TableReader {
 
   // -- JSONL rows ------------------------------------------------------------------------
 
-  private jsonlRow(sc: JsonlScanner, b: Buffer, out: Float32Array, o: number, labels: Int32Array, li: number): void {
+  private jsonlRow(sc: JsonlScanner, b: Buffer, out: Float32Array | Float64Array, o: number, labels: Int32Array, li: number): void {
     const obj = sc.object(b);
     const place = { file: sc.file, line: sc.recLine };
     const names = this.info.featureNames;
@@ -517,7 +523,7 @@ export class TableReader {
       const base = o + this.featOff[k];
       if (typeof v === 'number') {
         if (w !== 1) throw this.shape(key, 1, w, place);
-        const f = Math.fround(v);
+        const f = this.float64 ? v : Math.fround(v);
         if (f - f !== 0) throw this.badValue(key, String(v), place);
         out[base] = f;
       } else {
@@ -548,7 +554,7 @@ export class TableReader {
 
   private flatten(
     v: unknown,
-    out: Float32Array,
+    out: Float32Array | Float64Array,
     base: number,
     idx: number,
     w: number,
@@ -569,7 +575,7 @@ export class TableReader {
         place,
       );
     }
-    const f = Math.fround(num);
+    const f = this.float64 ? num : Math.fround(num);
     if (f - f !== 0) throw this.badValue(key, String(v), place);
     if (idx < w) out[base + idx] = f;
     return idx + 1;

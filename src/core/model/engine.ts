@@ -8,7 +8,7 @@ import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
 import type { HeadRows } from '../task/head';
 import { lossAndSignal, taskFor, type Task } from '../task/loss';
-import { loadModel, type LoadedModel, type ModelInfo } from './info';
+import { loadModel, type LoadedModel, type LoadOptions, type ModelInfo } from './info';
 import { AUG, augmentModel } from './surgery';
 
 /** A file's rows after the forward pass: the head's view, logits, losses, and where each row is in the file. */
@@ -29,42 +29,75 @@ export interface RunOptions {
   onRows?: (h: Float32Array, g: Float64Array, labels: Int32Array, count: number) => void;
 }
 
+/** What the tool asks of a model at open. */
+export type EngineOptions = LoadOptions;
+
+/** A deterministic probe batch for checking a batch-free graph against the exported one. */
+function probeInput(rows: number, F: number): Float64Array {
+  return Float64Array.from({ length: rows * F }, (_, q) => Math.sin(0.7 * q + 0.3));
+}
+
 /** One loaded model with its augmented ORT session. */
 export class Engine {
   /** The loss on the head's logits. */
   readonly task: Task;
+  /** What the tool decided about this model that the user should know, in words. */
+  readonly notes: string[];
 
   private constructor(
     readonly model: LoadedModel,
     private readonly session: ort.InferenceSession,
+    /** Rows per run when the graph keeps the batch size it was exported with (null: any). */
+    readonly runBatchSize: number | null,
   ) {
     this.task = taskFor(model.info.head.C);
+    this.notes = modelNotes(model.info, runBatchSize);
   }
 
   get info(): ModelInfo {
     return this.model.info;
   }
 
-  static async open(modelPath: string): Promise<Engine> {
-    const model = await loadModel(modelPath);
-    let session: ort.InferenceSession;
+  /**
+   * Loads a model and compiles it. A model exported with a fixed batch size runs batch-free when
+   * the rewritten graph gives the same rows as the exported one on a probe batch; otherwise in
+   * batches of its exported size, the last one padded.
+   */
+  static async open(modelPath: string, opts: EngineOptions = {}): Promise<Engine> {
+    const model = await loadModel(modelPath, opts);
+    const B = model.info.fixedBatch;
+    if (B === null) return new Engine(model, await compile(model, true), null);
+    const fixed = await compile(model, false);
+    let free: ort.InferenceSession | null = null;
     try {
-      session = await ort.InferenceSession.create(augmentModel(model), { graphOptimizationLevel: 'all' });
-    } catch (e) {
-      const msg = (e as Error).message;
-      const op = /Could not find an implementation for (\w+)/.exec(msg) ?? /(?:Unrecognized|unsupported) (?:op|operator)\S*\s+'?(\w+)/i.exec(msg);
-      throw new InfluenceError(op ? 'UNSUPPORTED_OP' : 'MODEL_INVALID', `onnxruntime cannot run this model: ${msg.split('\n')[0]}`, { file: modelPath, node: op?.[1] });
+      free = await compile(model, true);
+      const probe = probeInput(B + 1, model.info.F);
+      const a = await new Engine(model, free, null).runRows(probe, B + 1);
+      const b = await new Engine(model, fixed, B).runRows(probe, B);
+      let worst = 0;
+      let scale = 1;
+      for (let q = 0; q < b.z.length; q++) {
+        worst = Math.max(worst, Math.abs(a.z[q] - b.z[q]));
+        scale = Math.max(scale, Math.abs(b.z[q]));
+      }
+      if (worst <= 1e-4 * scale) {
+        await fixed.release();
+        return new Engine(model, free, null);
+      }
+    } catch {
+      // The rewritten graph does not run: keep the exported one.
     }
-    return new Engine(model, session);
+    await free?.release();
+    return new Engine(model, fixed, B);
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
 
-  /** Table options implied by the model: class count and names. */
+  /** Table options implied by the model: class count and names, and the features' precision. */
   tableOptions(opts: TableOptions): TableOptions {
-    return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes };
+    return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes, float64: this.info.inputType === 'float64' };
   }
 
   /** The file must give as many features as the model takes. */
@@ -80,15 +113,56 @@ export class Engine {
   }
 
   /** Runs one batch: labels < 0 (unlabelled rows) are taken as class 0 and their loss and g are meaningless. */
-  async runBatch(features: Float32Array, labels: Int32Array, count: number): Promise<{ h: Float32Array; z: Float64Array; loss: Float64Array; g: Float64Array }> {
-    const { inputName, inputDims, head } = this.info;
-    const input = new ort.Tensor('float32', features.subarray(0, count * this.info.F), [count, ...inputDims]);
-    const out = await this.session.run({ [inputName]: input });
-    const z = Float64Array.from(out[AUG.z].data as Float32Array);
+  async runBatch(features: Float32Array | Float64Array, labels: Int32Array, count: number): Promise<{ h: Float32Array; z: Float64Array; loss: Float64Array; g: Float64Array }> {
+    const { h, z } = await this.runRows(features, count);
     const loss = new Float64Array(count);
-    const g = new Float64Array(count * head.C);
+    const g = new Float64Array(count * this.info.head.C);
     lossAndSignal(this.task, z, labels, count, loss, g);
-    return { h: out[AUG.h].data as Float32Array, z, loss, g };
+    return { h, z, loss, g };
+  }
+
+  /** h and the model's logits (scale·z) for `count` rows, in runs of the fixed batch size when there is one. */
+  private async runRows(features: Float32Array | Float64Array, count: number): Promise<{ h: Float32Array; z: Float64Array }> {
+    const B = this.runBatchSize;
+    if (B === null || count === B) return this.runOnce(features, count);
+    const { F, head } = this.info;
+    const h = new Float32Array(count * head.D);
+    const z = new Float64Array(count * head.C);
+    const pad = features instanceof Float64Array ? new Float64Array(B * F) : new Float32Array(B * F);
+    for (let start = 0; start < count; start += B) {
+      const k = Math.min(B, count - start);
+      pad.fill(0);
+      pad.set(features.subarray(start * F, (start + k) * F));
+      const out = await this.runOnce(pad, B);
+      h.set(out.h.subarray(0, k * head.D), start * head.D);
+      z.set(out.z.subarray(0, k * head.C), start * head.C);
+    }
+    return { h, z };
+  }
+
+  private async runOnce(features: Float32Array | Float64Array, count: number): Promise<{ h: Float32Array; z: Float64Array }> {
+    const { inputName, inputDims, inputType, F, head, path } = this.info;
+    const x = features.subarray(0, count * F);
+    const input = inputType === 'float64' ? new ort.Tensor('float64', x instanceof Float64Array ? x : Float64Array.from(x), [count, ...inputDims]) : new ort.Tensor('float32', x instanceof Float32Array ? x : Float32Array.from(x), [count, ...inputDims]);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run({ [inputName]: input });
+    } catch (e) {
+      const why = ((e as Error).message ?? String(e)).split('\n')[0];
+      throw new InfluenceError(
+        'MODEL_RUN_FAILED',
+        `onnxruntime could not run the model on input '${inputName}' [${count}, ${inputDims.join(', ')}] (${inputType}): ${why}; check that the model runs on a batch of that shape (an export with a fixed batch size needs --batch-size equal to it, or dynamic_axes)`,
+        { file: path },
+      );
+    }
+    const hv = out[AUG.h].data as Float32Array | Float64Array;
+    const zv = out[AUG.z].data as Float32Array | Float64Array;
+    if (hv.length !== count * head.D || zv.length !== count * head.C) {
+      throw new InfluenceError('MODEL_RUN_FAILED', `for a batch of ${count} rows the final layer '${head.node}' gave ${hv.length / count} inputs and ${zv.length / count} outputs per row; expected ${head.D} and ${head.C}`, { file: path, node: head.node });
+    }
+    const z = new Float64Array(zv.length);
+    for (let q = 0; q < z.length; q++) z[q] = head.scale * zv[q];
+    return { h: hv instanceof Float32Array ? hv : Float32Array.from(hv), z };
   }
 
   /**
@@ -127,7 +201,7 @@ export class Engine {
    * Reads row `k` of a file and runs it. An unlabelled row (no label column) is explained
    * for its predicted class.
    */
-  async forwardRow(path: string, k: number, tableOpts: TableOptions, run: RunOptions = {}): Promise<{ table: TableInfo; line: number; label: number; labelled: boolean; features: Float32Array; h: Float32Array; z: Float64Array; loss: number; g: Float64Array }> {
+  async forwardRow(path: string, k: number, tableOpts: TableOptions, run: RunOptions = {}): Promise<{ table: TableInfo; line: number; label: number; labelled: boolean; features: Float32Array | Float64Array; h: Float32Array; z: Float64Array; loss: number; g: Float64Array }> {
     // Only a label column the user named explicitly must exist in the test file.
     const requireLabel = tableOpts.labelColumn !== undefined;
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, requireLabel, signal: run.signal }));
@@ -152,6 +226,37 @@ export class Engine {
       seen = batch.start + batch.count;
     }
     throw new InfluenceError('ROW_OUT_OF_RANGE', `row ${k} does not exist: ${path} has ${seen} rows (0-based, header excluded)`, { file: path });
+  }
+}
+
+/** Notes on the output chosen, the task, a temperature and the batch size. */
+function modelNotes(info: ModelInfo, runBatchSize: number | null): string[] {
+  const notes: string[] = [];
+  const { head } = info;
+  if (info.outputs.length > 1) {
+    const others = info.outputs.filter((o) => o.name !== info.outputName).map((o) => `'${o.name}' ${o.shape}`);
+    notes.push(`explaining the model output '${info.outputName}' (${info.output}, from the final layer '${head.node}'); it also outputs ${others.join(', ')}; choose another with --output`);
+  }
+  if (head.C === 1) notes.push(`the final layer '${head.node}' has one logit: a binary logistic head (class 1 when the logit is positive)`);
+  if (head.scale !== 1) notes.push(`the model's logits are ${+head.scale.toPrecision(6)} × the output of '${head.node}' (a constant ${info.steps.filter((s) => s === 'Mul' || s === 'Div').join('/')} after it); gradients and the damping are taken through that factor`);
+  if (info.fixedBatch !== null) {
+    notes.push(
+      runBatchSize === null
+        ? `the model was exported with a fixed batch size of ${info.fixedBatch}; it runs with any batch size after its batch dimension was freed`
+        : `the model was exported with a fixed batch size of ${info.fixedBatch} that its graph depends on: it runs ${info.fixedBatch} row${info.fixedBatch === 1 ? '' : 's'} at a time, the last batch padded`,
+    );
+  }
+  return notes;
+}
+
+/** The model's graph, augmented (batch-free or as exported), compiled by onnxruntime; a failure is the model's, with its first line. */
+async function compile(model: LoadedModel, batchFree: boolean): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(augmentModel(model, { batchFree }), { graphOptimizationLevel: 'all' });
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    const op = /Could not find an implementation for (\w+)/.exec(msg) ?? /(?:Unrecognized|unsupported) (?:op|operator)\S*\s+'?(\w+)/i.exec(msg);
+    throw new InfluenceError(op ? 'UNSUPPORTED_OP' : 'MODEL_INVALID', `onnxruntime cannot run this model: ${msg.split('\n')[0]}`, { file: model.info.path, node: op?.[1] });
   }
 }
 

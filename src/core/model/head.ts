@@ -1,6 +1,8 @@
 /**
- * Finding the head: the final linear layer z = W h + b, reached by stepping back from the output
- * over ops that keep the logits' meaning (Softmax, LogSoftmax, Identity, Flatten, Reshape).
+ * Finding the head: the final linear layer z = W h + b, reached by stepping back from a graph
+ * output over ops that keep the logits' meaning: Softmax, LogSoftmax and (one logit) Sigmoid;
+ * Identity, Flatten, Reshape, Squeeze, Unsqueeze, Cast and inference Dropout; and a constant scalar
+ * Mul or Div (a temperature), whose factor is kept: the model's logits are then scale·z.
  */
 import type { NodeProto } from 'onnx-buf';
 import { InfluenceError } from '../errors';
@@ -15,59 +17,94 @@ export interface Head {
   /** Tensor names of the head input h and the logits z. */
   hName: string;
   zName: string;
+  /** Outputs of the layer (rows of W): the classes, or 1 for a binary head's single logit. */
   C: number;
   D: number;
   /** C×D row-major: W[c*D + j]. */
   W: Float64Array;
   /** Length C, or null when the layer has no bias (then θ holds W only). */
   b: Float64Array | null;
+  /** The model's logits are scale·z: the product of the constant factors stepped over (1 if none). */
+  scale: number;
+  /** Element type of h and z: the type of the layer's weights. */
+  elem: 'float32' | 'float64';
 }
 
-const TRAILING_OPS = new Set(['Softmax', 'LogSoftmax', 'Identity', 'Flatten', 'Reshape']);
+/** A head found behind a graph output: what the output holds, and the ops stepped over to reach the layer. */
+export interface HeadPath {
+  head: Head;
+  kind: OutputKind;
+  steps: string[];
+}
+
+const PASS_OPS = new Set(['Identity', 'Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Cast', 'Dropout']);
+
+/** The constant factor of a Mul or Div by a scalar constant on the path, or null when it is not one. */
+function scalarFactor(node: NodeProto, idx: GraphIndex): { input: string; factor: number } | null {
+  for (const k of node.opType === 'Mul' ? [1, 0] : [1]) {
+    const c = idx.constant(node.input[k]);
+    if (!c || c.values.length === 0 || !c.values.every((v) => v === c.values[0])) continue;
+    const v = c.values[0];
+    if (!Number.isFinite(v) || v === 0) return null;
+    return { input: node.input[1 - k], factor: node.opType === 'Mul' ? v : 1 / v };
+  }
+  return null;
+}
 
 /** The head behind the graph output `outputName`, and what that output holds. */
-export function findHead(idx: GraphIndex, outputName: string, path: string): { head: Head; kind: OutputKind } {
-  // Walk back from the output over ops that do not change the argmax, to the linear layer.
+export function findHead(idx: GraphIndex, outputName: string, path: string): HeadPath {
   let cur = outputName;
   let kind: OutputKind = 'logits';
-  const skipped: string[] = [];
+  let scale = 1;
+  let sigmoid = false;
+  const steps: string[] = [];
   for (;;) {
     const p = idx.producer.get(cur);
-    if (!p || !TRAILING_OPS.has(p.opType)) break;
-    if (p.opType === 'Softmax') kind = 'probabilities';
-    if (p.opType === 'LogSoftmax') kind = 'log-probabilities';
-    skipped.push(p.opType);
+    if (!p) break;
+    if (p.opType === 'Softmax' || p.opType === 'LogSoftmax' || p.opType === 'Sigmoid') {
+      // A normalisation after another one would not be a classifier's output as the tool reads it.
+      if (kind !== 'logits') break;
+      kind = p.opType === 'LogSoftmax' ? 'log-probabilities' : 'probabilities';
+      sigmoid = p.opType === 'Sigmoid';
+    } else if (p.opType === 'Mul' || p.opType === 'Div') {
+      const s = scalarFactor(p, idx);
+      if (!s) break;
+      scale *= s.factor;
+      steps.push(p.opType);
+      cur = s.input;
+      continue;
+    } else if (!PASS_OPS.has(p.opType)) break;
+    steps.push(p.opType);
     cur = p.input[0];
   }
   const headNode = idx.producer.get(cur);
   const found = headNode ? `${headNode.opType} node '${nodeLabel(headNode)}'` : `the graph input '${cur}'`;
-  const afterWhat = skipped.length ? ` (after stepping back over ${skipped.join(', ')})` : '';
+  const afterWhat = steps.length ? ` (after stepping back over ${steps.join(', ')})` : '';
   const noHead = (why: string): never => {
-    throw new InfluenceError('NO_LINEAR_HEAD', `no final linear layer (Gemm, or MatMul + Add) found: the output comes from ${found}${afterWhat}; ${why}`, { file: path, node: headNode ? nodeLabel(headNode) : undefined });
+    throw new InfluenceError('NO_LINEAR_HEAD', `no final linear layer (Gemm, or MatMul + Add) found behind output '${outputName}': it comes from ${found}${afterWhat}; ${why}`, {
+      file: path,
+      node: headNode ? nodeLabel(headNode) : undefined,
+    });
   };
-  if (!headNode) noHead('expected a Gemm or MatMul + Add');
-
-  let head: Head | undefined;
-  if (headNode!.opType === 'Gemm') {
-    head = gemmHead(headNode!, idx, noHead);
-  } else if (headNode!.opType === 'Add' || headNode!.opType === 'MatMul') {
-    head = matmulHead(headNode!, idx, noHead);
-  } else {
-    noHead('expected a Gemm or MatMul + Add');
-  }
-
-  return { head: head!, kind };
+  if (!headNode) return noHead('expected a Gemm or MatMul + Add');
+  let head: Head;
+  if (headNode.opType === 'Gemm') head = gemmHead(headNode, idx, noHead, scale);
+  else if (headNode.opType === 'Add' || headNode.opType === 'MatMul') head = matmulHead(headNode, idx, noHead, scale);
+  else return noHead('expected a Gemm or MatMul + Add');
+  if (sigmoid && head.C !== 1) noHead(`a Sigmoid over ${head.C} outputs is multi-label classification, which is not supported (a binary head has one logit)`);
+  if (head.C === 1 && kind !== 'logits' && !sigmoid) noHead(`a ${kind === 'probabilities' ? 'Softmax' : 'LogSoftmax'} over a single logit is constant`);
+  return { head, kind, steps };
 }
 
 type Fail = (why: string) => never;
 
-function gemmHead(node: NodeProto, idx: GraphIndex, fail: Fail): Head {
+function gemmHead(node: NodeProto, idx: GraphIndex, fail: Fail, scale: number): Head {
   if (attrInt(node, 'transA', 0) !== 0) fail('its Gemm has transA=1, which is not supported');
   const transB = attrInt(node, 'transB', 0);
   const alpha = attrFloat(node, 'alpha', 1);
   const beta = attrFloat(node, 'beta', 1);
   const B = idx.constant(node.input[1]);
-  if (!B || B.dims.length !== 2) fail(`the Gemm's weight '${node.input[1]}' is not a constant 2-D tensor`);
+  if (!B || B.dims.length !== 2) return fail(`the Gemm's weight '${node.input[1]}' is not a constant 2-D tensor`);
   // Gemm computes A·op(B): op(B) is D×C. We store W as C×D.
   const [r, k] = B!.dims;
   const C = transB ? r : k;
@@ -81,10 +118,10 @@ function gemmHead(node: NodeProto, idx: GraphIndex, fail: Fail): Head {
     b = broadcastBias(bias!, C, fail);
     for (let c = 0; c < C; c++) b[c] *= beta;
   }
-  return { node: nodeLabel(node), hName: node.input[0], zName: node.output[0], C, D, W, b };
+  return { node: nodeLabel(node), hName: node.input[0], zName: node.output[0], C, D, W, b, scale, elem: B.elem };
 }
 
-function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail): Head {
+function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail, scale: number): Head {
   let mm = node;
   let bias: { dims: number[]; values: Float64Array } | null = null;
   if (node.opType === 'Add') {
@@ -101,10 +138,11 @@ function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail): Head {
     if (mm === node) fail('the Add is not MatMul + constant bias');
   }
   const Wt = idx.constant(mm.input[1]);
-  if (!Wt || Wt.dims.length !== 2) fail(`the MatMul's weight '${mm.input[1]}' is not a constant 2-D tensor`);
-  const [D, C] = Wt!.dims;
+  // A 1-D weight [D] gives one logit per row, [N]: a binary head.
+  if (!Wt || (Wt.dims.length !== 2 && Wt.dims.length !== 1)) return fail(`the MatMul's weight '${mm.input[1]}' is not a constant 1-D or 2-D tensor`);
+  const [D, C] = Wt.dims.length === 2 ? Wt.dims : [Wt.dims[0], 1];
   const W = new Float64Array(C * D);
-  for (let c = 0; c < C; c++) for (let j = 0; j < D; j++) W[c * D + j] = Wt!.values[j * C + c];
+  for (let c = 0; c < C; c++) for (let j = 0; j < D; j++) W[c * D + j] = Wt.values[j * C + c];
   return {
     node: nodeLabel(node),
     hName: mm.input[0],
@@ -113,6 +151,8 @@ function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail): Head {
     D,
     W,
     b: bias ? broadcastBias(bias, C, fail) : null,
+    scale,
+    elem: Wt.elem,
   };
 }
 

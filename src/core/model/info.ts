@@ -1,24 +1,32 @@
 /**
- * Loading a model: its single input, its output, the final linear layer (the "head", head.ts) and
- * the metadata the tool reads (`influence_lens.l2`, `influence_lens.classes`).
+ * Loading a model: its single input, the output to explain and the final linear layer behind it
+ * (the "head", head.ts), and the metadata the tool reads (`influence_lens.l2`, `influence_lens.classes`).
  */
 import { fromBinary } from '@bufbuild/protobuf';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { ModelProtoSchema, TensorProto_DataType, type ModelProto } from 'onnx-buf';
+import { ModelProtoSchema, TensorProto_DataType, type ModelProto, type ValueInfoProto } from 'onnx-buf';
 import { InfluenceError } from '../errors';
-import { findHead, type Head, type OutputKind } from './head';
+import { findHead, type Head, type HeadPath, type OutputKind } from './head';
 import { defaultOpset, elemTypeOf, GraphIndex, shapeOf } from './onnx';
 
 export interface ModelInfo {
   path: string;
   sha256: string;
   inputName: string;
+  /** Element type the input is fed in. */
+  inputType: 'float32' | 'float64';
   /** Input dims after the batch dimension; their product is F. */
   inputDims: number[];
   F: number;
+  /** The batch size the model was exported with, when its input fixes one (null: symbolic). */
+  fixedBatch: number | null;
+  /** The graph output explained, what it holds, and every output with its shape (for messages). */
   outputName: string;
   output: OutputKind;
+  outputs: { name: string; shape: string }[];
+  /** The ops stepped over between the head and that output. */
+  steps: string[];
   head: Head;
   /** Parameters in θ: C·(D+1) with a bias, C·D without. */
   parameters: number;
@@ -33,7 +41,12 @@ export interface LoadedModel {
   proto: ModelProto;
 }
 
-export async function loadModel(path: string): Promise<LoadedModel> {
+export interface LoadOptions {
+  /** The graph output to explain; by default the one computed by the final linear layer, logits preferred. */
+  output?: string;
+}
+
+export async function loadModel(path: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   let bytes: Uint8Array;
   try {
     bytes = await fsp.readFile(path);
@@ -52,49 +65,86 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   if (!proto.graph || proto.graph.node.length === 0) {
     throw new InfluenceError('MODEL_INVALID', 'not an ONNX model: it has no graph nodes', { file: path });
   }
-  return { proto, info: analyseModel(proto, path, sha256) };
+  return { proto, info: analyseModel(proto, path, sha256, opts) };
 }
 
-export function analyseModel(model: ModelProto, path: string, sha256: string): ModelInfo {
+/** `[batch, 10]`, with `?` for a symbolic or unknown dim. */
+function shapeText(v: ValueInfoProto): string {
+  const s = shapeOf(v);
+  return s ? `[${s.map((d) => (d < 0 ? '?' : d)).join(', ')}]` : '[unknown shape]';
+}
+
+const OUTPUT_PREFERENCE: OutputKind[] = ['logits', 'log-probabilities', 'probabilities'];
+
+/**
+ * The output to explain: the one named by `--output`, else among those computed from a final
+ * linear layer, the first holding logits (then log-probabilities, then probabilities).
+ */
+function chooseOutput(idx: GraphIndex, outputs: ValueInfoProto[], path: string, wanted: string | undefined): { output: ValueInfoProto; found: HeadPath } {
+  const list = outputs.map((o) => `'${o.name}' ${shapeText(o)}`).join(', ');
+  if (wanted !== undefined) {
+    const output = outputs.find((o) => o.name === wanted);
+    if (!output) throw new InfluenceError('MODEL_OUTPUT', `the model has no output '${wanted}'; its outputs are ${list}`, { file: path });
+    return { output, found: findHead(idx, output.name, path) };
+  }
+  const tried = outputs.map((output) => {
+    try {
+      return { output, found: findHead(idx, output.name, path) };
+    } catch (e) {
+      if (e instanceof InfluenceError && e.code === 'NO_LINEAR_HEAD') return { output, error: e };
+      throw e;
+    }
+  });
+  const ok = tried.filter((t): t is { output: ValueInfoProto; found: HeadPath } => 'found' in t);
+  if (ok.length === 0) {
+    if (tried.length === 1) throw (tried[0] as { error: InfluenceError }).error;
+    throw new InfluenceError('NO_LINEAR_HEAD', `none of the model's outputs (${list}) comes from a final linear layer (Gemm, or MatMul + Add); choose one with --output`, { file: path });
+  }
+  for (const kind of OUTPUT_PREFERENCE) {
+    const best = ok.find((t) => t.found.kind === kind);
+    if (best) return best;
+  }
+  return ok[0];
+}
+
+export function analyseModel(model: ModelProto, path: string, sha256: string, opts: LoadOptions = {}): ModelInfo {
   const graph = model.graph!;
   const idx = new GraphIndex(graph);
   const place = { file: path };
 
   const inputs = graph.input.filter((i) => !idx.initializers.has(i.name));
   if (inputs.length !== 1) {
-    throw new InfluenceError('MODEL_INPUT', `the model must have exactly one input; found ${inputs.length} (${inputs.map((i) => i.name).join(', ')})`, place);
+    throw new InfluenceError('MODEL_INPUT', `the model must have exactly one input; found ${inputs.length} (${inputs.map((i) => `'${i.name}' ${shapeText(i)}`).join(', ')})`, place);
   }
   const input = inputs[0];
-  if (elemTypeOf(input) !== TensorProto_DataType.FLOAT) {
-    const t = elemTypeOf(input);
-    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' must be float32; found ${t === undefined ? 'a non-tensor' : TensorProto_DataType[t]}`, place);
+  const t = elemTypeOf(input);
+  if (t !== TensorProto_DataType.FLOAT && t !== TensorProto_DataType.DOUBLE) {
+    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' must be float32 or float64; found ${t === undefined ? 'a non-tensor' : TensorProto_DataType[t]}: export the model with a float input`, place);
   }
   const inShape = shapeOf(input);
   if (!inShape || inShape.length < 2) {
-    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' must be [batch, ...features]; found shape ${inShape ? `[${inShape.join(', ')}]` : 'unknown'}`, place);
+    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' must be [batch, ...features]; found shape ${shapeText(input)}`, place);
   }
   const inputDims = inShape.slice(1);
   if (inputDims.some((d) => d <= 0)) {
-    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' has a non-fixed feature dimension: [${inShape.map((d) => (d < 0 ? '?' : d)).join(', ')}]`, place);
+    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' has a non-fixed feature dimension: ${shapeText(input)}`, place);
   }
   const F = inputDims.reduce((a, b) => a * b, 1);
-
-  if (graph.output.length !== 1) {
-    throw new InfluenceError('MODEL_OUTPUT', `the model must have exactly one output [batch, classes]; found ${graph.output.length}`, place);
-  }
-  const output = graph.output[0];
-
-  const { head, kind } = findHead(idx, output.name, path);
+  if (graph.output.length === 0) throw new InfluenceError('MODEL_OUTPUT', 'the model has no outputs', place);
+  const { output, found } = chooseOutput(idx, graph.output, path, opts.output);
+  const { head, kind, steps } = found;
 
   const outShape = shapeOf(output);
-  if (outShape && (outShape.length !== 2 || (outShape[1] > 0 && outShape[1] !== head.C))) {
-    throw new InfluenceError('MODEL_OUTPUT', `the model output '${output.name}' must be [batch, ${head.C}]; found [${outShape.map((d) => (d < 0 ? '?' : d)).join(', ')}]`, place);
+  const perRow = outShape && outShape.length >= 1 ? outShape.slice(1) : null;
+  if (perRow && perRow.every((d) => d > 0) && perRow.reduce((a, b) => a * b, 1) !== head.C) {
+    throw new InfluenceError('MODEL_OUTPUT', `the model output '${output.name}' ${shapeText(output)} does not hold one value per class: the final layer '${head.node}' has ${head.C} outputs`, place);
   }
   for (const v of [head.W, head.b ?? new Float64Array()]) {
     if (!v.every(Number.isFinite)) {
       throw new InfluenceError('MODEL_NOT_FINITE', 'the final layer has NaN or infinite weights', { file: path, node: head.node });
     }
   }
+  const classCount = head.C === 1 ? 2 : head.C;
 
   const meta = new Map(model.metadataProps.map((m) => [m.key, m.value]));
   let l2: number | null = null;
@@ -110,21 +160,25 @@ export function analyseModel(model: ModelProto, path: string, sha256: string): M
   if (cls !== undefined) {
     try {
       const parsed: unknown = JSON.parse(cls);
-      if (Array.isArray(parsed) && parsed.length === head.C) classes = parsed.map(String);
+      if (Array.isArray(parsed) && parsed.length === classCount) classes = parsed.map(String);
     } catch {
       /* fall through to the error below */
     }
-    if (!classes) throw new InfluenceError('MODEL_INVALID', `metadata influence_lens.classes must be a JSON array of ${head.C} names`, place);
+    if (!classes) throw new InfluenceError('MODEL_INVALID', `metadata influence_lens.classes must be a JSON array of ${classCount} names`, place);
   }
 
   return {
     path,
     sha256,
     inputName: input.name,
+    inputType: t === TensorProto_DataType.DOUBLE ? 'float64' : 'float32',
     inputDims,
     F,
+    fixedBatch: inShape[0] > 0 ? inShape[0] : null,
     outputName: output.name,
     output: kind,
+    outputs: graph.output.map((o) => ({ name: o.name, shape: shapeText(o) })),
+    steps,
     head,
     parameters: head.C * (head.D + (head.b ? 1 : 0)),
     classes,
@@ -132,4 +186,3 @@ export function analyseModel(model: ModelProto, path: string, sha256: string): M
     opset: defaultOpset(model),
   };
 }
-

@@ -29,6 +29,13 @@ export function attrFloat(node: NodeProto, name: string, dflt: number): number {
   return a ? a.f : dflt;
 }
 
+/** Reads an int64 tensor's values (shapes, axes), whichever storage field holds them. */
+export function int64Values(t: TensorProto): number[] {
+  if (t.dataType !== TensorProto_DataType.INT64) return [];
+  if (t.rawData.length > 0) return Array.from(new BigInt64Array(new Uint8Array(t.rawData).buffer), Number);
+  return t.int64Data.map(Number);
+}
+
 /** Reads a float tensor's values as float64, whichever storage field holds them. */
 export function tensorValues(t: TensorProto): Float64Array {
   const n = t.dims.reduce((a, d) => a * Number(d), 1);
@@ -60,16 +67,20 @@ export class GraphIndex {
     for (const t of graph.initializer) this.initializers.set(t.name, t);
   }
 
-  /** A constant tensor (initializer or Constant node), or null if the value is computed. */
-  constant(name: string): { dims: number[]; values: Float64Array } | null {
+  /** The tensor of a constant value (initializer, or Constant node with a `value`), or null if it is computed. */
+  tensor(name: string): TensorProto | null {
     const init = this.initializers.get(name);
-    if (init) return { dims: init.dims.map(Number), values: tensorValues(init) };
+    if (init) return init;
     const p = this.producer.get(name);
-    if (p && p.opType === 'Constant') {
-      const a = p.attribute.find((x) => x.name === 'value');
-      if (a?.t) return { dims: a.t.dims.map(Number), values: tensorValues(a.t) };
-    }
+    if (p && p.opType === 'Constant') return p.attribute.find((x) => x.name === 'value')?.t ?? null;
     return null;
+  }
+
+  /** A constant float tensor's dims and values (float64), or null if the value is computed or not float. */
+  constant(name: string): { dims: number[]; values: Float64Array; elem: 'float32' | 'float64' } | null {
+    const t = this.tensor(name);
+    if (!t || (t.dataType !== TensorProto_DataType.FLOAT && t.dataType !== TensorProto_DataType.DOUBLE)) return null;
+    return { dims: t.dims.map(Number), values: tensorValues(t), elem: t.dataType === TensorProto_DataType.DOUBLE ? 'float64' : 'float32' };
   }
 }
 

@@ -58,15 +58,15 @@ export function logits(s: HeadShape, theta: Float64Array, h: Float32Array | Floa
   }
 }
 
-/** Packs a head's W (C×D row-major) and b (length C, or null) into θ (C×D̃ row-major). */
-export function headTheta(W: Float64Array, b: Float64Array | null, C: number, D: number): Float64Array {
+/** Packs a head's W (C×D row-major) and b (length C, or null) into θ (C×D̃ row-major), times `scale` (the effective head of logits scale·z). */
+export function headTheta(W: Float64Array, b: Float64Array | null, C: number, D: number, scale = 1): Float64Array {
   if (W.length !== C * D) throw new InfluenceError('BAD_OPTION', `head weight has ${W.length} entries; expected ${C}×${D}`);
   if (b && b.length !== C) throw new InfluenceError('BAD_OPTION', `head bias has ${b.length} entries; expected ${C}`);
   const Dt = D + (b ? 1 : 0);
   const theta = new Float64Array(C * Dt);
   for (let c = 0; c < C; c++) {
-    theta.set(W.subarray(c * D, (c + 1) * D), c * Dt);
-    if (b) theta[c * Dt + D] = b[c];
+    for (let j = 0; j < D; j++) theta[c * Dt + j] = scale * W[c * D + j];
+    if (b) theta[c * Dt + D] = scale * b[c];
   }
   return theta;
 }
