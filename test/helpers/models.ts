@@ -32,6 +32,10 @@ export interface ModelSpec {
   /** Input dims after batch; default [F]. */
   inputDims?: (number | string)[];
   opset?: number;
+  /** The batch dim of the input and output: fixed (as an export without dynamic_axes) or symbolic (default). */
+  batch?: number;
+  /** Adds a zero [batch, F] constant to the input, so that the graph itself depends on a fixed batch. */
+  bakedBatch?: boolean;
 }
 
 /** Deterministic uniform(-1,1) generator. */
@@ -100,6 +104,11 @@ export function buildModel(spec: ModelSpec): { bytes: Uint8Array; W: Float32Arra
     nodes.push(mkNode('Sub', [x, 'mean'], ['x_c']), mkNode('Div', ['x_c', 'scale'], ['x_s']));
     x = 'x_s';
   }
+  if (spec.bakedBatch) {
+    inits.push(floatTensor('zeros', [spec.batch ?? 1, F], new Float32Array((spec.batch ?? 1) * F)));
+    nodes.push(mkNode('Add', [x, 'zeros'], ['x_b']));
+    x = 'x_b';
+  }
   nodes.push(mkNode('Gemm', [x, 'W1', 'b1'], ['a1'], { transB: 1 }), mkNode('Relu', ['a1'], ['h']));
   const WT = new Float32Array(D * C); // D×C
   for (let c = 0; c < C; c++) for (let j = 0; j < D; j++) WT[j * C + c] = W[c * D + j];
@@ -143,8 +152,8 @@ export function buildModel(spec: ModelSpec): { bytes: Uint8Array; W: Float32Arra
   const bytes = serialize(
     nodes,
     inits,
-    [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', ...(spec.inputDims ?? [F])])],
-    [valueInfo('output', TensorProto_DataType.FLOAT, ['batch', C])],
+    [valueInfo('input', TensorProto_DataType.FLOAT, [spec.batch ?? 'batch', ...(spec.inputDims ?? [F])])],
+    [valueInfo('output', TensorProto_DataType.FLOAT, [spec.batch ?? 'batch', C])],
     spec.opset ?? 13,
     spec.metadata,
   );

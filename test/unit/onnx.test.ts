@@ -3,12 +3,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { InfluenceError } from '../../src/core/errors';
+import { audit, explain, InfluenceError } from '../../src/core';
 import { Engine } from '../../src/core/model/engine';
 import { loadModel } from '../../src/core/model/info';
 import { explainScores } from '../../src/core/scores/explain';
 import { rowInput } from '../../src/core/task/head';
 import { buildModel, mkNode, rng, serialize, valueInfo, type HeadKind, type Trailing } from '../helpers/models';
+import { relErr } from '../helpers/stats';
 
 const dir = mkdtempSync(join(tmpdir(), 'il-onnx-'));
 const F = 6;
@@ -202,6 +203,29 @@ describe('gradient graph', () => {
         den += results[0][i] ** 2;
       }
       assert.ok(Math.sqrt(num / den) < 1e-5, `relative difference ${Math.sqrt(num / den)}`);
+    }
+  });
+});
+
+describe('batch dimension', () => {
+  /** The audit's held-out influence and the explain's influence for a model, at a given batch size. */
+  async function scoresOf(modelPath: string, batchSize?: number): Promise<{ influence: Float64Array; heldOut: Float64Array; notes: string[] }> {
+    const test = writeData('batch-test.csv', 5, 9);
+    const e = await explain({ model: modelPath, train, test, testRow: 2, damping: 0.01, batchSize });
+    const a = await audit({ model: modelPath, train, heldOut: { path: test, source: 'test' }, damping: 0.01, tau: 0, batchSize });
+    return { influence: e.scores.influence, heldOut: a.scores.heldOutInfluence!, notes: e.notes };
+  }
+
+  it('frees a batch size fixed by the export, or runs in padded batches of it when the graph depends on it', async () => {
+    const spec = { F, D, C, head: 'gemmTransB' as const, trailing: 'softmax' as const, seed: 31 };
+    const free = await scoresOf(writeModel('batch-dynamic.onnx', buildModel(spec).bytes));
+    const fixed = await scoresOf(writeModel('batch-fixed.onnx', buildModel({ ...spec, batch: 4 }).bytes), 7);
+    assert.match(fixed.notes.join('\n'), /fixed batch size of 4; it runs with any batch size/);
+    const baked = await scoresOf(writeModel('batch-baked.onnx', buildModel({ ...spec, batch: 3, bakedBatch: true }).bytes), 5);
+    assert.match(baked.notes.join('\n'), /runs 3 rows at a time, the last batch padded/);
+    for (const other of [fixed, baked]) {
+      assert.ok(relErr(other.influence, free.influence) < 1e-6, 'explain');
+      assert.ok(relErr(other.heldOut, free.heldOut) < 1e-6, 'audit');
     }
   });
 });

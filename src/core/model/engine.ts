@@ -252,7 +252,8 @@ function modelNotes(info: ModelInfo, runBatchSize: number | null): string[] {
 /** The model's graph, augmented (batch-free or as exported), compiled by onnxruntime; a failure is the model's, with its first line. */
 async function compile(model: LoadedModel, batchFree: boolean): Promise<ort.InferenceSession> {
   try {
-    return await ort.InferenceSession.create(augmentModel(model, { batchFree }), { graphOptimizationLevel: 'all' });
+    // Fatal messages only: onnxruntime's own error lines would duplicate (or, for the batch probe, misreport) the errors we raise.
+    return await ort.InferenceSession.create(augmentModel(model, { batchFree }), { graphOptimizationLevel: 'all', logSeverityLevel: 4 });
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
     const op = /Could not find an implementation for (\w+)/.exec(msg) ?? /(?:Unrecognized|unsupported) (?:op|operator)\S*\s+'?(\w+)/i.exec(msg);
