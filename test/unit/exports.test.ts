@@ -1,0 +1,102 @@
+/**
+ * Models exported the ordinary way (fixed batch sizes, two outputs, float64, temperature, opset 9
+ * and 10, single-logit binary heads) against the float64 numpy references that
+ * scripts/fixtures/exports.py computed for each model's actual output.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { explain, type ExplainResult } from '../../src/core';
+import { pearson, relErr } from '../helpers/stats';
+
+const dir = resolve(__dirname, '../fixtures/exports');
+const at = (p: string) => resolve(dir, p);
+
+interface RefTest {
+  row: number;
+  label: number;
+  predicted: number;
+  probabilities: number[];
+  loss: number;
+  margin: number;
+  runnerUp: number;
+  influence: number[];
+  lossChangeIfRemoved: number[];
+  lossChangeIfRemovedNewton: number[];
+  classificationInfluence: number[];
+  flip: { rows: number[]; newClass: number } | null;
+  actualLossChange?: number[];
+}
+interface Case {
+  name: string;
+  description: string;
+  model: string;
+  train: string;
+  test: string;
+  l2: number;
+  l2From: 'metadata' | '--damping';
+  task: 'softmax' | 'binary';
+  output: string;
+  scale: number;
+  selfInfluence: number[];
+  trainLoss: number[];
+  trainPredicted: number[];
+  tests: RefTest[];
+  classNames?: string[];
+}
+const manifest: { cases: Case[] } = JSON.parse(readFileSync(at('manifest.json'), 'utf8'));
+const TOL = 1e-5;
+
+/** Every score within TOL (norm-wise) of the reference, and the same discrete answers. */
+export function checkCase(c: Case, t: RefTest, r: ExplainResult): void {
+  const what = `${c.name}, test row ${t.row}`;
+  const s = r.scores;
+  assert.ok(Math.abs(r.damping - c.l2) <= 1e-12 * c.l2, `${what}: damping ${r.damping}`);
+  assert.equal(r.test.label, t.label, what);
+  assert.equal(r.test.predicted, t.predicted, what);
+  assert.equal(s.runnerUp, t.runnerUp, what);
+  assert.ok(relErr(r.test.probabilities, t.probabilities) < TOL, `${what}: probabilities`);
+  assert.ok(Math.abs(r.test.loss - t.loss) <= TOL * Math.max(t.loss, 1e-3), `${what}: loss ${r.test.loss} vs ${t.loss}`);
+  assert.ok(Math.abs(s.margin - t.margin) <= TOL * Math.max(Math.abs(t.margin), 1), `${what}: margin ${s.margin} vs ${t.margin}`);
+  const checks: [string, ArrayLike<number>, ArrayLike<number>][] = [
+    ['influence', s.influence, t.influence],
+    ['lossChangeIfRemoved', s.lossChangeIfRemoved, t.lossChangeIfRemoved],
+    ['lossChangeIfRemovedNewton', s.lossChangeIfRemovedNewton, t.lossChangeIfRemovedNewton],
+    ['classificationInfluence', s.classificationInfluence, t.classificationInfluence],
+    ['selfInfluence', s.selfInfluence, c.selfInfluence],
+    ['train loss', r.rows.loss, c.trainLoss],
+  ];
+  for (const [name, got, want] of checks) {
+    const e = relErr(got, want);
+    assert.ok(e < TOL, `${what}: ${name} relative error ${e.toExponential(2)}`);
+  }
+  assert.deepEqual(Array.from(r.rows.predicted), c.trainPredicted, `${what}: training predictions`);
+  assert.deepEqual(s.flip, t.flip, `${what}: flip set`);
+}
+
+const modelCases = manifest.cases.filter((c) => !c.name.startsWith('form_'));
+
+describe('real exports match their float64 references', () => {
+  for (const c of modelCases) {
+    it(`${c.name}: ${c.description}`, async () => {
+      for (const t of c.tests) {
+        const r = await explain({ model: at(c.model), train: at(c.train), test: at(c.test), testRow: t.row, damping: c.l2From === '--damping' ? c.l2 : 'auto' });
+        assert.equal(r.model.outputName, c.output, `${c.name}: output chosen`);
+        assert.equal(r.model.task, c.task, `${c.name}: task`);
+        assert.ok(Math.abs(r.model.logitScale - c.scale) <= 1e-7 * c.scale, `${c.name}: logit scale ${r.model.logitScale}`);
+        checkCase(c, t, r);
+      }
+    });
+  }
+
+  it('binary head: the leave-one-out estimates follow actual refits (Pearson ≥ 0.98)', async () => {
+    const c = modelCases.find((x) => x.name === 'binary_logit')!;
+    for (const t of c.tests) {
+      const r = await explain({ model: at(c.model), train: at(c.train), test: at(c.test), testRow: t.row });
+      const p = pearson(r.scores.lossChangeIfRemoved, t.actualLossChange!);
+      const pn = pearson(r.scores.lossChangeIfRemovedNewton, t.actualLossChange!);
+      assert.ok(p >= 0.98 && pn >= 0.98, `row ${t.row}: Pearson ${p}, Newton ${pn}`);
+    }
+  });
+});
