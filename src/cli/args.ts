@@ -1,10 +1,10 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
-import { defaultCacheDir, InfluenceError, RowsCache, type RemoveSpec } from '../core';
+import { defaultCacheDir, InfluenceError, RowsCache, type DampingOption, type RemoveSpec } from '../core';
 
 export type Flags = Map<string, string | true>;
 
-const VALUE_FLAGS = new Set(['model', 'output', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir']);
-const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache']);
+const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir']);
+const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
   const flags: Flags = new Map();
@@ -61,12 +61,17 @@ export function list(flags: Flags, name: string): string[] | undefined {
   return v === undefined ? undefined : v.split(',').map((s) => s.trim());
 }
 
-export function damping(flags: Flags): number | 'auto' {
+export function damping(flags: Flags): DampingOption {
   const v = str(flags, 'damping') ?? 'auto';
-  if (v === 'auto') return 'auto';
+  if (v === 'auto' || v === 'trace' || v === 'implied') return v;
   const x = Number(v);
-  if (!(x > 0) || !Number.isFinite(x)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got '${v}'`);
+  if (!(x > 0) || !Number.isFinite(x)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or one of auto, trace, implied; got '${v}'`);
   return x;
+}
+
+/** The options every scoring command shares: the head scored and the stability check. */
+export function headOptions(flags: Flags): { head?: 'shipped' | 'refit'; stability: boolean } {
+  return { head: oneOf(flags, 'head', ['shipped', 'refit'] as const), stability: !flags.has('no-stability') };
 }
 
 export function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T | undefined {

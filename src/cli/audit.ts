@@ -1,7 +1,7 @@
 /** `audit` and `clean` commands. */
 import { audit, clean, Engine, InfluenceError, modelSummary, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
-import { printNotes } from './format';
-import { cacheFrom, damping, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
+import { headLines, printNotes, stabilityLines } from './format';
+import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
 import { className, describeReason, fmt } from '../protocol';
 import { JsonWriter } from './json';
 
@@ -28,6 +28,7 @@ function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: Ab
     heldOut,
     table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
     damping: damping(flags),
+    ...headOptions(flags),
     tau: tau(flags),
     solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
     selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
@@ -56,6 +57,9 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       await w.field('classes', classes);
       await w.field('damping', r.damping);
       await w.field('dampingRule', r.dampingRule);
+      await w.field('impliedL2', r.impliedL2);
+      await w.field('head', r.head);
+      await w.field('stability', r.stability);
       await w.field('tau', tau(flags));
       await w.field('solver', s.solver);
       await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
@@ -91,6 +95,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     const out: string[] = [];
     out.push(`Influence Lens: audit of ${n} training rows of ${required(flags, 'train')}`);
     out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
+    out.push(...headLines(r.head), ...stabilityLines(r.stability, 'most suspicious (and memorized) rows'));
     if (r.heldOut) out.push(`  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`);
     else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
     const top = suspicionOrder(s.suspicion).slice(0, 20);

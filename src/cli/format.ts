@@ -1,10 +1,25 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult } from '../core';
+import { topRows, type ExplainResult, type HeadReport, type Stability } from '../core';
 import { className as clsName, fmt } from '../protocol';
 
 /** The tool's decisions on the user's behalf, one `note:` line each on stderr (stdout stays the result). */
 export function printNotes(notes: string[]): void {
   for (const n of notes) process.stderr.write(`note: ${n}\n`);
+}
+
+/** The head scored and how far from the optimum influence assumes, with the warning when it is far. */
+export function headLines(h: HeadReport): string[] {
+  const at = `‖∇J‖ = ${h.gradNorm.toExponential(2)} (${h.relGradNorm.toPrecision(2)} of an untrained head's)`;
+  const lines = [`  head: ${h.mode === 'refit' ? 'refit to the optimum of the damped objective' : 'as shipped'}, ${at}`];
+  if (h.message) lines.push(`  ${h.warning ? 'WARNING: ' : ''}${h.message}`);
+  return lines;
+}
+
+/** Whether the listed rows hold at λ/10 and 10λ. */
+export function stabilityLines(s: Stability | null, what: string): string[] {
+  if (!s) return [];
+  const pairs = Object.entries(s.overlaps).map(([name, [lo, hi]]) => `${name} ${lo.toFixed(2)} / ${hi.toFixed(2)}`);
+  return [`  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`];
 }
 
 function pad(s: string, w: number, right = false): string {
@@ -24,6 +39,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
     `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
+  out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
   const header = `  ${pad('row', 7, true)} ${pad('line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}`;

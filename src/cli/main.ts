@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
-import { cacheFrom, damping, int, list, oneOf, parseArgs, required, str } from './args';
+import { cacheFrom, damping, headOptions, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes } from './format';
 import { JsonWriter } from './json';
@@ -24,7 +24,9 @@ Options:
   --label-column NAME   label column (default: label)
   --features a,b,c      feature columns in model order (default: every other column)
   --classes a,b,c       class names, for string labels (default: model metadata)
-  --damping X|auto      λ of the damped Hessian (default: auto)
+  --damping X|auto|trace|implied   λ of the damped Hessian (default: auto)
+  --head shipped|refit  score the head as given, or refit to the optimum of the damped objective
+  --no-stability        skip the comparison of the top rows at λ/10 and 10λ
   --top N               list only the N most helpful and N most harmful rows
   --solver cholesky|cg  force the linear solver (default: by size)
   --self-influence exact|ekfac   force the self-influence method (default: by size)
@@ -51,6 +53,9 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.field('classes', r.classes);
   await w.field('damping', r.damping);
   await w.field('dampingRule', r.dampingRule);
+  await w.field('impliedL2', r.impliedL2);
+  await w.field('head', r.head);
+  await w.field('stability', r.stability);
   await w.field('solver', r.solver);
   await w.field('selfInfluenceMethod', r.selfInfluenceMethod);
   await w.field('cgIterations', r.cgIterations);
@@ -90,7 +95,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
-const TABLE_FLAGS = ['model', 'output', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
+const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
@@ -135,6 +140,8 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       testRow,
       table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
       damping: damping(flags),
+      ...headOptions(flags),
+      stabilityTop: top ?? 10,
       solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
       selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
       batchSize: int(flags, 'batch-size', 1),

@@ -1,7 +1,11 @@
 /** `audit`: memorized and suspicious training rows (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
-import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
+import { Curvature } from './curvature/curvature';
+import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { prepareHead, type HeadMode, type HeadReport } from './headfit';
+import { rowsAt } from './refit';
+import { auditStability, type Stability } from './scores/stability';
 import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
@@ -15,7 +19,12 @@ export interface AuditRequest {
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
   table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
-  damping: number | 'auto';
+  damping: DampingOption;
+  /** Score the head as given (default) or refit to the optimum of the damped objective. */
+  head?: HeadMode;
+  /** Compare the flagged rows at λ/10 and 10λ (default true), over the top `stabilityTop` (default 10). */
+  stability?: boolean;
+  stabilityTop?: number;
   tau: number;
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
@@ -32,6 +41,9 @@ export interface AuditResult {
   /** λ on the rows' effective head (differs from damping only for logits scale·z). */
   effectiveDamping: number;
   dampingRule: string;
+  impliedL2: { lambda: number; residual: number } | null;
+  head: HeadReport;
+  stability: Stability | null;
   scores: AuditScores;
   /** What the tool decided on the user's behalf, in words. */
   notes: string[];
@@ -60,8 +72,23 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     }
     const forwardSeconds = (performance.now() - t0) / 1000;
     throwIfAborted(req.signal);
-    const { damping, effective, rule } = resolveDamping(req.damping, rows, eng.info.l2, eng.info.head.scale);
-    const scores = await auditScores(rows, heldOut, { damping: effective, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
+    const prep = prepareHead(eng, rows, { damping: req.damping, head: req.head, signal: req.signal, onProgress: req.onProgress });
+    const { damping, effective, rule } = prep.damping;
+    // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
+    const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+    if (heldOut && prep.head.mode === 'refit') heldOut = { ...heldOut, rows: { ...heldOut.rows, ...rowsAt(heldOut.rows, prep.theta) } };
+    const opts = { damping: effective, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
+    const curv = await Curvature.create(train, effective, opts);
+    let scores: AuditScores;
+    let stability: Stability | null = null;
+    const ts = performance.now();
+    try {
+      scores = await auditScores(train, heldOut, opts, curv);
+      if (req.stability !== false) stability = await auditStability(train, heldOut, opts, curv, scores, req.stabilityTop ?? 10, damping);
+    } finally {
+      await curv.release();
+    }
+    const stabilitySeconds = (performance.now() - ts) / 1000 - (scores.seconds.audit ?? 0);
     await Promise.all(writes.map((w) => w()));
     let heldOutLoss: number | null = null;
     let heldOutAccuracy: number | null = null;
@@ -77,8 +104,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutLoss = loss / h.n;
       heldOutAccuracy = correct / h.n;
     }
-    const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
-    return { rows, heldOut, damping, effectiveDamping: effective, dampingRule: rule, scores, notes: eng.notes, heldOutLoss, heldOutAccuracy, seconds };
+    const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
+    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes: eng.notes, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

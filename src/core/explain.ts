@@ -1,16 +1,19 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
-import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
+import { Curvature } from './curvature/curvature';
+import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { prepareHead, type HeadMode, type HeadReport } from './headfit';
 import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithout } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
-import { explainScores, type ExplainScores } from './scores/explain';
+import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
+import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
-import { headTheta, inputOf } from './task/head';
-import { taskFor } from './task/loss';
+import { headTheta, inputOf, logits, type HeadShape } from './task/head';
+import { taskFor, type Task } from './task/loss';
 
 export interface ExplainRequest {
   model: string;
@@ -20,7 +23,12 @@ export interface ExplainRequest {
   test: string;
   testRow: number;
   table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
-  damping?: number | 'auto';
+  damping?: DampingOption;
+  /** Score the head as given (default) or refit to the optimum of the damped objective. */
+  head?: HeadMode;
+  /** Compare the top rows at λ/10 and 10λ (default true), over the top `stabilityTop` (default 10). */
+  stability?: boolean;
+  stabilityTop?: number;
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
   batchSize?: number;
@@ -55,6 +63,12 @@ export interface ExplainResult {
   classes: string[] | null;
   damping: number;
   dampingRule: string;
+  /** The L2 the shipped head's gradient implies and its stationarity residual, when the damping rule looked at it. */
+  impliedL2: { lambda: number; residual: number } | null;
+  /** The head the scores describe: shipped or refit, and how far from the optimum of the damped objective. */
+  head: HeadReport;
+  /** Whether the top rows hold at λ/10 and 10λ. */
+  stability: Stability | null;
   solver: SolverKind;
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
@@ -108,17 +122,34 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
     throwIfAborted(req.signal);
-    const { damping, effective, rule } = resolveDamping(req.damping, rows, eng.info.l2, eng.info.head.scale);
-    const scores = await explainScores(rows, { x: inputOf(test.h, rows.bias), g: test.g, z: test.z, label: test.label }, { damping: effective, solver: req.solver, selfInfluence: req.selfInfluence, store: rows.store, explicitHessian: rows.explicitHessian, signal: req.signal, onProgress: req.onProgress });
-    Object.assign(seconds, scores.seconds);
-    t = performance.now();
+    const prep = prepareHead(eng, rows, { damping: req.damping, head: req.head, signal: req.signal, onProgress: req.onProgress });
+    const { damping, effective, rule } = prep.damping;
+    // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
+    const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+    lap('head');
     const task = taskFor(rows.C);
+    const point = testPoint(task, test, prep.theta, rows);
+    const opts = { damping: effective, solver: req.solver, selfInfluence: req.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
+    const curv = await Curvature.create(train, effective, opts);
+    let scores: ExplainScores;
+    let stability: Stability | null = null;
+    try {
+      scores = await explainScores(train, point, opts, curv);
+      Object.assign(seconds, scores.seconds);
+      t = performance.now();
+      if (req.stability !== false) {
+        stability = await explainStability(train, point, opts, curv, scores.lossChangeIfRemoved, req.stabilityTop ?? 10, damping);
+        lap('stability');
+      }
+    } finally {
+      await curv.release();
+    }
     const predicted = new Int32Array(rows.n);
-    for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(rows.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
+    for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
     let verified: Verified | null = null;
     if (req.verifyTop) {
       const tv = performance.now();
-      verified = verifyRows(rows, effective, eng, test, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
+      verified = verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
       seconds.verify = (performance.now() - tv) / 1000;
     }
     await rows.written();
@@ -130,6 +161,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       classes: table.classes ?? info.classes,
       damping,
       dampingRule: rule,
+      impliedL2: prep.damping.implied,
+      head: prep.head,
+      stability,
       solver: scores.solver,
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
@@ -139,17 +173,17 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         path: req.test,
         row: req.testRow,
         line: test.line,
-        label: test.label,
+        label: point.label,
         labelled: test.labelled,
         predicted: scores.predicted,
-        probabilities: task.probabilities(test.z),
-        loss: test.loss,
+        probabilities: task.probabilities(point.z),
+        loss: point.loss,
         margin: scores.margin,
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
         featureNames: test.table.featureNames,
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets },
       scores,
       verified,
       seconds,
@@ -179,6 +213,19 @@ export interface ModelSummary {
 export function modelSummary(eng: Engine, path: string): ModelSummary {
   const i = eng.info;
   return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output, outputName: i.outputName, logitScale: i.head.scale, task: eng.task.kind, fixedBatch: eng.runBatchSize };
+}
+
+/**
+ * The test row at the scored head: its logits θ'x̃_t, the label explained (its own, or when the
+ * test file has none, the predicted class), and the loss and g for that label.
+ */
+function testPoint(task: Task, test: { h: Float32Array; labelled: boolean; label: number }, theta: Float64Array, shape: HeadShape): TestPoint & { loss: number } {
+  const z = new Float64Array(shape.C);
+  logits(shape, theta, test.h, 0, z);
+  const label = test.labelled ? test.label : task.prediction(z).predicted;
+  const g = new Float64Array(shape.C);
+  const loss = task.lossAndSignal(z, 0, label, g, 0);
+  return { x: inputOf(test.h, shape.bias), g, z, label, loss };
 }
 
 /** Refits on the effective head (logits scale·z) at the effective damping: the same changes as refitting θ at λ. */

@@ -22,7 +22,7 @@ import { denseHessian, solveCg } from './curvature/exact';
 import { DENSE_MAX_P, EXACT_BUDGET } from './curvature/policy';
 import { cholesky, dot } from './linalg';
 import { headDims, logits, type HeadRows } from './task/head';
-import { taskFor } from './task/loss';
+import { lossAndSignal, taskFor } from './task/loss';
 
 /** Rows per partial sum when accumulating the gradient (rounding grows with BLOCK + n/BLOCK, not n). */
 const BLOCK = 256;
@@ -305,4 +305,44 @@ export function refitWithout(rows: RefitRows, damping: number, thetaFull: Float6
     include[i] = 0;
   }
   return refitHead(rows, damping, thetaFull, { ...opts, include });
+}
+
+/** What refitting the head changed. */
+export interface RefitChange {
+  /** ‖∇J‖ of the shipped head and of the refit one (on θ). */
+  gradNormBefore: number;
+  gradNormAfter: number;
+  /** Training rows whose prediction changed, and the largest change of any training logit. */
+  trainPredictionsChanged: number;
+  maxLogitChange: number;
+}
+
+/** The rows' logits, g and loss at head θ (their inputs h unchanged). Rows without a label are taken for class 0. */
+export function rowsAt(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h' | 'labels'>, theta: Float64Array): { z: Float64Array; g: Float64Array; loss: Float64Array } {
+  const { n, C } = rows;
+  const z = new Float64Array(n * C);
+  const g = new Float64Array(n * C);
+  const loss = new Float64Array(n);
+  for (let i = 0; i < n; i++) logits(rows, theta, rows.h, i, z.subarray(i * C, (i + 1) * C));
+  lossAndSignal(taskFor(C), z, rows.labels, n, loss, g);
+  return { z, g, loss };
+}
+
+/**
+ * The head refit to the exact optimum of J at λ' (float64 Newton), and the rows as that head sees
+ * them: the same inputs h, with z, g and the loss recomputed.
+ */
+export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64Array }>(rows: R, theta0: Float64Array, effectiveDamping: number, scale: number, opts: Pick<RefitOptions, 'signal' | 'onProgress'> = {}): { rows: R; theta: Float64Array; change: Omit<RefitChange, 'gradNormBefore'> } {
+  const { n, C } = rows;
+  const task = taskFor(C);
+  const fit = refitHead(rows, effectiveDamping, theta0, opts);
+  const { z, g, loss } = rowsAt(rows, fit.theta);
+  let changed = 0;
+  let maxLogitChange = 0;
+  for (let i = 0; i < n; i++) {
+    const before = task.prediction(rows.z.subarray(i * C, (i + 1) * C)).predicted;
+    if (task.prediction(z.subarray(i * C, (i + 1) * C)).predicted !== before) changed++;
+    for (let c = 0; c < C; c++) maxLogitChange = Math.max(maxLogitChange, Math.abs(z[i * C + c] - rows.z[i * C + c]));
+  }
+  return { rows: { ...rows, z, g, loss }, theta: fit.theta, change: { gradNormAfter: Math.abs(scale) * fit.gradNorm, trainPredictionsChanged: changed, maxLogitChange } };
 }

@@ -130,10 +130,15 @@ describe('digits reference: other paths', () => {
     assert.deepEqual(j.flip, t.flip);
   });
 
-  it('auto damping without metadata uses the documented trace rule', async () => {
-    const r = await explain({ model: at('test/fixtures/digits/logits_nometa.onnx'), train, test, testRow: ref.tests[0].row });
-    assert.match(r.dampingRule, /trace/);
-    assert.ok(r.damping > 0 && r.damping !== ref.l2);
+  it('auto damping without metadata recovers the L2 the head was fit with from its gradient; trace gives the trace rule', async () => {
+    const model = at('test/fixtures/digits/logits_nometa.onnx');
+    const r = await explain({ model, train, test, testRow: ref.tests[0].row, stability: false });
+    assert.match(r.dampingRule, /implied by the head's gradient/);
+    assert.ok(Math.abs(r.damping - ref.l2) < 1e-4 * ref.l2, `implied ${r.damping} vs the fit's ${ref.l2}`);
+    assert.ok(r.impliedL2!.residual < 1e-4, `residual ${r.impliedL2!.residual}`);
+    const tr = await explain({ model, train, test, testRow: ref.tests[0].row, damping: 'trace', stability: false });
+    assert.match(tr.dampingRule, /trace/);
+    assert.ok(tr.damping > 0 && tr.damping < ref.l2 / 10);
   });
 });
 

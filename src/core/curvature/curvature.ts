@@ -20,6 +20,8 @@ export class Curvature {
   readonly seconds: Record<string, number> = {};
   cgIterations: number | null = null;
   private Hinv: Float64Array | null = null;
+  /** The exact path's undamped Hessian H₀/n, kept so that another damping costs one factorisation. */
+  private H0: Float64Array | null = null;
   private ekfac: Ekfac | null = null;
   /** The fast path's state (ORT kernels, EK-FAC factors); null on the exact path. */
   fast: FastCurvature | null = null;
@@ -54,10 +56,9 @@ export class Curvature {
       return curv;
     }
     if (curv.solver === 'cholesky' || curv.selfMethod === 'exact') {
-      const H = denseHessian(rows, damping, opts.signal, opts.onProgress);
+      curv.H0 = denseHessian(rows, 0, opts.signal, opts.onProgress);
       lap('hessian');
-      cholesky(H, curv.P);
-      curv.Hinv = inverseFromCholesky(H, curv.P);
+      curv.factor();
       lap('factor');
     }
     if (curv.solver === 'cg' || curv.selfMethod === 'ekfac') {
@@ -65,6 +66,27 @@ export class Curvature {
       lap('ekfac');
     }
     return curv;
+  }
+
+  /** H⁻¹ = (H₀/n + λI)⁻¹ by Cholesky. */
+  private factor(): void {
+    const H = Float64Array.from(this.H0!);
+    for (let q = 0; q < this.P; q++) H[q * this.P + q] += this.damping;
+    cholesky(H, this.P);
+    this.Hinv = inverseFromCholesky(H, this.P);
+  }
+
+  /** The same curvature at another damping, from the statistics already computed (no pass over the rows). */
+  withDamping(damping: number): Curvature {
+    if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
+    const c = new Curvature(this.rows, damping, { solver: this.solver, selfMethod: this.selfMethod, path: this.path });
+    const t0 = performance.now();
+    c.H0 = this.H0;
+    if (c.H0) c.factor();
+    c.ekfac = this.ekfac?.withDamping(damping) ?? null;
+    c.fast = this.fast?.withDamping(damping) ?? null;
+    c.seconds.factor = (performance.now() - t0) / 1000;
+    return c;
   }
 
   /** H⁻¹ b for each b (P-vectors, C×D̃ row-major). */

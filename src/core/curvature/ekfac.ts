@@ -17,8 +17,20 @@ export class Ekfac {
   readonly US: Float64Array; // D̃×D̃
   /** Λ[a·D̃ + b] + λ. */
   readonly denom: Float64Array;
+  /** Λ·n, the corrected eigenvalue sums (damping-free). */
+  private readonly lam: Float64Array;
 
-  constructor(private readonly rows: HeadRows, damping: number, signal?: AbortSignal) {
+  constructor(
+    private readonly rows: HeadRows,
+    damping: number,
+    signal?: AbortSignal,
+    from?: Ekfac,
+  ) {
+    if (from) {
+      ({ UA: this.UA, US: this.US, lam: this.lam } = from);
+      this.denom = Ekfac.denominators(this.lam, rows.n, damping);
+      return;
+    }
     const { n, C } = rows;
     const { Dt } = headDims(rows);
     const Abar = new Float64Array(C * C);
@@ -57,8 +69,17 @@ export class Ekfac {
       }
       for (let a = 0; a < C; a++) for (let b = 0; b < Dt; b++) lam[a * Dt + b] += w[a] * xs[b] * xs[b];
     }
-    this.denom = new Float64Array(C * Dt);
-    for (let q = 0; q < C * Dt; q++) this.denom[q] = Math.max(lam[q] / n, 0) + damping;
+    this.lam = lam;
+    this.denom = Ekfac.denominators(lam, n, damping);
+  }
+
+  private static denominators(lam: Float64Array, n: number, damping: number): Float64Array {
+    return lam.map((l) => Math.max(l / n, 0) + damping);
+  }
+
+  /** The same factors at another damping. */
+  withDamping(damping: number): Ekfac {
+    return new Ekfac(this.rows, damping, undefined, this);
   }
 
   /** xs = U_Sᵀ x. */

@@ -48,6 +48,8 @@ export class FastCurvature {
   nullColumn = 0;
   nullLeak = 1;
   denom: Float64Array = new Float64Array(0);
+  /** EK-FAC's eigenvalue sums (damping-free). */
+  private lam: Float64Array = new Float64Array(0);
 
   private constructor(
     readonly rows: HeadRows,
@@ -222,8 +224,19 @@ export class FastCurvature {
     return lam;
   }
 
+  /** The same curvature at another damping: the factors and H₀ are shared, the denominators recomputed. */
+  withDamping(damping: number): FastCurvature {
+    const f = new FastCurvature(this.rows, damping);
+    f.H0 = this.H0;
+    f.grouping = this.grouping;
+    f.setBasis(this.UA, this.US);
+    f.setLambda(this.lam);
+    return f;
+  }
+
   private setLambda(lam: Float64Array): void {
     const { n } = this.rows;
+    this.lam = lam;
     this.denom = new Float64Array(lam.length);
     for (let q = 0; q < lam.length; q++) this.denom[q] = Math.max(lam[q] / n, 0) + this.damping;
   }

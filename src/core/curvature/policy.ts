@@ -6,6 +6,7 @@ import { InfluenceError, type Progress } from '../errors';
 import { dot } from '../linalg';
 import { headDims, rowInput, type HeadRows, type HeadShape } from '../task/head';
 import { curvatureTrace, taskFor } from '../task/loss';
+import { impliedL2, meanLossGradient } from '../task/fit';
 import type { HessianStats } from './hessian';
 
 export type SolverKind = 'cholesky' | 'cg';
@@ -93,6 +94,18 @@ export function explicitHessianFrom(head: HeadShape, opts: MethodOptions): numbe
   return Math.floor(EXACT_BUDGET / (P * P)) + 1;
 }
 
+/** `--damping`: a value, or a rule. */
+export type DampingOption = number | 'auto' | 'trace' | 'implied';
+
+/** What the damping rules read of the model: its metadata L2 and its (effective) head. */
+export interface DampingModel {
+  l2: number | null;
+  /** θ' = sθ, the head the rows hold. */
+  theta: Float64Array;
+  /** s, the factor on the head's logits. */
+  scale: number;
+}
+
 /** λ as the user states it (on θ), and λ for the curvature of the rows (on the logits the rows hold). */
 export interface Damping {
   damping: number;
@@ -102,15 +115,15 @@ export interface Damping {
    */
   effective: number;
   rule: string;
+  /** The L2 the head's gradient implies (on θ) and how well stationarity fits it (when that rule was considered). */
+  implied: { lambda: number; residual: number } | null;
 }
 
-/**
- * The `auto` damping rule: λ from the model's metadata (`influence_lens.l2`) when present,
- * else 1e-3 × the mean eigenvalue of the undamped Hessian, trace(H₀)/P (floored at 1e-8).
- */
-export function autoDamping(rows: HeadRows, metadataL2: number | null, scale = 1): Damping {
-  const s2 = scale * scale;
-  if (metadataL2 !== null) return { damping: metadataL2, effective: metadataL2 / s2, rule: 'model metadata influence_lens.l2' };
+/** What `auto` uses when the model carries no influence_lens.l2 (chosen by LDS against retraining: README). */
+export const AUTO_RULE: 'trace' | 'implied' = 'implied';
+
+/** The trace rule's λ' = 1e-3 × the mean eigenvalue of the undamped Hessian, trace(H₀)/P, and that mean. */
+function traceRule(rows: HeadRows): { lambda: number; meanEigenvalue: number } {
   const { C, n } = rows;
   const { Dt, P } = headDims(rows);
   const x = new Float64Array(Dt);
@@ -119,14 +132,35 @@ export function autoDamping(rows: HeadRows, metadataL2: number | null, scale = 1
     rowInput(rows, i, x);
     tr += curvatureTrace(rows.g, rows.labels, i, C) * dot(x, x);
   }
-  // The trace on θ is s² times the trace on the rows' effective head.
-  const effective = Math.max(1e-3 * (tr / n / P), 1e-8 / s2);
-  return { damping: effective * s2, effective, rule: '1e-3 × trace(H₀)/P (no influence_lens.l2 in the model)' };
+  const meanEigenvalue = tr / n / P;
+  return { lambda: Math.max(1e-3 * meanEigenvalue, 1e-8), meanEigenvalue };
 }
 
-/** `--damping X|auto` to a value and the rule that gave it. */
-export function resolveDamping(option: number | 'auto' | undefined, rows: HeadRows, metadataL2: number | null, scale = 1): Damping {
-  if (option === undefined || option === 'auto') return autoDamping(rows, metadataL2, scale);
-  if (!(option > 0) || !Number.isFinite(option)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or 'auto'; got ${option}`);
-  return { damping: option, effective: option / (scale * scale), rule: '--damping' };
+/**
+ * `--damping X|auto|trace|implied` to λ and the rule that gave it:
+ * - X: as given;
+ * - trace: 1e-3 × trace(H₀)/P, a thousandth of the mean eigenvalue of the undamped Hessian;
+ * - implied: the L2 the head's gradient implies at stationarity (fit.ts impliedL2), clamped to
+ *   [the trace rule, trace(H₀)/P]; the trace rule when it implies none (λ̂ ≤ 0);
+ * - auto: the model's metadata `influence_lens.l2` when present (the λ it was trained with),
+ *   else AUTO_RULE.
+ * λ is never 0, because (diag p − ppᵀ)·1 = 0 makes H₀ singular.
+ */
+export function resolveDamping(option: DampingOption | undefined, rows: HeadRows, model: DampingModel): Damping {
+  const s2 = model.scale * model.scale;
+  const on = (effective: number, rule: string, implied: Damping['implied'] = null): Damping => ({ damping: effective * s2, effective, rule, implied });
+  if (typeof option === 'number') {
+    if (!(option > 0) || !Number.isFinite(option)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or auto, trace or implied; got ${option}`);
+    return { damping: option, effective: option / s2, rule: '--damping', implied: null };
+  }
+  const rule = option ?? 'auto';
+  if (rule === 'auto' && model.l2 !== null) return { damping: model.l2, effective: model.l2 / s2, rule: 'model metadata influence_lens.l2', implied: null };
+  const trace = traceRule(rows);
+  const traceText = '1e-3 × trace(H₀)/P';
+  if (rule === 'trace' || (rule === 'auto' && AUTO_RULE === 'trace')) return on(trace.lambda, rule === 'auto' ? `${traceText} (no influence_lens.l2 in the model)` : traceText);
+  const fit = impliedL2(meanLossGradient(rows), model.theta);
+  const implied = { lambda: fit.lambda * s2, residual: fit.residual };
+  if (!(fit.lambda > trace.lambda)) return on(trace.lambda, `${traceText}: the head's gradient implies no larger L2 (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);
+  if (fit.lambda > trace.meanEigenvalue) return on(trace.meanEigenvalue, `trace(H₀)/P, the ceiling of the L2 implied by the head's gradient (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);
+  return on(fit.lambda, `the L2 implied by the head's gradient at stationarity (residual ${fit.residual.toPrecision(2)})`, implied);
 }

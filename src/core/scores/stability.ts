@@ -1,0 +1,89 @@
+/**
+ * How much the answer depends on the damping: the top rows (explain) or the flagged rows (audit)
+ * at λ, λ/10 and 10λ, compared by Jaccard overlap. The curvature's statistics are computed once
+ * (Curvature.withDamping), so each extra damping costs a factorisation or solve and a row pass.
+ */
+import type { Curvature } from '../curvature/curvature';
+import type { HeadRows } from '../task/head';
+import { auditScores, type AuditOptions, type AuditScores, type HeldOut, type ScoredRows } from './audit';
+import { explainScores, type ExplainOptions, type TestPoint } from './explain';
+import { suspicionOrder, topRows } from './ranking';
+
+/** Below this Jaccard overlap (at either neighbouring damping) a set is "sensitive to damping". */
+export const STABLE_JACCARD = 0.5;
+/** The factor between the neighbouring dampings and λ. */
+const FACTOR = 10;
+
+export interface Stability {
+  /** The sets compared: the top k, or the memorized flags. */
+  k: number;
+  /** λ/10, λ, 10λ (on θ). */
+  dampings: [number, number, number];
+  /** Jaccard overlap of each set at λ with the same set at λ/10 and at 10λ. */
+  overlaps: Record<string, [number, number]>;
+  stable: boolean;
+}
+
+/** |A ∩ B| / |A ∪ B| (1 for two empty sets). */
+export function jaccard(a: Iterable<number>, b: Iterable<number>): number {
+  const A = new Set(a);
+  const B = new Set(b);
+  let both = 0;
+  for (const x of A) if (B.has(x)) both++;
+  const union = A.size + B.size - both;
+  return union === 0 ? 1 : both / union;
+}
+
+function summarise(k: number, damping: number, sets: Record<string, number[][]>): Stability {
+  const overlaps: Record<string, [number, number]> = {};
+  let worst = 1;
+  for (const [name, [low, mid, high]] of Object.entries(sets)) {
+    overlaps[name] = [jaccard(mid, low), jaccard(mid, high)];
+    worst = Math.min(worst, ...overlaps[name]);
+  }
+  return { k, dampings: [damping / FACTOR, damping, damping * FACTOR], overlaps, stable: worst >= STABLE_JACCARD };
+}
+
+/**
+ * explain's top-k helpful and harmful rows (by lossChangeIfRemoved) at λ/10, λ and 10λ.
+ * `lossChange` holds the scores at λ; `damping` is λ on θ and `scale` the logits' factor.
+ */
+export async function explainStability(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature, lossChange: Float64Array, k: number, damping: number): Promise<Stability> {
+  const at = async (f: number) => {
+    const c = curv.withDamping(opts.damping * f);
+    try {
+      return topRows((await explainScores(rows, test, { ...opts, damping: opts.damping * f }, c)).lossChangeIfRemoved, k);
+    } finally {
+      await c.release();
+    }
+  };
+  const low = await at(1 / FACTOR);
+  const high = await at(FACTOR);
+  const mid = topRows(lossChange, k);
+  return summarise(k, damping, { helpful: [low.helpful, mid.helpful, high.helpful], harmful: [low.harmful, mid.harmful, high.harmful] });
+}
+
+/** The memorized flags (with a held-out set) and the k most suspicious rows at λ/10, λ and 10λ. */
+export async function auditStability(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature, scores: AuditScores, k: number, damping: number): Promise<Stability> {
+  const sets = (s: AuditScores) => ({ suspicious: suspicionOrder(s.suspicion).slice(0, k), memorized: s.memorized ? flagged(s.memorized) : [] });
+  const at = async (f: number) => {
+    const c = curv.withDamping(opts.damping * f);
+    try {
+      return sets(await auditScores(rows, heldOut, { ...opts, damping: opts.damping * f }, c));
+    } finally {
+      await c.release();
+    }
+  };
+  const low = await at(1 / FACTOR);
+  const high = await at(FACTOR);
+  const mid = sets(scores);
+  const compared: Record<string, number[][]> = { suspicious: [low.suspicious, mid.suspicious, high.suspicious] };
+  if (scores.memorized) compared.memorized = [low.memorized, mid.memorized, high.memorized];
+  return summarise(k, damping, compared);
+}
+
+function flagged(memorized: Uint8Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < memorized.length; i++) if (memorized[i]) out.push(i);
+  return out;
+}
