@@ -3,6 +3,7 @@ import { audit, quantile, reasonsFor, type AuditResult } from '../core/audit';
 import { checkOutPath, parseRemoveSpec, selectRows, writeWithout } from '../core/clean';
 import { InfluenceError, type Progress } from '../core/errors';
 import { Engine } from '../core/forward';
+import { heldOutChangeIfRemoved, suspicionOrder } from '../core/scores/ranking';
 import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
 import { cacheFrom, damping, list, oneOf, required, str, type Flags } from './args';
 import { className, describeReason, fmt } from '../protocol';
@@ -96,7 +97,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
     if (r.heldOut) out.push(`  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`);
     else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
-    const top = Array.from({ length: n }, (_, i) => i).sort((a, b) => s.suspicion[b] - s.suspicion[a]).slice(0, Math.min(20, n));
+    const top = suspicionOrder(s.suspicion).slice(0, 20);
     out.push('');
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
@@ -129,10 +130,7 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
     const r = await runAuditFor(engine, flags, { path: validation, source: 'validation' }, signal, onProgress);
     const n = r.rows.n;
     const removed = selectRows(spec, n, r.scores.suspicion, r.scores.memorized, trainPath);
-    const V = r.heldOut!.rows.n;
-    let sum = 0;
-    for (const i of removed) sum += r.scores.heldOutInfluence![i];
-    const predicted = { heldOutLossChange: -sum / (n * V) };
+    const predicted = { heldOutLossChange: heldOutChangeIfRemoved(r.scores.heldOutInfluence!, removed, n, r.heldOut!.rows.n) };
     let verified = null;
     if (flags.has('verify')) {
       const rows = r.rows;

@@ -4,6 +4,7 @@
  */
 import { quantile, reasonsFor, type AuditResult } from '../core/audit';
 import { topRows, type ExplainResult } from '../core/explain';
+import { suspicionOrder } from '../core/scores/ranking';
 import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol';
 
 /**
@@ -98,8 +99,7 @@ export function explainView(r: ExplainResult, opts: { k: number; image: ImageSha
 /** Memorized rows first (by suspicion), then the most suspicious others, k in all at most. */
 export function flaggedRows(a: AuditResult, k: number): number[] {
   const s = a.scores;
-  const n = a.rows.n;
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => s.suspicion[y] - s.suspicion[x] || x - y);
+  const order = suspicionOrder(s.suspicion);
   const mem = s.memorized ? order.filter((i) => s.memorized![i]) : [];
   const rest = order.filter((i) => !s.memorized?.[i]);
   return [...mem, ...rest].slice(0, Math.max(k, mem.length));

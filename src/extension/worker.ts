@@ -11,6 +11,7 @@ import { checkOutPath, writeWithout } from '../core/clean';
 import { CancelledError, InfluenceError } from '../core/errors';
 import { explain } from '../core/explain';
 import { Engine } from '../core/forward';
+import { heldOutChangeIfRemoved } from '../core/scores/ranking';
 import { readAll, readHeader, TableReader } from '../core/table';
 import { describeLossChange, describeReason } from '../protocol';
 import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, RowMark, TableChoice, ToWorker } from './engineProtocol';
@@ -127,11 +128,7 @@ async function doClean(p: CleanParams, signal: AbortSignal, id: number): Promise
     const a = await runAudit(engine, p, signal, id);
     const bad = p.remove.filter((r) => r >= a.rows.n);
     if (bad.length) throw new InfluenceError('ROW_OUT_OF_RANGE', `rows ${bad.join(', ')} do not exist in ${p.train}`, { file: p.train });
-    let predicted = 0;
-    if (a.scores.heldOutInfluence && a.heldOut) {
-      for (const i of p.remove) predicted -= a.scores.heldOutInfluence[i];
-      predicted /= a.rows.n * a.heldOut.rows.n;
-    }
+    const predicted = a.scores.heldOutInfluence && a.heldOut ? heldOutChangeIfRemoved(a.scores.heldOutInfluence, p.remove, a.rows.n, a.heldOut.rows.n) : 0;
     const kept = await writeWithout(p.train, a.rows.offsets, p.remove, p.out, a.rows.summary, signal);
     return { kept, removed: p.remove, out: p.out, predictedHeldOutLossChange: predicted };
   } finally {
