@@ -11,7 +11,7 @@ import { EngineClient, EngineError } from '../../src/extension/engineClient';
 import type { ExplainParams } from '../../src/extension/engineProtocol';
 import { fixFor } from '../../src/extension/fixes';
 import { DEFAULTS, readSettings } from '../../src/extension/settings';
-import { auditView, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
+import { auditMarks, auditView, explainMarks, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
 
 const root = resolve(__dirname, '../..');
 const sample = (f: string) => join(root, 'samples/digits', f);
@@ -65,7 +65,8 @@ describe('view models', () => {
 
   it('lists the top rows of a real explanation, with the flip set and histogram marks', async () => {
     const r = await explain({ model: sample('model.onnx'), train: sample('train.csv'), test: sample('test.csv'), testRow: 146 });
-    const v = explainView(r, { k: 5, image: { height: 8, width: 8 }, featureNames: [], features: new Map([[0, [1, 2]]]) });
+    const listed = listedRows(r, 5);
+    const v = explainView(r, listed, { image: { height: 8, width: 8 }, featureNames: [], features: new Map([[0, [1, 2]]]) });
     assert.equal(v.byInfluence.helpful.length, 5);
     assert.equal(v.byInfluence.harmful.length, 5);
     const h = v.byInfluence.helpful.map((x) => x.lossChangeIfRemoved);
@@ -78,8 +79,10 @@ describe('view models', () => {
     assert.equal(v.histogram.counts.reduce((a, b) => a + b, 0), 1000);
     assert.deepEqual(v.flip?.rows.map((x) => x.row), r.scores.flip?.rows);
     assert.equal(v.test.row, 146);
-    const listed = listedRows(r, 5);
     assert.deepEqual(v.byInfluence.helpful.map((x) => x.row), listed.byInfluence.helpful);
+    const marks = explainMarks(v);
+    assert.deepEqual(marks.map((m) => [m.row, m.kind]), [...v.byInfluence.helpful.map((x) => [x.row, 'helpful']), ...v.byInfluence.harmful.map((x) => [x.row, 'harmful'])]);
+    assert.ok(marks.every((m) => /first-order estimate/.test(m.message)));
   });
 
   it('puts memorized rows first among the flagged rows', async () => {
@@ -91,10 +94,13 @@ describe('view models', () => {
       assert.equal(rows.length, Math.max(3, mem));
       const flags = rows.map((i) => a.scores.memorized![i]);
       assert.deepEqual(flags, [...flags].sort((x, y) => y - x));
-      const v = auditView(a, { k: 3, classes: null, image: null, trainPath: 'train.csv', features: new Map() });
+      const v = auditView(a, rows, { classes: null, image: null, trainPath: 'train.csv', features: new Map() });
       assert.equal(v.memorizedCount, mem);
       assert.ok(v.flagged.every((f) => Array.isArray(f.reasons)));
       assert.equal(v.heldOut?.rows, 400);
+      const marks = auditMarks(v);
+      assert.deepEqual(marks.map((m) => [m.row, m.kind]), v.flagged.map((f) => [f.row, f.memorized ? 'memorized' : 'suspicious']));
+      assert.ok(marks.every((m) => m.message.startsWith(`${m.kind === 'memorized' ? 'Memorized' : 'Suspicious'} row ${m.row} `)));
     } finally {
       await engine.release();
     }
