@@ -3,7 +3,7 @@
  * no innerHTML anywhere in the panel, and no inline style or event-handler attributes (the CSP
  * forbids them); styles that depend on data are set through the CSSOM (`el.style.width = …`).
  */
-import type { ImageShape } from '../src/protocol';
+import type { ImageShape } from '../src/protocol/webview';
 import { thumbnailPixels } from './model';
 
 export type Child = Node | string | number | null | undefined | false;

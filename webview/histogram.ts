@@ -1,5 +1,5 @@
 /** The distribution plot of lossChangeIfRemoved, drawn as SVG from model.histogramGeometry. */
-import type { ExplainView } from '../src/protocol';
+import type { ExplainView } from '../src/protocol/webview';
 import { s } from './dom';
 import { fmtSigned, histogramGeometry, plural } from './model';
 

@@ -1,9 +1,9 @@
 /**
  * The Influence Lens panel: plain DOM on VS Code's theme variables. Talks to the host only
- * through the messages of src/protocol.ts; pure logic lives in ./model.ts.
+ * through the messages of src/protocol/webview.ts; pure logic lives in ./model.ts.
  */
-import { className, describeLossChange, describeReason } from '../src/protocol';
-import type { AuditView, ExplainView, FlaggedRow, HostMessage, PanelState, Ranking, RowView, WebviewMessage } from '../src/protocol';
+import type { AuditView, ExplainView, FlaggedRow, HostMessage, PanelState, Ranking, RowView, WebviewMessage } from '../src/protocol/webview';
+import { className, describeLossChange, describeReason } from '../src/protocol/words';
 import { h, srOnly, thumbnail, type Child } from './dom';
 import { drawHistogram } from './histogram';
 import {

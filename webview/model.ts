@@ -2,8 +2,8 @@
  * The panel's pure logic: sorting, histogram geometry, thumbnail pixels and the sentences the
  * panel shows. No DOM, no vscode: unit-tested under node (test/unit/webview.test.ts).
  */
-import { className } from '../src/protocol';
-import type { ExplainView, FlaggedRow, HostMessage, ImageShape, Ranking, RowView } from '../src/protocol';
+import type { ExplainView, FlaggedRow, HostMessage, ImageShape, Ranking, RowView } from '../src/protocol/webview';
+import { className } from '../src/protocol/words';
 
 // ---------------------------------------------------------------------------------------------
 // Sorting

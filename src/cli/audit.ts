@@ -6,7 +6,7 @@ import { Engine } from '../core/forward';
 import { heldOutChangeIfRemoved, suspicionOrder } from '../core/scores/ranking';
 import { evaluate, headTheta, refitHead, refitWithout } from '../core/refit';
 import { cacheFrom, damping, list, oneOf, required, str, type Flags } from './args';
-import { className, describeReason, fmt } from '../protocol';
+import { className, describeReason, fmt } from '../protocol/words';
 import { JsonWriter } from './json';
 
 function tau(flags: Flags): number {

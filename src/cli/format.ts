@@ -1,6 +1,6 @@
 /** Human-readable `explain` report: every number with its meaning. */
 import { topRows, type ExplainResult } from '../core/explain';
-import { className as clsName, fmt } from '../protocol';
+import { className as clsName, fmt } from '../protocol/words';
 
 function pad(s: string, w: number, right = false): string {
   return right ? s.padStart(w) : s.padEnd(w);

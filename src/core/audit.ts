@@ -7,7 +7,7 @@ import type { FeatureCache } from './cache';
 import type { CacheUse, Engine, ForwardRows } from './forward';
 import { Curvature, headDims, lossShift, resolveDamping, RowRemoval, type CurvatureStore, type ExplainOptions, type SelfInfluenceMethod, type SolverKind } from './influence';
 import { dot } from './linalg';
-import type { Reason } from '../protocol';
+import type { Reason } from '../protocol/webview';
 
 export type { Reason };
 

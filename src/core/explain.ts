@@ -6,7 +6,7 @@ import { select } from './linalg';
 import { evaluate, headTheta, refitHead, refitWithout } from './refit';
 import { explainScores, resolveDamping, type ExplainScores, type SelfInfluenceMethod, type SolverKind } from './influence';
 import type { OutputKind } from './onnx';
-import type { ExplainView } from '../protocol';
+import type { ExplainView } from '../protocol/webview';
 import type { TableOptions } from './table';
 
 export interface ExplainRequest {

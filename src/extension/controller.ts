@@ -3,10 +3,10 @@
  * the output log, the status bar, and error notifications with a fix chosen by the error's CODE.
  */
 import * as vscode from 'vscode';
-import type { AuditView, ExplainView } from '../protocol';
+import type { AuditView, ExplainView } from '../protocol/webview';
 import { EngineClient, EngineError } from './engineClient';
 import { fixFor } from './fixes';
-import type { CommonParams, RowMark, RunLog, TableChoice } from './engineProtocol';
+import type { CommonParams, RowMark, RunLog, TableChoice } from '../protocol/engine';
 import { ProjectStore, type Role } from './project';
 import { readSettings, type Settings } from './settings';
 

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Controller } from './controller';
-import type { RowMark } from './engineProtocol';
+import type { RowMark } from '../protocol/engine';
 
 export const DATA_SELECTOR: vscode.DocumentSelector = [
   { scheme: 'file', pattern: '**/*.csv' },

@@ -3,7 +3,7 @@
  * crash there must not take the extension host down). Restarts it after a crash and says so.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import type { FromWorker, Method, Requests, WorkerError } from './engineProtocol';
+import type { FromWorker, Method, Requests, WorkerError } from '../protocol/engine';
 
 export class EngineError extends Error {
   constructor(readonly detail: WorkerError) {

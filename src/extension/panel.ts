@@ -1,7 +1,7 @@
 /** The results panel (webview): CSP with a fresh nonce, data only by postMessage, restores after reload. */
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import { isWebviewMessage, type HostMessage, type PanelState, type Ranking } from '../protocol';
+import { isWebviewMessage, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
 import type { Controller } from './controller';
 
 export const PANEL_TYPE = 'influenceLens.panel';

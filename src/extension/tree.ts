@@ -1,7 +1,8 @@
 /** The sidebar tree: project files, the current prediction, helpful/harmful/memorized rows. */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { className, describeLossChange, describeReason, fmt, type FlaggedRow, type RowView } from '../protocol';
+import type { FlaggedRow, RowView } from '../protocol/webview';
+import { className, describeLossChange, describeReason, fmt } from '../protocol/words';
 import type { Controller } from './controller';
 import { ROLE_NAMES, ROLES, type Role } from './project';
 

@@ -5,8 +5,9 @@
 import { quantile, reasonsFor, type AuditResult } from '../core/audit';
 import { topRows, type ExplainResult } from '../core/explain';
 import { suspicionOrder } from '../core/scores/ranking';
-import { describeLossChange, describeReason, type AuditView, type ExplainView, type FlaggedRow, type ImageShape, type RowView } from '../protocol';
-import type { RowMark } from './engineProtocol';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol/webview';
+import { describeLossChange, describeReason } from '../protocol/words';
+import type { RowMark } from '../protocol/engine';
 
 /**
  * The image shape of a feature vector: from the setting ('HxW' forces, 'none' disables), else

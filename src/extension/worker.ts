@@ -13,7 +13,7 @@ import { explain } from '../core/explain';
 import { Engine } from '../core/forward';
 import { heldOutChangeIfRemoved } from '../core/scores/ranking';
 import { readAll, readHeader, TableReader } from '../core/table';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, TableChoice, ToWorker } from './engineProtocol';
+import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, TableChoice, ToWorker } from '../protocol/engine';
 import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
 
 const running = new Map<number, AbortController>();

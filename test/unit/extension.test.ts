@@ -8,7 +8,7 @@ import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
 import { Engine } from '../../src/core/forward';
 import { EngineClient, EngineError } from '../../src/extension/engineClient';
-import type { ExplainParams } from '../../src/extension/engineProtocol';
+import type { ExplainParams } from '../../src/protocol/engine';
 import { fixFor } from '../../src/extension/fixes';
 import { DEFAULTS, readSettings } from '../../src/extension/settings';
 import { auditMarks, auditView, explainMarks, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';

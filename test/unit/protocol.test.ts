@@ -1,6 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { className, describeLossChange, describeReason, fmt, isWebviewMessage, type Reason } from '../../src/protocol';
+import { isWebviewMessage, type Reason } from '../../src/protocol/webview';
+import { className, describeLossChange, describeReason, fmt } from '../../src/protocol/words';
 
 describe('isWebviewMessage', () => {
   test('accepts every well-formed message', () => {

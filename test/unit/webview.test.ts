@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FlaggedRow, RowView } from '../../src/protocol';
+import type { FlaggedRow, RowView } from '../../src/protocol/webview';
 import {
   INK,
   NO_FLIP,
