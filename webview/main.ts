@@ -40,8 +40,6 @@ const post = (m: WebviewMessage) => vscode.postMessage(m);
 
 let panel: PanelState | null = null;
 let ui: UiState = parseUiState(vscode.getState());
-let busy: { message: string } | null = null;
-let error: { message: string; code?: string } | null = null;
 let exportRequest = 0;
 let exportResult: { ok: boolean; message: string } | null = null;
 let resizeObserver: ResizeObserver | null = null;
@@ -51,12 +49,8 @@ let scrollRestored = false;
 const saveUi = () => vscode.setState(ui);
 
 // ---------------------------------------------------------------------------------------------
-// Page skeleton: the live regions exist from the start so that screen readers announce changes.
+// Page skeleton: the live region exists from the start so that screen readers announce changes.
 
-const busyText = h('span', { id: 'busy-message' });
-const busyEl = h('div', { id: 'busy', class: 'busy', attrs: { role: 'status', 'aria-live': 'polite' } },
-  h('div', { class: 'progress', attrs: { 'aria-hidden': 'true' } }), busyText);
-const errorEl = h('div', { id: 'error-banner', class: 'banner error', attrs: { role: 'alert' } });
 const content = h('div', { id: 'content' });
 const rowHint = h('span', { id: 'row-hint', class: 'sr-only' }, 'Press Enter to open this row in the training file.');
 // Kept across renders (moved into each new audit section) so that a re-render does not re-announce it.
@@ -71,12 +65,10 @@ function mount(): void {
     document.body.append(app);
   }
   // The content is rebuilt on every state: as a live region it would be read out in full each
-  // time. Only #busy, #error-banner and #export-result are live.
+  // time. Only #export-result is live.
   app.removeAttribute('aria-live');
-  app.replaceChildren(busyEl, errorEl, content, rowHint);
+  app.replaceChildren(content, rowHint);
   render();
-  renderBusy();
-  renderError();
   window.addEventListener('message', (e: MessageEvent) => onMessage(e.data));
   let pending = false;
   window.addEventListener('scroll', () => {
@@ -108,18 +100,6 @@ function onMessage(m: unknown): void {
       }
       break;
     }
-    case 'busy':
-      busy = msg.busy ? { message: msg.message ?? 'Working…' } : null;
-      if (msg.busy) {
-        error = null; // a new operation starts: the last error is stale
-        renderError();
-      }
-      renderBusy();
-      break;
-    case 'error':
-      error = { message: msg.message, code: msg.code };
-      renderError();
-      break;
     case 'reply':
       if (msg.requestId === exportRequest || exportRequest === 0) {
         exportResult = { ok: msg.ok, message: msg.message ?? (msg.ok ? 'Cleaned dataset saved.' : 'The cleaned dataset was not saved.') };
@@ -127,29 +107,6 @@ function onMessage(m: unknown): void {
       }
       break;
   }
-}
-
-function renderBusy(): void {
-  busyEl.classList.toggle('active', busy !== null);
-  busyText.textContent = busy ? busy.message : '';
-  for (const b of document.querySelectorAll<HTMLButtonElement>('button.needs-idle')) b.setAttribute('aria-disabled', String(busy !== null));
-}
-
-function renderError(): void {
-  errorEl.replaceChildren();
-  errorEl.hidden = error === null;
-  if (!error) return;
-  errorEl.append(
-    h('span', { class: 'banner-icon', attrs: { 'aria-hidden': 'true' } }, '!'),
-    h('div', { class: 'banner-text' },
-      h('strong', null, 'Influence Lens: '), error.message,
-      error.code ? h('code', { class: 'error-code' }, error.code) : null),
-    h('button', {
-      class: 'icon-button',
-      attrs: { type: 'button', 'aria-label': 'Dismiss error', title: 'Dismiss' },
-      on: { click: () => { error = null; renderError(); } },
-    }, '×'),
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -172,7 +129,6 @@ function render(): void {
     }
     content.append(renderAudit(panel.audit));
   }
-  renderBusy();
   if (focusKey) {
     const el = Array.from(document.querySelectorAll<HTMLElement>('[data-focus-key]')).find((e) => e.dataset.focusKey === focusKey);
     el?.focus({ preventScroll: true });
@@ -652,12 +608,10 @@ function renderPlot(ex: ExplainView): HTMLElement {
 // Audit: memorization and suspicion
 
 function runAudit(): void {
-  if (busy) return;
   post({ type: 'runAudit' });
 }
 
 function exportCleaned(): void {
-  if (busy) return;
   exportRequest += 1;
   exportResult = null;
   renderExportResult();
@@ -675,7 +629,7 @@ function renderAudit(audit: AuditView | null): HTMLElement {
     return section('audit-section', title,
       h('p', null, 'The audit scores every training row: whether the model disagrees with its label, whether the model is right about it only because it was trained on it (memorized), whether it hurts held-out data, and how unusual its self-influence is.'),
       h('div', { class: 'actions' },
-        h('button', { id: 'run-audit', class: 'primary needs-idle', attrs: { type: 'button' }, data: { focusKey: 'run-audit' }, on: { click: runAudit } }, 'Run audit')));
+        h('button', { id: 'run-audit', class: 'primary', attrs: { type: 'button' }, data: { focusKey: 'run-audit' }, on: { click: runAudit } }, 'Run audit')));
   }
   const held = audit.heldOut;
   const facts = h('dl', { class: 'facts' },
@@ -737,8 +691,8 @@ function renderAudit(audit: AuditView | null): HTMLElement {
     facts,
     table,
     h('div', { class: 'actions' },
-      h('button', { id: 'export-cleaned', class: 'primary needs-idle', attrs: { type: 'button', title: 'Save a cleaned copy of the training data; you choose where' }, data: { focusKey: 'export-cleaned' }, on: { click: exportCleaned } }, 'Export cleaned dataset…'),
-      h('button', { id: 'run-audit', class: 'secondary needs-idle', attrs: { type: 'button' }, data: { focusKey: 'run-audit' }, on: { click: runAudit } }, 'Run audit again'),
+      h('button', { id: 'export-cleaned', class: 'primary', attrs: { type: 'button', title: 'Save a cleaned copy of the training data; you choose where' }, data: { focusKey: 'export-cleaned' }, on: { click: exportCleaned } }, 'Export cleaned dataset…'),
+      h('button', { id: 'run-audit', class: 'secondary', attrs: { type: 'button' }, data: { focusKey: 'run-audit' }, on: { click: runAudit } }, 'Run audit again'),
       exportResultEl));
   return s;
 }

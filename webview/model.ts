@@ -150,10 +150,6 @@ export function isHostMessage(m: unknown): m is HostMessage {
       const s = x.state as Record<string, unknown> | null;
       return typeof s === 'object' && s !== null && 'explain' in s && 'audit' in s;
     }
-    case 'busy':
-      return typeof x.busy === 'boolean';
-    case 'error':
-      return typeof x.message === 'string';
     case 'reply':
       return typeof x.requestId === 'number' && typeof x.ok === 'boolean';
     default:

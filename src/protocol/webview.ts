@@ -109,8 +109,6 @@ export interface PanelState {
 
 export type HostMessage =
   | { type: 'state'; state: PanelState }
-  | { type: 'busy'; busy: boolean; message?: string }
-  | { type: 'error'; message: string; code?: string }
   | { type: 'reply'; requestId: number; ok: boolean; message?: string };
 
 export type WebviewMessage =

@@ -130,12 +130,11 @@ describe('UI state and host messages', () => {
     assert.deepEqual(ui, { ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, harmful: null, flagged: { key: 'suspicion', dir: 'asc' } }, scrollY: 640 });
   });
 
-  test('isHostMessage accepts the four message types and rejects the rest', () => {
+  test('isHostMessage accepts the two message types and rejects the rest', () => {
     assert.ok(isHostMessage({ type: 'state', state: { explain: null, audit: null, ranking: 'influence' } }));
-    assert.ok(isHostMessage({ type: 'busy', busy: false }));
-    assert.ok(isHostMessage({ type: 'error', message: 'x' }));
     assert.ok(isHostMessage({ type: 'reply', requestId: 1, ok: true }));
-    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy' }, { type: 'error' },
+    // The host never sent busy or error messages: they are not part of the protocol.
+    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy', busy: false }, { type: 'error', message: 'x' },
       { type: 'reply', requestId: '1', ok: true }, { type: 'other' }]) {
       assert.equal(isHostMessage(m), false, JSON.stringify(m));
     }
