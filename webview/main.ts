@@ -2,7 +2,8 @@
  * The Influence Lens panel: plain DOM on VS Code's theme variables. Talks to the host only
  * through the messages of src/protocol/webview.ts; pure logic lives in ./model.ts.
  */
-import type { AuditView, ExplainView, FlaggedRow, HostMessage, PanelState, Ranking, RowView, WebviewMessage } from '../src/protocol/webview';
+import { PendingRequests } from '../src/protocol/message';
+import { isHostMessage, type AuditView, type ExplainView, type FlaggedRow, type HostMessage, type PanelState, type Ranking, type RowView, type WebviewMessage } from '../src/protocol/webview';
 import { className, describeLossChange, describeReason } from '../src/protocol/words';
 import { h, srOnly, thumbnail, type Child } from './dom';
 import { drawHistogram } from './histogram';
@@ -15,7 +16,6 @@ import {
   FLIP_SHOWN,
   fmtSigned,
   histogramSummary,
-  isHostMessage,
   lossChangeText,
   magnitudePercent,
   nextSort,
@@ -40,8 +40,8 @@ const post = (m: WebviewMessage) => vscode.postMessage(m);
 
 let panel: PanelState | null = null;
 let ui: UiState = parseUiState(vscode.getState());
-let exportRequest = 0;
-let exportResult: { ok: boolean; message: string } | null = null;
+/** Export requests; only the latest one's reply is shown. */
+const exports = new PendingRequests<{ ok: boolean; message: string }>();
 let resizeObserver: ResizeObserver | null = null;
 let flipExpanded = false;
 let scrollRestored = false;
@@ -100,12 +100,14 @@ function onMessage(m: unknown): void {
       }
       break;
     }
-    case 'reply':
-      if (msg.requestId === exportRequest || exportRequest === 0) {
-        exportResult = { ok: msg.ok, message: msg.message ?? (msg.ok ? 'Cleaned dataset saved.' : 'The cleaned dataset was not saved.') };
-        renderExportResult();
-      }
+    case 'reply': {
+      const result = { ok: msg.ok, message: msg.message ?? (msg.ok ? 'Cleaned dataset saved.' : 'The cleaned dataset was not saved.') };
+      const waiting = exports.take(msg.requestId);
+      if (waiting) waiting.resolve(result);
+      // This page asked nothing yet: VS Code reloaded the panel while an export it asked for ran.
+      else if (exports.latest === 0) showExportResult(result);
       break;
+    }
   }
 }
 
@@ -612,15 +614,17 @@ function runAudit(): void {
 }
 
 function exportCleaned(): void {
-  exportRequest += 1;
-  exportResult = null;
-  renderExportResult();
-  post({ type: 'exportCleaned', requestId: exportRequest });
+  const { id, reply } = exports.open();
+  showExportResult(null);
+  post({ type: 'exportCleaned', requestId: id });
+  void reply.then((r) => {
+    if (id === exports.latest) showExportResult(r);
+  });
 }
 
-function renderExportResult(): void {
-  exportResultEl.textContent = exportResult ? exportResult.message : '';
-  exportResultEl.className = `export-result${exportResult ? (exportResult.ok ? ' ok' : ' failed') : ''}`;
+function showExportResult(r: { ok: boolean; message: string } | null): void {
+  exportResultEl.textContent = r ? r.message : '';
+  exportResultEl.className = `export-result${r ? (r.ok ? ' ok' : ' failed') : ''}`;
 }
 
 function renderAudit(audit: AuditView | null): HTMLElement {

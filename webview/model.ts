@@ -2,7 +2,7 @@
  * The panel's pure logic: sorting, histogram geometry, thumbnail pixels and the sentences the
  * panel shows. No DOM, no vscode: unit-tested under node (test/unit/webview.test.ts).
  */
-import type { ExplainView, FlaggedRow, HostMessage, ImageShape, Ranking, RowView } from '../src/protocol/webview';
+import { isRanking, type ExplainView, type FlaggedRow, type ImageShape, type Ranking, type RowView } from '../src/protocol/webview';
 import { className } from '../src/protocol/words';
 
 // ---------------------------------------------------------------------------------------------
@@ -133,28 +133,12 @@ export function parseUiState(x: unknown): UiState {
   const ui = defaultUiState();
   if (typeof x !== 'object' || x === null) return ui;
   const { ranking, sort, scrollY } = x as { ranking?: unknown; sort?: unknown; scrollY?: unknown };
-  if (ranking === 'influence' || ranking === 'relative') ui.ranking = ranking;
+  if (isRanking(ranking)) ui.ranking = ranking;
   if (typeof scrollY === 'number' && Number.isFinite(scrollY) && scrollY > 0) ui.scrollY = scrollY;
   if (typeof sort === 'object' && sort !== null) {
     for (const t of ['helpful', 'harmful', 'flagged'] as const) ui.sort[t] = parseSort((sort as Record<string, unknown>)[t]);
   }
   return ui;
-}
-
-/** A light check of what arrives on window 'message' before the panel trusts its shape. */
-export function isHostMessage(m: unknown): m is HostMessage {
-  if (typeof m !== 'object' || m === null) return false;
-  const x = m as Record<string, unknown>;
-  switch (x.type) {
-    case 'state': {
-      const s = x.state as Record<string, unknown> | null;
-      return typeof s === 'object' && s !== null && 'explain' in s && 'audit' in s;
-    }
-    case 'reply':
-      return typeof x.requestId === 'number' && typeof x.ok === 'boolean';
-    default:
-      return false;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
  * view data they carry. No vscode, no DOM: both sides import this file (the webview imports
  * nothing outside src/protocol/).
  */
+import { isRecord, messageGuard } from './message';
 
 /** Why a training row is flagged; machine-readable, worded by `describeReason`. */
 export type Reason =
@@ -118,24 +119,21 @@ export type WebviewMessage =
   | { type: 'runAudit' }
   | { type: 'exportCleaned'; requestId: number };
 
-export function isWebviewMessage(m: unknown): m is WebviewMessage {
-  if (typeof m !== 'object' || m === null) return false;
-  const t = (m as { type?: unknown }).type;
-  switch (t) {
-    case 'ready':
-    case 'runAudit':
-      return true;
-    case 'reveal': {
-      const r = m as { file?: unknown; row?: unknown; line?: unknown };
-      return (r.file === 'train' || r.file === 'test') && Number.isInteger(r.row) && Number.isInteger(r.line);
-    }
-    case 'setRanking': {
-      const r = (m as { ranking?: unknown }).ranking;
-      return r === 'influence' || r === 'relative';
-    }
-    case 'exportCleaned':
-      return Number.isInteger((m as { requestId?: unknown }).requestId);
-    default:
-      return false;
-  }
+export function isRanking(r: unknown): r is Ranking {
+  return r === 'influence' || r === 'relative';
 }
+
+/** The host's check of what the panel sends: the page's messages are input like any other. */
+export const isWebviewMessage = messageGuard<WebviewMessage>({
+  ready: () => true,
+  runAudit: () => true,
+  reveal: (m) => (m.file === 'train' || m.file === 'test') && Number.isInteger(m.row) && Number.isInteger(m.line),
+  setRanking: (m) => isRanking(m.ranking),
+  exportCleaned: (m) => Number.isInteger(m.requestId),
+});
+
+/** The panel's light check of what arrives on window 'message' before it trusts its shape. */
+export const isHostMessage = messageGuard<HostMessage>({
+  state: (m) => isRecord(m.state) && 'explain' in m.state && 'audit' in m.state,
+  reply: (m) => typeof m.requestId === 'number' && typeof m.ok === 'boolean',
+});

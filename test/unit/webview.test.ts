@@ -17,7 +17,6 @@ import {
   formatValue,
   histogramGeometry,
   histogramSummary,
-  isHostMessage,
   lossChangeText,
   magnitudePercent,
   nextSort,
@@ -117,7 +116,7 @@ describe('sorting', () => {
   });
 });
 
-describe('UI state and host messages', () => {
+describe('UI state', () => {
   test('parseUiState falls back to defaults for anything malformed', () => {
     const empty = { ranking: null, sort: { helpful: null, harmful: null, flagged: null }, scrollY: 0 };
     for (const x of [undefined, null, 3, 'x', [], {}]) assert.deepEqual(parseUiState(x), empty);
@@ -128,16 +127,6 @@ describe('UI state and host messages', () => {
   test('parseUiState keeps valid parts', () => {
     const ui = parseUiState({ ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, flagged: { key: 'suspicion', dir: 'asc' }, other: 1 }, scrollY: 640 });
     assert.deepEqual(ui, { ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, harmful: null, flagged: { key: 'suspicion', dir: 'asc' } }, scrollY: 640 });
-  });
-
-  test('isHostMessage accepts the two message types and rejects the rest', () => {
-    assert.ok(isHostMessage({ type: 'state', state: { explain: null, audit: null, ranking: 'influence' } }));
-    assert.ok(isHostMessage({ type: 'reply', requestId: 1, ok: true }));
-    // The host never sent busy or error messages: they are not part of the protocol.
-    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy', busy: false }, { type: 'error', message: 'x' },
-      { type: 'reply', requestId: '1', ok: true }, { type: 'other' }]) {
-      assert.equal(isHostMessage(m), false, JSON.stringify(m));
-    }
   });
 });
 
