@@ -4,7 +4,7 @@
  */
 import { PendingRequests } from '../src/protocol/message';
 import { isHostMessage, type AuditView, type ExplainView, type FlaggedRow, type HostMessage, type PanelState, type Ranking, type RowView, type WebviewMessage } from '../src/protocol/webview';
-import { className, describeLossChange, describeReason } from '../src/protocol/words';
+import { className, describeLossChange, describeReason, fmtSigned } from '../src/protocol/words';
 import { h, srOnly, thumbnail, type Child } from './dom';
 import { drawHistogram } from './histogram';
 import {
@@ -14,7 +14,6 @@ import {
   featureEntries,
   flipSentence,
   FLIP_SHOWN,
-  fmtSigned,
   histogramSummary,
   lossChangeText,
   magnitudePercent,

@@ -3,7 +3,7 @@
  * panel shows. No DOM, no vscode: unit-tested under node (test/unit/webview.test.ts).
  */
 import { isRanking, type ExplainView, type FlaggedRow, type ImageShape, type Ranking, type RowView } from '../src/protocol/webview';
-import { className } from '../src/protocol/words';
+import { className, fmtSigned } from '../src/protocol/words';
 
 // ---------------------------------------------------------------------------------------------
 // Sorting
@@ -392,15 +392,6 @@ export function probabilityBars(
 /** "+0.0977 (Newton +0.104)". */
 export function lossChangeText(r: Pick<RowView, 'lossChangeIfRemoved' | 'lossChangeIfRemovedNewton'>): { first: string; newton: string } {
   return { first: fmtSigned(r.lossChangeIfRemoved), newton: `Newton ${fmtSigned(r.lossChangeIfRemovedNewton)}` };
-}
-
-/** Like protocol's fmt with a real minus sign for display. */
-export function fmtSigned(x: number, digits = 3): string {
-  if (x === 0) return '0';
-  if (!Number.isFinite(x)) return String(x);
-  const a = Math.abs(x);
-  const s = a >= 1e-3 && a < 1e5 ? a.toPrecision(digits) : a.toExponential(digits - 1);
-  return (x > 0 ? '+' : '−') + s;
 }
 
 /** A feature value for the compact table: integers as they are, others with 4 significant digits. */

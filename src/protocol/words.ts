@@ -13,6 +13,11 @@ export function fmt(x: number, digits = 3): string {
   return x > 0 ? `+${s}` : s;
 }
 
+/** fmt with a real minus sign for the number's own sign (not the exponent's), for display: −0.0123, +8.24e-4. */
+export function fmtSigned(x: number, digits = 3): string {
+  return Number.isFinite(x) ? fmt(x, digits).replace(/^-/, '−') : String(x);
+}
+
 export function className(classes: string[] | null, c: number): string {
   return classes && classes[c] !== undefined && classes[c] !== String(c) ? `${c} (${classes[c]})` : String(c);
 }

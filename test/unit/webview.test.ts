@@ -12,7 +12,6 @@ import {
   firstDir,
   flipSentence,
   fmtAxis,
-  fmtSigned,
   formatPercent,
   formatValue,
   histogramGeometry,
@@ -27,6 +26,7 @@ import {
   sortInfluenceRows,
   thumbnailPixels,
 } from '../../webview/model';
+import { fmtSigned } from '../../src/protocol/words';
 
 function rv(row: number, lossChangeIfRemoved: number, extra: Partial<RowView> = {}): RowView {
   return {
@@ -300,6 +300,9 @@ describe('sentences and numbers', () => {
     assert.equal(fmtSigned(-1.5), '−1.50');
     assert.equal(fmtSigned(2), '+2.00');
     assert.equal(fmtSigned(NaN), 'NaN');
+    assert.equal(fmtSigned(-4.56e-5), '−4.56e-5', 'only the sign changes, not the exponent');
+    assert.equal(fmtSigned(8.24e-4), '+8.24e-4');
+    assert.equal(fmtSigned(-Infinity), '-Infinity');
   });
 
   test('feature values and entries', () => {
