@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
 import { isWebviewMessage, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
+import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
 
 export const PANEL_TYPE = 'influenceLens.panel';
@@ -84,14 +85,14 @@ export class PanelController implements vscode.Disposable {
         const ex = this.controller.results.explain;
         const au = this.controller.results.audit;
         const file = m.file === 'test' ? ex?.testPath : (ex?.trainPath ?? au?.trainPath);
-        if (file) await vscode.commands.executeCommand('influenceLens.revealLine', vscode.Uri.file(file), m.line);
+        if (file) await vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(file), m.line);
         return;
       }
       case 'runAudit':
-        await vscode.commands.executeCommand('influenceLens.runAudit');
+        await vscode.commands.executeCommand(COMMAND.runAudit);
         return;
       case 'exportCleaned': {
-        const r = (await vscode.commands.executeCommand('influenceLens.exportCleaned')) as { ok: boolean; message: string } | undefined;
+        const r = (await vscode.commands.executeCommand(COMMAND.exportCleaned)) as { ok: boolean; message: string } | undefined;
         this.post({ type: 'reply', requestId: m.requestId, ok: !!r?.ok, message: r?.message ?? 'Export cancelled.' });
         return;
       }

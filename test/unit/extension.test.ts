@@ -1,12 +1,13 @@
 /** The extension's pure parts: settings, view models, error fixes, and the engine child process. */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
 import { Engine } from '../../src/core/forward';
+import { COMMAND } from '../../src/extension/commandIds';
 import { EngineClient, EngineError } from '../../src/extension/engineClient';
 import type { ExplainParams } from '../../src/protocol/engine';
 import { fixFor } from '../../src/extension/fixes';
@@ -15,6 +16,34 @@ import { auditMarks, auditView, explainMarks, explainView, flaggedRows, histogra
 
 const root = resolve(__dirname, '../..');
 const sample = (f: string) => join(root, 'samples/digits', f);
+
+describe('command ids', () => {
+  const pkgText = readFileSync(join(root, 'package.json'), 'utf8');
+  const contributes = JSON.parse(pkgText).contributes as {
+    commands: { command: string }[];
+    menus: Record<string, { command: string }[]>;
+    keybindings: { command: string }[];
+  };
+  const ids = Object.values(COMMAND) as string[];
+  const sorted = (xs: Iterable<string>) => [...xs].sort();
+
+  it('package.json declares exactly the ids of commandIds.ts, each once', () => {
+    const declared = contributes.commands.map((c) => c.command);
+    assert.deepEqual(sorted(declared), sorted(new Set(declared)), 'a command is declared twice');
+    assert.deepEqual(sorted(declared), sorted(ids));
+    assert.equal(new Set(ids).size, ids.length, 'two names for one id');
+  });
+
+  it('menus, keybindings and command links in package.json name only those ids', () => {
+    const used = [
+      ...Object.values(contributes.menus).flatMap((items) => items.map((m) => m.command)),
+      ...contributes.keybindings.map((k) => k.command),
+      ...[...pkgText.matchAll(/(?:command:|onCommand:)([\w.]+)/g)].map((m) => m[1]),
+    ];
+    assert.ok(used.length > 20);
+    for (const id of used) assert.ok(ids.includes(id), `${id} is not in src/extension/commandIds.ts`);
+  });
+});
 
 describe('settings', () => {
   it('gives the defaults when nothing is set', () => {
@@ -107,10 +136,10 @@ describe('view models', () => {
   });
 
   it('offers a fix for each kind of input error', () => {
-    assert.equal(fixFor('LABEL_COLUMN_MISSING')?.command, 'influenceLens.chooseLabelColumn');
-    assert.equal(fixFor('NO_LINEAR_HEAD')?.command, 'influenceLens.chooseModel');
-    assert.equal(fixFor('FEATURE_COUNT_MISMATCH')?.command, 'influenceLens.chooseModel');
-    assert.equal(fixFor('ENGINE_CRASHED')?.command, 'influenceLens.showLog');
+    assert.equal(fixFor('LABEL_COLUMN_MISSING')?.command, COMMAND.chooseLabelColumn);
+    assert.equal(fixFor('NO_LINEAR_HEAD')?.command, COMMAND.chooseModel);
+    assert.equal(fixFor('FEATURE_COUNT_MISMATCH')?.command, COMMAND.chooseModel);
+    assert.equal(fixFor('ENGINE_CRASHED')?.command, COMMAND.showLog);
     assert.equal(fixFor('CSV_RAGGED_ROW'), null);
   });
 });
