@@ -67,6 +67,11 @@ export function srOnly(text: string): HTMLSpanElement {
   return h('span', { class: 'sr-only' }, text);
 }
 
+/** A term and its value for a <dl class="facts">; `title` explains both. */
+export function fact(term: string, value: Child[], title?: string): HTMLDivElement {
+  return h('div', { class: 'fact' }, h('dt', title ? { attrs: { title } } : null, term), h('dd', title ? { attrs: { title } } : null, ...value));
+}
+
 /**
  * A grayscale thumbnail: a canvas of the image's own size, scaled up by CSS with pixelated
  * rendering so that its longest side is `size` CSS pixels.

@@ -20,6 +20,7 @@ export type TableId = 'helpful' | 'harmful' | 'flagged';
 export type InfluenceKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'lossChange' | 'newton' | 'relative' | 'margin';
 export type FlaggedKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'suspicion';
 
+/** The sort value of each sortable column of the helpful and harmful tables (and of their lines). */
 export const influenceValue: Record<Exclude<InfluenceKey, 'rank'>, (r: RowView) => number> = {
   row: (r) => r.row,
   line: (r) => r.line,
@@ -31,6 +32,7 @@ export const influenceValue: Record<Exclude<InfluenceKey, 'rank'>, (r: RowView) 
   margin: (r) => r.classificationInfluence,
 };
 
+/** The sort value of each sortable column of the flagged rows' table (and of their lines). */
 export const flaggedValue: Record<Exclude<FlaggedKey, 'rank'>, (r: FlaggedRow) => number> = {
   row: (r) => r.row,
   line: (r) => r.line,
@@ -59,15 +61,13 @@ export function sortBy<T>(rows: readonly T[], value: ((r: T) => number) | null, 
   return idx.map((i) => rows[i]);
 }
 
-/** Ranked influence rows in the order a table's sort asks for (null: rank order). */
-export function sortInfluenceRows(rows: readonly RowView[], sort: SortState | null): RowView[] {
-  if (!sort || !Object.hasOwn(influenceValue, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
-  return sortBy(rows, influenceValue[sort.key as Exclude<InfluenceKey, 'rank'>], sort.dir);
-}
-
-export function sortFlaggedRows(rows: readonly FlaggedRow[], sort: SortState | null): FlaggedRow[] {
-  if (!sort || !Object.hasOwn(flaggedValue, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
-  return sortBy(rows, flaggedValue[sort.key as Exclude<FlaggedKey, 'rank'>], sort.dir);
+/**
+ * Ranked rows in the order a table's sort asks for: by the column of `values` named by the sort,
+ * or by rank (no sort, or the rank column). Keys that name no column keep the rank order.
+ */
+export function sortRows<T>(rows: readonly T[], sort: SortState | null, values: Readonly<Record<string, (r: T) => number>>): T[] {
+  if (!sort || !Object.hasOwn(values, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
+  return sortBy(rows, values[sort.key], sort.dir);
 }
 
 /**
