@@ -166,11 +166,6 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
     return out;
   }
 
-  /** Current diagnostics, for tests. */
-  diagnosticsFor(uri: vscode.Uri): readonly vscode.Diagnostic[] {
-    return this.diagnostics.get(uri) ?? [];
-  }
-
   dispose(): void {
     for (const t of Object.values(this.types)) t.dispose();
     this.flashType.dispose();

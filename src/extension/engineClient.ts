@@ -99,7 +99,7 @@ export class EngineClient {
     return reply as Promise<Requests[M]['result']>;
   }
 
-  /** Kills the process (used by tests and by "restart engine"). */
+  /** Kills the process (the tests' crash). */
   kill(): void {
     this.child?.kill('SIGKILL');
   }

@@ -6,6 +6,8 @@ import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
 
 export const PANEL_TYPE = 'influenceLens.panel';
+/** Workspace state: the ranking last chosen in the panel. */
+const RANKING_KEY = 'influenceLens.ranking';
 
 export class PanelController implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
@@ -23,17 +25,13 @@ export class PanelController implements vscode.Disposable {
     );
   }
 
-  get visible(): boolean {
-    return !!this.panel;
-  }
-
   /** The webview panel, for tests. */
   get webviewPanel(): vscode.WebviewPanel | undefined {
     return this.panel;
   }
 
   private ranking(): Ranking {
-    return this.ctx.workspaceState.get<Ranking>('influenceLens.ranking', 'influence');
+    return this.ctx.workspaceState.get<Ranking>(RANKING_KEY, 'influence');
   }
 
   state(): PanelState {
@@ -79,7 +77,7 @@ export class PanelController implements vscode.Disposable {
         this.post({ type: 'state', state: this.state() });
         return;
       case 'setRanking':
-        await this.ctx.workspaceState.update('influenceLens.ranking', m.ranking);
+        await this.ctx.workspaceState.update(RANKING_KEY, m.ranking);
         return;
       case 'reveal': {
         const ex = this.controller.results.explain;
