@@ -1,6 +1,7 @@
 /** Every command, each built by a factory over the shared services (rust-analyzer's pattern). */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import type { ExportResult } from '../protocol/webview';
 import { COMMAND, type CommandId } from './commandIds';
 import type { Controller } from './controller';
 import { isDataFile, type EditorIntegration, type RowSets } from './editor';
@@ -157,7 +158,7 @@ const auditFile: Factory = (s) => async (uri?: vscode.Uri) => {
 };
 
 /** Writes a new data file without the memorized and dropped rows; never the original. */
-const exportCleaned: Factory = (s) => async (): Promise<{ ok: boolean; message: string } | undefined> => {
+const exportCleaned: Factory = (s) => async (): Promise<ExportResult | undefined> => {
   const c = s.controller;
   const au = c.results.audit;
   if (!au) {

@@ -1,7 +1,7 @@
 /** The results panel (webview): CSP with a fresh nonce, data only by postMessage, restores after reload. */
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import { isWebviewMessage, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
+import { isWebviewMessage, type ExportResult, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
 import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
 
@@ -90,7 +90,7 @@ export class PanelController implements vscode.Disposable {
         await vscode.commands.executeCommand(COMMAND.runAudit);
         return;
       case 'exportCleaned': {
-        const r = (await vscode.commands.executeCommand(COMMAND.exportCleaned)) as { ok: boolean; message: string } | undefined;
+        const r = (await vscode.commands.executeCommand(COMMAND.exportCleaned)) as ExportResult | undefined;
         this.post({ type: 'reply', requestId: m.requestId, ok: !!r?.ok, message: r?.message ?? 'Export cancelled.' });
         return;
       }

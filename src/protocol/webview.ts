@@ -108,6 +108,12 @@ export interface PanelState {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
+/** How an export of the cleaned dataset ended, in words for the panel. */
+export interface ExportResult {
+  ok: boolean;
+  message: string;
+}
+
 export type HostMessage =
   | { type: 'state'; state: PanelState }
   | { type: 'reply'; requestId: number; ok: boolean; message?: string };

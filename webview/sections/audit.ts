@@ -1,6 +1,6 @@
 /** The audit: memorized and suspicious training rows with their reasons, and the cleaned export. */
 import { PendingRequests } from '../../src/protocol/message';
-import type { AuditView, FlaggedRow, HostMessage } from '../../src/protocol/webview';
+import type { AuditView, ExportResult, FlaggedRow, HostMessage } from '../../src/protocol/webview';
 import { describeReason } from '../../src/protocol/words';
 import { leadingColumns } from '../columns';
 import { fact, h, type Child } from '../dom';
@@ -9,7 +9,7 @@ import { post } from '../state';
 import { rowTable } from '../table';
 
 /** Export requests; only the latest one's reply is shown. */
-const exports = new PendingRequests<{ ok: boolean; message: string }>();
+const exports = new PendingRequests<ExportResult>();
 // Kept across renders (moved into each new audit section) so that a re-render does not re-announce it.
 const exportResultEl = h('p', { id: 'export-result', class: 'export-result', attrs: { role: 'status', 'aria-live': 'polite' } });
 
@@ -40,7 +40,7 @@ export function exportReplied(m: Extract<HostMessage, { type: 'reply' }>): void 
   else if (exports.latest === 0) showExportResult(result);
 }
 
-function showExportResult(r: { ok: boolean; message: string } | null): void {
+function showExportResult(r: ExportResult | null): void {
   exportResultEl.textContent = r ? r.message : '';
   exportResultEl.className = `export-result${r ? (r.ok ? ' ok' : ' failed') : ''}`;
 }
