@@ -3,7 +3,7 @@
  * no innerHTML anywhere in the panel, and no inline style or event-handler attributes (the CSP
  * forbids them); styles that depend on data are set through the CSSOM (`el.style.width = …`).
  */
-import type { ImageShape } from '../src/protocol';
+import type { ImageShape } from '../src/protocol/webview';
 import { thumbnailPixels } from './model';
 
 export type Child = Node | string | number | null | undefined | false;
@@ -65,6 +65,11 @@ export function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Attrs = {
 /** Text for screen readers only. */
 export function srOnly(text: string): HTMLSpanElement {
   return h('span', { class: 'sr-only' }, text);
+}
+
+/** A term and its value for a <dl class="facts">; `title` explains both. */
+export function fact(term: string, value: Child[], title?: string): HTMLDivElement {
+  return h('div', { class: 'fact' }, h('dt', title ? { attrs: { title } } : null, term), h('dd', title ? { attrs: { title } } : null, ...value));
 }
 
 /**

@@ -1,7 +1,8 @@
 /** The distribution plot of lossChangeIfRemoved, drawn as SVG from model.histogramGeometry. */
-import type { ExplainView } from '../src/protocol';
+import type { ExplainView } from '../src/protocol/webview';
 import { s } from './dom';
-import { fmtSigned, histogramGeometry, plural } from './model';
+import { fmtSigned } from '../src/protocol/words';
+import { histogramGeometry, plural } from './model';
 
 export const HISTOGRAM_HEIGHT = 210;
 

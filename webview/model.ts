@@ -2,8 +2,8 @@
  * The panel's pure logic: sorting, histogram geometry, thumbnail pixels and the sentences the
  * panel shows. No DOM, no vscode: unit-tested under node (test/unit/webview.test.ts).
  */
-import { className } from '../src/protocol';
-import type { ExplainView, FlaggedRow, HostMessage, ImageShape, Ranking, RowView } from '../src/protocol';
+import { isRanking, type ExplainView, type FlaggedRow, type ImageShape, type Ranking, type RowView } from '../src/protocol/webview';
+import { className, fmtSigned } from '../src/protocol/words';
 
 // ---------------------------------------------------------------------------------------------
 // Sorting
@@ -20,6 +20,7 @@ export type TableId = 'helpful' | 'harmful' | 'flagged';
 export type InfluenceKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'lossChange' | 'newton' | 'relative' | 'margin';
 export type FlaggedKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'suspicion';
 
+/** The sort value of each sortable column of the helpful and harmful tables (and of their lines). */
 export const influenceValue: Record<Exclude<InfluenceKey, 'rank'>, (r: RowView) => number> = {
   row: (r) => r.row,
   line: (r) => r.line,
@@ -31,6 +32,7 @@ export const influenceValue: Record<Exclude<InfluenceKey, 'rank'>, (r: RowView) 
   margin: (r) => r.classificationInfluence,
 };
 
+/** The sort value of each sortable column of the flagged rows' table (and of their lines). */
 export const flaggedValue: Record<Exclude<FlaggedKey, 'rank'>, (r: FlaggedRow) => number> = {
   row: (r) => r.row,
   line: (r) => r.line,
@@ -59,15 +61,13 @@ export function sortBy<T>(rows: readonly T[], value: ((r: T) => number) | null, 
   return idx.map((i) => rows[i]);
 }
 
-/** Ranked influence rows in the order a table's sort asks for (null: rank order). */
-export function sortInfluenceRows(rows: readonly RowView[], sort: SortState | null): RowView[] {
-  if (!sort || !Object.hasOwn(influenceValue, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
-  return sortBy(rows, influenceValue[sort.key as Exclude<InfluenceKey, 'rank'>], sort.dir);
-}
-
-export function sortFlaggedRows(rows: readonly FlaggedRow[], sort: SortState | null): FlaggedRow[] {
-  if (!sort || !Object.hasOwn(flaggedValue, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
-  return sortBy(rows, flaggedValue[sort.key as Exclude<FlaggedKey, 'rank'>], sort.dir);
+/**
+ * Ranked rows in the order a table's sort asks for: by the column of `values` named by the sort,
+ * or by rank (no sort, or the rank column). Keys that name no column keep the rank order.
+ */
+export function sortRows<T>(rows: readonly T[], sort: SortState | null, values: Readonly<Record<string, (r: T) => number>>): T[] {
+  if (!sort || !Object.hasOwn(values, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
+  return sortBy(rows, values[sort.key], sort.dir);
 }
 
 /**
@@ -133,32 +133,12 @@ export function parseUiState(x: unknown): UiState {
   const ui = defaultUiState();
   if (typeof x !== 'object' || x === null) return ui;
   const { ranking, sort, scrollY } = x as { ranking?: unknown; sort?: unknown; scrollY?: unknown };
-  if (ranking === 'influence' || ranking === 'relative') ui.ranking = ranking;
+  if (isRanking(ranking)) ui.ranking = ranking;
   if (typeof scrollY === 'number' && Number.isFinite(scrollY) && scrollY > 0) ui.scrollY = scrollY;
   if (typeof sort === 'object' && sort !== null) {
     for (const t of ['helpful', 'harmful', 'flagged'] as const) ui.sort[t] = parseSort((sort as Record<string, unknown>)[t]);
   }
   return ui;
-}
-
-/** A light check of what arrives on window 'message' before the panel trusts its shape. */
-export function isHostMessage(m: unknown): m is HostMessage {
-  if (typeof m !== 'object' || m === null) return false;
-  const x = m as Record<string, unknown>;
-  switch (x.type) {
-    case 'state': {
-      const s = x.state as Record<string, unknown> | null;
-      return typeof s === 'object' && s !== null && 'explain' in s && 'audit' in s;
-    }
-    case 'busy':
-      return typeof x.busy === 'boolean';
-    case 'error':
-      return typeof x.message === 'string';
-    case 'reply':
-      return typeof x.requestId === 'number' && typeof x.ok === 'boolean';
-    default:
-      return false;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,15 +392,6 @@ export function probabilityBars(
 /** "+0.0977 (Newton +0.104)". */
 export function lossChangeText(r: Pick<RowView, 'lossChangeIfRemoved' | 'lossChangeIfRemovedNewton'>): { first: string; newton: string } {
   return { first: fmtSigned(r.lossChangeIfRemoved), newton: `Newton ${fmtSigned(r.lossChangeIfRemovedNewton)}` };
-}
-
-/** Like protocol's fmt with a real minus sign for display. */
-export function fmtSigned(x: number, digits = 3): string {
-  if (x === 0) return '0';
-  if (!Number.isFinite(x)) return String(x);
-  const a = Math.abs(x);
-  const s = a >= 1e-3 && a < 1e5 ? a.toPrecision(digits) : a.toExponential(digits - 1);
-  return (x > 0 ? '+' : '−') + s;
 }
 
 /** A feature value for the compact table: integers as they are, others with 4 significant digits. */

@@ -2,7 +2,7 @@
 import { audit, clean, Engine, InfluenceError, modelSummary, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
 import { headLines, printNotes, stabilityLines } from './format';
 import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
-import { className, describeReason, fmt } from '../protocol';
+import { className, describeReason, fmt } from '../protocol/words';
 import { JsonWriter } from './json';
 
 function tau(flags: Flags): number {

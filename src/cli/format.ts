@@ -1,6 +1,6 @@
 /** Human-readable `explain` report: every number with its meaning. */
 import { topRows, type ExplainResult, type HeadReport, type Stability } from '../core';
-import { className as clsName, fmt } from '../protocol';
+import { className as clsName, fmt } from '../protocol/words';
 
 /** The tool's decisions on the user's behalf, one `note:` line each on stderr (stdout stays the result). */
 export function printNotes(notes: string[]): void {

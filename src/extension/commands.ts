@@ -1,6 +1,8 @@
 /** Every command, each built by a factory over the shared services (rust-analyzer's pattern). */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import type { ExportResult } from '../protocol/webview';
+import { COMMAND, type CommandId } from './commandIds';
 import type { Controller } from './controller';
 import { isDataFile, type EditorIntegration, type RowSets } from './editor';
 import type { PanelController } from './panel';
@@ -156,7 +158,7 @@ const auditFile: Factory = (s) => async (uri?: vscode.Uri) => {
 };
 
 /** Writes a new data file without the memorized and dropped rows; never the original. */
-const exportCleaned: Factory = (s) => async (): Promise<{ ok: boolean; message: string } | undefined> => {
+const exportCleaned: Factory = (s) => async (): Promise<ExportResult | undefined> => {
   const c = s.controller;
   const au = c.results.audit;
   if (!au) {
@@ -239,30 +241,30 @@ const openSample: Factory = (s) => async () => {
   await vscode.commands.executeCommand('vscode.openFolder', dst, { forceNewWindow: false });
 };
 
-export const COMMANDS: Record<string, Factory> = {
-  'influenceLens.useAsModel': useAs('model'),
-  'influenceLens.useAsTrain': useAs('train'),
-  'influenceLens.useAsTest': useAs('test'),
-  'influenceLens.useAsValidation': useAs('validation'),
-  'influenceLens.chooseModel': choose('model'),
-  'influenceLens.chooseTrain': choose('train'),
-  'influenceLens.chooseTest': choose('test'),
-  'influenceLens.chooseValidation': choose('validation'),
-  'influenceLens.chooseLabelColumn': chooseLabelColumn,
-  'influenceLens.explainRow': explainRow,
-  'influenceLens.explainRowNumber': explainRowNumber,
-  'influenceLens.runAudit': runAudit,
-  'influenceLens.auditFile': auditFile,
-  'influenceLens.exportCleaned': exportCleaned,
-  'influenceLens.revealLine': revealLine,
-  'influenceLens.dropRow': rowSet('dropped'),
-  'influenceLens.markReviewed': rowSet('reviewed'),
-  'influenceLens.refresh': refresh,
-  'influenceLens.clearCache': clearCache,
-  'influenceLens.openPanel': (s) => () => s.panel.show(),
-  'influenceLens.cancel': (s) => () => s.controller.cancelAll(),
-  'influenceLens.showLog': (s) => () => s.controller.output.show(),
-  'influenceLens.openSample': openSample,
+export const COMMANDS: Record<CommandId, Factory> = {
+  [COMMAND.useAsModel]: useAs('model'),
+  [COMMAND.useAsTrain]: useAs('train'),
+  [COMMAND.useAsTest]: useAs('test'),
+  [COMMAND.useAsValidation]: useAs('validation'),
+  [COMMAND.chooseModel]: choose('model'),
+  [COMMAND.chooseTrain]: choose('train'),
+  [COMMAND.chooseTest]: choose('test'),
+  [COMMAND.chooseValidation]: choose('validation'),
+  [COMMAND.chooseLabelColumn]: chooseLabelColumn,
+  [COMMAND.explainRow]: explainRow,
+  [COMMAND.explainRowNumber]: explainRowNumber,
+  [COMMAND.runAudit]: runAudit,
+  [COMMAND.auditFile]: auditFile,
+  [COMMAND.exportCleaned]: exportCleaned,
+  [COMMAND.revealLine]: revealLine,
+  [COMMAND.dropRow]: rowSet('dropped'),
+  [COMMAND.markReviewed]: rowSet('reviewed'),
+  [COMMAND.refresh]: refresh,
+  [COMMAND.clearCache]: clearCache,
+  [COMMAND.openPanel]: (s) => () => s.panel.show(),
+  [COMMAND.cancel]: (s) => () => s.controller.cancelAll(),
+  [COMMAND.showLog]: (s) => () => s.controller.output.show(),
+  [COMMAND.openSample]: openSample,
 };
 
 export function registerCommands(s: Services): vscode.Disposable[] {

@@ -3,10 +3,11 @@
  * the output log, the status bar, and error notifications with a fix chosen by the error's CODE.
  */
 import * as vscode from 'vscode';
-import type { AuditView, ExplainView } from '../protocol';
+import type { AuditView, ExplainView } from '../protocol/webview';
+import { COMMAND } from './commandIds';
 import { EngineClient, EngineError } from './engineClient';
 import { fixFor } from './fixes';
-import type { CommonParams, RowMark, RunLog, TableChoice } from './engineProtocol';
+import type { CommonParams, RowMark, RunLog, TableChoice } from '../protocol/engine';
 import { ProjectStore, type Role } from './project';
 import { readSettings, type Settings } from './settings';
 
@@ -73,7 +74,7 @@ export class Controller implements vscode.Disposable {
     const a = this.results.audit?.view;
     this.status.text = this.busy ? `$(sync~spin) Influence Lens: ${text ?? 'working…'}` : `$(beaker) Influence Lens${a?.memorizedCount ? `: ${a.memorizedCount} memorized` : ''}`;
     this.status.tooltip = this.busy ? 'Influence Lens is computing: click to cancel' : 'Influence Lens: open the panel';
-    this.status.command = this.busy ? 'influenceLens.cancel' : 'influenceLens.openPanel';
+    this.status.command = this.busy ? COMMAND.cancel : COMMAND.openPanel;
     this.status.show();
   }
 
@@ -150,7 +151,7 @@ export class Controller implements vscode.Disposable {
       const actions = [fix?.title, d.file && d.line ? 'Go to Problem' : undefined].filter((x): x is string => !!x);
       void vscode.window.showErrorMessage(`Influence Lens: ${e.message}${where} [${e.code}]`, ...actions).then((a) => {
         if (!a) return;
-        if (a === 'Go to Problem' && d.file && d.line) void vscode.commands.executeCommand('influenceLens.revealLine', vscode.Uri.file(d.file), d.line, d.col);
+        if (a === 'Go to Problem' && d.file && d.line) void vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(d.file), d.line, d.col);
         else if (fix && a === fix.title) void vscode.commands.executeCommand(fix.command, ...(fix.args ?? []));
       });
       return;

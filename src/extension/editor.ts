@@ -4,8 +4,9 @@
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
-import type { RowMark } from './engineProtocol';
+import type { RowMark } from '../protocol/engine';
 
 export const DATA_SELECTOR: vscode.DocumentSelector = [
   { scheme: 'file', pattern: '**/*.csv' },
@@ -145,7 +146,7 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
     const line = editor.selection.active.line;
     if (line === 0) return []; // the header
     const range = new vscode.Range(line, 0, line, 0);
-    return [new vscode.CodeLens(range, { title: "$(beaker) Explain this row's prediction", command: 'influenceLens.explainRow', arguments: [doc.uri, line + 1] })];
+    return [new vscode.CodeLens(range, { title: "$(beaker) Explain this row's prediction", command: COMMAND.explainRow, arguments: [doc.uri, line + 1] })];
   }
 
   provideCodeActions(doc: vscode.TextDocument, _range: vscode.Range, ctx: vscode.CodeActionContext): vscode.CodeAction[] {
@@ -155,19 +156,14 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
       const row = (d as vscode.Diagnostic & { row?: number }).row;
       if (row === undefined) continue;
       const drop = new vscode.CodeAction(`Drop row ${row} from cleaned export`, vscode.CodeActionKind.QuickFix);
-      drop.command = { command: 'influenceLens.dropRow', title: drop.title, arguments: [doc.uri.fsPath, row] };
+      drop.command = { command: COMMAND.dropRow, title: drop.title, arguments: [doc.uri.fsPath, row] };
       drop.diagnostics = [d];
       const reviewed = new vscode.CodeAction(`Mark row ${row} as reviewed`, vscode.CodeActionKind.QuickFix);
-      reviewed.command = { command: 'influenceLens.markReviewed', title: reviewed.title, arguments: [doc.uri.fsPath, row] };
+      reviewed.command = { command: COMMAND.markReviewed, title: reviewed.title, arguments: [doc.uri.fsPath, row] };
       reviewed.diagnostics = [d];
       out.push(drop, reviewed);
     }
     return out;
-  }
-
-  /** Current diagnostics, for tests. */
-  diagnosticsFor(uri: vscode.Uri): readonly vscode.Diagnostic[] {
-    return this.diagnostics.get(uri) ?? [];
   }
 
   dispose(): void {

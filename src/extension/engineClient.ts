@@ -3,7 +3,8 @@
  * crash there must not take the extension host down). Restarts it after a crash and says so.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import type { FromWorker, Method, Requests, WorkerError } from './engineProtocol';
+import type { FromWorker, Method, Requests, WorkerError } from '../protocol/engine';
+import { PendingRequests } from '../protocol/message';
 
 export class EngineError extends Error {
   constructor(readonly detail: WorkerError) {
@@ -15,19 +16,14 @@ export class EngineError extends Error {
   }
 }
 
-interface Pending {
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  onProgress?: (stage: string, done: number, total: number) => void;
-}
+type OnProgress = (stage: string, done: number, total: number) => void;
 
 /** How long a cancelled request may take to stop before the process is killed. */
 const CANCEL_GRACE_MS = 3000;
 
 export class EngineClient {
   private child: ChildProcess | null = null;
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingRequests<unknown, OnProgress>();
   /** Cancelled requests whose reply has not come yet. */
   private readonly cancelled = new Set<number>();
   private disposed = false;
@@ -52,24 +48,22 @@ export class EngineClient {
       if (this.pending.size === 0 || this.disposed) return;
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       this.log(`engine process ${why}; it restarts on the next request`);
-      for (const [, p] of this.pending) {
+      for (const p of this.pending.takeAll()) {
         p.reject(new EngineError({ code: 'ENGINE_CRASHED', message: `the engine process ${why}; it will restart on the next run`, formatted: `engine ${why}` }));
       }
-      this.pending.clear();
     });
     this.log(`engine process started (pid ${child.pid})`);
     return child;
   }
 
   private onMessage(m: FromWorker): void {
-    if (!('progress' in m)) this.cancelled.delete(m.id);
-    const p = this.pending.get(m.id);
-    if (!p) return;
     if ('progress' in m) {
-      p.onProgress?.(m.progress.stage, m.progress.done, m.progress.total);
+      this.pending.get(m.id)?.extra?.(m.progress.stage, m.progress.done, m.progress.total);
       return;
     }
-    this.pending.delete(m.id);
+    this.cancelled.delete(m.id);
+    const p = this.pending.take(m.id);
+    if (!p) return;
     if ('error' in m) p.reject(new EngineError(m.error));
     else p.resolve(m.result);
   }
@@ -78,37 +72,34 @@ export class EngineClient {
   request<M extends Method>(
     method: M,
     params: Requests[M]['params'],
-    opts: { signal?: AbortSignal; onProgress?: (stage: string, done: number, total: number) => void } = {},
+    opts: { signal?: AbortSignal; onProgress?: OnProgress } = {},
   ): Promise<Requests[M]['result']> {
     if (this.disposed) return Promise.reject(new Error('the engine is shut down'));
     if (opts.signal?.aborted) return Promise.reject(new EngineError({ code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' }));
     this.child ??= this.start();
     const child = this.child;
-    const id = this.nextId++;
-    return new Promise<Requests[M]['result']>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: opts.onProgress });
-      // Cancel answers at once; the engine gets a grace period to stop (its long loops are
-      // synchronous), after which the process is killed and restarts on the next request.
-      const onAbort = () => {
-        const p = this.pending.get(id);
-        if (!p) return;
-        this.pending.delete(id);
-        p.reject(new EngineError({ code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' }));
-        this.cancelled.add(id);
-        child.send({ cancel: id });
-        const timer = setTimeout(() => {
-          if (!this.cancelled.delete(id)) return;
-          this.log(`engine did not stop within ${CANCEL_GRACE_MS} ms of a cancel; killing it`);
-          child.kill('SIGKILL');
-        }, CANCEL_GRACE_MS);
-        timer.unref?.();
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      child.send({ id, method, params });
-    });
+    const { id, reply } = this.pending.open(opts.onProgress);
+    // Cancel answers at once; the engine gets a grace period to stop (its long loops are
+    // synchronous), after which the process is killed and restarts on the next request.
+    const onAbort = () => {
+      const p = this.pending.take(id);
+      if (!p) return;
+      p.reject(new EngineError({ code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' }));
+      this.cancelled.add(id);
+      child.send({ cancel: id });
+      const timer = setTimeout(() => {
+        if (!this.cancelled.delete(id)) return;
+        this.log(`engine did not stop within ${CANCEL_GRACE_MS} ms of a cancel; killing it`);
+        child.kill('SIGKILL');
+      }, CANCEL_GRACE_MS);
+      timer.unref?.();
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    child.send({ id, method, params });
+    return reply as Promise<Requests[M]['result']>;
   }
 
-  /** Kills the process (used by tests and by "restart engine"). */
+  /** Kills the process (the tests' crash). */
   kill(): void {
     this.child?.kill('SIGKILL');
   }

@@ -42,9 +42,6 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<Api> {
     vscode.workspace.onDidGrantWorkspaceTrust(() => controller.log('workspace trusted: models may run')),
   );
   controller.log(`activated; workspace ${vscode.workspace.isTrusted ? 'trusted' : 'restricted: no model will run'}`);
+  // No deactivate(): VS Code disposes ctx.subscriptions, and disposing the engine client stops its process.
   return { controller, panel, editor, engine };
-}
-
-export function deactivate(): void {
-  // Disposables in ctx.subscriptions stop the engine process.
 }

@@ -1,10 +1,13 @@
 /** The results panel (webview): CSP with a fresh nonce, data only by postMessage, restores after reload. */
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import { isWebviewMessage, type HostMessage, type PanelState, type Ranking } from '../protocol';
+import { isWebviewMessage, type ExportResult, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
+import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
 
 export const PANEL_TYPE = 'influenceLens.panel';
+/** Workspace state: the ranking last chosen in the panel. */
+const RANKING_KEY = 'influenceLens.ranking';
 
 export class PanelController implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
@@ -22,17 +25,13 @@ export class PanelController implements vscode.Disposable {
     );
   }
 
-  get visible(): boolean {
-    return !!this.panel;
-  }
-
   /** The webview panel, for tests. */
   get webviewPanel(): vscode.WebviewPanel | undefined {
     return this.panel;
   }
 
   private ranking(): Ranking {
-    return this.ctx.workspaceState.get<Ranking>('influenceLens.ranking', 'influence');
+    return this.ctx.workspaceState.get<Ranking>(RANKING_KEY, 'influence');
   }
 
   state(): PanelState {
@@ -78,20 +77,20 @@ export class PanelController implements vscode.Disposable {
         this.post({ type: 'state', state: this.state() });
         return;
       case 'setRanking':
-        await this.ctx.workspaceState.update('influenceLens.ranking', m.ranking);
+        await this.ctx.workspaceState.update(RANKING_KEY, m.ranking);
         return;
       case 'reveal': {
         const ex = this.controller.results.explain;
         const au = this.controller.results.audit;
         const file = m.file === 'test' ? ex?.testPath : (ex?.trainPath ?? au?.trainPath);
-        if (file) await vscode.commands.executeCommand('influenceLens.revealLine', vscode.Uri.file(file), m.line);
+        if (file) await vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(file), m.line);
         return;
       }
       case 'runAudit':
-        await vscode.commands.executeCommand('influenceLens.runAudit');
+        await vscode.commands.executeCommand(COMMAND.runAudit);
         return;
       case 'exportCleaned': {
-        const r = (await vscode.commands.executeCommand('influenceLens.exportCleaned')) as { ok: boolean; message: string } | undefined;
+        const r = (await vscode.commands.executeCommand(COMMAND.exportCleaned)) as ExportResult | undefined;
         this.post({ type: 'reply', requestId: m.requestId, ok: !!r?.ok, message: r?.message ?? 'Export cancelled.' });
         return;
       }

@@ -1,7 +1,9 @@
 /** The sidebar tree: project files, the current prediction, helpful/harmful/memorized rows. */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { className, describeLossChange, describeReason, fmt, type FlaggedRow, type RowView } from '../protocol';
+import type { FlaggedRow, RowView } from '../protocol/webview';
+import { className, describeLossChange, describeReason, fmt } from '../protocol/words';
+import { CHOOSE, COMMAND } from './commandIds';
 import type { Controller } from './controller';
 import { ROLE_NAMES, ROLES, type Role } from './project';
 
@@ -82,7 +84,7 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         item.description = exists ?? (node.role === 'validation' ? 'not set (optional)' : 'not set: click to choose');
         item.iconPath = new vscode.ThemeIcon(node.role === 'model' ? 'circuit-board' : 'table');
         item.tooltip = p ? `${p}\nClick to change` : 'Click to choose';
-        item.command = { command: `influenceLens.choose${node.role[0].toUpperCase()}${node.role.slice(1)}`, title: 'Change' };
+        item.command = { command: CHOOSE[node.role], title: 'Change' };
         item.id = `file:${node.role}`;
         return item;
       }
@@ -99,7 +101,7 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         item.description = `${fmt(r.lossChangeIfRemoved)} if removed · label ${r.label}`;
         item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${r.label}, predicted ${r.predicted}\n\n${describeLossChange(r.lossChangeIfRemoved)}; leverage-corrected ${fmt(r.lossChangeIfRemovedNewton)}.\n\nRelative influence ${fmt(r.relativeInfluence)}; margin change if removed ${fmt(r.classificationInfluence)}.`);
         item.iconPath = new vscode.ThemeIcon(helpful ? 'arrow-up' : 'arrow-down', new vscode.ThemeColor(helpful ? 'charts.green' : 'charts.red'));
-        item.command = { command: 'influenceLens.revealLine', title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.command = { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
       case 'flagged': {
@@ -109,7 +111,7 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         item.description = `${r.memorized ? 'memorized · ' : ''}suspicion ${r.suspicion.toFixed(2)}`;
         item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${className(classes, r.label)}, predicted ${className(classes, r.predicted)}\n\n${r.reasons.map((x) => `- ${describeReason(x, classes)}`).join('\n')}`);
         item.iconPath = new vscode.ThemeIcon(r.memorized ? 'warning' : 'search', new vscode.ThemeColor(r.memorized ? 'charts.orange' : 'charts.yellow'));
-        item.command = { command: 'influenceLens.revealLine', title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.command = { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
     }

@@ -1,9 +1,11 @@
 /**
- * Engine results → the panel's and the tree's view data. Pure (no vscode): it runs in the
+ * Engine results → the panel's view data and the training file's marks. Pure (no vscode): it runs in the
  * engine's child process, so only the few listed rows cross the process boundary.
  */
-import { quantile, reasonsFor, topRows, type AuditResult, type ExplainResult } from '../core';
-import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol';
+import { quantile, reasonsFor, suspicionOrder, topRows, type AuditResult, type ExplainResult } from '../core';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol/webview';
+import { describeLossChange, describeReason } from '../protocol/words';
+import type { RowMark } from '../protocol/engine';
 
 /**
  * The image shape of a feature vector: from the setting ('HxW' forces, 'none' disables), else
@@ -58,19 +60,29 @@ function rowView(r: ExplainResult, i: number, features: Map<number, number[]>): 
   };
 }
 
+export interface ListedRows {
+  byInfluence: { helpful: number[]; harmful: number[] };
+  byRelative: { helpful: number[]; harmful: number[] };
+}
+
 /**
  * Rows listed by the panel: top k by lossChangeIfRemoved, and top k by relative influence
  * (helpful = most negative relative influence, i.e. most loss reduction per unit of self-influence).
  */
-export function listedRows(r: ExplainResult, k: number): { byInfluence: { helpful: number[]; harmful: number[] }; byRelative: { helpful: number[]; harmful: number[] } } {
+export function listedRows(r: ExplainResult, k: number): ListedRows {
   const byInfluence = topRows(r.scores.lossChangeIfRemoved, k);
   const neg = Float64Array.from(r.scores.relativeInfluence, (v) => -v);
   const byRelative = topRows(neg, k);
   return { byInfluence, byRelative };
 }
 
-export function explainView(r: ExplainResult, opts: { k: number; image: ImageShape | null; features: Map<number, number[]> }): ExplainView {
-  const listed = listedRows(r, opts.k);
+/** Every row of the lists, for their thumbnails (a row may be in several lists). */
+export function allListed(listed: ListedRows): number[] {
+  return [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
+}
+
+/** The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also reads their thumbnails). */
+export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]> }): ExplainView {
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
   const marked = [
@@ -94,20 +106,25 @@ export function explainView(r: ExplainResult, opts: { k: number; image: ImageSha
   };
 }
 
+/** The training file's marks: the histogram's marked rows (the top helpful and harmful), each worded. */
+export function explainMarks(view: ExplainView): RowMark[] {
+  return view.histogram.marked.map(({ row, line, kind, value }) => ({ row, line, kind, value, message: describeLossChange(value) }));
+}
+
 /** Memorized rows first (by suspicion), then the most suspicious others, k in all at most. */
 export function flaggedRows(a: AuditResult, k: number): number[] {
   const s = a.scores;
-  const n = a.rows.n;
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => s.suspicion[y] - s.suspicion[x] || x - y);
+  const order = suspicionOrder(s.suspicion);
   const mem = s.memorized ? order.filter((i) => s.memorized![i]) : [];
   const rest = order.filter((i) => !s.memorized?.[i]);
   return [...mem, ...rest].slice(0, Math.max(k, mem.length));
 }
 
-export function auditView(a: AuditResult, opts: { k: number; classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]> }): AuditView {
+/** The panel's view of an audit, with the `flagged` rows (ranked once, by the caller, who also reads their thumbnails). */
+export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]> }): AuditView {
   const s = a.scores;
   const p95 = quantile(s.selfInfluence, 0.95);
-  const flagged: FlaggedRow[] = flaggedRows(a, opts.k).map((i) => ({
+  const flagged: FlaggedRow[] = flaggedIds.map((i) => ({
     row: i,
     line: a.rows.lines[i],
     label: a.rows.labels[i],
@@ -126,4 +143,15 @@ export function auditView(a: AuditResult, opts: { k: number; classes: string[] |
     memorizedCount: s.memorized ? s.memorized.reduce((x, y) => x + y, 0) : null,
     flagged,
   };
+}
+
+/** The training file's marks and Problems-panel entries: the flagged rows, with their reasons in words. */
+export function auditMarks(view: AuditView): RowMark[] {
+  return view.flagged.map((f) => ({
+    row: f.row,
+    line: f.line,
+    kind: f.memorized ? 'memorized' : 'suspicious',
+    value: f.suspicion,
+    message: `${f.memorized ? 'Memorized' : 'Suspicious'} row ${f.row} (suspicion ${f.suspicion.toFixed(3)}): ${f.reasons.map((x) => describeReason(x, view.classes)).join('; ') || 'among the most suspicious rows'}`,
+  }));
 }

@@ -3,9 +3,8 @@
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
 import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, readHeader, readRecords, RowsCache, TableReader } from '../core';
-import { describeLossChange, describeReason } from '../protocol';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, RowMark, TableChoice, ToWorker } from './engineProtocol';
-import { auditView, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
+import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, TableChoice, ToWorker } from '../protocol/engine';
+import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
 
 const running = new Map<number, AbortController>();
 
@@ -45,14 +44,9 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
     );
     const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const listed = listedRows(r, p.topK);
-    const rows = [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
-    const features = image ? await rowFeatures(p.train, p.table, r.rows.offsets, rows) : new Map<number, number[]>();
-    const view = explainView(r, { k: p.topK, image, features });
-    const s = r.scores;
-    const marks: RowMark[] = [
-      ...listed.byInfluence.helpful.map((i) => ({ row: i, line: r.rows.line[i], kind: 'helpful' as const, value: s.lossChangeIfRemoved[i], message: describeLossChange(s.lossChangeIfRemoved[i]) })),
-      ...listed.byInfluence.harmful.map((i) => ({ row: i, line: r.rows.line[i], kind: 'harmful' as const, value: s.lossChangeIfRemoved[i], message: describeLossChange(s.lossChangeIfRemoved[i]) })),
-    ];
+    const features = image ? await rowFeatures(p.train, p.table, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
+    const view = explainView(r, listed, { image, features });
+    const marks = explainMarks(view);
     return { view, marks, log: { damping: r.damping, dampingRule: r.dampingRule, seconds: r.seconds, cache: r.train.cache } };
   } finally {
     await engine.release();
@@ -71,14 +65,8 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
     const classes = p.table.classes ?? engine.info.classes;
     const flagged = flaggedRows(a, p.topK);
     const features = image ? await rowFeatures(p.train, p.table, a.rows.offsets, flagged) : new Map<number, number[]>();
-    const view = auditView(a, { k: p.topK, classes, image, trainPath: p.train, features });
-    const marks: RowMark[] = view.flagged.map((f) => ({
-      row: f.row,
-      line: f.line,
-      kind: f.memorized ? 'memorized' : 'suspicious',
-      value: f.suspicion,
-      message: `${f.memorized ? 'Memorized' : 'Suspicious'} row ${f.row} (suspicion ${f.suspicion.toFixed(3)}): ${f.reasons.map((x) => describeReason(x, classes)).join('; ') || 'among the most suspicious rows'}`,
-    }));
+    const view = auditView(a, flagged, { classes, image, trainPath: p.train, features });
+    const marks = auditMarks(view);
     return { view, marks, log: { damping: a.damping, dampingRule: a.dampingRule, seconds: a.seconds, cache: a.rows.cache } };
   } finally {
     await engine.release();

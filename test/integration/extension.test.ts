@@ -5,6 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { COMMAND } from '../../src/extension/commandIds';
 import type { Api } from '../../src/extension/extension';
 
 const ws = () => vscode.workspace.workspaceFolders![0].uri;
@@ -45,10 +46,10 @@ suite('Influence Lens in VS Code', function () {
 
   test('the setup flow stores its choices in .vscode/influence-lens.json', async () => {
     await api();
-    await vscode.commands.executeCommand('influenceLens.useAsModel', file('model.onnx'));
-    await vscode.commands.executeCommand('influenceLens.useAsTrain', file('train.csv'));
-    await vscode.commands.executeCommand('influenceLens.useAsTest', file('test.csv'));
-    await vscode.commands.executeCommand('influenceLens.useAsValidation', file('validation.csv'));
+    await vscode.commands.executeCommand(COMMAND.useAsModel, file('model.onnx'));
+    await vscode.commands.executeCommand(COMMAND.useAsTrain, file('train.csv'));
+    await vscode.commands.executeCommand(COMMAND.useAsTest, file('test.csv'));
+    await vscode.commands.executeCommand(COMMAND.useAsValidation, file('validation.csv'));
     const a = await api();
     await a.controller.project.update({ labelColumn: 'label' });
     assert.deepEqual(projectFile(), { model: 'model.onnx', train: 'train.csv', test: 'test.csv', validation: 'validation.csv', labelColumn: 'label' });
@@ -58,7 +59,7 @@ suite('Influence Lens in VS Code', function () {
   test('explain opens the panel with helpful and harmful rows', async () => {
     const a = await api();
     // Line 148 of test.csv is data row 146 (the header is line 1).
-    await vscode.commands.executeCommand('influenceLens.explainRow', file('test.csv'), 148);
+    await vscode.commands.executeCommand(COMMAND.explainRow, file('test.csv'), 148);
     const ex = await until('an explanation', () => a.controller.results.explain);
     assert.equal(ex.testRow, 146);
     assert.ok(ex.view.byInfluence.helpful.length > 0);
@@ -73,7 +74,7 @@ suite('Influence Lens in VS Code', function () {
 
   test('reveal opens the right file at the right line', async () => {
     await api();
-    await vscode.commands.executeCommand('influenceLens.revealLine', file('train.csv'), 37);
+    await vscode.commands.executeCommand(COMMAND.revealLine, file('train.csv'), 37);
     const ed = vscode.window.activeTextEditor;
     assert.ok(ed);
     assert.equal(ed.document.uri.fsPath, file('train.csv').fsPath);
@@ -83,7 +84,7 @@ suite('Influence Lens in VS Code', function () {
 
   test('the audit publishes diagnostics for memorized and suspicious rows', async () => {
     const a = await api();
-    await vscode.commands.executeCommand('influenceLens.runAudit');
+    await vscode.commands.executeCommand(COMMAND.runAudit);
     const au = await until('an audit', () => a.controller.results.audit);
     assert.ok(au.view.heldOut, 'validation file used as held-out set');
     const diags = await until('diagnostics', () => {
@@ -113,10 +114,10 @@ suite('Influence Lens in VS Code', function () {
     await vscode.workspace.getConfiguration('influenceLens').update('cache.enabled', false, vscode.ConfigurationTarget.Workspace);
     try {
       const t0 = Date.now();
-      const run = vscode.commands.executeCommand('influenceLens.runAudit');
+      const run = vscode.commands.executeCommand(COMMAND.runAudit);
       await until('the run to start', () => a.engine.pid !== undefined, 10000);
       await sleep(50);
-      await vscode.commands.executeCommand('influenceLens.cancel');
+      await vscode.commands.executeCommand(COMMAND.cancel);
       await run;
       assert.ok(Date.now() - t0 < 10000, 'stopped promptly');
       assert.equal(a.controller.results.audit, null, 'no result from a cancelled run');
@@ -130,7 +131,7 @@ suite('Influence Lens in VS Code', function () {
     const a = await api();
     await a.controller.project.update({ labelColumn: 'target' });
     try {
-      await vscode.commands.executeCommand('influenceLens.explainRow', file('test.csv'), 5);
+      await vscode.commands.executeCommand(COMMAND.explainRow, file('test.csv'), 5);
       assert.ok(a.controller.lastError, 'an error was shown');
       assert.equal(a.controller.lastError.code, 'LABEL_COLUMN_MISSING');
       assert.match(a.controller.lastError.message, /target/);

@@ -1,20 +1,49 @@
 /** The extension's pure parts: settings, view models, error fixes, and the engine child process. */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
 import { Engine } from '../../src/core/model/engine';
+import { COMMAND } from '../../src/extension/commandIds';
 import { EngineClient, EngineError } from '../../src/extension/engineClient';
-import type { ExplainParams } from '../../src/extension/engineProtocol';
+import type { ExplainParams } from '../../src/protocol/engine';
 import { fixFor } from '../../src/extension/fixes';
 import { DEFAULTS, readSettings } from '../../src/extension/settings';
-import { auditView, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
+import { auditMarks, auditView, explainMarks, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
 
 const root = resolve(__dirname, '../..');
 const sample = (f: string) => join(root, 'samples/digits', f);
+
+describe('command ids', () => {
+  const pkgText = readFileSync(join(root, 'package.json'), 'utf8');
+  const contributes = JSON.parse(pkgText).contributes as {
+    commands: { command: string }[];
+    menus: Record<string, { command: string }[]>;
+    keybindings: { command: string }[];
+  };
+  const ids = Object.values(COMMAND) as string[];
+  const sorted = (xs: Iterable<string>) => [...xs].sort();
+
+  it('package.json declares exactly the ids of commandIds.ts, each once', () => {
+    const declared = contributes.commands.map((c) => c.command);
+    assert.deepEqual(sorted(declared), sorted(new Set(declared)), 'a command is declared twice');
+    assert.deepEqual(sorted(declared), sorted(ids));
+    assert.equal(new Set(ids).size, ids.length, 'two names for one id');
+  });
+
+  it('menus, keybindings and command links in package.json name only those ids', () => {
+    const used = [
+      ...Object.values(contributes.menus).flatMap((items) => items.map((m) => m.command)),
+      ...contributes.keybindings.map((k) => k.command),
+      ...[...pkgText.matchAll(/(?:command:|onCommand:)([\w.]+)/g)].map((m) => m[1]),
+    ];
+    assert.ok(used.length > 20);
+    for (const id of used) assert.ok(ids.includes(id), `${id} is not in src/extension/commandIds.ts`);
+  });
+});
 
 describe('settings', () => {
   it('gives the defaults when nothing is set', () => {
@@ -65,7 +94,8 @@ describe('view models', () => {
 
   it('lists the top rows of a real explanation, with the flip set and histogram marks', async () => {
     const r = await explain({ model: sample('model.onnx'), train: sample('train.csv'), test: sample('test.csv'), testRow: 146 });
-    const v = explainView(r, { k: 5, image: { height: 8, width: 8 }, features: new Map([[0, [1, 2]]]) });
+    const listed = listedRows(r, 5);
+    const v = explainView(r, listed, { image: { height: 8, width: 8 }, features: new Map([[0, [1, 2]]]) });
     assert.equal(v.byInfluence.helpful.length, 5);
     assert.equal(v.byInfluence.harmful.length, 5);
     const h = v.byInfluence.helpful.map((x) => x.lossChangeIfRemoved);
@@ -78,8 +108,10 @@ describe('view models', () => {
     assert.equal(v.histogram.counts.reduce((a, b) => a + b, 0), 1000);
     assert.deepEqual(v.flip?.rows.map((x) => x.row), r.scores.flip?.rows);
     assert.equal(v.test.row, 146);
-    const listed = listedRows(r, 5);
     assert.deepEqual(v.byInfluence.helpful.map((x) => x.row), listed.byInfluence.helpful);
+    const marks = explainMarks(v);
+    assert.deepEqual(marks.map((m) => [m.row, m.kind]), [...v.byInfluence.helpful.map((x) => [x.row, 'helpful']), ...v.byInfluence.harmful.map((x) => [x.row, 'harmful'])]);
+    assert.ok(marks.every((m) => /first-order estimate/.test(m.message)));
   });
 
   it('puts memorized rows first among the flagged rows', async () => {
@@ -91,20 +123,23 @@ describe('view models', () => {
       assert.equal(rows.length, Math.max(3, mem));
       const flags = rows.map((i) => a.scores.memorized![i]);
       assert.deepEqual(flags, [...flags].sort((x, y) => y - x));
-      const v = auditView(a, { k: 3, classes: null, image: null, trainPath: 'train.csv', features: new Map() });
+      const v = auditView(a, rows, { classes: null, image: null, trainPath: 'train.csv', features: new Map() });
       assert.equal(v.memorizedCount, mem);
       assert.ok(v.flagged.every((f) => Array.isArray(f.reasons)));
       assert.equal(v.heldOut?.rows, 400);
+      const marks = auditMarks(v);
+      assert.deepEqual(marks.map((m) => [m.row, m.kind]), v.flagged.map((f) => [f.row, f.memorized ? 'memorized' : 'suspicious']));
+      assert.ok(marks.every((m) => m.message.startsWith(`${m.kind === 'memorized' ? 'Memorized' : 'Suspicious'} row ${m.row} `)));
     } finally {
       await engine.release();
     }
   });
 
   it('offers a fix for each kind of input error', () => {
-    assert.equal(fixFor('LABEL_COLUMN_MISSING')?.command, 'influenceLens.chooseLabelColumn');
-    assert.equal(fixFor('NO_LINEAR_HEAD')?.command, 'influenceLens.chooseModel');
-    assert.equal(fixFor('FEATURE_COUNT_MISMATCH')?.command, 'influenceLens.chooseModel');
-    assert.equal(fixFor('ENGINE_CRASHED')?.command, 'influenceLens.showLog');
+    assert.equal(fixFor('LABEL_COLUMN_MISSING')?.command, COMMAND.chooseLabelColumn);
+    assert.equal(fixFor('NO_LINEAR_HEAD')?.command, COMMAND.chooseModel);
+    assert.equal(fixFor('FEATURE_COUNT_MISMATCH')?.command, COMMAND.chooseModel);
+    assert.equal(fixFor('ENGINE_CRASHED')?.command, COMMAND.showLog);
     assert.equal(fixFor('CSV_RAGGED_ROW'), null);
   });
 });

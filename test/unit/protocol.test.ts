@@ -1,6 +1,41 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { className, describeLossChange, describeReason, fmt, isWebviewMessage, type Reason } from '../../src/protocol';
+import { isRecord, messageGuard, PendingRequests } from '../../src/protocol/message';
+import { isHostMessage, isWebviewMessage, type Reason } from '../../src/protocol/webview';
+import { className, describeLossChange, describeReason, fmt } from '../../src/protocol/words';
+
+describe('message helpers', () => {
+  test('isRecord accepts plain objects only', () => {
+    assert.equal(isRecord({}), true);
+    for (const x of [null, undefined, [], 'x', 1]) assert.equal(isRecord(x), false, String(x));
+  });
+
+  test('messageGuard checks the fields of the known types and rejects inherited names', () => {
+    const guard = messageGuard<{ type: 'a'; n: number } | { type: 'b' }>({ a: (m) => typeof m.n === 'number', b: () => true });
+    assert.equal(guard({ type: 'a', n: 1 }), true);
+    assert.equal(guard({ type: 'b' }), true);
+    for (const m of [{ type: 'a' }, { type: 'c' }, { type: 'toString' }, { type: 'constructor' }, { type: '__proto__' }, { n: 1 }, [{ type: 'b' }]]) {
+      assert.equal(guard(m), false, JSON.stringify(m));
+    }
+  });
+
+  test('PendingRequests numbers requests from 1 and settles each by its id, once', async () => {
+    const pending = new PendingRequests<string, string>();
+    assert.equal(pending.latest, 0);
+    const first = pending.open('one');
+    const second = pending.open('two');
+    assert.deepEqual([first.id, second.id, pending.latest, pending.size], [1, 2, 2, 2]);
+    assert.equal(pending.get(2)?.extra, 'two');
+    assert.equal(pending.size, 2, 'get leaves the request waiting');
+    pending.take(2)?.resolve('done');
+    assert.equal(await second.reply, 'done');
+    assert.equal(pending.take(2), undefined, 'a settled request is gone');
+    assert.equal(pending.take(7), undefined);
+    for (const w of pending.takeAll()) w.reject(new Error('gone'));
+    await assert.rejects(first.reply, /gone/);
+    assert.equal(pending.size, 0);
+  });
+});
 
 describe('isWebviewMessage', () => {
   test('accepts every well-formed message', () => {
@@ -47,6 +82,18 @@ describe('isWebviewMessage', () => {
       { type: 'exportCleaned', requestId: '1' },
     ];
     for (const m of invalid) assert.equal(isWebviewMessage(m), false, JSON.stringify(m));
+  });
+});
+
+describe('isHostMessage', () => {
+  test('accepts the two message types and rejects the rest', () => {
+    assert.ok(isHostMessage({ type: 'state', state: { explain: null, audit: null, ranking: 'influence' } }));
+    assert.ok(isHostMessage({ type: 'reply', requestId: 1, ok: true }));
+    // The host never sent busy or error messages: they are not part of the protocol.
+    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy', busy: false }, { type: 'error', message: 'x' },
+      { type: 'reply', requestId: '1', ok: true }, { type: 'other' }]) {
+      assert.equal(isHostMessage(m), false, JSON.stringify(m));
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FlaggedRow, RowView } from '../../src/protocol';
+import type { FlaggedRow, RowView } from '../../src/protocol/webview';
 import {
   INK,
   NO_FLIP,
@@ -10,24 +10,24 @@ import {
   drawable,
   featureEntries,
   firstDir,
+  flaggedValue,
   flipSentence,
   fmtAxis,
-  fmtSigned,
   formatPercent,
   formatValue,
   histogramGeometry,
   histogramSummary,
-  isHostMessage,
+  influenceValue,
   lossChangeText,
   magnitudePercent,
   nextSort,
   parseUiState,
   probabilityBars,
   sortBy,
-  sortFlaggedRows,
-  sortInfluenceRows,
+  sortRows,
   thumbnailPixels,
 } from '../../webview/model';
+import { fmtSigned } from '../../src/protocol/words';
 
 function rv(row: number, lossChangeIfRemoved: number, extra: Partial<RowView> = {}): RowView {
   return {
@@ -67,32 +67,32 @@ describe('sorting', () => {
     assert.deepEqual(sortBy([5, 9, 1], null, 'desc'), [1, 9, 5]);
   });
 
-  test('sortInfluenceRows by column; null, rank or unknown keys keep the rank order', () => {
+  test('sortRows by an influence column; null, rank or unknown keys keep the rank order', () => {
     const list = [rv(10, 0.5), rv(2, 0.9), rv(7, 0.1)];
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'lossChange', dir: 'desc' })), [2, 10, 7]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'row', dir: 'asc' })), [2, 7, 10]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'line', dir: 'desc' })), [10, 7, 2]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'newton', dir: 'asc' })), [7, 10, 2]);
-    assert.deepEqual(rows(sortInfluenceRows(list, null)), [10, 2, 7]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'rank', dir: 'desc' })), [7, 2, 10]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'nonsense', dir: 'asc' })), [10, 2, 7]);
+    assert.deepEqual(rows(sortRows(list, { key: 'lossChange', dir: 'desc' }, influenceValue)), [2, 10, 7]);
+    assert.deepEqual(rows(sortRows(list, { key: 'row', dir: 'asc' }, influenceValue)), [2, 7, 10]);
+    assert.deepEqual(rows(sortRows(list, { key: 'line', dir: 'desc' }, influenceValue)), [10, 7, 2]);
+    assert.deepEqual(rows(sortRows(list, { key: 'newton', dir: 'asc' }, influenceValue)), [7, 10, 2]);
+    assert.deepEqual(rows(sortRows(list, null, influenceValue)), [10, 2, 7]);
+    assert.deepEqual(rows(sortRows(list, { key: 'rank', dir: 'desc' }, influenceValue)), [7, 2, 10]);
+    assert.deepEqual(rows(sortRows(list, { key: 'nonsense', dir: 'asc' }, influenceValue)), [10, 2, 7]);
     // Keys from Object.prototype are not columns.
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'toString', dir: 'asc' })), [10, 2, 7]);
+    assert.deepEqual(rows(sortRows(list, { key: 'toString', dir: 'asc' }, influenceValue)), [10, 2, 7]);
   });
 
-  test('sortInfluenceRows by relative influence and margin', () => {
+  test('sortRows by relative influence and margin', () => {
     const list = [rv(1, 0, { relativeInfluence: 2, classificationInfluence: -0.1 }), rv(2, 0, { relativeInfluence: -3, classificationInfluence: 0.4 })];
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'relative', dir: 'asc' })), [2, 1]);
-    assert.deepEqual(rows(sortInfluenceRows(list, { key: 'margin', dir: 'asc' })), [1, 2]);
+    assert.deepEqual(rows(sortRows(list, { key: 'relative', dir: 'asc' }, influenceValue)), [2, 1]);
+    assert.deepEqual(rows(sortRows(list, { key: 'margin', dir: 'asc' }, influenceValue)), [1, 2]);
   });
 
-  test('sortFlaggedRows by suspicion and label', () => {
+  test('sortRows by a flagged column: suspicion and label', () => {
     const f = (row: number, suspicion: number, label: number): FlaggedRow =>
       ({ row, line: row + 2, label, predicted: 0, suspicion, memorized: false, reasons: [] });
     const list = [f(1, 0.2, 5), f(2, 0.9, 3), f(3, 0.5, 4)];
-    assert.deepEqual(rows(sortFlaggedRows(list, { key: 'suspicion', dir: 'desc' })), [2, 3, 1]);
-    assert.deepEqual(rows(sortFlaggedRows(list, { key: 'label', dir: 'asc' })), [2, 3, 1]);
-    assert.deepEqual(rows(sortFlaggedRows(list, null)), [1, 2, 3]);
+    assert.deepEqual(rows(sortRows(list, { key: 'suspicion', dir: 'desc' }, flaggedValue)), [2, 3, 1]);
+    assert.deepEqual(rows(sortRows(list, { key: 'label', dir: 'asc' }, flaggedValue)), [2, 3, 1]);
+    assert.deepEqual(rows(sortRows(list, null, flaggedValue)), [1, 2, 3]);
   });
 
   test('first click direction keeps the notable rows on top; a second click flips', () => {
@@ -117,7 +117,7 @@ describe('sorting', () => {
   });
 });
 
-describe('UI state and host messages', () => {
+describe('UI state', () => {
   test('parseUiState falls back to defaults for anything malformed', () => {
     const empty = { ranking: null, sort: { helpful: null, harmful: null, flagged: null }, scrollY: 0 };
     for (const x of [undefined, null, 3, 'x', [], {}]) assert.deepEqual(parseUiState(x), empty);
@@ -128,17 +128,6 @@ describe('UI state and host messages', () => {
   test('parseUiState keeps valid parts', () => {
     const ui = parseUiState({ ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, flagged: { key: 'suspicion', dir: 'asc' }, other: 1 }, scrollY: 640 });
     assert.deepEqual(ui, { ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, harmful: null, flagged: { key: 'suspicion', dir: 'asc' } }, scrollY: 640 });
-  });
-
-  test('isHostMessage accepts the four message types and rejects the rest', () => {
-    assert.ok(isHostMessage({ type: 'state', state: { explain: null, audit: null, ranking: 'influence' } }));
-    assert.ok(isHostMessage({ type: 'busy', busy: false }));
-    assert.ok(isHostMessage({ type: 'error', message: 'x' }));
-    assert.ok(isHostMessage({ type: 'reply', requestId: 1, ok: true }));
-    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy' }, { type: 'error' },
-      { type: 'reply', requestId: '1', ok: true }, { type: 'other' }]) {
-      assert.equal(isHostMessage(m), false, JSON.stringify(m));
-    }
   });
 });
 
@@ -312,6 +301,9 @@ describe('sentences and numbers', () => {
     assert.equal(fmtSigned(-1.5), '−1.50');
     assert.equal(fmtSigned(2), '+2.00');
     assert.equal(fmtSigned(NaN), 'NaN');
+    assert.equal(fmtSigned(-4.56e-5), '−4.56e-5', 'only the sign changes, not the exponent');
+    assert.equal(fmtSigned(8.24e-4), '+8.24e-4');
+    assert.equal(fmtSigned(-Infinity), '-Infinity');
   });
 
   test('feature values and entries', () => {

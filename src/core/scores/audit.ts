@@ -9,6 +9,7 @@ import { probabilities, taskFor } from '../task/loss';
 import { Curvature } from '../curvature/curvature';
 import type { CurvatureOptions, SelfInfluenceMethod, SolverKind } from '../curvature/policy';
 import { RowRemoval } from './removal';
+import { heldOutChangeIfRemoved } from './ranking';
 import { fastRowPass } from './rowpass';
 
 /** Why a training row is flagged; machine-readable (the CLI and the extension word it). */
@@ -207,7 +208,7 @@ export function reasonsFor(a: AuditScores, rows: Pick<ScoredRows, 'labels' | 'lo
   if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
   else if (a.marginWithout[i] < 0) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
   if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && a.heldOutRows > 0) {
-    out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: -a.heldOutInfluence[i] / (rows.n * a.heldOutRows) });
+    out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: heldOutChangeIfRemoved(a.heldOutInfluence, [i], rows.n, a.heldOutRows) });
   }
   if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0) {
     out.push({ code: 'HIGH_SELF_INFLUENCE', selfInfluence: a.selfInfluence[i], percentile: 95 });

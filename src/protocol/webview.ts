@@ -1,7 +1,9 @@
 /**
- * Typed messages between the extension host and the panel webview, and the view data they
- * carry. No vscode, no DOM: both sides import this file (the webview imports nothing else).
+ * The panel's channel: typed messages between the extension host and the panel webview, and the
+ * view data they carry. No vscode, no DOM: both sides import this file (the webview imports
+ * nothing outside src/protocol/).
  */
+import { isRecord, messageGuard } from './message';
 
 /** Why a training row is flagged; machine-readable, worded by `describeReason`. */
 export type Reason =
@@ -106,10 +108,14 @@ export interface PanelState {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
+/** How an export of the cleaned dataset ended, in words for the panel. */
+export interface ExportResult {
+  ok: boolean;
+  message: string;
+}
+
 export type HostMessage =
   | { type: 'state'; state: PanelState }
-  | { type: 'busy'; busy: boolean; message?: string }
-  | { type: 'error'; message: string; code?: string }
   | { type: 'reply'; requestId: number; ok: boolean; message?: string };
 
 export type WebviewMessage =
@@ -119,63 +125,21 @@ export type WebviewMessage =
   | { type: 'runAudit' }
   | { type: 'exportCleaned'; requestId: number };
 
-export function isWebviewMessage(m: unknown): m is WebviewMessage {
-  if (typeof m !== 'object' || m === null) return false;
-  const t = (m as { type?: unknown }).type;
-  switch (t) {
-    case 'ready':
-    case 'runAudit':
-      return true;
-    case 'reveal': {
-      const r = m as { file?: unknown; row?: unknown; line?: unknown };
-      return (r.file === 'train' || r.file === 'test') && Number.isInteger(r.row) && Number.isInteger(r.line);
-    }
-    case 'setRanking': {
-      const r = (m as { ranking?: unknown }).ranking;
-      return r === 'influence' || r === 'relative';
-    }
-    case 'exportCleaned':
-      return Number.isInteger((m as { requestId?: unknown }).requestId);
-    default:
-      return false;
-  }
+export function isRanking(r: unknown): r is Ranking {
+  return r === 'influence' || r === 'relative';
 }
 
-// ---------------------------------------------------------------------------------------------
-// Words shared by the CLI, the extension and the panel
+/** The host's check of what the panel sends: the page's messages are input like any other. */
+export const isWebviewMessage = messageGuard<WebviewMessage>({
+  ready: () => true,
+  runAudit: () => true,
+  reveal: (m) => (m.file === 'train' || m.file === 'test') && Number.isInteger(m.row) && Number.isInteger(m.line),
+  setRanking: (m) => isRanking(m.ranking),
+  exportCleaned: (m) => Number.isInteger(m.requestId),
+});
 
-/** A signed number with 3 significant digits: +0.0123, -4.56e-5. */
-export function fmt(x: number, digits = 3): string {
-  if (x === 0) return '0';
-  if (!Number.isFinite(x)) return String(x);
-  const a = Math.abs(x);
-  const s = a >= 1e-3 && a < 1e5 ? x.toPrecision(digits) : x.toExponential(digits - 1);
-  return x > 0 ? `+${s}` : s;
-}
-
-export function className(classes: string[] | null, c: number): string {
-  return classes && classes[c] !== undefined && classes[c] !== String(c) ? `${c} (${classes[c]})` : String(c);
-}
-
-export function describeReason(r: Reason, classes: string[] | null): string {
-  const cls = (c: number) => className(classes, c);
-  switch (r.code) {
-    case 'LABEL_DISAGREES':
-      return `the model predicts ${cls(r.predicted)} (p = ${r.p.toFixed(3)}), not the label`;
-    case 'SELF_FLIP':
-      return `right only because it is in the training set: without it the prediction becomes ${cls(r.predictedWithout)} (margin ${r.margin.toFixed(3)} → ${r.marginWithout.toFixed(3)})`;
-    case 'HARMS_HELD_OUT':
-      return `hurts held-out data: removing it would change the mean held-out loss by ${fmt(r.heldOutLossChangeIfRemoved)}`;
-    case 'HIGH_SELF_INFLUENCE':
-      return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top ${100 - r.percentile}%)`;
-    case 'LOO_LOSS':
-      return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
-  }
-}
-
-/** The meaning of a first-order loss change, in words. */
-export function describeLossChange(change: number): string {
-  if (change > 0) return `removing this row would raise the test loss by ${fmt(change).slice(1)} (first-order estimate): it helps this prediction`;
-  if (change < 0) return `removing this row would lower the test loss by ${fmt(-change).slice(1)} (first-order estimate): it hurts this prediction`;
-  return 'removing this row would not change the test loss (first-order estimate)';
-}
+/** The panel's light check of what arrives on window 'message' before it trusts its shape. */
+export const isHostMessage = messageGuard<HostMessage>({
+  state: (m) => isRecord(m.state) && 'explain' in m.state && 'audit' in m.state,
+  reply: (m) => typeof m.requestId === 'number' && typeof m.ok === 'boolean',
+});

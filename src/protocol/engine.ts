@@ -1,5 +1,5 @@
-/** Messages between the extension host and the engine's child process (no vscode). */
-import type { AuditView, ExplainView } from '../protocol';
+/** The engine's channel: messages between the extension host and the engine's child process (no vscode). */
+import type { AuditView, ExplainView } from './webview';
 
 export interface TableChoice {
   labelColumn?: string;
