@@ -16,6 +16,6 @@ node --import tsx --test --test-reporter=spec "${files[@]}" 2>&1 | tee "$logs/un
 node scripts/vscode/build-tests.mjs
 node scripts/vscode/run-integration.mjs 2>&1 | tee "$logs/integration.log" || status=1
 vsix=$(bash scripts/vscode/package.sh .cache/influence-lens-linux-x64.vsix) || status=1
-node test/e2e/e2e.mjs ${vsix:+--vsix "$vsix"} --screenshots docs/screenshots 2>&1 | tee "$logs/e2e.log" || status=1
+node test/e2e/e2e.mjs ${vsix:+--vsix "$vsix"} --screenshots .cache/screenshots 2>&1 | tee "$logs/e2e.log" || status=1
 node scripts/vscode/summary.mjs unit="$logs/unit.log" integration="$logs/integration.log" e2e="$logs/e2e.log" || status=1
 exit $status

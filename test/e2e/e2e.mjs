@@ -6,8 +6,9 @@
 //
 // --vsix: the VSIX to install (default: scripts/vscode/package.sh builds one into the run dir,
 // from dist/: run `npm run build` first). --keep: keep the run dir after a pass. --only N: run the
-// first N steps. --screenshots DIR: also save audit.png and explain.png there. Prerequisite: scripts/vscode/setup.sh.
-// Saves docs/screenshots/workbench.png. Prints one line per step and `N passing` / `N failing`
+// first N steps. --screenshots DIR: where workbench.png, audit.png and explain.png go (default
+// .cache/screenshots; `npm run screenshots` copies them into docs/screenshots on purpose).
+// Prerequisite: scripts/vscode/setup.sh. Prints one line per step and `N passing` / `N failing`
 // (scripts/vscode/summary.mjs counts them); exits 1 when a step fails. After a failure the later
 // steps are skipped, and a screenshot of the failure is kept in the run dir.
 //
@@ -27,10 +28,10 @@ const argv = process.argv.slice(2);
 const opt = (name) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
 const keep = argv.includes('--keep') || process.env.IL_KEEP_RUN === '1';
 const only = opt('--only') ? Number(opt('--only')) : Infinity;
-const SCREENSHOT = join(ROOT, 'docs/screenshots/workbench.png');
-// --screenshots DIR: also save audit.png and explain.png there (e.g. docs/screenshots).
-const SHOTS = opt('--screenshots') && resolve(opt('--screenshots'));
-const extraShot = async (page, name) => { if (SHOTS) { mkdirSync(SHOTS, { recursive: true }); await screenshot(page, join(SHOTS, name)); } };
+// Screenshots never go into the repository's tracked files: `npm run screenshots` copies them there.
+const SHOTS = resolve(opt('--screenshots') ?? join(ROOT, '.cache/screenshots'));
+const SCREENSHOT = join(SHOTS, 'workbench.png');
+const extraShot = async (page, name) => { mkdirSync(SHOTS, { recursive: true }); await screenshot(page, join(SHOTS, name)); };
 const FLAGGED_ROWS = '[id^="flagged"] tr.clickable';
 const PALETTE = {
   explainRow: "Influence Lens: Explain This Row's Prediction",
@@ -51,7 +52,7 @@ step('the extension contributes its commands to the palette', async ({ page }) =
   // (Explain This Row's Prediction shows only while an editor is open: checked in its own step.)
   await findCommand(page, PALETTE.openPanel, { timeoutMs: 60_000 });
   // The workbench with the extension loaded (its view in the activity bar).
-  mkdirSync(join(ROOT, 'docs/screenshots'), { recursive: true });
+  mkdirSync(SHOTS, { recursive: true });
   await screenshot(page, SCREENSHOT);
 });
 
