@@ -57,7 +57,7 @@ export class Controller implements vscode.Disposable {
 
   common(model: string, train: string): CommonParams {
     const s = this.settings();
-    return { model, train, table: this.table(), damping: s.damping, topK: s.topK, imageShape: s.imageShape, cacheDir: s.cacheDirectory, batchSize: s.batchSize };
+    return { model, train, table: this.table(), damping: s.damping, head: s.head, topK: s.topK, imageShape: s.imageShape, cacheDir: s.cacheDirectory, batchSize: s.batchSize };
   }
 
   setExplain(r: Results['explain']): void {

@@ -3,7 +3,7 @@
  * engine's child process, so only the few listed rows cross the process boundary.
  */
 import { quantile, reasonsFor, suspicionOrder, topRows, type AuditResult, type ExplainResult } from '../core';
-import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView } from '../protocol/webview';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView, TrustView } from '../protocol/webview';
 import { describeLossChange, describeReason } from '../protocol/words';
 import type { RowMark } from '../protocol/engine';
 
@@ -82,6 +82,12 @@ export function allListed(listed: ListedRows): number[] {
 }
 
 /** The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also reads their thumbnails). */
+/** The head, stability and notes of a result, as the panel shows them. */
+function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes'>): TrustView {
+  const { mode, gradNorm, relGradNorm, warning, message } = r.head;
+  return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, notes: r.notes };
+}
+
 export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]> }): ExplainView {
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
@@ -103,6 +109,7 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
     flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row] })), newClass: r.scores.flip.newClass } : null,
     histogram: { ...hist, marked },
     seconds: r.seconds.total,
+    ...trustView(r),
   };
 }
 
@@ -140,6 +147,8 @@ export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes:
     classes: opts.classes,
     image: opts.image,
     damping: a.damping,
+    dampingRule: a.dampingRule,
+    ...trustView(a),
     memorizedCount: s.memorized ? s.memorized.reduce((x, y) => x + y, 0) : null,
     flagged,
   };

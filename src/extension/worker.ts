@@ -39,7 +39,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
   const engine = await Engine.open(p.model);
   try {
     const r = await explain(
-      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, damping: p.damping, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
+      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, damping: p.damping, head: p.head, stabilityTop: p.topK, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
       engine,
     );
     const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
@@ -54,7 +54,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
 }
 
 function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
-  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, damping: p.damping, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
+  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, damping: p.damping, head: p.head, stabilityTop: p.topK, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {

@@ -11,7 +11,8 @@ export interface CommonParams {
   model: string;
   train: string;
   table: TableChoice;
-  damping: number | 'auto';
+  damping: number | 'auto' | 'trace' | 'implied';
+  head: 'shipped' | 'refit';
   /** Rows listed per table. */
   topK: number;
   /** 'auto', 'none' or 'HxW'. */

@@ -52,16 +52,17 @@ describe('settings', () => {
     assert.deepEqual(problems, []);
   });
   it('reads valid values', () => {
-    const values: Record<string, unknown> = { damping: '0.01', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
+    const values: Record<string, unknown> = { damping: '0.01', head: 'refit', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
     const { settings, problems } = readSettings((k) => values[k]);
-    assert.deepEqual(settings, { damping: 0.01, topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
+    assert.deepEqual(settings, { damping: 0.01, head: 'refit', topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
     assert.deepEqual(problems, []);
+    assert.equal(readSettings((k) => (k === 'damping' ? 'implied' : undefined)).settings.damping, 'implied');
   });
   it('replaces invalid values by defaults and says which', () => {
-    const values: Record<string, unknown> = { damping: -1, topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
+    const values: Record<string, unknown> = { damping: -1, head: 'best', topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
     const { settings, problems } = readSettings((k) => values[k]);
     assert.deepEqual(settings, DEFAULTS);
-    assert.equal(problems.length, 5);
+    assert.equal(problems.length, 6);
     assert.match(problems.join('\n'), /influenceLens\.damping: -1 is not a positive number/);
     assert.match(problems.join('\n'), /influenceLens\.imageShape: "square"/);
   });
@@ -155,6 +156,7 @@ describe('engine child process', () => {
     testRow: 3,
     table: {},
     damping: 'auto',
+    head: 'shipped',
     topK: 4,
     imageShape: 'auto',
     cacheDir: join(dir, 'cache'),

@@ -4,6 +4,7 @@ import { className } from '../../src/protocol/words';
 import { fact, h, thumbnail } from '../dom';
 import { basename, drawable, featureEntries, plural, probabilityBars } from '../model';
 import { reveal } from '../state';
+import { renderTrust } from './trust';
 
 export function renderTestRow(ex: ExplainView): HTMLElement {
   const t = ex.test;
@@ -78,7 +79,8 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
         h('p', { class: 'where muted' }, h('span', { attrs: { title: t.path } }, basename(t.path)), ` · row ${t.row} · `, testLink),
         facts),
       h('div', { class: 'header-probs' }, h('h3', { class: 'mini-title' }, 'Class probabilities'), probList)),
-    meta);
+    meta,
+    ...renderTrust(ex, 'explain'));
 }
 
 function sep(): HTMLSpanElement {
