@@ -2,7 +2,7 @@
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
 import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
-import type { TableOptions } from './data/table';
+import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithout } from './refit';
@@ -19,7 +19,7 @@ export interface ExplainRequest {
   train: string;
   test: string;
   testRow: number;
-  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  table?: TableRequest;
   damping?: number | 'auto';
   solver?: SolverKind;
   selfInfluence?: SelfInfluenceMethod;
@@ -53,6 +53,8 @@ export interface ExplainResult {
   version: 1;
   model: ModelSummary;
   classes: string[] | null;
+  /** The training file's label column (guessed when it has no `label` column; a note says so). */
+  labelColumn: string;
   damping: number;
   dampingRule: string;
   solver: SolverKind;
@@ -62,6 +64,8 @@ export interface ExplainResult {
   test: ExplainTest;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
+  /** How the training and test files were read. */
+  tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
@@ -95,10 +99,14 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     lap('load');
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
     const table = req.table ?? {};
+    // How to read the files: the training file's header decides, and the test file follows it.
+    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseTable(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = await eng.forwardRow(req.test, req.testRow, table, run);
+    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
     lap('forwardTest');
-    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     lap('forwardTrain');
     if (rows.explicitHessian) {
       seconds.forwardTrain -= rows.hessianSeconds;
@@ -122,19 +130,21 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       seconds.verify = (performance.now() - tv) / 1000;
     }
     await rows.written();
+    const classes = trainTable.options.classes ?? null;
     seconds.total = (performance.now() - t0) / 1000;
-    const info = eng.info;
     return {
       version: 1,
       model: modelSummary(eng, req.model),
-      classes: table.classes ?? info.classes,
+      classes,
+      labelColumn: rows.table.labelColumn,
       damping,
       dampingRule: rule,
       solver: scores.solver,
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
       train: { path: req.train, rows: rows.n, cache: rows.cache },
-      notes: eng.notes,
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes),
+      tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       test: {
         path: req.test,
         row: req.testRow,

@@ -10,6 +10,7 @@ export { defaultCacheDir } from './cache/keys';
 export type { CacheUse } from './rows';
 export type { SelfInfluenceMethod, SolverKind } from './curvature/policy';
 export { readHeader, TableReader, type TableOptions } from './data/table';
+export { type TableChoice, type TableRead, type TableRequest } from './data/choose';
 export { readRecords } from './data/records';
 export { quantile, reasonsFor, type AuditScores, type Reason } from './scores/audit';
 export type { ExplainScores } from './scores/explain';
