@@ -1,6 +1,7 @@
 /** `audit`: memorized and suspicious training rows (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
 import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { Engine } from './model/engine';
@@ -35,6 +36,8 @@ export interface AuditResult {
   scores: AuditScores;
   /** What the tool decided on the user's behalf, in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
   /** The class names (--classes, the model's metadata or the sorted labels), or null. */
   classes: string[] | null;
   /** The training file's label column (guessed when it has no `label` column; a note says so). */
@@ -87,10 +90,16 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutAccuracy = correct / h.n;
     }
     const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, taskFor(rows.C), classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion } = scores;
+    const nonFinite = nonFiniteWarning({ lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion });
+    if (nonFinite) warnings.push(nonFinite);
     const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? []);
     const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
     const seconds = { forward: forwardSeconds, ...scores.seconds, total: (performance.now() - t0) / 1000 };
-    return { rows, heldOut, damping, effectiveDamping: effective, dampingRule: rule, scores, notes, classes, labelColumn: rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
+    return { rows, heldOut, damping, effectiveDamping: effective, dampingRule: rule, scores, notes, warnings, classes, labelColumn: rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

@@ -1,6 +1,7 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { resolveDamping, type SelfInfluenceMethod, type SolverKind } from './curvature/policy';
 import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { Engine } from './model/engine';
@@ -64,6 +65,8 @@ export interface ExplainResult {
   test: ExplainTest;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
   /** How the training and test files were read. */
   tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
@@ -131,6 +134,12 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     }
     await rows.written();
     const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence } = scores;
+    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence });
+    if (nonFinite) warnings.push(nonFinite);
     seconds.total = (performance.now() - t0) / 1000;
     return {
       version: 1,
@@ -144,6 +153,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       cgIterations: scores.cgIterations,
       train: { path: req.train, rows: rows.n, cache: rows.cache },
       notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes),
+      warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       test: {
         path: req.test,

@@ -11,6 +11,7 @@ export type { CacheUse } from './rows';
 export type { SelfInfluenceMethod, SolverKind } from './curvature/policy';
 export { readHeader, TableReader, type TableOptions } from './data/table';
 export { type TableChoice, type TableRead, type TableRequest } from './data/choose';
+export type { ClassOrderWarning, LowAccuracyWarning, NonFiniteWarning, Warning } from './checks';
 export { readRecords } from './data/records';
 export { quantile, reasonsFor, type AuditScores, type Reason } from './scores/audit';
 export type { ExplainScores } from './scores/explain';

@@ -1,6 +1,7 @@
 /**
  * Data files as pandas and sklearn write them (data/choose.ts, data/labels.ts): the label column
- * guessed, index columns skipped, --ignore-columns, class names from the labels, the JSONL key.
+ * guessed, index columns skipped, --ignore-columns, class names from the labels, the JSONL key;
+ * and the checks after the pass (checks.ts): the class order by an assignment, non-finite scores.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -8,12 +9,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { rowsKey } from '../../src/core/cache/keys';
+import { classOrderWarning, nonFiniteWarning } from '../../src/core/checks';
 import { chooseTable, guessLabelColumn, indexColumnOf, type ModelShape, type TableChoice } from '../../src/core/data/choose';
 import { compareCodePoints, scanLabelNames, sortedClassNames } from '../../src/core/data/labels';
 import type { TableOptions } from '../../src/core/data/table';
 import { InfluenceError } from '../../src/core/errors';
 import { explain } from '../../src/core/explain';
-import { buildModel } from '../helpers/models';
+import { maxAssignment } from '../../src/core/linalg';
+import { taskFor } from '../../src/core/task/loss';
+import { buildModel, rng } from '../helpers/models';
 import { readAll } from '../helpers/table';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'il-forms-'));
@@ -340,5 +344,117 @@ describe('JSONL feature key', () => {
     const c = await chooseTable(p, {}, shape(3));
     assert.equal(c.options.features, undefined);
     assert.deepEqual(c.notes, []);
+  });
+});
+
+describe('class order', () => {
+  function perms(m: number): number[][] {
+    if (m === 0) return [[]];
+    const out: number[][] = [];
+    for (const p of perms(m - 1)) for (let i = 0; i <= p.length; i++) out.push([...p.slice(0, i), m - 1, ...p.slice(i)]);
+    return out;
+  }
+
+  test('maxAssignment equals brute force on small random matrices (ties included)', () => {
+    const r = rng(11);
+    for (let t = 0; t < 600; t++) {
+      const m = 1 + (t % 7);
+      const levels = t % 3 === 0 ? 3 : 1000;
+      const W = Float64Array.from({ length: m * m }, () => Math.floor(((r() + 1) / 2) * levels));
+      const a = maxAssignment(W, m);
+      assert.equal(new Set(a).size, m, 'a permutation');
+      const got = Array.from(a).reduce((s, c, row) => s + W[row * m + c], 0);
+      let best = -Infinity;
+      for (const p of perms(m)) best = Math.max(best, p.reduce((s, c, row) => s + W[row * m + c], 0));
+      assert.equal(got, best, `m = ${m}, trial ${t}`);
+    }
+  });
+
+  test('maxAssignment on a few hundred classes finds a hidden permutation', () => {
+    const m = 300;
+    const r = rng(5);
+    const hidden = Array.from({ length: m }, (_, i) => i).sort(() => r());
+    const W = Float64Array.from({ length: m * m }, () => Math.floor(((r() + 1) / 2) * 3));
+    for (let i = 0; i < m; i++) W[i * m + hidden[i]] = 100;
+    assert.deepEqual(Array.from(maxAssignment(W, m)), hidden);
+  });
+
+  /** Rows whose logits predict pred[i] (one-hot logits of size 5). */
+  function rowsOf(labels: number[], pred: number[], C: number) {
+    const z = new Float64Array(labels.length * C);
+    pred.forEach((p, i) => (z[i * C + p] = 5));
+    return { n: labels.length, C, z, labels: Int32Array.from(labels) };
+  }
+
+  test('permuted integer labels: CLASS_ORDER with the mapping, no class names', () => {
+    const C = 4;
+    const pred = Array.from({ length: 40 }, (_, i) => i % C);
+    const labels = pred.map((p) => (p + 1) % C);
+    const w = classOrderWarning(rowsOf(labels, pred, C), taskFor(C), null, null);
+    assert.ok(w && w.code === 'CLASS_ORDER');
+    assert.equal(w.accuracy, 0);
+    assert.equal(w.bestAccuracy, 1);
+    assert.deepEqual(w.labelToClass, [3, 0, 1, 2]);
+    assert.equal(w.bestClasses, null);
+    assert.match(w.message, /label 0 → class 3/);
+  });
+
+  test('half the best order: CLASS_ORDER even above 1.5/C', () => {
+    const C = 10;
+    // 40% right; swapping classes 0 and 1 would give 100%.
+    const pred: number[] = [];
+    const labels: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const c = i % C;
+      pred.push(c);
+      labels.push(c === 0 ? 1 : c === 1 ? 0 : c);
+    }
+    for (let i = 0; i < 100; i++) if (labels[i] >= 6) labels[i] = labels[i] === 6 ? 7 : labels[i] === 7 ? 6 : labels[i] === 8 ? 9 : 8;
+    const names = Array.from({ length: C }, (_, i) => `c${i}`);
+    const w = classOrderWarning(rowsOf(labels, pred, C), taskFor(C), names, 'option');
+    assert.ok(w && w.code === 'CLASS_ORDER');
+    assert.equal(w.accuracy, 0.4);
+    assert.equal(w.bestAccuracy, 1);
+    assert.deepEqual(w.bestClasses, ['c1', 'c0', 'c2', 'c3', 'c4', 'c5', 'c7', 'c6', 'c9', 'c8']);
+    assert.match(w.message, /--classes c1,c0,c2,c3,c4,c5,c7,c6,c9,c8$/);
+  });
+
+  test('a right order gives no warning; a poor model in the right order gives LOW_ACCURACY', () => {
+    const C = 5;
+    const pred = Array.from({ length: 50 }, (_, i) => i % C);
+    assert.equal(classOrderWarning(rowsOf(pred, pred, C), taskFor(C), null, null), null);
+    // A model that predicts class 0 for every row: 20% right, and no permutation does better.
+    const w = classOrderWarning(rowsOf(pred, pred.map(() => 0), C), taskFor(C), null, null);
+    if (w && w.code === 'CLASS_ORDER') assert.fail(`unexpected ${w.message}`);
+    assert.equal(w?.code, 'LOW_ACCURACY');
+  });
+
+  test('a binary head with its two classes swapped', () => {
+    const labels = Array.from({ length: 20 }, (_, i) => i % 2);
+    const z = Float64Array.from(labels, (y) => (y ? -3 : 3));
+    const w = classOrderWarning({ n: 20, C: 1, z, labels: Int32Array.from(labels) }, taskFor(1), ['no', 'yes'], 'labels');
+    assert.ok(w && w.code === 'CLASS_ORDER');
+    assert.deepEqual(w.bestClasses, ['yes', 'no']);
+  });
+});
+
+describe('non-finite numbers are never printed', () => {
+  test('the leave-one-out loss shift does not overflow', () => {
+    const soft = taskFor(3);
+    const p = [0.2, 0.3, 0.5];
+    assert.ok(Math.abs(soft.lossShift(p, [800, 0, 0], 1) - (800 + Math.log(0.2))) < 1e-9);
+    assert.ok(Math.abs(soft.lossShift([0, 0.5, 0.5], [900, 1, 0], 2) - Math.log(0.5 * Math.E + 0.5)) < 1e-12);
+    assert.ok(Math.abs(soft.lossShift(p, [1e-9, 0, 0], 0) - (Math.log1p(0.2 * Math.expm1(1e-9)) - 1e-9)) < 1e-24);
+    const bin = taskFor(1);
+    assert.ok(Math.abs(bin.lossShift([0.25], [1000], 0) - (1000 + Math.log(0.25))) < 1e-9);
+    assert.equal(bin.lossShift([0], [1000], 1), -1000);
+  });
+
+  test('NON_FINITE names the scores and rows', () => {
+    const w = nonFiniteWarning({ a: Float64Array.of(1, Infinity, 2, NaN), b: Float64Array.of(1, 2, 3, 4), c: null }, 'because');
+    assert.ok(w);
+    assert.deepEqual(w.scores, { a: { count: 2, rows: [1, 3] } });
+    assert.match(w.message, /^not finite: a of 2 rows \(1, 3\); because\. They are null in the JSON and n\/a in the table$/);
+    assert.equal(nonFiniteWarning({ a: Float64Array.of(1, 2) }, 'x'), null);
   });
 });

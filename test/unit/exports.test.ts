@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { explain, type ExplainResult } from '../../src/core';
+import { audit, explain, type ExplainResult } from '../../src/core';
 import { pearson, relErr } from '../helpers/stats';
 
 const dir = resolve(__dirname, '../fixtures/exports');
@@ -125,6 +125,7 @@ describe('data files as pandas and sklearn write them: no flags needed', () => {
         if (c.classNames) assert.deepEqual(r.classes, c.classNames, `${c.name}: classes`);
         // Every decision is said: the model's notes plus one for the data rule that applied.
         assert.ok(r.notes.some((n) => n.startsWith(`${c.train}: `)), `${c.name}: a note on the training file: ${r.notes.join(' | ')}`);
+        assert.deepEqual(r.warnings, [], `${c.name}: no warnings`);
       }
     });
   }
@@ -136,5 +137,27 @@ describe('data files as pandas and sklearn write them: no flags needed', () => {
     assert.equal(r.test.labelled, true);
     assert.equal(r.tables.test.labelColumn, 'target');
     assert.match(r.notes.join('\n'), /the label column is "target"/);
+  });
+
+  for (const w of manifest.wrongClassOrder) {
+    it(`${w.name}: --classes in the wrong order is flagged, naming the order that fits`, async () => {
+      assert.deepEqual(w.flags, ['--classes', w.passedClasses.join(',')]);
+      const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.passedClasses } });
+      const order = r.warnings.find((x) => x.code === 'CLASS_ORDER');
+      assert.ok(order && order.code === 'CLASS_ORDER', `warnings: ${JSON.stringify(r.warnings)}`);
+      assert.deepEqual(order.bestClasses, w.bestClasses);
+      assert.ok(Math.abs(order.accuracy - w.trainAccuracyPassed) < 1e-12, `accuracy ${order.accuracy}`);
+      assert.ok(Math.abs(order.bestAccuracy - w.trainAccuracyBest) < 1e-12, `best accuracy ${order.bestAccuracy}`);
+      assert.match(order.message, new RegExp(`--classes ${w.bestClasses.join(',')}`));
+      const a = await audit({ model: at(w.model), train: at(w.train), heldOut: null, table: { classes: w.passedClasses }, damping: 'auto', tau: 0 });
+      assert.deepEqual(a.warnings.map((x) => x.code), ['CLASS_ORDER']);
+      assert.deepEqual((a.warnings[0] as { bestClasses: string[] }).bestClasses, w.bestClasses);
+    });
+  }
+
+  it('the order that fits gives no warning', async () => {
+    const w = manifest.wrongClassOrder[0];
+    const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.bestClasses } });
+    assert.deepEqual(r.warnings, []);
   });
 });
