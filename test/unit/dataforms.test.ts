@@ -17,6 +17,7 @@ import { InfluenceError } from '../../src/core/errors';
 import { explain } from '../../src/core/explain';
 import { maxAssignment } from '../../src/core/linalg';
 import { taskFor } from '../../src/core/task/loss';
+import { jsonText } from '../../src/cli/json';
 import { buildModel, rng } from '../helpers/models';
 import { readAll } from '../helpers/table';
 
@@ -450,11 +451,12 @@ describe('non-finite numbers are never printed', () => {
     assert.equal(bin.lossShift([0], [1000], 1), -1000);
   });
 
-  test('NON_FINITE names the scores and rows', () => {
+  test('NON_FINITE names the scores and rows; the JSON has null for them', () => {
     const w = nonFiniteWarning({ a: Float64Array.of(1, Infinity, 2, NaN), b: Float64Array.of(1, 2, 3, 4), c: null }, 'because');
     assert.ok(w);
     assert.deepEqual(w.scores, { a: { count: 2, rows: [1, 3] } });
     assert.match(w.message, /^not finite: a of 2 rows \(1, 3\); because\. They are null in the JSON and n\/a in the table$/);
     assert.equal(nonFiniteWarning({ a: Float64Array.of(1, 2) }, 'x'), null);
+    assert.equal(jsonText({ a: [1, Infinity, -Infinity, NaN], b: { c: NaN } }), '{"a":[1,null,null,null],"b":{"c":null}}');
   });
 });
