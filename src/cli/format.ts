@@ -33,7 +33,8 @@ export function formatExplain(r: ExplainResult, top: number): string {
   out.push(
     `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
-  out.push(`  label column ${JSON.stringify(r.labelColumn)}${r.classes ? `; classes ${r.classes.slice(0, 12).join(', ')}${r.classes.length > 12 ? ', …' : ''}` : ''}`);
+  const named = r.classes?.some((c, i) => c !== String(i)) ? r.classes! : null;
+  out.push(`  label column ${JSON.stringify(r.labelColumn)}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
