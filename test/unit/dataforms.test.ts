@@ -62,6 +62,9 @@ describe('label column', () => {
     assert.equal(guessLabelColumn(['a', 'b']).name, null);
     assert.equal(guessLabelColumn(['a', 'target', 'y']).name, null);
     assert.equal(guessLabelColumn(['a', 'target', 'y'], new Set(['y'])).name, 'target');
+    // `label` in another case comes before the other names.
+    assert.equal(guessLabelColumn(['y', 'Label']).name, 'Label');
+    assert.equal(guessLabelColumn(['LABEL', 'Label']).name, null);
   });
 
   test('a guessed column is read as the label, said in a note', async () => {
@@ -125,6 +128,11 @@ describe('label column', () => {
     assert.match(other.choice.notes.join('\n'), /te3\.csv: the label column is "label" \(there is no "target" column\)/);
     const y = await chooseTable(write('te4.csv', 'a,b,y\n5,6,2\n'), {}, shape(2), { like: train, requireLabel: false });
     assert.equal(y.labelColumn, 'y');
+    // But a test file whose columns match the model is unlabelled: its `y` is a feature.
+    const xy = await readChosen(write('te6.csv', 'x,y\n5,6\n'), {}, shape(2), train);
+    assert.equal(xy.choice.labelColumn, null);
+    assert.deepEqual(xy.info.featureNames, ['x', 'y']);
+    assert.deepEqual(xy.choice.notes, []);
     // A held-out file must have one: the error names what it found.
     await rejects(chooseTable(write('te5.csv', 'a,b\n5,6\n'), {}, shape(2), { like: train, requireLabel: true }), 'LABEL_COLUMN_MISSING', /columns found: "a", "b"/);
   });

@@ -73,11 +73,14 @@ export const LABEL_NAMES = ['target', 'class', 'y', 'labels'];
 
 /**
  * The label column of a file without an explicit one: `label` if present, else the one column
- * named like a label. Null when there is none or more than one; `candidates` says which.
+ * named label in another case, else the one named target, class, y or labels (any case). Null
+ * when there is none or more than one; `candidates` says which.
  */
 export function guessLabelColumn(columns: readonly string[], exclude: ReadonlySet<string> = new Set()): { name: string | null; guessed: boolean; candidates: string[] } {
-  if (columns.includes('label') && !exclude.has('label')) return { name: 'label', guessed: false, candidates: ['label'] };
-  const candidates = columns.filter((c) => !exclude.has(c) && (c.toLowerCase() === 'label' || LABEL_NAMES.includes(c.toLowerCase())));
+  const usable = columns.filter((c) => !exclude.has(c));
+  if (usable.includes('label')) return { name: 'label', guessed: false, candidates: ['label'] };
+  const cased = usable.filter((c) => c.toLowerCase() === 'label');
+  const candidates = cased.length ? cased : usable.filter((c) => LABEL_NAMES.includes(c.toLowerCase()));
   return { name: candidates.length === 1 ? candidates[0] : null, guessed: candidates.length === 1, candidates };
 }
 
@@ -123,6 +126,11 @@ export function jsonlFeatureKey(path: string, first: Record<string, unknown>, ke
   return null;
 }
 
+/** The flattened width of the columns but the skipped ones (JSONL arrays flatten). */
+function columnsWidth(columns: readonly string[], first: Record<string, unknown> | null, skipped: readonly string[]): number {
+  return columns.reduce((a, c) => a + (skipped.includes(c) ? 0 : first ? widthOf(first[c]) : 1), 0);
+}
+
 /** Decides how to read a data file for a model; reads its header, and for names as labels its label column. */
 export async function chooseTable(path: string, user: TableOptions, model: ModelShape, opts: ChooseOptions = {}): Promise<TableChoice> {
   const { like } = opts;
@@ -144,8 +152,12 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
     labelColumn = user.labelColumn;
   } else if (like?.labelColumn && columns.includes(like.labelColumn)) {
     labelColumn = like.labelColumn;
+  } else if (like && !requireLabel && columnsWidth(columns, first, [...ignore, ...(indexColumn !== undefined ? [indexColumn] : [])]) === model.F) {
+    // A test file without the training file's label column whose columns match the model: unlabelled.
+    labelColumn = like.labelColumn ?? 'label';
   } else {
-    // The training file, or a file without the training file's label column: the same rule on its own columns.
+    // The training file, or a file without the training file's label column and with a column
+    // too many: the same rule on its own columns.
     const g = guessLabelColumn(columns, new Set([...ignore, ...(user.features ?? [])]));
     if (g.name === null && requireLabel) throw labelColumnMissing(path, columns, g.candidates);
     labelColumn = g.name ?? 'label';
