@@ -1,12 +1,13 @@
 /** `audit`: memorized and suspicious training rows (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
 import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
 import { rowsAt } from './refit';
 import { auditStability, type Stability } from './scores/stability';
-import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
@@ -18,7 +19,7 @@ export interface AuditRequest {
   output?: string;
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
-  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  table?: TableRequest;
   damping: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -47,6 +48,14 @@ export interface AuditResult {
   scores: AuditScores;
   /** What the tool decided on the user's behalf, in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
+  /** The class names (--classes, the model's metadata or the sorted labels), or null. */
+  classes: string[] | null;
+  /** The training file's label column (guessed when it has no `label` column; a note says so). */
+  labelColumn: string;
+  /** How the training and held-out files were read. */
+  tables: { train: TableRead; heldOut: TableRead | null };
   heldOutLoss: number | null;
   heldOutAccuracy: number | null;
   seconds: Record<string, number>;
@@ -60,12 +69,15 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
   try {
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
     const table = req.table ?? {};
-    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    // How to read the files: the training file's header decides, and the held-out file follows it.
+    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
+    const heldOutTable = req.heldOut ? await eng.chooseTable(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
     const writes = [rows.written];
     if (req.heldOut) {
-      const h = await readRows(eng, req.heldOut.path, table, run);
+      const h = await readRows(eng, req.heldOut.path, heldOutTable!.options, run);
       writes.push(h.written);
       if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
       heldOut = { ...req.heldOut, rows: h };
@@ -104,8 +116,17 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutLoss = loss / h.n;
       heldOutAccuracy = correct / h.n;
     }
+    const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, taskFor(rows.C), classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion } = scores;
+    const nonFinite = nonFiniteWarning({ lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion });
+    if (nonFinite) warnings.push(nonFinite);
+    const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? []);
+    const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
     const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
-    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes: eng.notes, heldOutLoss, heldOutAccuracy, seconds };
+    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, warnings, classes, labelColumn: rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

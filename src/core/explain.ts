@@ -1,10 +1,11 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
 import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
-import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithout } from './refit';
@@ -22,7 +23,7 @@ export interface ExplainRequest {
   train: string;
   test: string;
   testRow: number;
-  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  table?: TableRequest;
   damping?: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -61,6 +62,8 @@ export interface ExplainResult {
   version: 1;
   model: ModelSummary;
   classes: string[] | null;
+  /** The training file's label column (guessed when it has no `label` column; a note says so). */
+  labelColumn: string;
   damping: number;
   dampingRule: string;
   /** The L2 the shipped head's gradient implies and its stationarity residual, when the damping rule looked at it. */
@@ -76,6 +79,10 @@ export interface ExplainResult {
   test: ExplainTest;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
+  /** How the training and test files were read. */
+  tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
   scores: ExplainScores;
@@ -109,10 +116,14 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     lap('load');
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
     const table = req.table ?? {};
+    // How to read the files: the training file's header decides, and the test file follows it.
+    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseTable(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = await eng.forwardRow(req.test, req.testRow, table, run);
+    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
     lap('forwardTest');
-    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     lap('forwardTrain');
     if (rows.explicitHessian) {
       seconds.forwardTrain -= rows.hessianSeconds;
@@ -152,13 +163,20 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       verified = verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
       seconds.verify = (performance.now() - tv) / 1000;
     }
+    const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence } = scores;
+    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence });
+    if (nonFinite) warnings.push(nonFinite);
     await rows.written();
     seconds.total = (performance.now() - t0) / 1000;
-    const info = eng.info;
     return {
       version: 1,
       model: modelSummary(eng, req.model),
-      classes: table.classes ?? info.classes,
+      classes,
+      labelColumn: rows.table.labelColumn,
       damping,
       dampingRule: rule,
       impliedL2: prep.damping.implied,
@@ -168,7 +186,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
       train: { path: req.train, rows: rows.n, cache: rows.cache },
-      notes: eng.notes,
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes),
+      warnings,
+      tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       test: {
         path: req.test,
         row: req.testRow,

@@ -12,7 +12,9 @@ export type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature
 export type { HeadMode, HeadReport } from './headfit';
 export type { Stability } from './scores/stability';
 export { readHeader, TableReader, type TableOptions } from './data/table';
-export { readRecords } from './data/records';
+export { guessLabelColumn, type TableChoice, type TableRead, type TableRequest } from './data/choose';
+export type { ClassOrderWarning, LowAccuracyWarning, NonFiniteWarning, Warning } from './checks';
+export { readRecords, rowAtLine } from './data/records';
 export { quantile, reasonsFor, type AuditScores, type Reason } from './scores/audit';
 export type { ExplainScores } from './scores/explain';
 export type { FlipSet } from './scores/flip';

@@ -83,9 +83,9 @@ export function allListed(listed: ListedRows): number[] {
 
 /** The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also reads their thumbnails). */
 /** The head, stability and notes of a result, as the panel shows them. */
-function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes'>): TrustView {
+function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warnings'>): TrustView {
   const { mode, gradNorm, relGradNorm, warning, message } = r.head;
-  return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, notes: r.notes };
+  return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, warnings: r.warnings.map((w) => w.message), notes: r.notes };
 }
 
 export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]> }): ExplainView {

@@ -2,8 +2,8 @@
  * The engine's child process: the extension forks it so that a native crash in onnxruntime
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
-import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, readHeader, readRecords, RowsCache, TableReader } from '../core';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, TableChoice, ToWorker } from '../protocol/engine';
+import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, guessLabelColumn, readHeader, readRecords, rowAtLine, RowsCache, type TableRead } from '../core';
+import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, ToWorker } from '../protocol/engine';
 import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
 
 const running = new Map<number, AbortController>();
@@ -29,7 +29,7 @@ function cacheOf(p: CommonParams): RowsCache | null {
 }
 
 /** Features of a few rows, for thumbnails: their records are re-read by byte offset. */
-async function rowFeatures(path: string, table: TableChoice, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
+async function rowFeatures(path: string, table: TableRead, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
   const out = new Map<number, number[]>();
   for (const [row, f] of await readRecords(path, table, offsets, rows)) out.set(row, Array.from(f));
   return out;
@@ -44,7 +44,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
     );
     const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const listed = listedRows(r, p.topK);
-    const features = image ? await rowFeatures(p.train, p.table, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
+    const features = image ? await rowFeatures(p.train, r.tables.train, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
     const view = explainView(r, listed, { image, features });
     const marks = explainMarks(view);
     return { view, marks, log: { damping: r.damping, dampingRule: r.dampingRule, seconds: r.seconds, cache: r.train.cache } };
@@ -62,9 +62,9 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
   try {
     const a = await audit(auditRequest(p, signal, id), engine);
     const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
-    const classes = p.table.classes ?? engine.info.classes;
+    const { classes } = a;
     const flagged = flaggedRows(a, p.topK);
-    const features = image ? await rowFeatures(p.train, p.table, a.rows.offsets, flagged) : new Map<number, number[]>();
+    const features = image ? await rowFeatures(p.train, a.tables.train, a.rows.offsets, flagged) : new Map<number, number[]>();
     const view = auditView(a, flagged, { classes, image, trainPath: p.train, features });
     const marks = auditMarks(view);
     return { view, marks, log: { damping: a.damping, dampingRule: a.dampingRule, seconds: a.seconds, cache: a.rows.cache } };
@@ -76,18 +76,6 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
 async function doClean(p: CleanParams, signal: AbortSignal, id: number): Promise<Requests['clean']['result']> {
   const r = await clean({ ...auditRequest(p, signal, id), remove: { kind: 'rows', rows: [...new Set(p.remove)].sort((a, b) => a - b) }, out: p.out });
   return { kept: r.kept, removed: r.removed, out: r.out, predictedHeldOutLossChange: r.predicted.heldOutLossChange };
-}
-
-async function doRowAt(p: { path: string; line: number; table: TableChoice }): Promise<Requests['rowAt']['result']> {
-  const reader = await TableReader.open(p.path, { ...p.table, requireLabel: false });
-  let prev: { row: number; line: number } | null = null;
-  for await (const b of reader.batches()) {
-    for (let r = 0; r < b.count; r++) {
-      if (b.lines[r] > p.line) return prev;
-      prev = { row: b.start + r, line: b.lines[r] };
-    }
-  }
-  return prev;
 }
 
 function progress(id: number) {
@@ -104,8 +92,11 @@ const handlers: { [M in Method]: (p: Requests[M]['params'], signal: AbortSignal,
   explain: doExplain,
   audit: doAudit,
   clean: doClean,
-  header: async (p) => ({ columns: await readHeader(p.path) }),
-  rowAt: doRowAt,
+  header: async (p) => {
+    const columns = await readHeader(p.path);
+    return { columns, labelGuess: guessLabelColumn(columns).name };
+  },
+  rowAt: (p) => rowAtLine(p.path, p.line),
   clearCache: async (p) => ({ removed: await cacheAt(p.cacheDir || defaultCacheDir()).clear() }),
 };
 

@@ -62,6 +62,8 @@ export interface StabilityView {
 export interface TrustView {
   head: HeadView;
   stability: StabilityView | null;
+  /** Signs that the result is probably wrong (e.g. class names in an order that does not fit the model). */
+  warnings: string[];
   notes: string[];
 }
 

@@ -10,7 +10,7 @@ function overlapsText(s: StabilityView): string {
 }
 
 export function renderTrust(t: TrustView, idPrefix: string): HTMLElement[] {
-  const out: HTMLElement[] = [];
+  const out: HTMLElement[] = t.warnings.map((w) => h('p', { class: 'callout warn', attrs: { role: 'alert' } }, w));
   if (t.head.warning && t.head.message) {
     out.push(h('p', { id: `${idPrefix}-head-warning`, class: 'callout warn', attrs: { role: 'note' } }, t.head.message));
   }

@@ -20,6 +20,13 @@ export interface TableOptions {
   labelColumn?: string;
   /** Default: every other column in file order. */
   features?: string[];
+  /** Columns that are not features (an index, an id, a note): left out of the default features. Each must exist. */
+  ignoreColumns?: string[];
+  /**
+   * A column taken for a row index (left out of the features like ignoreColumns): its values must
+   * be distinct integers, which the pass checks. Set by the engine when it guesses one (data/choose.ts).
+   */
+  indexColumn?: string;
   /** Class names; string labels are mapped through them (index = class id). */
   classes?: string[] | null;
   /** If given, integer labels must be in [0, numClasses). */
@@ -102,7 +109,7 @@ export function formatFromPath(path: string): TableFormat | null {
   return null;
 }
 
-function resolveFormat(path: string, format: TableFormat | undefined): TableFormat {
+export function resolveFormat(path: string, format: TableFormat | undefined): TableFormat {
   if (format !== undefined) {
     if (format !== 'csv' && format !== 'tsv' && format !== 'jsonl') {
       throw new InfluenceError('BAD_OPTION', `unknown table format ${show(String(format))}; use csv, tsv or jsonl`);
@@ -167,6 +174,13 @@ async function probeFile(path: string, format: TableFormat, chunkSize: number, o
   }
 }
 
+/** What the column rules (choose.ts) look at: the format, the column names and, for JSONL, the first object. */
+export async function probeTable(path: string, opts: Pick<TableOptions, 'format' | 'chunkSize' | 'open'> = {}): Promise<{ format: TableFormat; columns: string[]; first: Record<string, unknown> | null }> {
+  const format = resolveFormat(path, opts.format);
+  const { columns, first } = await probeFile(path, format, opts.chunkSize ?? DEFAULT_CHUNK, opts.open ?? openFile);
+  return { format, columns, first };
+}
+
 /** Column names only (for a UI column picker). */
 export async function readHeader(path: string, format?: TableFormat): Promise<string[]> {
   const f = resolveFormat(path, format);
@@ -181,7 +195,7 @@ function positiveInt(v: unknown, name: string): number {
 }
 
 /** Number of leaves of a (nested) JSON value: arrays flatten, anything else counts 1. */
-function widthOf(v: unknown): number {
+export function widthOf(v: unknown): number {
   if (!Array.isArray(v)) return 1;
   let n = 0;
   for (const x of v) n += widthOf(x);
@@ -208,6 +222,8 @@ export class TableReader {
   private readonly onProgress: Progress | undefined;
   private readonly open: Opener;
   private readonly float64: boolean;
+  /** The row-index column's check (TableOptions.indexColumn), or null. */
+  private readonly index: IndexCheck | null;
   private started = false;
   private result: TableSummary | null = null;
 
@@ -216,12 +232,14 @@ export class TableReader {
     labelCol: number,
     featCols: number[],
     widths: number[],
+    indexCol: number,
     opts: TableOptions,
     batchSize: number,
     chunkSize: number,
   ) {
     this.info = info;
     this.labelCol = labelCol;
+    this.index = indexCol >= 0 ? new IndexCheck(indexCol, info.columns[indexCol], info.path) : null;
     this.featCols = Int32Array.from(featCols);
     this.featWidth = Int32Array.from(widths);
     this.featOff = new Int32Array(widths.length);
@@ -263,6 +281,13 @@ export class TableReader {
       const dup = opts.features.find((f, i) => opts.features!.indexOf(f) !== i);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `feature column ${show(dup)} is listed twice`);
     }
+    const skipped = [...(opts.ignoreColumns ?? []), ...(opts.indexColumn !== undefined ? [opts.indexColumn] : [])];
+    if (opts.ignoreColumns !== undefined && !Array.isArray(opts.ignoreColumns)) throw new InfluenceError('BAD_OPTION', 'ignoreColumns must be a list of column names');
+    for (const c of skipped) {
+      if (typeof c !== 'string') throw new InfluenceError('BAD_OPTION', 'ignored column names must be strings');
+      if (c === labelColumn) throw new InfluenceError('BAD_OPTION', `the label column ${show(labelColumn)} cannot also be ignored`);
+      if (opts.features?.includes(c)) throw new InfluenceError('BAD_OPTION', `column ${show(c)} is both a feature and ignored`);
+    }
     if (opts.classes) {
       if (opts.classes.length === 0) throw new InfluenceError('BAD_OPTION', 'classes is empty');
       const names = opts.classes.map((c) => c.trim());
@@ -279,7 +304,15 @@ export class TableReader {
     if (labelCol < 0 && requireLabel) {
       throw new InfluenceError(
         'LABEL_COLUMN_MISSING',
-        `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}`,
+        `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}; name the label column with --label-column`,
+        { file: path },
+      );
+    }
+    const missingSkipped = skipped.filter((c) => !columns.includes(c));
+    if (missingSkipped.length > 0) {
+      throw new InfluenceError(
+        'FEATURE_COLUMN_MISSING',
+        `column${missingSkipped.length > 1 ? 's' : ''} to ignore ${missingSkipped.map((m) => show(m)).join(', ')} not found; available columns: ${listNames(columns, 50)}`,
         { file: path },
       );
     }
@@ -295,7 +328,11 @@ export class TableReader {
       }
       featureNames = [...opts.features];
     } else {
-      featureNames = columns.filter((_, i) => i !== labelCol);
+      const skip = new Set(skipped);
+      featureNames = columns.filter((c, i) => i !== labelCol && !skip.has(c));
+      if (featureNames.length === 0) {
+        throw new InfluenceError('FEATURE_COLUMN_MISSING', `no feature columns are left (columns: ${listNames(columns, 50)})`, { file: path });
+      }
     }
     const featCols = featureNames.map((f) => columns.indexOf(f));
     const widths = probe.first ? featureNames.map((f) => widthOf(probe.first![f])) : featureNames.map(() => 1);
@@ -312,7 +349,8 @@ export class TableReader {
       ctimeMs: probe.st.ctimeMs,
       ino: probe.st.ino,
     };
-    return new TableReader(info, labelCol, featCols, widths, opts, batchSize, chunkSize);
+    const indexCol = opts.indexColumn !== undefined ? columns.indexOf(opts.indexColumn) : -1;
+    return new TableReader(info, labelCol, featCols, widths, indexCol, opts, batchSize, chunkSize);
   }
 
   /** Valid after batches() has finished. */
@@ -386,6 +424,7 @@ export class TableReader {
       const endAbs = rd.base + sc.pos;
       const st = await src.stat();
       if (this.changed(st) || rd.total !== info.size || endAbs !== info.size) throw fileChanged(path);
+      this.index?.finish(info.featureCount);
       this.result = { rows: start + count, sha256: hash.digest('hex'), size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, ino: info.ino };
       throwIfAborted(this.signal);
       if (count > 0) {
@@ -441,6 +480,12 @@ export class TableReader {
         throw this.badValue(this.info.featureNames[k], sc.text(b, c), { file: sc.file, line, col });
       }
       out[o + k] = v;
+    }
+    const ix = this.index;
+    if (ix) {
+      const c = ix.col;
+      const text = sc.text(b, c);
+      ix.add(parseNumber(text), text, sc.recLine, this.info.featureCount, () => sc.place(b, sc.fr[c]).col);
     }
     const lc = this.labelCol;
     if (lc < 0) {
@@ -531,6 +576,13 @@ export class TableReader {
         if (got !== w) throw this.shape(key, got, w, place);
       }
     }
+    const ix = this.index;
+    if (ix) {
+      const v = obj[ix.name];
+      if (!Object.hasOwn(obj, ix.name)) throw this.keysDiffer(ix.name, place);
+      const text = JSON.stringify(v) ?? String(v);
+      ix.add(typeof v === 'number' ? v : typeof v === 'string' ? parseNumber(v) : NaN, text, sc.recLine, this.info.featureCount);
+    }
     const lc = this.labelCol;
     if (lc < 0) {
       labels[li] = -1;
@@ -593,6 +645,59 @@ export class TableReader {
     return new InfluenceError(
       'FEATURE_SHAPE',
       `feature ${show(key)} has ${got} value${got === 1 ? '' : 's'} here but ${want} in the first object`,
+      place,
+    );
+  }
+}
+
+/**
+ * The check of a column taken for a row index: every value an integer, no two alike. The values
+ * are kept (8 bytes a row) and sorted once at the end of the pass. A failure means the guess was
+ * wrong, and as a feature the column leaves the file one column wider than the model's input.
+ */
+class IndexCheck {
+  private values = new Float64Array(1024);
+  private lines = new Int32Array(1024);
+  private count = 0;
+
+  constructor(
+    readonly col: number,
+    readonly name: string,
+    private readonly file: string,
+  ) {}
+
+  add(v: number, text: string, line: number, featureCount: number, col?: () => number): void {
+    if (!Number.isInteger(v)) {
+      throw this.notAnIndex(`here it holds ${show(text.trim())}, not an integer`, featureCount, { file: this.file, line, col: col?.() });
+    }
+    if (this.count === this.values.length) {
+      const values = new Float64Array(this.count * 2);
+      values.set(this.values);
+      const lines = new Int32Array(this.count * 2);
+      lines.set(this.lines);
+      this.values = values;
+      this.lines = lines;
+    }
+    this.values[this.count] = v;
+    this.lines[this.count++] = line;
+  }
+
+  /** After the last row: throws on the first repeated value, at the line of its second occurrence. */
+  finish(featureCount: number): void {
+    const n = this.count;
+    const sorted = this.values.slice(0, n).sort();
+    let dup: number | null = null;
+    for (let i = 1; i < n && dup === null; i++) if (sorted[i] === sorted[i - 1]) dup = sorted[i];
+    if (dup === null) return;
+    const first = this.values.indexOf(dup);
+    const second = this.values.indexOf(dup, first + 1);
+    throw this.notAnIndex(`the value ${dup} appears on line ${this.lines[first]} and again here`, featureCount, { file: this.file, line: this.lines[second] });
+  }
+
+  private notAnIndex(why: string, featureCount: number, place: { file: string; line: number; col?: number }): InfluenceError {
+    return new InfluenceError(
+      'FEATURE_COUNT_MISMATCH',
+      `the first column ${show(this.name)} was taken for a row index and skipped (the other ${featureCount} columns match the model's input), but ${why}; as a feature it makes ${featureCount + 1} columns, one more than the model takes: choose the features with --features, or skip columns with --ignore-columns`,
       place,
     );
   }
