@@ -180,12 +180,51 @@ function positiveInt(v: unknown, name: string): number {
   return v;
 }
 
+/**
+ * Calls `leaf` on each leaf of a (nested) JSON value in order: arrays flatten, anything else is
+ * one leaf. An explicit stack, since JSON.parse takes nesting deeper than the call stack.
+ */
+function eachLeaf(v: unknown, leaf: (x: unknown) => void): void {
+  if (!Array.isArray(v)) {
+    leaf(v);
+    return;
+  }
+  const arrays: unknown[][] = [v];
+  const next: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const a = arrays[top];
+    const i = next[top];
+    if (i === a.length) {
+      arrays.pop();
+      next.pop();
+      continue;
+    }
+    next[top] = i + 1;
+    const x = a[i];
+    if (Array.isArray(x)) {
+      arrays.push(x);
+      next.push(0);
+    } else {
+      leaf(x);
+    }
+  }
+}
+
 /** Number of leaves of a (nested) JSON value: arrays flatten, anything else counts 1. */
 function widthOf(v: unknown): number {
-  if (!Array.isArray(v)) return 1;
   let n = 0;
-  for (const x of v) n += widthOf(x);
+  eachLeaf(v, () => n++);
   return n;
+}
+
+/** A JSON value as a message quotes it (JSON.stringify recurses, so a deeply nested one is shown by its start). */
+function jsonText(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Array.isArray(v) ? '[[[…' : '{…';
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,7 +585,7 @@ export class TableReader {
     } else {
       throw new InfluenceError(
         'LABEL_INVALID',
-        `label must be an integer class id or a class name, found ${show(JSON.stringify(v) ?? String(v))}`,
+        `label must be an integer class id or a class name, found ${show(jsonText(v))}`,
         place,
       );
     }
@@ -561,24 +600,19 @@ export class TableReader {
     key: string,
     place: { file: string; line: number },
   ): number {
-    if (Array.isArray(v)) {
-      for (const x of v) idx = this.flatten(x, out, base, idx, w, key, place);
-      return idx;
-    }
-    let num: number;
-    if (typeof v === 'number') num = v;
-    else if (typeof v === 'string') num = parseNumber(v);
-    else {
-      throw new InfluenceError(
-        'FEATURE_NOT_NUMERIC',
-        `feature ${show(key)} has non-numeric value ${show(JSON.stringify(v) ?? String(v))}`,
-        place,
-      );
-    }
-    const f = this.float64 ? num : Math.fround(num);
-    if (f - f !== 0) throw this.badValue(key, String(v), place);
-    if (idx < w) out[base + idx] = f;
-    return idx + 1;
+    eachLeaf(v, (x) => {
+      let num: number;
+      if (typeof x === 'number') num = x;
+      else if (typeof x === 'string') num = parseNumber(x);
+      else {
+        throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature ${show(key)} has non-numeric value ${show(jsonText(x))}`, place);
+      }
+      const f = this.float64 ? num : Math.fround(num);
+      if (f - f !== 0) throw this.badValue(key, String(x), place);
+      if (idx < w) out[base + idx] = f;
+      idx++;
+    });
+    return idx;
   }
 
   private keysDiffer(key: string, place: { file: string; line: number }): InfluenceError {
