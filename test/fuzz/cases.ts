@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
+import { brotliDecompressSync } from 'node:zlib';
 import { hashString, mix } from './prng';
 import { modelCase } from './models';
 import type { FuzzCase } from './run';
@@ -35,7 +36,9 @@ export function makeCase(s: Exclude<CaseSpec, { kind: 'selftest' }>): FuzzCase {
     const cs = caseSeed(s.seed, s.reader, s.index);
     return s.reader === 'onnx' ? modelCase(cs) : tableCase(s.reader, cs);
   }
-  const bytes = readFileSync(s.path);
+  // Large corpus inputs are kept compressed (name.csv.br): the case is what they decompress to.
+  const br = s.path.endsWith('.br');
+  const bytes = br ? brotliDecompressSync(readFileSync(s.path)) : readFileSync(s.path);
   if (s.reader === 'onnx') return { reader: 'onnx', name: s.name, ext: '.onnx', bytes };
-  return { reader: s.reader, name: s.name, ext: s.ext ?? extname(s.path), bytes, opts: s.opts ?? {} };
+  return { reader: s.reader, name: s.name, ext: s.ext ?? extname(br ? s.path.slice(0, -3) : s.path), bytes, opts: s.opts ?? {} };
 }

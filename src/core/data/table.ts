@@ -211,6 +211,16 @@ function eachLeaf(v: unknown, leaf: (x: unknown) => void): void {
   }
 }
 
+/** The first name that is listed twice, or undefined. */
+function firstDuplicate(names: readonly string[]): string | undefined {
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (seen.has(n)) return n;
+    seen.add(n);
+  }
+  return undefined;
+}
+
 /** Number of leaves of a (nested) JSON value: arrays flatten, anything else counts 1. */
 function widthOf(v: unknown): number {
   let n = 0;
@@ -299,21 +309,25 @@ export class TableReader {
           `the label column ${show(labelColumn)} cannot also be a feature`,
         );
       }
-      const dup = opts.features.find((f, i) => opts.features!.indexOf(f) !== i);
+      const dup = firstDuplicate(opts.features);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `feature column ${show(dup)} is listed twice`);
     }
     if (opts.classes) {
       if (opts.classes.length === 0) throw new InfluenceError('BAD_OPTION', 'classes is empty');
       const names = opts.classes.map((c) => c.trim());
-      const dup = names.find((c, i) => names.indexOf(c) !== i);
+      const dup = firstDuplicate(names);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `class ${show(dup)} is listed twice`);
     }
     throwIfAborted(opts.signal);
     const format = resolveFormat(path, opts.format);
     const probe = await probeFile(path, format, chunkSize, opts.open ?? openFile);
     const { columns } = probe;
+    // Column numbers by name (names are unique: a CSV header with a name twice is an error, JSONL
+    // keys are an object's): lookups by name must not cost a scan of a header of 100k columns each.
+    const columnOf = new Map<string, number>();
+    columns.forEach((c, i) => columnOf.set(c, i));
 
-    const labelCol = columns.indexOf(labelColumn);
+    const labelCol = columnOf.get(labelColumn) ?? -1;
     const requireLabel = opts.requireLabel ?? true;
     if (labelCol < 0 && requireLabel) {
       throw new InfluenceError(
@@ -324,7 +338,7 @@ export class TableReader {
     }
     let featureNames: string[];
     if (opts.features !== undefined) {
-      const missing = opts.features.filter((f) => !columns.includes(f));
+      const missing = opts.features.filter((f) => !columnOf.has(f));
       if (missing.length > 0) {
         throw new InfluenceError(
           'FEATURE_COLUMN_MISSING',
@@ -336,7 +350,7 @@ export class TableReader {
     } else {
       featureNames = columns.filter((_, i) => i !== labelCol);
     }
-    const featCols = featureNames.map((f) => columns.indexOf(f));
+    const featCols = featureNames.map((f) => columnOf.get(f)!);
     const widths = probe.first ? featureNames.map((f) => widthOf(probe.first![f])) : featureNames.map(() => 1);
     const info: TableInfo = {
       path,
