@@ -26,7 +26,7 @@ export interface TableOptions {
   numClasses?: number;
   /** Default true. If false and the label column is absent, labels are -1. */
   requireLabel?: boolean;
-  /** Rows per batch, default 4096. */
+  /** Rows per batch, default 4096 (fewer when so many rows would hold more than 2^26 feature values). */
   batchSize?: number;
   /** Default from the extension: .csv, .tsv/.tab, .jsonl/.ndjson. */
   format?: TableFormat;
@@ -91,6 +91,10 @@ export interface TableSummary {
 
 const DEFAULT_CHUNK = 1 << 20;
 const DEFAULT_BATCH = 4096;
+/** At most this many feature values in a batch (256 MB as float32): wider rows come in batches of fewer than batchSize. */
+const MAX_BATCH_VALUES = 1 << 26;
+/** A batch's arrays are first made for this many values, and grow with its rows up to the batch size. */
+const FIRST_BATCH_VALUES = 1 << 20;
 const MAX_INT32 = 2147483647;
 
 /** The format implied by the file extension, or null. */
@@ -209,6 +213,13 @@ function eachLeaf(v: unknown, leaf: (x: unknown) => void): void {
       leaf(x);
     }
   }
+}
+
+/** The array, copied into a longer one. */
+function grown(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(len);
+  b.set(a);
+  return b;
 }
 
 /** The first name that is listed twice, or undefined. */
@@ -405,12 +416,15 @@ export class TableReader {
         sc.advance();
       }
       const F = info.featureCount;
-      const B = this.batchSize;
+      // Rows so wide that a whole batch of them would not fit come in smaller batches; and a
+      // batch's arrays grow with its rows, so a file of a few very wide rows allocates only those.
+      const B = Math.max(1, Math.min(this.batchSize, Math.floor(MAX_BATCH_VALUES / Math.max(F, 1))));
+      let cap = Math.max(1, Math.min(B, Math.floor(FIRST_BATCH_VALUES / Math.max(F, 1))));
       const make = (len: number) => (this.float64 ? new Float64Array(len) : new Float32Array(len));
-      let features = make(B * F);
-      let labels = new Int32Array(B);
-      let lines = new Int32Array(B);
-      let offsets = new Float64Array(B + 1);
+      let features = make(cap * F);
+      let labels = new Int32Array(cap);
+      let lines = new Int32Array(cap);
+      let offsets = new Float64Array(cap + 1);
       let count = 0;
       let start = 0;
       for (;;) {
@@ -428,6 +442,16 @@ export class TableReader {
           labels = new Int32Array(B);
           lines = new Int32Array(B);
           offsets = new Float64Array(B + 1);
+        } else if (count === cap) {
+          cap = Math.min(B, cap * 2);
+          const f = make(cap * F);
+          f.set(features);
+          features = f;
+          labels = grown(labels, cap);
+          lines = grown(lines, cap);
+          const o = new Float64Array(cap + 1);
+          o.set(offsets);
+          offsets = o;
         }
         offsets[count] = recAbs;
         lines[count] = sc.recLine;
@@ -446,10 +470,10 @@ export class TableReader {
         yield {
           start,
           count,
-          features: count === B ? features : features.slice(0, count * F),
-          labels: count === B ? labels : labels.slice(0, count),
-          lines: count === B ? lines : lines.slice(0, count),
-          offsets: count === B ? offsets : offsets.slice(0, count + 1),
+          features: features.length === count * F ? features : features.slice(0, count * F),
+          labels: labels.length === count ? labels : labels.slice(0, count),
+          lines: lines.length === count ? lines : lines.slice(0, count),
+          offsets: offsets.length === count + 1 ? offsets : offsets.slice(0, count + 1),
         };
       }
     } catch (e) {
