@@ -273,6 +273,30 @@ const STRUCT_MUTATORS: readonly (readonly [number, StructMutator])[] = [
     setDims(v, dims);
     return `value ${v.name} dims=[${dims.join(',')}]`;
   }],
+  // Other dims that hold the same data (so they pass the data checks and reach onnxruntime).
+  [4, (r, m) => {
+    const t = pickInit(r, m);
+    if (!t) return 'reshape-none';
+    const n = t.dims.reduce((a, d) => a * d, 1n);
+    const kind = r.int(5);
+    if (kind === 0) t.dims = [...t.dims].reverse();
+    else if (kind === 1) t.dims = [n];
+    else if (kind === 2) t.dims = [1n, n];
+    else if (kind === 3) t.dims = [n, 1n];
+    else t.dims = [...t.dims, 1n];
+    return `init ${t.name} dims=[${t.dims.join(',')}] (same data)`;
+  }],
+  [2, (r, m) => {
+    const g = graphOf(m);
+    const v = r.pick([...g.input, ...g.output]);
+    if (!v) return 'shape-small-none';
+    const dims = dimsOf(v);
+    if (dims.length === 0) return 'shape-small-none';
+    const k = r.range(1, Math.max(1, dims.length - 1));
+    dims[k] = BigInt(r.range(1, 9));
+    setDims(v, dims);
+    return `value ${v.name} dims=[${dims.join(',')}] (small)`;
+  }],
   // Tensor data that does not match.
   [4, (r, m) => {
     const t = pickInit(r, m);
