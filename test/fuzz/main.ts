@@ -9,9 +9,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { READERS, specName, type Reader } from './cases';
+import { READERS, type Reader } from './cases';
 import { campaign, report } from './campaign';
-import { minimize, signature } from './harness';
+import { briefly, minimize, signature } from './harness';
 
 function args(argv: string[]): Map<string, string> {
   const m = new Map<string, string>();
@@ -55,7 +55,16 @@ async function main(): Promise<number> {
       const m = await minimize(b.spec, want, { timeLimitMs: Math.min(timeLimitMs, 5000), workers, log: (l) => console.log(l) });
       const base = join(out, `${b.spec.reader}-seed${b.spec.seed}-case${b.spec.index}`);
       writeFileSync(base + m.fuzzCase.ext, m.bytes);
-      writeFileSync(base + m.fuzzCase.ext + '.json', JSON.stringify({ case: specName(b.spec), generated: m.fuzzCase.name, opts: m.fuzzCase.reader === 'onnx' ? undefined : m.fuzzCase.opts, signature: want, result: b.result }, null, 2) + '\n');
+      // A note in the corpus's form (corpus.ts), to complete once the bug is fixed.
+      const note = {
+        expect: 'TODO: the outcome after the fix (ok, cancelled or an error CODE)',
+        opts: m.fuzzCase.reader === 'onnx' ? undefined : m.fuzzCase.opts,
+        ext: m.fuzzCase.ext,
+        found: `npm run fuzz -- --seed ${b.spec.seed}: ${b.spec.reader} case ${b.spec.index} (${m.fuzzCase.name}), minimized from ${m.fuzzCase.bytes.length} to ${m.bytes.length} bytes`,
+        symptom: briefly(b.result),
+        fix: 'TODO',
+      };
+      writeFileSync(base + m.fuzzCase.ext + '.json', JSON.stringify(note, null, 2) + '\n');
       console.log(`wrote ${base}${m.fuzzCase.ext}`);
     }
   }

@@ -272,7 +272,7 @@ const MUTATORS: readonly (readonly [number, Mutator])[] = [
       return [splice(b, p, 0, '\n' + '1,'.repeat(n) + '1\n'), `wide-row${n}@${p}`];
     }
     // Deep nesting, balanced or not.
-    const depth = r.pick([100, 1000, 10000, 100000, 1000000]);
+    const depth = r.pick([100, 1000, 10000, 100000, 300000]);
     const balanced = r.chance(0.7);
     const open = r.pick(['[', '{"a":', '[[']);
     const close = open === '[' ? ']' : open === '[[' ? ']]' : '}';
