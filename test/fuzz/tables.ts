@@ -129,7 +129,18 @@ function nestedArray(r: Rng, width: number, depth: number): unknown {
   return [nestedArray(r, half, depth - 1), nestedArray(r, width - half, depth - 1)];
 }
 
+/** Objects of very many keys (the JSONL form of a very wide header). */
+function wideJsonl(r: Rng): { text: string; names: string[]; what: string } {
+  const keys = r.pick([1000, 20000, 100000]);
+  const rows = r.range(1, 3);
+  const names = Array.from({ length: keys }, (_, k) => (k === 0 ? 'label' : `k${k}`));
+  const lines: string[] = [];
+  for (let i = 0; i < rows; i++) lines.push('{' + names.map((n, k) => `"${n}":${k === 0 ? 1 : (k + i) % 10}`).join(',') + '}');
+  return { text: lines.join('\n') + '\n', names, what: `jsonl ${keys}keys x${rows}` };
+}
+
 function jsonlDocument(r: Rng): { text: string; names: string[]; what: string } {
+  if (r.chance(0.02)) return wideJsonl(r);
   const keys = r.range(1, 6);
   const rows = r.chance(0.1) ? 0 : r.range(1, 40);
   const bad = badRate(r);
