@@ -21,8 +21,13 @@ export type ComputePath = 'exact' | 'fast';
 
 /** The exact-self-influence budget: n·P² multiply-adds. */
 export const EXACT_BUDGET = 5e10;
-/** Largest P for which the exact path forms and factors the explicit P×P Hessian. */
-export const DENSE_MAX_P = 3000;
+/**
+ * Largest P for which the exact path forms and factors the explicit P×P Hessian in float64 JS.
+ * The factorisation and inverse cost about P³ in plain loops (measured: 114 s at P = 2570 on these
+ * two cores, where the fast path's ORT Hessian and block CG take seconds), so above this the fast
+ * path (CG with EK-FAC self-influence) serves even small n.
+ */
+export const DENSE_MAX_P = 1000;
 /**
  * Largest P for which the fast path forms the explicit Hessian (P² float64: 134 MB at 4096). Forming
  * it costs about as much as 18 block-CG iterations of matrix-free products (one pass of

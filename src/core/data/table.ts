@@ -33,7 +33,7 @@ export interface TableOptions {
   numClasses?: number;
   /** Default true. If false and the label column is absent, labels are -1. */
   requireLabel?: boolean;
-  /** Rows per batch, default 4096. */
+  /** Rows per batch, default 4096 (fewer when so many rows would hold more than 2^26 feature values). */
   batchSize?: number;
   /** Default from the extension: .csv, .tsv/.tab, .jsonl/.ndjson. */
   format?: TableFormat;
@@ -98,6 +98,10 @@ export interface TableSummary {
 
 const DEFAULT_CHUNK = 1 << 20;
 const DEFAULT_BATCH = 4096;
+/** At most this many feature values in a batch (256 MB as float32): wider rows come in batches of fewer than batchSize. */
+const MAX_BATCH_VALUES = 1 << 26;
+/** A batch's arrays are first made for this many values, and grow with its rows up to the batch size. */
+const FIRST_BATCH_VALUES = 1 << 20;
 const MAX_INT32 = 2147483647;
 
 /** The format implied by the file extension, or null. */
@@ -194,12 +198,68 @@ function positiveInt(v: unknown, name: string): number {
   return v;
 }
 
+/**
+ * Calls `leaf` on each leaf of a (nested) JSON value in order: arrays flatten, anything else is
+ * one leaf. An explicit stack, since JSON.parse takes nesting deeper than the call stack.
+ */
+function eachLeaf(v: unknown, leaf: (x: unknown) => void): void {
+  if (!Array.isArray(v)) {
+    leaf(v);
+    return;
+  }
+  const arrays: unknown[][] = [v];
+  const next: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const a = arrays[top];
+    const i = next[top];
+    if (i === a.length) {
+      arrays.pop();
+      next.pop();
+      continue;
+    }
+    next[top] = i + 1;
+    const x = a[i];
+    if (Array.isArray(x)) {
+      arrays.push(x);
+      next.push(0);
+    } else {
+      leaf(x);
+    }
+  }
+}
+
+/** The array, copied into a longer one. */
+function grown(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(len);
+  b.set(a);
+  return b;
+}
+
+/** The first name that is listed twice, or undefined. */
+function firstDuplicate(names: readonly string[]): string | undefined {
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (seen.has(n)) return n;
+    seen.add(n);
+  }
+  return undefined;
+}
+
 /** Number of leaves of a (nested) JSON value: arrays flatten, anything else counts 1. */
 export function widthOf(v: unknown): number {
-  if (!Array.isArray(v)) return 1;
   let n = 0;
-  for (const x of v) n += widthOf(x);
+  eachLeaf(v, () => n++);
   return n;
+}
+
+/** A JSON value as a message quotes it (JSON.stringify recurses, so a deeply nested one is shown by its start). */
+function jsonText(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Array.isArray(v) ? '[[[…' : '{…';
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -278,7 +338,7 @@ export class TableReader {
           `the label column ${show(labelColumn)} cannot also be a feature`,
         );
       }
-      const dup = opts.features.find((f, i) => opts.features!.indexOf(f) !== i);
+      const dup = firstDuplicate(opts.features);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `feature column ${show(dup)} is listed twice`);
     }
     const skipped = [...(opts.ignoreColumns ?? []), ...(opts.indexColumn !== undefined ? [opts.indexColumn] : [])];
@@ -291,15 +351,19 @@ export class TableReader {
     if (opts.classes) {
       if (opts.classes.length === 0) throw new InfluenceError('BAD_OPTION', 'classes is empty');
       const names = opts.classes.map((c) => c.trim());
-      const dup = names.find((c, i) => names.indexOf(c) !== i);
+      const dup = firstDuplicate(names);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `class ${show(dup)} is listed twice`);
     }
     throwIfAborted(opts.signal);
     const format = resolveFormat(path, opts.format);
     const probe = await probeFile(path, format, chunkSize, opts.open ?? openFile);
     const { columns } = probe;
+    // Column numbers by name (names are unique: a CSV header with a name twice is an error, JSONL
+    // keys are an object's): lookups by name must not cost a scan of a header of 100k columns each.
+    const columnOf = new Map<string, number>();
+    columns.forEach((c, i) => columnOf.set(c, i));
 
-    const labelCol = columns.indexOf(labelColumn);
+    const labelCol = columnOf.get(labelColumn) ?? -1;
     const requireLabel = opts.requireLabel ?? true;
     if (labelCol < 0 && requireLabel) {
       throw new InfluenceError(
@@ -318,7 +382,7 @@ export class TableReader {
     }
     let featureNames: string[];
     if (opts.features !== undefined) {
-      const missing = opts.features.filter((f) => !columns.includes(f));
+      const missing = opts.features.filter((f) => !columnOf.has(f));
       if (missing.length > 0) {
         throw new InfluenceError(
           'FEATURE_COLUMN_MISSING',
@@ -334,7 +398,7 @@ export class TableReader {
         throw new InfluenceError('FEATURE_COLUMN_MISSING', `no feature columns are left (columns: ${listNames(columns, 50)})`, { file: path });
       }
     }
-    const featCols = featureNames.map((f) => columns.indexOf(f));
+    const featCols = featureNames.map((f) => columnOf.get(f)!);
     const widths = probe.first ? featureNames.map((f) => widthOf(probe.first![f])) : featureNames.map(() => 1);
     const info: TableInfo = {
       path,
@@ -390,12 +454,15 @@ export class TableReader {
         sc.advance();
       }
       const F = info.featureCount;
-      const B = this.batchSize;
+      // Rows so wide that a whole batch of them would not fit come in smaller batches; and a
+      // batch's arrays grow with its rows, so a file of a few very wide rows allocates only those.
+      const B = Math.max(1, Math.min(this.batchSize, Math.floor(MAX_BATCH_VALUES / Math.max(F, 1))));
+      let cap = Math.max(1, Math.min(B, Math.floor(FIRST_BATCH_VALUES / Math.max(F, 1))));
       const make = (len: number) => (this.float64 ? new Float64Array(len) : new Float32Array(len));
-      let features = make(B * F);
-      let labels = new Int32Array(B);
-      let lines = new Int32Array(B);
-      let offsets = new Float64Array(B + 1);
+      let features = make(cap * F);
+      let labels = new Int32Array(cap);
+      let lines = new Int32Array(cap);
+      let offsets = new Float64Array(cap + 1);
       let count = 0;
       let start = 0;
       for (;;) {
@@ -413,6 +480,16 @@ export class TableReader {
           labels = new Int32Array(B);
           lines = new Int32Array(B);
           offsets = new Float64Array(B + 1);
+        } else if (count === cap) {
+          cap = Math.min(B, cap * 2);
+          const f = make(cap * F);
+          f.set(features);
+          features = f;
+          labels = grown(labels, cap);
+          lines = grown(lines, cap);
+          const o = new Float64Array(cap + 1);
+          o.set(offsets);
+          offsets = o;
         }
         offsets[count] = recAbs;
         lines[count] = sc.recLine;
@@ -432,10 +509,10 @@ export class TableReader {
         yield {
           start,
           count,
-          features: count === B ? features : features.slice(0, count * F),
-          labels: count === B ? labels : labels.slice(0, count),
-          lines: count === B ? lines : lines.slice(0, count),
-          offsets: count === B ? offsets : offsets.slice(0, count + 1),
+          features: features.length === count * F ? features : features.slice(0, count * F),
+          labels: labels.length === count ? labels : labels.slice(0, count),
+          lines: lines.length === count ? lines : lines.slice(0, count),
+          offsets: offsets.length === count + 1 ? offsets : offsets.slice(0, count + 1),
         };
       }
     } catch (e) {
@@ -598,7 +675,7 @@ export class TableReader {
     } else {
       throw new InfluenceError(
         'LABEL_INVALID',
-        `label must be an integer class id or a class name, found ${show(JSON.stringify(v) ?? String(v))}`,
+        `label must be an integer class id or a class name, found ${show(jsonText(v))}`,
         place,
       );
     }
@@ -613,24 +690,19 @@ export class TableReader {
     key: string,
     place: { file: string; line: number },
   ): number {
-    if (Array.isArray(v)) {
-      for (const x of v) idx = this.flatten(x, out, base, idx, w, key, place);
-      return idx;
-    }
-    let num: number;
-    if (typeof v === 'number') num = v;
-    else if (typeof v === 'string') num = parseNumber(v);
-    else {
-      throw new InfluenceError(
-        'FEATURE_NOT_NUMERIC',
-        `feature ${show(key)} has non-numeric value ${show(JSON.stringify(v) ?? String(v))}`,
-        place,
-      );
-    }
-    const f = this.float64 ? num : Math.fround(num);
-    if (f - f !== 0) throw this.badValue(key, String(v), place);
-    if (idx < w) out[base + idx] = f;
-    return idx + 1;
+    eachLeaf(v, (x) => {
+      let num: number;
+      if (typeof x === 'number') num = x;
+      else if (typeof x === 'string') num = parseNumber(x);
+      else {
+        throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature ${show(key)} has non-numeric value ${show(jsonText(x))}`, place);
+      }
+      const f = this.float64 ? num : Math.fround(num);
+      if (f - f !== 0) throw this.badValue(key, String(x), place);
+      if (idx < w) out[base + idx] = f;
+      idx++;
+    });
+    return idx;
   }
 
   private keysDiffer(key: string, place: { file: string; line: number }): InfluenceError {
