@@ -19,7 +19,7 @@
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
 import { Ekfac } from './curvature/ekfac';
 import { denseHessian, solveCg } from './curvature/exact';
-import { DENSE_MAX_P, EXACT_BUDGET } from './curvature/policy';
+import { EXACT_BUDGET, REFIT_DENSE_MAX_P } from './curvature/policy';
 import { cholesky, dot } from './linalg';
 import { headDims, logits, type HeadRows } from './task/head';
 import { lossAndSignal, taskFor } from './task/loss';
@@ -38,7 +38,7 @@ export interface RefitOptions {
   maxIter?: number;
   /**
    * Newton direction: 'newton' = dense Cholesky of the explicit Hessian, 'newton-cg' = conjugate
-   * gradients with the EK-FAC preconditioner. Default: dense when n·P² ≤ 5e10 and P ≤ 3000.
+   * gradients with the EK-FAC preconditioner. Default: dense when n·P² ≤ 5e10 and P ≤ REFIT_DENSE_MAX_P.
    */
   method?: RefitMethod;
   /**
@@ -191,7 +191,7 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
   const maxIter = opts.maxIter ?? 50;
   const polish = opts.polish ?? true;
   const { signal, onProgress } = opts;
-  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= DENSE_MAX_P ? 'newton' : 'newton-cg');
+  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= REFIT_DENSE_MAX_P ? 'newton' : 'newton-cg');
 
   let theta: Float64Array = Float64Array.from(theta0);
   let cur = objectiveAt(rows, include, damping, theta, new Float64Array(n * C));
