@@ -8,7 +8,7 @@ import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
-import { evaluate, refitHead, refitWithout } from './refit';
+import { evaluate, refitHead, refitWithCurvature, refitWithout } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
@@ -144,6 +144,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const curv = await Curvature.create(train, effective, opts);
     let scores: ExplainScores;
     let stability: Stability | null = null;
+    let verified: Verified | null = null;
     try {
       scores = await explainScores(train, point, opts, curv);
       Object.assign(seconds, scores.seconds);
@@ -152,17 +153,15 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         stability = await explainStability(train, point, opts, curv, scores.lossChangeIfRemoved, req.stabilityTop ?? 10, damping);
         lap('stability');
       }
+      if (req.verifyTop) {
+        verified = await verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, curv, req.signal);
+        lap('verify');
+      }
     } finally {
       await curv.release();
     }
     const predicted = new Int32Array(rows.n);
     for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
-    let verified: Verified | null = null;
-    if (req.verifyTop) {
-      const tv = performance.now();
-      verified = verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
-      seconds.verify = (performance.now() - tv) / 1000;
-    }
     const classes = trainTable.options.classes ?? null;
     const warnings: Warning[] = [];
     const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
@@ -248,29 +247,37 @@ function testPoint(task: Task, test: { h: Float32Array; labelled: boolean; label
   return { x: inputOf(test.h, shape.bias), g, z, label, loss };
 }
 
-/** Refits on the effective head (logits scale·z) at the effective damping: the same changes as refitting θ at λ. */
-function verifyRows(
+/**
+ * Refits on the effective head (logits scale·z) at the effective damping: the same changes as
+ * refitting θ at λ. Small problems refit in float64 JS (refitHead); the fast path's refit takes its
+ * Newton directions from the curvature already built and its gradients from ORT passes.
+ */
+async function verifyRows(
   rows: TrainingRows,
   damping: number,
   eng: Engine,
   test: { h: Float32Array; label: number },
   ranked: { helpful: number[]; harmful: number[] },
   scores: ExplainScores,
+  curv: Curvature,
   signal?: AbortSignal,
-): Verified {
+): Promise<Verified> {
   const { W, b, C, D, scale } = eng.info.head;
-  const full = refitHead(rows, damping, headTheta(W, b, C, D, scale), { signal });
+  const theta0 = headTheta(W, b, C, D, scale);
+  const refit = curv.fast
+    ? (theta: Float64Array, remove: number[]) => refitWithCurvature(rows, damping, theta, curv, { remove, signal })
+    : async (theta: Float64Array, remove: number[]) => (remove.length ? refitWithout(rows, damping, theta, remove, { signal }) : refitHead(rows, damping, theta, { signal }));
+  const full = await refit(theta0, []);
   const testRows = { n: 1, C, D, bias: b !== null, h: test.h, labels: Int32Array.of(test.label) };
   const base = evaluate(testRows, full.theta).meanLoss;
-  const list = [...ranked.helpful, ...ranked.harmful];
-  return {
-    gradNorm: full.gradNorm,
-    testLossAtOptimum: base,
-    rows: list.map((i) => ({
+  const out: Verified['rows'] = [];
+  for (const i of [...ranked.helpful, ...ranked.harmful]) {
+    out.push({
       row: i,
       lossChangeIfRemoved: scores.lossChangeIfRemoved[i],
       lossChangeIfRemovedNewton: scores.lossChangeIfRemovedNewton[i],
-      actualLossChangeIfRemoved: evaluate(testRows, refitWithout(rows, damping, full.theta, [i], { signal }).theta).meanLoss - base,
-    })),
-  };
+      actualLossChangeIfRemoved: evaluate(testRows, (await refit(full.theta, [i])).theta).meanLoss - base,
+    });
+  }
+  return { gradNorm: full.gradNorm, testLossAtOptimum: base, rows: out };
 }

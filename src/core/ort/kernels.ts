@@ -241,3 +241,30 @@ export async function quadKernel(C: number, Dt: number): Promise<Kernel> {
   g.output(q, 'q', F64, ['k', C, C]);
   return g.session();
 }
+
+/**
+ * The damped objective's data term over a chunk of rows of a softmax head, in float64: with
+ * z = x̃θᵀ, g = softmax(z) − e_y and L = logsumexp(z) − z_y per row, weighted by w (1 to include a
+ * row, 0 to leave it out): output grad = Σ w_i g_i ⊗ x̃_i (C×D̃) and loss = Σ w_i L_i (1×1).
+ * Inputs h, ones, theta (C×D̃ float64), labels (k int32), w (k×1 float64).
+ */
+export async function objectiveKernel(s: HeadShape): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const { C } = s;
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const x = g.cast(headInput(g, s), F64);
+  const z = g.gemm(x, g.input('theta', F64, [C, Dt]), 0, 1);
+  const zc = g.sub(z, g.op('ReduceMax', [z], { axes: [1], keepdims: 1 }));
+  const e = g.op('Exp', [zc]);
+  const sum = g.reduceSum(e, [1]);
+  const p = g.op('Div', [e, sum]);
+  const y = g.reshape(g.input('labels', I32, ['k']), [-1, 1]);
+  const onehot = g.cast(g.op('Equal', [y, g.constant(I32, [1, C], Array.from({ length: C }, (_, c) => c))]), F64);
+  const w = g.input('w', F64, ['k', 1]);
+  const gw = g.mul(g.sub(p, onehot), w);
+  g.output(g.gemm(gw, x, 1, 0), 'grad', F64, [C, Dt]);
+  // logsumexp − z_y = log Σ e^{z − max} − (z_y − max).
+  const loss = g.sub(g.op('Log', [sum]), g.reduceSum(g.mul(zc, onehot), [1]));
+  g.output(g.reduceSum(g.mul(loss, w), [0]), 'loss', F64, [1, 1]);
+  return g.session();
+}
