@@ -6,7 +6,8 @@
  * each in a fresh process: the floor (CSV parse + a bare onnxruntime forward pass), a cold
  * `explain` (empty cache), a warm `explain` of another test row (cache hit), `audit`, and a warm
  * `explain --verify-top 5` (ten actual refits).
- * Options: --rows N (default 200000), --keep (keep the cache between runs).
+ * Options: --rows N (default 200000), --keep (keep the cache between runs), --no-stability (passed on:
+ * times the scores without the stability check's two extra dampings).
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
   const cli = join(root, 'dist/cli.js');
   const floorScript = join(root, 'dist/bench-floor.js');
   rmSync(cacheDir, { recursive: true, force: true });
-  const common = ['--model', model, '--train', train, '--cache-dir', cacheDir, '--json', '--top', '10'];
+  const common = ['--model', model, '--train', train, '--cache-dir', cacheDir, '--json', '--top', '10', ...(args.includes('--no-stability') ? ['--no-stability'] : [])];
 
   const floor = timed(floorScript, [model, train]);
   const cold = timed(cli, ['explain', ...common, '--test', test, '--test-row', '0']);
