@@ -8,7 +8,7 @@ import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
-import { evaluate, refitHead, refitWithCurvature, refitWithout } from './refit';
+import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
@@ -264,20 +264,38 @@ async function verifyRows(
 ): Promise<Verified> {
   const { W, b, C, D, scale } = eng.info.head;
   const theta0 = headTheta(W, b, C, D, scale);
-  const refit = curv.fast
-    ? (theta: Float64Array, remove: number[]) => refitWithCurvature(rows, damping, theta, curv, { remove, signal })
-    : async (theta: Float64Array, remove: number[]) => (remove.length ? refitWithout(rows, damping, theta, remove, { signal }) : refitHead(rows, damping, theta, { signal }));
-  const full = await refit(theta0, []);
-  const testRows = { n: 1, C, D, bias: b !== null, h: test.h, labels: Int32Array.of(test.label) };
-  const base = evaluate(testRows, full.theta).meanLoss;
-  const out: Verified['rows'] = [];
-  for (const i of [...ranked.helpful, ...ranked.harmful]) {
-    out.push({
-      row: i,
-      lossChangeIfRemoved: scores.lossChangeIfRemoved[i],
-      lossChangeIfRemovedNewton: scores.lossChangeIfRemovedNewton[i],
-      actualLossChangeIfRemoved: evaluate(testRows, (await refit(full.theta, [i])).theta).meanLoss - base,
-    });
+  const built: Curvature[] = [];
+  try {
+    let refit: (theta: Float64Array, remove: number[]) => Promise<{ theta: Float64Array; gradNorm: number }>;
+    let full: { theta: Float64Array; gradNorm: number };
+    if (curv.fast) {
+      // The full refit rebuilds the curvature where the chord steps slow down; the leave-one-out refits
+      // start at the optimum, where the last curvature built is the right one.
+      const rebuild = async (theta: Float64Array) => {
+        const c = await Curvature.create({ ...rows, ...rowsAt(rows, theta) }, damping, { path: 'fast', signal });
+        built.push(c);
+        return c;
+      };
+      const f = await refitWithCurvature(rows, damping, theta0, curv, { rebuild, signal });
+      full = f;
+      refit = (theta, remove) => refitWithCurvature(rows, damping, theta, f.curv, { remove, signal });
+    } else {
+      full = refitHead(rows, damping, theta0, { signal });
+      refit = async (theta, remove) => refitWithout(rows, damping, theta, remove, { signal });
+    }
+    const testRows = { n: 1, C, D, bias: b !== null, h: test.h, labels: Int32Array.of(test.label) };
+    const base = evaluate(testRows, full.theta).meanLoss;
+    const out: Verified['rows'] = [];
+    for (const i of [...ranked.helpful, ...ranked.harmful]) {
+      out.push({
+        row: i,
+        lossChangeIfRemoved: scores.lossChangeIfRemoved[i],
+        lossChangeIfRemovedNewton: scores.lossChangeIfRemovedNewton[i],
+        actualLossChangeIfRemoved: evaluate(testRows, (await refit(full.theta, [i])).theta).meanLoss - base,
+      });
+    }
+    return { gradNorm: full.gradNorm, testLossAtOptimum: base, rows: out };
+  } finally {
+    for (const c of built) await c.release();
   }
-  return { gradNorm: full.gradNorm, testLossAtOptimum: base, rows: out };
 }

@@ -34,9 +34,11 @@ export interface PreparedHead<R extends ScoredRows> {
 export function prepareHead<R extends ScoredRows>(eng: Engine, rows: R, opts: { damping?: DampingOption; head?: HeadMode; signal?: AbortSignal; onProgress?: (stage: string, done: number, total: number) => void }): PreparedHead<R> {
   const { W, b, C, D, scale } = eng.info.head;
   const theta0 = headTheta(W, b, C, D, scale);
-  const damping = resolveDamping(opts.damping, rows, { l2: eng.info.l2, theta: theta0, scale });
+  // One pass for the gradient, shared by the implied-L2 rule and the stationarity report.
+  const G = meanLossGradient(rows);
+  const damping = resolveDamping(opts.damping, rows, { l2: eng.info.l2, theta: theta0, scale }, () => G);
   const G0 = zeroHeadGradient(rows);
-  const shipped = stationarity(meanLossGradient(rows), G0, theta0, damping.effective, scale);
+  const shipped = stationarity(G, G0, theta0, damping.effective, scale);
   if ((opts.head ?? 'shipped') === 'shipped') {
     const message = shipped.warning
       ? `this head is not at the optimum that influence assumes (relative gradient norm ${shipped.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit head; --head refit scores that head exactly`

@@ -352,17 +352,19 @@ export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64A
 
 /**
  * A refit for large problems (the fast path's softmax heads): damped Newton steps whose direction
- * uses the curvature already built for the scores, H at the head given (fixed: a chord method), and
+ * comes from a curvature already built (a chord method: H fixed at the head it was built for), and
  * whose objective and gradient are float64 ORT passes over the rows; rows in `remove` drop their
- * terms (the 1/n is kept). From a nearby optimum (a leave-one-out refit) a few steps reach ‖∇J‖ ≤ tol.
+ * terms (the 1/n is kept). When a step cuts ‖∇J‖ by less than 4× and `rebuild` is given, the
+ * curvature is rebuilt at the current head (one Hessian pass), so that a head far from the optimum
+ * still converges fast; the curvature last used comes back for refits that start from the result.
  */
 export async function refitWithCurvature(
   rows: HeadRows,
   damping: number,
   theta0: Float64Array,
   curv: Curvature,
-  opts: { remove?: number[]; tol?: number; maxIter?: number; signal?: AbortSignal } = {},
-): Promise<{ theta: Float64Array; gradNorm: number; iterations: number }> {
+  opts: { remove?: number[]; tol?: number; maxIter?: number; signal?: AbortSignal; rebuild?: (theta: Float64Array) => Promise<Curvature> } = {},
+): Promise<{ theta: Float64Array; gradNorm: number; iterations: number; curv: Curvature }> {
   const { n, C, D, bias } = rows;
   const { P } = headDims(rows);
   const tol = opts.tol ?? 1e-10;
@@ -371,46 +373,49 @@ export async function refitWithCurvature(
   const w = new Float64Array(n).fill(1);
   for (const i of opts.remove ?? []) w[i] = 0;
   const kernel = await objectiveKernel({ C, D, bias });
-  const ones = new Float64Array(CHUNK).fill(1);
-  const at = async (theta: Float64Array): Promise<{ J: number; grad: Float64Array }> => {
+  const ones = new Float32Array(CHUNK).fill(1);
+  const at = async (theta: Float64Array): Promise<{ J: number; grad: Float64Array; norm: number }> => {
     const grad = new Float64Array(P);
     let loss = 0;
     for (let start = 0; start < n; start += CHUNK) {
       throwIfAborted(opts.signal);
       const k = Math.min(CHUNK, n - start);
       const feed: Feed = { h: f32(h32.subarray(start * D, (start + k) * D), [k, D]), theta: f64(theta, [C, P / C]), labels: i32(rows.labels.subarray(start, start + k), [k]), w: f64(w.subarray(start, start + k), [k, 1]) };
-      if (bias) feed.ones = f32(Float32Array.from(ones.subarray(0, k)), [k, 1]);
+      if (bias) feed.ones = f32(ones.subarray(0, k), [k, 1]);
       const out = await kernel.run(feed);
       addInto(grad, out.grad.data as Float64Array);
       loss += (out.loss.data as Float64Array)[0];
     }
     for (let q = 0; q < P; q++) grad[q] = grad[q] / n + damping * theta[q];
-    return { J: loss / n + 0.5 * damping * dot(theta, theta), grad };
+    return { J: loss / n + 0.5 * damping * dot(theta, theta), grad, norm: Math.sqrt(dot(grad, grad)) };
+  };
+  /** One step along −H⁻¹∇J with backtracking (Armijo on J; where J cannot tell, a smaller gradient decides). */
+  const step = async (theta: Float64Array, cur: Awaited<ReturnType<typeof at>>, c: Curvature) => {
+    const [d] = await c.solve([cur.grad], opts.signal);
+    const slope = -dot(cur.grad, d);
+    for (let t = 1; t >= 1e-6; t /= 2) {
+      const cand = theta.map((v, q) => v - t * d[q]);
+      const next = await at(cand);
+      if (next.J <= cur.J + 1e-4 * t * slope || (-t * slope <= 1e-13 * Math.abs(cur.J) && next.norm < cur.norm)) return { theta: cand, next };
+    }
+    return null;
   };
   try {
     let theta = Float64Array.from(theta0);
     let cur = await at(theta);
     let it = 0;
-    for (; it < maxIter; it++) {
-      if (Math.sqrt(dot(cur.grad, cur.grad)) <= tol) break;
-      const [step] = await curv.solve([cur.grad], opts.signal);
-      const slope = -dot(cur.grad, step);
-      let next: typeof cur | null = null;
-      let cand = theta;
-      for (let t = 1; t >= 1e-6; t /= 2) {
-        cand = theta.map((v, q) => v - t * step[q]);
-        const c = await at(cand);
-        // Armijo on J; where J cannot tell (changes below its rounding), a smaller gradient decides.
-        if (c.J <= cur.J + 1e-4 * t * slope || (-t * slope <= 1e-13 * Math.abs(cur.J) && dot(c.grad, c.grad) < dot(cur.grad, cur.grad))) {
-          next = c;
-          break;
-        }
+    for (; it < maxIter && cur.norm > tol; it++) {
+      let s = await step(theta, cur, curv);
+      if (!s && opts.rebuild) {
+        curv = await opts.rebuild(theta);
+        s = await step(theta, cur, curv);
       }
-      if (!next) break;
-      theta = cand;
-      cur = next;
+      if (!s) break;
+      if (s.next.norm > 0.25 * cur.norm && opts.rebuild) curv = await opts.rebuild(s.theta);
+      theta = s.theta;
+      cur = s.next;
     }
-    return { theta, gradNorm: Math.sqrt(dot(cur.grad, cur.grad)), iterations: it };
+    return { theta, gradNorm: cur.norm, iterations: it, curv };
   } finally {
     await kernel.release();
   }

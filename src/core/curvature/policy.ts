@@ -151,7 +151,7 @@ function traceRule(rows: HeadRows): { lambda: number; meanEigenvalue: number } {
  *   else AUTO_RULE.
  * λ is never 0, because (diag p − ppᵀ)·1 = 0 makes H₀ singular.
  */
-export function resolveDamping(option: DampingOption | undefined, rows: HeadRows, model: DampingModel): Damping {
+export function resolveDamping(option: DampingOption | undefined, rows: HeadRows, model: DampingModel, G: () => Float64Array = () => meanLossGradient(rows)): Damping {
   const s2 = model.scale * model.scale;
   const on = (effective: number, rule: string, implied: Damping['implied'] = null): Damping => ({ damping: effective * s2, effective, rule, implied });
   if (typeof option === 'number') {
@@ -163,7 +163,7 @@ export function resolveDamping(option: DampingOption | undefined, rows: HeadRows
   const trace = traceRule(rows);
   const traceText = '1e-3 × trace(H₀)/P';
   if (rule === 'trace' || (rule === 'auto' && AUTO_RULE === 'trace')) return on(trace.lambda, rule === 'auto' ? `${traceText} (no influence_lens.l2 in the model)` : traceText);
-  const fit = impliedL2(meanLossGradient(rows), model.theta);
+  const fit = impliedL2(G(), model.theta);
   const implied = { lambda: fit.lambda * s2, residual: fit.residual };
   if (!(fit.lambda > trace.lambda)) return on(trace.lambda, `${traceText}: the head's gradient implies no larger L2 (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);
   if (fit.lambda > trace.meanEigenvalue) return on(trace.meanEigenvalue, `trace(H₀)/P, the ceiling of the L2 implied by the head's gradient (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);

@@ -6,37 +6,56 @@
  */
 import { dot } from '../linalg';
 import { headDims, rowInput, type HeadRows } from './head';
-import { lossAndSignal, taskFor } from './loss';
+import { lossAndSignal, probabilities, taskFor } from './loss';
 
 /** Above this relative gradient norm the head is reported as not at the optimum influence assumes. */
 export const STATIONARITY_WARN = 0.05;
 
 /** G = (1/n) Σ_i g_i ⊗ x̃_i, the gradient of the mean loss at the rows' head (C×D̃ row-major). */
-export function meanLossGradient(rows: HeadRows, g: Float64Array = rows.g): Float64Array {
-  const { n, C } = rows;
+export function meanLossGradient(rows: HeadRows): Float64Array {
+  const { n, C, D, bias, h, g } = rows;
   const { Dt } = headDims(rows);
   const G = new Float64Array(C * Dt);
-  const x = new Float64Array(Dt);
   for (let i = 0; i < n; i++) {
-    rowInput(rows, i, x);
+    const o = i * D;
     for (let c = 0; c < C; c++) {
       const gc = g[i * C + c];
       if (gc === 0) continue;
-      const o = c * Dt;
-      for (let j = 0; j < Dt; j++) G[o + j] += gc * x[j];
+      const r = c * Dt;
+      for (let j = 0; j < D; j++) G[r + j] += gc * h[o + j];
+      if (bias) G[r + D] += gc;
     }
   }
   for (let q = 0; q < G.length; q++) G[q] /= n;
   return G;
 }
 
-/** The gradient of the mean loss at θ = 0 (every logit 0): the scale that relGradNorm is measured against. */
+/**
+ * The gradient of the mean loss at θ = 0 (every logit 0): the scale that relGradNorm is measured
+ * against. There g_i = p₀ − t_i with the same p₀ for every row, so only the sum of x̃ and its sums
+ * per label are needed.
+ */
 export function zeroHeadGradient(rows: HeadRows): Float64Array {
   const { n, C } = rows;
-  const z = new Float64Array(n * C);
-  const g = new Float64Array(n * C);
-  lossAndSignal(taskFor(C), z, rows.labels, n, new Float64Array(n), g);
-  return meanLossGradient(rows, g);
+  const { Dt } = headDims(rows);
+  const g0 = new Float64Array(C);
+  lossAndSignal(taskFor(C), new Float64Array(C), Int32Array.of(0), 1, new Float64Array(1), g0);
+  // g₀ = p₀ − t for label 0, so p₀ = g₀ + t.
+  const p0 = probabilities(g0, Int32Array.of(0), 1, C);
+  const x = new Float64Array(Dt);
+  const sum = new Float64Array(Dt);
+  const G = new Float64Array(C * Dt);
+  for (let i = 0; i < n; i++) {
+    rowInput(rows, i, x);
+    for (let j = 0; j < Dt; j++) sum[j] += x[j];
+    const y = rows.labels[i];
+    // The target t: e_y (softmax) or [y] (one logit).
+    const c = C === 1 ? 0 : y;
+    const t = C === 1 ? y : 1;
+    if (t !== 0) for (let j = 0; j < Dt; j++) G[c * Dt + j] -= t * x[j];
+  }
+  for (let c = 0; c < C; c++) for (let j = 0; j < Dt; j++) G[c * Dt + j] = (G[c * Dt + j] + p0[c] * sum[j]) / n;
+  return G;
 }
 
 export interface Stationarity {
