@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/vscode/setup.sh
 npm run --silent typecheck
+npm run --silent lint
 npm run --silent build
 logs=.cache/test-logs
 rm -rf "$logs" && mkdir -p "$logs"

@@ -54,14 +54,13 @@ const workspace = copySample(join(runDir, 'workspace'));
 const consoleLog = join(runDir, 'browser-console.log');
 
 let server, browser;
-let drainConsole = async () => {};
 const cleanup = async () => {
   if (browser) await browser.close();
   if (server) await server.stop();
 };
 onSignals(async (sig) => { console.error(`run-integration: ${sig}, stopping code-server`); await cleanup(); });
 
-let code = 2;
+let code;
 try {
   server = await startCodeServer({ runDir, folder: workspace, smokeTestDriver: true, disableWorkspaceTrust: true });
   say(`code-server ready at ${server.url} in ${(server.startMs / 1000).toFixed(1)}s`);
@@ -87,7 +86,7 @@ try {
       else if (verbose) console.log(`  [browser ${msg.type()}] ${text}`);
     }).catch(() => {});
   });
-  drainConsole = async () => { await sleep(300); await consoleQueue; };
+  const drainConsole = async () => { await sleep(300); await consoleQueue; };
   page.on('pageerror', (err) => appendFileSync(consoleLog, `[pageerror] ${err.stack || err}\n`));
   page.on('crash', () => finish({ error: 'the browser page crashed' }));
 

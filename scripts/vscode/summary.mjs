@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 
+// eslint-disable-next-line no-control-regex -- ANSI colour codes start with ESC.
 const strip = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
 function counts(text) {
   const last = (re) => { let m, v = null; re.lastIndex = 0; while ((m = re.exec(text))) v = Number(m[1]); return v; };

@@ -334,6 +334,7 @@ const STRUCT_MUTATORS: readonly (readonly [number, StructMutator])[] = [
   [2, (r, m) => {
     const v = r.pick([0n, 1n, 6n, 7n, 99n, 1n << 62n, -1n]);
     if (r.chance(0.2)) m.opsetImport = [];
+    // eslint-disable-next-line no-dupe-else-if -- a second, independent draw
     else if (r.chance(0.2)) m.opsetImport = [create(OperatorSetIdProtoSchema, { domain: 'com.example', version: 1n })];
     else m.opsetImport = [create(OperatorSetIdProtoSchema, { domain: '', version: v })];
     m.irVersion = r.pick([m.irVersion, 0n, 3n, 99n]);

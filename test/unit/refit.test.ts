@@ -54,7 +54,7 @@ async function float64Features(path: string, X: Float64Array[], hName: string): 
   const graph = proto.graph!;
   const init = new Map(graph.initializer.map((t) => [t.name, { dims: t.dims.map(Number), v: tensorValues(t) }]));
   const m = X.length;
-  let env = new Map<string, { cols: number; v: Float64Array }>();
+  const env = new Map<string, { cols: number; v: Float64Array }>();
   const x0 = new Float64Array(m * X[0].length);
   X.forEach((r, i) => x0.set(r, i * r.length));
   env.set(graph.input[0].name, { cols: X[0].length, v: x0 });

@@ -518,7 +518,7 @@ export class TableReader {
     } catch (e) {
       // A parse error in a file that is being rewritten is better reported as the change.
       if (e instanceof InfluenceError && e.code !== 'FILE_CHANGED') {
-        let st: FileStamp | null = null;
+        let st: FileStamp | null;
         try {
           st = await src.stat();
         } catch {

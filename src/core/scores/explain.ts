@@ -132,7 +132,6 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
   const { Dt, P } = headDims(rows);
   const { signal, onProgress } = opts;
   const seconds: Record<string, number> = {};
-  let t0 = performance.now();
 
   // S[c'] = H⁻¹ (e_c' ⊗ x̃_t), each C×D̃.
   const rhs = Array.from({ length: C }, (_, c) => {
@@ -142,7 +141,7 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
   });
   const S = await curv.solve(rhs, signal, onProgress);
   Object.assign(seconds, curv.seconds);
-  t0 = performance.now();
+  let t0 = performance.now();
 
   const sheet = new ScoreSheet(n, test, taskFor(C));
   const { competitors, runnerUpIndex } = sheet;
