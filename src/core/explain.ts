@@ -1,5 +1,6 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
+import type { ExplainTest } from './shapes';
 import type { RowsCache } from './cache/store';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
@@ -38,24 +39,6 @@ export interface ExplainRequest {
   cache?: RowsCache | null;
   signal?: AbortSignal;
   onProgress?: Progress;
-}
-
-/** The test row as explained: where it is, its label and prediction, and its features. */
-export interface ExplainTest {
-  path: string;
-  row: number;
-  line: number;
-  label: number;
-  /** False when the test file has no label column: the prediction is explained for its predicted class. */
-  labelled: boolean;
-  predicted: number;
-  probabilities: number[];
-  loss: number;
-  margin: number;
-  runnerUp: number;
-  features: number[];
-  /** The feature columns of the test file, in model order. */
-  featureNames: string[];
 }
 
 export interface ExplainResult {

@@ -1,6 +1,7 @@
 /** The engine's public API: what the CLI, the extension's engine process and the bench import. */
 export { CancelledError, InfluenceError, throwIfAborted, type ErrorCode, type ErrorPlace, type Progress } from './errors';
-export { explain, modelSummary, type ExplainRequest, type ExplainResult, type ExplainTest, type ModelSummary, type Verified } from './explain';
+export { explain, modelSummary, type ExplainRequest, type ExplainResult, type ModelSummary, type Verified } from './explain';
+export type { ExplainTest } from './shapes';
 export { audit, type AuditRequest, type AuditResult } from './audit';
 export { clean, type CleanRequest, type CleanResult, type RemoveSpec } from './clean';
 export { Engine } from './model/engine';

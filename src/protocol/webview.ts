@@ -1,17 +1,12 @@
 /**
  * The panel's channel: typed messages between the extension host and the panel webview, and the
  * view data they carry. No vscode, no DOM: both sides import this file (the webview imports
- * nothing outside src/protocol/).
+ * nothing outside src/protocol/ but the engine's type-only src/core/shapes.ts).
  */
+import type { ExplainTest, Reason } from '../core/shapes';
 import { isRecord, messageGuard } from './message';
 
-/** Why a training row is flagged; machine-readable, worded by `describeReason`. */
-export type Reason =
-  | { code: 'LABEL_DISAGREES'; predicted: number; p: number }
-  | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
-  | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
-  | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
-  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
+export type { Reason } from '../core/shapes';
 
 export type Ranking = 'influence' | 'relative';
 
@@ -74,22 +69,7 @@ export interface ExplainView extends TrustView {
   dampingRule: string;
   selfInfluenceMethod: 'exact' | 'ekfac';
   train: { path: string; rows: number };
-  test: {
-    path: string;
-    row: number;
-    line: number;
-    label: number;
-    /** False when the test file has no label column: the prediction is explained for its predicted class. */
-    labelled: boolean;
-    predicted: number;
-    probabilities: number[];
-    loss: number;
-    margin: number;
-    runnerUp: number;
-    features: number[];
-    /** Feature names for the compact table when the features are not an image. */
-    featureNames: string[];
-  };
+  test: ExplainTest;
   /** Thumbnails are drawn when this is set. */
   image: ImageShape | null;
   /** Top k by lossChangeIfRemoved (helpful: largest positive; harmful: most negative). */

@@ -3,6 +3,9 @@
  * and which to review first. The reasoning is in the README.
  */
 import { throwIfAborted } from '../errors';
+import type { Reason } from '../shapes';
+
+export type { Reason };
 import { dot } from '../linalg';
 import { headDims, type HeadRows } from '../task/head';
 import { probabilities, taskFor } from '../task/loss';
@@ -11,14 +14,6 @@ import type { CurvatureOptions, SelfInfluenceMethod, SolverKind } from '../curva
 import { RowRemoval } from './removal';
 import { heldOutChangeIfRemoved } from './ranking';
 import { fastRowPass } from './rowpass';
-
-/** Why a training row is flagged; machine-readable (the CLI and the extension word it). */
-export type Reason =
-  | { code: 'LABEL_DISAGREES'; predicted: number; p: number }
-  | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
-  | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
-  | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
-  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
 
 /** Rows as the audit reads them (training or held-out): the head's view, with each row's logits and loss. */
 export interface ScoredRows extends HeadRows {
