@@ -10,6 +10,8 @@ import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
+import { withClasses } from './explain';
+import { folderClasses, type ImageRequest } from './sources';
 import { taskFor } from './task/loss';
 
 export interface AuditRequest {
@@ -19,6 +21,8 @@ export interface AuditRequest {
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
   table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  /** Image sources: the image column and the preprocessing from settings or flags. */
+  images?: ImageRequest;
   damping: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -50,6 +54,8 @@ export interface AuditResult {
   heldOutLoss: number | null;
   heldOutAccuracy: number | null;
   seconds: Record<string, number>;
+  /** Class names: given, the model's, or an image folder's. */
+  classes: string[] | null;
 }
 
 /** Forward passes over the training and held-out files, the damping, and the audit's scores. */
@@ -58,8 +64,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
   const own = !engine;
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images: req.images };
+    const table = withClasses(req.table ?? {}, folderClasses(eng, req.train, req.table?.classes));
     const rows = await readTrainingRows(eng, req.train, table, run, req);
     if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
@@ -105,7 +111,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutAccuracy = correct / h.n;
     }
     const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
-    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes: eng.notes, heldOutLoss, heldOutAccuracy, seconds };
+    const notes = [...eng.notes, ...(rows.source?.notes ?? []), ...(heldOut?.rows.source?.notes ?? [])];
+    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, heldOutLoss, heldOutAccuracy, seconds, classes: table.classes ?? eng.info.classes ?? null };
   } finally {
     if (own) await eng.release();
   }

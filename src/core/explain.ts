@@ -9,6 +9,8 @@ import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithout } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
+import { folderClasses, forwardSourceRow, isTable, type ImageRequest, type PreprocessSummary } from './sources';
+import type { RowLocator } from './data/locator';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
@@ -23,6 +25,8 @@ export interface ExplainRequest {
   test: string;
   testRow: number;
   table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  /** Image sources: the image column and the preprocessing from settings or flags. */
+  images?: ImageRequest;
   damping?: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -55,6 +59,9 @@ export interface ExplainTest {
   features: number[];
   /** The feature columns of the test file, in model order. */
   featureNames: string[];
+  /** An image row's file (or a Parquet/Arrow row's file and row in it). */
+  file?: string;
+  fileRow?: number;
 }
 
 export interface ExplainResult {
@@ -72,12 +79,14 @@ export interface ExplainResult {
   solver: SolverKind;
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
-  train: { path: string; rows: number; cache: CacheUse };
+  train: { path: string; rows: number; cache: CacheUse; kind?: string; read?: number };
   test: ExplainTest;
+  /** The image preprocessing used, when the data are images. */
+  preprocess?: PreprocessSummary;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
   /** Per training row, in file order. */
-  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
+  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array; locator?: RowLocator };
   scores: ExplainScores;
   verified: Verified | null;
   seconds: Record<string, number>;
@@ -107,10 +116,10 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     lap('load');
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images: req.images };
+    const table = withClasses(req.table ?? {}, folderClasses(eng, req.train, req.table?.classes));
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = await eng.forwardRow(req.test, req.testRow, table, run);
+    const test = (await isTable(req.test, table)) ? await eng.forwardRow(req.test, req.testRow, table, run) : await forwardSourceRow(eng, req.test, req.testRow, table, req.images ?? {}, run);
     lap('forwardTest');
     const rows = await readTrainingRows(eng, req.train, table, run, req);
     lap('forwardTrain');
@@ -158,7 +167,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     return {
       version: 1,
       model: modelSummary(eng, req.model),
-      classes: table.classes ?? info.classes,
+      classes: table.classes ?? info.classes ?? null,
       damping,
       dampingRule: rule,
       impliedL2: prep.damping.implied,
@@ -167,8 +176,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       solver: scores.solver,
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
-      train: { path: req.train, rows: rows.n, cache: rows.cache },
-      notes: eng.notes,
+      train: { path: req.train, rows: rows.n, cache: rows.cache, ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}) },
+      notes: [...eng.notes, ...('notes' in test ? test.notes : []), ...(rows.source?.notes ?? [])],
+      ...(rows.source?.preprocess ? { preprocess: rows.source.preprocess } : 'preprocess' in test && test.preprocess ? { preprocess: test.preprocess } : {}),
       test: {
         path: req.test,
         row: req.testRow,
@@ -182,8 +192,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
         featureNames: test.table.featureNames,
+        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets, ...(rows.locator ? { locator: rows.locator } : {}) },
       scores,
       verified,
       seconds,
@@ -253,4 +264,9 @@ function verifyRows(
       actualLossChangeIfRemoved: evaluate(testRows, refitWithout(rows, damping, full.theta, [i], { signal }).theta).meanLoss - base,
     })),
   };
+}
+
+/** The table options with the class names an image folder defines, when nothing else names them. */
+export function withClasses<T extends { classes?: string[] | null }>(table: T, classes: string[] | null): T {
+  return classes ? { ...table, classes } : table;
 }

@@ -17,3 +17,7 @@ export { quantile, reasonsFor, type AuditScores, type Reason } from './scores/au
 export type { ExplainScores } from './scores/explain';
 export type { FlipSet } from './scores/flip';
 export { heldOutChangeIfRemoved, suspicionOrder, topRows } from './scores/ranking';
+export { parsePreprocess, type PreprocessConfig, type Pipeline } from './data/images/preprocess';
+export type { RowLocator } from './data/locator';
+export { forwardSourceRow, isTable, readSourceRows, type ImageRequest, type PreprocessSummary, type SourceRow } from './sources';
+export { sourceKind, type SourceKind } from './data/source';

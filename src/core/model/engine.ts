@@ -5,6 +5,8 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
+import type { RowLocator } from '../data/locator';
+import type { SourceInfo } from '../data/source';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
 import type { HeadRows } from '../task/head';
 import { lossAndSignal, taskFor, type Task } from '../task/loss';
@@ -17,7 +19,9 @@ export interface ForwardRows extends HeadRows {
   loss: Float64Array;
   lines: Int32Array;
   offsets: Float64Array;
-  table: TableInfo;
+  /** Where the rows are when they are not (only) lines of a text file: image files, rows of Parquet or Arrow files. */
+  locator?: RowLocator;
+  table: SourceInfo;
   summary: TableSummary;
 }
 
@@ -101,7 +105,7 @@ export class Engine {
   }
 
   /** The file must give as many features as the model takes. */
-  checkWidth(info: TableInfo): void {
+  checkWidth(info: SourceInfo): void {
     const { F, inputDims, inputName } = this.info;
     if (info.featureCount !== F) {
       throw new InfluenceError(

@@ -222,11 +222,13 @@ export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): 
     channels ??= 'rgb';
   }
   // A flat input: its image size is the resize or crop target when there is one.
-  const nc = channels === null ? null : channels === 'grey' ? 1 : 3;
   const squareOf = (c: number): number | null => {
     const s = Math.round(Math.sqrt(F / c));
     return s * s * c === F ? s : null;
   };
+  // A flat input that only a grey (or only an RGB) square image fills has that many channels.
+  if (channels === null && modelChannels === null && (squareOf(1) === null) !== (squareOf(3) === null)) channels = squareOf(1) !== null ? 'grey' : 'rgb';
+  const nc = channels === null ? null : channels === 'grey' ? 1 : 3;
   const modelSize = (what: string): [number, number] => {
     if (height !== null && width !== null) return [height, width];
     const s = nc !== null ? squareOf(nc) : (squareOf(1) ?? squareOf(3));
