@@ -10,7 +10,7 @@ import { cacheFrom, damping, headOptions, int, list, oneOf, parseArgs, required,
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes } from './format';
 import { JsonWriter } from './json';
-import { IMAGE_FLAGS, IMAGE_USAGE, imageRequest, rowWhere } from './images';
+import { IMAGE_FLAGS, IMAGE_USAGE, imageRequest, rowWhere, shown } from './images';
 
 const USAGE = `influence-lens — which training rows made an ONNX classifier say this?
 
@@ -62,7 +62,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.field('selfInfluenceMethod', r.selfInfluenceMethod);
   await w.field('cgIterations', r.cgIterations);
   await w.field('train', r.train);
-  await w.field('test', r.test);
+  await w.field('test', r.test.file !== undefined ? { ...r.test, file: shown(r.test.file) } : r.test);
   if (r.preprocess) await w.field('preprocess', r.preprocess);
   await w.field('helpful', ranked.helpful);
   await w.field('harmful', ranked.harmful);
