@@ -17,6 +17,7 @@ const node = {
 const builds = [
   { ...node, entryPoints: ['src/cli/index.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node' } },
   { ...node, entryPoints: ['scripts/bench/floor.ts'], outfile: 'dist/bench-floor.js' },
+  { ...node, entryPoints: ['scripts/bench/floor-images.ts'], outfile: 'dist/bench-floor-images.js' },
   { ...node, entryPoints: ['src/extension/worker.ts'], outfile: 'dist/worker.js' },
   // The engine's Hessian worker thread, loaded from beside whichever bundle runs the engine.
   { ...node, entryPoints: ['src/core/curvature/hessianWorker.ts'], outfile: 'dist/hessian-worker.js' },
