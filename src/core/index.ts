@@ -21,3 +21,6 @@ export { parsePreprocess, type PreprocessConfig, type Pipeline } from './data/im
 export type { RowLocator } from './data/locator';
 export { forwardSourceRow, isTable, readSourceRows, type ImageRequest, type PreprocessSummary, type SourceRow } from './sources';
 export { sourceKind, type SourceKind } from './data/source';
+export { rowDetail, rowFiles, type RowFileInfo } from './data/rowfiles';
+export { fileThumbnail } from './data/images/thumbnail';
+export { listImages } from './data/source';
