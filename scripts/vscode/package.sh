@@ -37,14 +37,16 @@ for e in "${entries[@]}"; do
     *) bad+=("$e") ;;
   esac
 done
+# (grep -q on a pipe would end the writer early: with pipefail that reads as a failure.)
+listing=$(printf '%s\n' "${entries[@]}")
 [ ${#bad[@]} -eq 0 ] || { printf 'package: unexpected file in the VSIX: %s\n' "${bad[@]}" >&2; exit 1; }
 for need in extension/package.json extension/dist/extension.js extension/dist/worker.js extension/dist/hessian-worker.js extension/dist/image-worker.js extension/dist/webview.js \
   extension/dist/mozjpeg_dec.wasm extension/dist/webp_dec.wasm \
   extension/node_modules/onnxruntime-node/dist/index.js extension/node_modules/onnxruntime-common/dist/cjs/index.js \
   extension/samples/digits/model.onnx; do
-  printf '%s\n' "${entries[@]}" | grep -qxF "$need" || { echo "package: $need is missing from the VSIX" >&2; exit 1; }
+  grep -qxF "$need" <<<"$listing" || { echo "package: $need is missing from the VSIX" >&2; exit 1; }
 done
-printf '%s\n' "${entries[@]}" | grep -q '^extension/node_modules/onnxruntime-node/bin/napi-v[0-9]*/linux/x64/onnxruntime_binding.node$' \
+grep -q '^extension/node_modules/onnxruntime-node/bin/napi-v[0-9]*/linux/x64/onnxruntime_binding.node$' <<<"$listing" \
   || { echo "package: the linux-x64 onnxruntime addon is missing from the VSIX" >&2; exit 1; }
 
 size=$(du -k "$out" | cut -f1)
