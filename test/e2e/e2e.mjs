@@ -31,7 +31,12 @@ const only = opt('--only') ? Number(opt('--only')) : Infinity;
 // Screenshots never go into the repository's tracked files: `npm run screenshots` copies them there.
 const SHOTS = resolve(opt('--screenshots') ?? join(ROOT, '.cache/screenshots'));
 const SCREENSHOT = join(SHOTS, 'workbench.png');
-const extraShot = async (page, name) => { mkdirSync(SHOTS, { recursive: true }); await screenshot(page, join(SHOTS, name)); };
+const extraShot = async (page, name) => {
+  // The run's progress notification closes just after the panel shows the result: not in the picture.
+  await poll(async () => (await page.locator('.notification-toast', { hasText: /Influence Lens: (explaining|auditing)/ }).count()) === 0, { timeoutMs: 10_000, message: 'the progress notification to close' }).catch(() => {});
+  mkdirSync(SHOTS, { recursive: true });
+  await screenshot(page, join(SHOTS, name));
+};
 const FLAGGED_ROWS = '[id^="flagged"] tr.clickable';
 const PALETTE = {
   explainRow: "Influence Lens: Explain This Row's Prediction",
