@@ -16,7 +16,7 @@ import { classFolders } from './data/images/folder';
 import type { ImageFacts, ImageTask } from './data/images/load';
 import { imagePool } from './data/images/pool';
 import { describePipeline, resolvePipeline, type PreprocessConfig, type Pipeline } from './data/images/preprocess';
-import { LabelMap } from './data/labels';
+import { LabelMap } from './data/columnLabels';
 import type { RowLocator, StampSha } from './data/locator';
 import { columnFiles, listImages, numbersOfRow, planColumns, sourceKind, type ColumnPlan, type ImageListing, type SourceInfo, type SourceKind, type SourceOptions } from './data/source';
 import { formatFromPath, type TableSummary } from './data/table';

@@ -76,9 +76,8 @@ async function releaseEngine(engine: Engine): Promise<void> {
 async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Promise<Requests['explain']['result']> {
   const engine = await openEngine(p.model);
   try {
-    // No stability check: the panel does not show it (it would score every row twice more).
     const r = await explain(
-      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, batchSize: p.batchSize, stability: false, cache: cacheOf(p), signal, onProgress: progress(id) },
+      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
       engine,
     );
     const locator = r.rows.locator;
@@ -97,7 +96,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
 }
 
 function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
-  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, tau: p.tau, batchSize: p.batchSize, stability: false, cache: cacheOf(p), signal, onProgress: progress(id) };
+  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {

@@ -17,7 +17,7 @@ import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { InfluenceError } from '../errors';
 import { columnarFormat, openColumns, type ColumnFile, type ColumnInfo } from './columnar';
 import { compareCodePoints, isImagePath, listImageFolder } from './images/folder';
-import { LabelMap } from './labels';
+import { LabelMap } from './columnLabels';
 import { fileError } from './scan';
 import { formatFromPath, readHeader, TableReader, type TableFormat, type TableInfo, type TableOptions } from './table';
 import { listNames, show } from './words';
