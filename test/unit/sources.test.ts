@@ -17,6 +17,7 @@ import { imagePool } from '../../src/core/data/images/pool';
 import { explain, type ExplainResult } from '../../src/core/explain';
 import { Engine } from '../../src/core/model/engine';
 import { readSourceRows } from '../../src/core/sources';
+import { rowDetail, rowFiles } from '../../src/core/data/rowfiles';
 import { relErr } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
@@ -280,5 +281,22 @@ describe('bad image input on the command line', () => {
     assert.equal(lines.length, 1 + 4);
     assert.match(lines[1], /^clean\/0\/\d{4}\.png,0$/);
     void cpSync;
+  });
+});
+
+describe('what the extension shows of file rows', () => {
+  it('a Hugging Face Parquet row: its fields in words and its image; listed rows: their file, row and thumbnail', async () => {
+    const file = at('samples/digits/images/train.parquet');
+    const d = await rowDetail(file, 5, 'Training row 5');
+    assert.deepEqual(d.fields.map((f) => f.name), ['image', 'label']);
+    assert.match(d.fields[0].value, /^PNG image, \d+ bytes, path 0005\.png$/);
+    assert.equal(d.fields[1].value, '3');
+    assert.ok(d.image?.startsWith('data:image/png;base64,'));
+    const files = await rowFiles({ kind: 'shards', files: [file], stamps: [], kinds: null, file: Int32Array.of(0, 0), fileRow: Int32Array.of(5, 7), manifest: null }, [0, 1]);
+    assert.equal(files.get(1)!.fileRow, 7);
+    assert.ok(files.get(0)!.thumb!.startsWith('data:image/png;base64,'));
+    const png = Buffer.from(files.get(0)!.thumb!.split(',')[1], 'base64');
+    const img = PNG.sync.read(png);
+    assert.deepEqual([img.width, img.height], [8, 8], 'small images are not enlarged (the panel scales them up)');
   });
 });
