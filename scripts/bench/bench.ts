@@ -4,8 +4,10 @@
  * Generates (once, under .bench/) a synthetic 200,000 × 128 CSV with 20 classes labelled by the
  * bench MLP (128→256→128→20, bench/mlp_128_256_128_20.onnx) with 10% of labels flipped, then times,
  * each in a fresh process: the floor (CSV parse + a bare onnxruntime forward pass), a cold
- * `explain` (empty cache), a warm `explain` of another test row (cache hit), and `audit`.
- * Options: --rows N (default 200000), --keep (keep the cache between runs).
+ * `explain` (empty cache), a warm `explain` of another test row (cache hit), `audit`, and a warm
+ * `explain --verify-top 5` (ten actual refits).
+ * Options: --rows N (default 200000), --keep (keep the cache between runs), --no-stability (passed on:
+ * times the scores without the stability check's two extra dampings).
  * Then the image case (images.ts): --image-rows N (default 50000); --only tables|images runs one case.
  */
 import { spawnSync } from 'node:child_process';
@@ -117,12 +119,15 @@ async function tables(): Promise<void> {
   const cli = join(root, 'dist/cli.js');
   const floorScript = join(root, 'dist/bench-floor.js');
   rmSync(cacheDir, { recursive: true, force: true });
-  const common = ['--model', model, '--train', train, '--cache-dir', cacheDir, '--json', '--top', '10'];
+  const common = ['--model', model, '--train', train, '--cache-dir', cacheDir, '--json', '--top', '10', ...(args.includes('--no-stability') ? ['--no-stability'] : [])];
 
   const floor = timed(floorScript, [model, train]);
   const cold = timed(cli, ['explain', ...common, '--test', test, '--test-row', '0']);
   const warm = timed(cli, ['explain', ...common, '--test', test, '--test-row', '1']);
   const aud = timed(cli, ['audit', ...common.filter((a) => a !== '--top' && a !== '10'), '--test', test]);
+  // Actual refits of the 5 most helpful and 5 most harmful rows, on the fast path's curvature and ORT gradients.
+  const verify = timed(cli, ['explain', ...common.filter((a) => a !== '--top' && a !== '10'), '--top', '5', '--verify-top', '5', '--test', test, '--test-row', '2']);
+  const verifyJson = JSON.parse(verify.stdout);
   const coldJson = JSON.parse(cold.stdout);
   const warmJson = JSON.parse(warm.stdout);
   if (!args.includes('--keep')) rmSync(cacheDir, { recursive: true, force: true });
@@ -133,6 +138,7 @@ async function tables(): Promise<void> {
   line('cold explain', cold, `   stages ${JSON.stringify(roundAll(coldJson.seconds))}`);
   line('warm explain (cache hit)', warm, `   cache ${warmJson.train.cache}; stages ${JSON.stringify(roundAll(warmJson.seconds))}`);
   line('audit', aud);
+  line('warm explain --verify-top 5 (10 refits)', verify, `   verify ${verifyJson.seconds.verify?.toFixed(2)} s, ‖∇J‖ ≤ ${verifyJson.verified?.gradNorm.toExponential(1)}`);
   console.log('');
   console.log(`cold explain / floor        ${(cold.seconds / floor.seconds).toFixed(2)}×   (goal ≤ 1.5×)`);
   console.log(`warm explain / cold explain ${(warm.seconds / cold.seconds).toFixed(2)}×   (goal ≤ 0.15×)`);

@@ -4,7 +4,7 @@ import { IMAGE_FLAGS } from './images';
 
 export type Flags = Map<string, string | true>;
 
-const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', ...IMAGE_FLAGS]);
+const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', ...IMAGE_FLAGS]);
 const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {

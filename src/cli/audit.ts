@@ -1,9 +1,9 @@
 /** `audit` and `clean` commands. */
 import { audit, clean, Engine, InfluenceError, modelSummary, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
-import { headLines, printNotes, stabilityLines } from './format';
+import { headLines, num, printNotes, printWarnings, stabilityLines } from './format';
 import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
-import { className, describeReason, fmt } from '../protocol/words';
-import { JsonWriter } from './json';
+import { className, describeReason } from '../protocol/words';
+import { jsonText, JsonWriter } from './json';
 import { imageRequest, rowWhere } from './images';
 
 function tau(flags: Flags): number {
@@ -27,7 +27,7 @@ function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: Ab
     output: str(flags, 'output'),
     train: required(flags, 'train'),
     heldOut,
-    table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
+    table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
     images: imageRequest(flags),
     damping: damping(flags),
     ...headOptions(flags),
@@ -54,15 +54,18 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
   try {
     const r = await audit(auditRequest(flags, heldOutOf(flags), signal, onProgress), engine);
     printNotes(r.notes);
+    printWarnings(r.warnings);
     const s = r.scores;
     const n = r.rows.n;
     const p95 = quantile(s.selfInfluence, 0.95);
-    const classes = list(flags, 'classes') ?? r.classes;
+    const classes = r.classes;
     if (flags.has('json')) {
       const w = new JsonWriter(process.stdout);
       await w.raw('{"version":1');
       await w.field('model', modelSummary(engine, modelPath));
       await w.field('notes', r.notes);
+      await w.field('warnings', r.warnings);
+      await w.field('labelColumn', r.labelColumn);
       await w.field('classes', classes);
       await w.field('damping', r.damping);
       await w.field('dampingRule', r.dampingRule);
@@ -80,7 +83,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       for (let i = 0; i < n; i++) {
         await w.raw(
           (i ? ',' : '') +
-            JSON.stringify({
+            jsonText({
               row: i,
               ...rowWhere(r.rows.lines[i], r.rows.locator, i),
               label: r.rows.labels[i],
@@ -113,7 +116,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
       const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
-      out.push(`  row ${String(i).padStart(6)} (${where(r.rows, i)}), label ${className(classes, r.rows.labels[i])}, suspicion ${s.suspicion[i].toFixed(3)}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
+      out.push(`  row ${String(i).padStart(6)} (${where(r.rows, i)}), label ${className(classes, r.rows.labels[i])}, suspicion ${Number.isFinite(s.suspicion[i]) ? s.suspicion[i].toFixed(3) : 'n/a'}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
       for (const t of reasons) out.push(`      - ${t}`);
     }
     if (s.memorized) {
@@ -136,20 +139,21 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
   const remove = parseRemoveSpec(required(flags, 'remove'));
   const r = await clean({ ...auditRequest(flags, { path: validation, source: 'validation' }, signal, onProgress), remove, out, verify: flags.has('verify') });
   printNotes(r.audit.notes);
+  printWarnings(r.audit.warnings);
   const { removed, kept, predicted, verified } = r;
-  const result = { version: 1, removed, kept, out, predicted, verified };
+  const result = { version: 1, notes: r.audit.notes, warnings: r.audit.warnings, labelColumn: r.audit.labelColumn, removed, kept, out, predicted, verified };
   if (flags.has('json')) {
-    process.stdout.write(JSON.stringify(result) + '\n');
+    process.stdout.write(jsonText(result) + '\n');
     return;
   }
   const lines = [
     `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
-    `Predicted change of the mean held-out loss (first-order group influence): ${fmt(predicted.heldOutLossChange)}.`,
+    `Predicted change of the mean held-out loss (first-order group influence): ${num(predicted.heldOutLossChange)}.`,
   ];
   if (verified) {
     lines.push(
       `Verified by refitting the final layer exactly (‖∇‖ ≤ 1e-10) with and without those rows:`,
-      `  held-out loss ${verified.heldOutLossBefore.toFixed(5)} → ${verified.heldOutLossAfter.toFixed(5)} (actual change ${fmt(verified.heldOutLossAfter - verified.heldOutLossBefore)})`,
+      `  held-out loss ${verified.heldOutLossBefore.toFixed(5)} → ${verified.heldOutLossAfter.toFixed(5)} (actual change ${num(verified.heldOutLossAfter - verified.heldOutLossBefore)})`,
       `  held-out accuracy ${(100 * verified.heldOutAccuracyBefore).toFixed(2)}% → ${(100 * verified.heldOutAccuracyAfter).toFixed(2)}%`,
     );
   }

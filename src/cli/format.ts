@@ -1,5 +1,5 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult, type HeadReport, type Stability } from '../core';
+import { topRows, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
 import { className as clsName, fmt } from '../protocol/words';
 import { rowWhere, shown } from './images';
 
@@ -30,6 +30,16 @@ export function stabilityLines(s: Stability | null, what: string): string[] {
   return [`  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`];
 }
 
+/** Signs that the result is probably wrong, one `warning:` line each on stderr. */
+export function printWarnings(warnings: Warning[]): void {
+  for (const w of warnings) process.stderr.write(`warning: ${w.message}\n`);
+}
+
+/** fmt, or n/a for a number that is not finite (a NON_FINITE warning says why): a table never shows Infinity or NaN. */
+export function num(x: number, digits?: number): string {
+  return Number.isFinite(x) ? fmt(x, digits) : 'n/a';
+}
+
 function pad(s: string, w: number, right = false): string {
   return right ? s.padStart(w) : s.padEnd(w);
 }
@@ -47,6 +57,8 @@ export function formatExplain(r: ExplainResult, top: number): string {
   out.push(
     `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
+  const named = r.classes?.some((c, i) => c !== String(i)) ? r.classes! : null;
+  out.push(`  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
   out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
   out.push('');
@@ -54,7 +66,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
   const images = !!r.rows.locator && !r.rows.locator.manifest;
   const header = `  ${pad('row', 7, true)} ${pad(images ? '' : 'line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}${images ? '  file' : ''}`;
   const line = (i: number) =>
-    `  ${pad(String(i), 7, true)} ${pad(images ? '' : String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(fmt(s.lossChangeIfRemoved[i]), 23, true)} ${pad(fmt(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(fmt(s.relativeInfluence[i]), 10, true)} ${pad(fmt(s.classificationInfluence[i]), 10, true)}${images ? `  ${where(r, i)}` : ''}`;
+    `  ${pad(String(i), 7, true)} ${pad(images ? '' : String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(num(s.lossChangeIfRemoved[i]), 23, true)} ${pad(num(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(num(s.relativeInfluence[i]), 10, true)} ${pad(num(s.classificationInfluence[i]), 10, true)}${images ? `  ${where(r, i)}` : ''}`;
   out.push(`Most helpful rows: removing one and refitting would RAISE this test loss by the amount shown (first-order estimate; Newton = leverage-corrected).`);
   out.push(header);
   out.push(...(helpful.length ? helpful.map(line) : ['  (none)']));
@@ -77,7 +89,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
     out.push(`Verified by exact refits of the final layer (‖∇J‖ ≤ ${r.verified.gradNorm.toExponential(1)}): change of the test loss if the row is removed`);
     out.push(`  ${pad('row', 7, true)}  ${pad('first-order', 12, true)} ${pad('Newton', 12, true)} ${pad('actual', 12, true)}`);
     for (const v of r.verified.rows) {
-      out.push(`  ${pad(String(v.row), 7, true)}  ${pad(fmt(v.lossChangeIfRemoved), 12, true)} ${pad(fmt(v.lossChangeIfRemovedNewton), 12, true)} ${pad(fmt(v.actualLossChangeIfRemoved), 12, true)}`);
+      out.push(`  ${pad(String(v.row), 7, true)}  ${pad(num(v.lossChangeIfRemoved), 12, true)} ${pad(num(v.lossChangeIfRemovedNewton), 12, true)} ${pad(num(v.actualLossChangeIfRemoved), 12, true)}`);
     }
   }
   out.push(`Took ${r.seconds.total.toFixed(2)} s.`);

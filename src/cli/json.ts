@@ -1,6 +1,15 @@
 /** Streams one JSON document to a writable without building it as one string. */
 import type { Writable } from 'node:stream';
 
+/**
+ * JSON text in which every number is finite: a non-finite number (NaN, ±Infinity) becomes null.
+ * JSON.stringify does the same silently; here it is on purpose, and a result with such numbers
+ * carries a NON_FINITE warning saying which scores of which rows, and why.
+ */
+export function jsonText(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
+}
+
 /** Characters gathered before one write: a write per row costs more than the row's JSON. */
 const FLUSH_AT = 1 << 16;
 
@@ -17,9 +26,9 @@ export class JsonWriter {
     if (this.size >= FLUSH_AT) await this.flush();
   }
 
-  /** `,"name":value` — for fields after the first. */
+  /** `,"name":value` — for fields after the first (non-finite numbers as null, see jsonText). */
   field(name: string, value: unknown): Promise<void> {
-    return this.raw(`,${JSON.stringify(name)}:${JSON.stringify(value)}`);
+    return this.raw(`,${JSON.stringify(name)}:${jsonText(value)}`);
   }
 
   async end(): Promise<void> {

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
 import { cacheFrom, damping, headOptions, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
-import { formatExplain, printNotes } from './format';
-import { JsonWriter } from './json';
+import { formatExplain, printNotes, printWarnings } from './format';
+import { jsonText, JsonWriter } from './json';
 import { IMAGE_FLAGS, IMAGE_USAGE, imageRequest, rowWhere, shown } from './images';
 
 const USAGE = `influence-lens — which training rows made an ONNX classifier say this?
@@ -22,9 +22,11 @@ Usage:
 
 Options:
   --output NAME         the model output to explain (default: the logits behind the final linear layer)
-  --label-column NAME   label column (default: label)
+  --label-column NAME   label column (default: label, else the one named target, class, y or labels)
   --features a,b,c      feature columns in model order (default: every other column)
-  --classes a,b,c       class names, for string labels (default: model metadata)
+  --ignore-columns a,b  columns that are not features (an index or id column is skipped without it
+                        when the other columns then match the model)
+  --classes a,b,c       class names, for string labels (default: model metadata, else the sorted labels)
   --damping X|auto|trace|implied   λ of the damped Hessian (default: auto)
   --head shipped|refit  score the head as given, or refit to the optimum of the damped objective
   --no-stability        skip the comparison of the top rows at λ/10 and 10λ
@@ -52,6 +54,8 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.raw('{"version":1');
   await w.field('model', r.model);
   await w.field('notes', r.notes);
+  await w.field('warnings', r.warnings);
+  await w.field('labelColumn', r.labelColumn);
   await w.field('classes', r.classes);
   await w.field('damping', r.damping);
   await w.field('dampingRule', r.dampingRule);
@@ -74,7 +78,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   for (const i of listed) {
     await w.raw(
       (first ? '' : ',') +
-        JSON.stringify({
+        jsonText({
           row: i,
           ...rowWhere(r.rows.line[i], r.rows.locator, i),
           label: r.rows.label[i],
@@ -98,7 +102,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
-const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache', ...IMAGE_FLAGS];
+const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache', ...IMAGE_FLAGS];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
@@ -141,7 +145,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       train: required(flags, 'train'),
       test: required(flags, 'test'),
       testRow,
-      table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), classes: list(flags, 'classes') },
+      table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
       images: imageRequest(flags),
       damping: damping(flags),
       ...headOptions(flags),
@@ -155,6 +159,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       onProgress,
     });
     printNotes(result.notes);
+    printWarnings(result.warnings);
     if (flags.has('json')) await writeExplainJson(new JsonWriter(process.stdout), result, top);
     else process.stdout.write(formatExplain(result, top ?? 10));
     return 0;

@@ -1,17 +1,18 @@
 /** `audit`: memorized and suspicious training rows (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
 import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
 import { rowsAt } from './refit';
 import { auditStability, type Stability } from './scores/stability';
-import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
-import { withClasses } from './explain';
-import { folderClasses, type ImageRequest } from './sources';
+import { chooseSource } from './data/chooseSource';
+import type { ImageRequest } from './sources';
 import { taskFor } from './task/loss';
 
 export interface AuditRequest {
@@ -20,7 +21,7 @@ export interface AuditRequest {
   output?: string;
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
-  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  table?: TableRequest;
   /** Image sources: the image column and the preprocessing from settings or flags. */
   images?: ImageRequest;
   damping: DampingOption;
@@ -51,11 +52,17 @@ export interface AuditResult {
   scores: AuditScores;
   /** What the tool decided on the user's behalf, in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
+  /** The class names (--classes, the model's metadata, the sorted labels, an image folder's folders or a ClassLabel's names), or null. */
+  classes: string[] | null;
+  /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder. */
+  labelColumn: string | null;
+  /** How the training and held-out files were read. */
+  tables: { train: TableRead; heldOut: TableRead | null };
   heldOutLoss: number | null;
   heldOutAccuracy: number | null;
   seconds: Record<string, number>;
-  /** Class names: given, the model's, or an image folder's. */
-  classes: string[] | null;
 }
 
 /** Forward passes over the training and held-out files, the damping, and the audit's scores. */
@@ -64,14 +71,19 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
   const own = !engine;
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images: req.images };
-    const table = withClasses(req.table ?? {}, folderClasses(eng, req.train, req.table?.classes));
-    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
+    // decide, and the held-out data follow them.
+    const trainTable = await chooseSource(req.train, table, eng.shape, { signal: req.signal });
+    const heldOutTable = req.heldOut ? await chooseSource(req.heldOut.path, table, eng.shape, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
     const writes = [rows.written];
     if (req.heldOut) {
-      const h = await readRows(eng, req.heldOut.path, table, run);
+      const h = await readRows(eng, req.heldOut.path, heldOutTable!.options, run);
       writes.push(h.written);
       if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
       heldOut = { ...req.heldOut, rows: h };
@@ -110,9 +122,17 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       heldOutLoss = loss / h.n;
       heldOutAccuracy = correct / h.n;
     }
+    const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, taskFor(rows.C), classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion } = scores;
+    const nonFinite = nonFiniteWarning({ lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion });
+    if (nonFinite) warnings.push(nonFinite);
+    const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? [], rows.source?.notes ?? [], heldOut?.rows.source?.notes ?? []);
+    const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
     const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
-    const notes = [...eng.notes, ...(rows.source?.notes ?? []), ...(heldOut?.rows.source?.notes ?? [])];
-    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, heldOutLoss, heldOutAccuracy, seconds, classes: table.classes ?? eng.info.classes ?? null };
+    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, warnings, classes, labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

@@ -1,15 +1,17 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
 import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
 import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
+import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
 import { prepareHead, type HeadMode, type HeadReport } from './headfit';
-import type { TableOptions } from './data/table';
 import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
-import { evaluate, refitHead, refitWithout } from './refit';
+import { evaluate, refitHead, refitWithCurvature, refitWithout } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
-import { folderClasses, forwardSourceRow, isTable, type ImageRequest, type PreprocessSummary } from './sources';
+import { forwardSourceRow, type ImageRequest, type PreprocessSummary } from './sources';
+import { chooseSource } from './data/chooseSource';
 import type { RowLocator } from './data/locator';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
@@ -24,7 +26,7 @@ export interface ExplainRequest {
   train: string;
   test: string;
   testRow: number;
-  table?: Pick<TableOptions, 'labelColumn' | 'features' | 'classes'>;
+  table?: TableRequest;
   /** Image sources: the image column and the preprocessing from settings or flags. */
   images?: ImageRequest;
   damping?: DampingOption;
@@ -68,6 +70,8 @@ export interface ExplainResult {
   version: 1;
   model: ModelSummary;
   classes: string[] | null;
+  /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder, whose labels are its class folders. */
+  labelColumn: string | null;
   damping: number;
   dampingRule: string;
   /** The L2 the shipped head's gradient implies and its stationarity residual, when the damping rule looked at it. */
@@ -85,6 +89,10 @@ export interface ExplainResult {
   preprocess?: PreprocessSummary;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
+  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
+  warnings: Warning[];
+  /** How the training and test files were read. */
+  tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
   rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array; locator?: RowLocator };
   scores: ExplainScores;
@@ -116,12 +124,18 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     lap('load');
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images: req.images };
-    const table = withClasses(req.table ?? {}, folderClasses(eng, req.train, req.table?.classes));
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
+    // decide, and the test data follow them.
+    const trainTable = await chooseSource(req.train, table, eng.shape, { signal: req.signal });
+    const testTable = await chooseSource(req.test, table, eng.shape, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = (await isTable(req.test, table)) ? await eng.forwardRow(req.test, req.testRow, table, run) : await forwardSourceRow(eng, req.test, req.testRow, table, req.images ?? {}, run);
+    const test = testTable.kind === 'table' ? await eng.forwardRow(req.test, req.testRow, testTable.options, run) : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     lap('forwardTest');
-    const rows = await readTrainingRows(eng, req.train, table, run, req);
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     lap('forwardTrain');
     if (rows.explicitHessian) {
       seconds.forwardTrain -= rows.hessianSeconds;
@@ -142,6 +156,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const curv = await Curvature.create(train, effective, opts);
     let scores: ExplainScores;
     let stability: Stability | null = null;
+    let verified: Verified | null = null;
     try {
       scores = await explainScores(train, point, opts, curv);
       Object.assign(seconds, scores.seconds);
@@ -150,24 +165,29 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         stability = await explainStability(train, point, opts, curv, scores.lossChangeIfRemoved, req.stabilityTop ?? 10, damping);
         lap('stability');
       }
+      if (req.verifyTop) {
+        verified = await verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, curv, req.signal);
+        lap('verify');
+      }
     } finally {
       await curv.release();
     }
     const predicted = new Int32Array(rows.n);
     for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
-    let verified: Verified | null = null;
-    if (req.verifyTop) {
-      const tv = performance.now();
-      verified = verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, req.signal);
-      seconds.verify = (performance.now() - tv) / 1000;
-    }
+    const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence } = scores;
+    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence });
+    if (nonFinite) warnings.push(nonFinite);
     await rows.written();
     seconds.total = (performance.now() - t0) / 1000;
-    const info = eng.info;
     return {
       version: 1,
       model: modelSummary(eng, req.model),
-      classes: table.classes ?? info.classes ?? null,
+      classes,
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
       damping,
       dampingRule: rule,
       impliedL2: prep.damping.implied,
@@ -177,7 +197,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
       train: { path: req.train, rows: rows.n, cache: rows.cache, ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}) },
-      notes: [...eng.notes, ...('notes' in test ? test.notes : []), ...(rows.source?.notes ?? [])],
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], rows.source?.notes ?? []),
+      warnings,
+      tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       ...(rows.source?.preprocess ? { preprocess: rows.source.preprocess } : 'preprocess' in test && test.preprocess ? { preprocess: test.preprocess } : {}),
       test: {
         path: req.test,
@@ -239,34 +261,37 @@ function testPoint(task: Task, test: { h: Float32Array; labelled: boolean; label
   return { x: inputOf(test.h, shape.bias), g, z, label, loss };
 }
 
-/** Refits on the effective head (logits scale·z) at the effective damping: the same changes as refitting θ at λ. */
-function verifyRows(
+/**
+ * Refits on the effective head (logits scale·z) at the effective damping: the same changes as
+ * refitting θ at λ. Small problems refit in float64 JS (refitHead); the fast path's refit takes its
+ * Newton directions from the curvature already built and its gradients from ORT passes.
+ */
+async function verifyRows(
   rows: TrainingRows,
   damping: number,
   eng: Engine,
   test: { h: Float32Array; label: number },
   ranked: { helpful: number[]; harmful: number[] },
   scores: ExplainScores,
+  curv: Curvature,
   signal?: AbortSignal,
-): Verified {
+): Promise<Verified> {
   const { W, b, C, D, scale } = eng.info.head;
-  const full = refitHead(rows, damping, headTheta(W, b, C, D, scale), { signal });
+  const theta0 = headTheta(W, b, C, D, scale);
+  const refit = curv.fast
+    ? (theta: Float64Array, remove: number[]) => refitWithCurvature(rows, damping, theta, curv, { remove, signal })
+    : async (theta: Float64Array, remove: number[]) => (remove.length ? refitWithout(rows, damping, theta, remove, { signal }) : refitHead(rows, damping, theta, { signal }));
+  const full = await refit(theta0, []);
   const testRows = { n: 1, C, D, bias: b !== null, h: test.h, labels: Int32Array.of(test.label) };
   const base = evaluate(testRows, full.theta).meanLoss;
-  const list = [...ranked.helpful, ...ranked.harmful];
-  return {
-    gradNorm: full.gradNorm,
-    testLossAtOptimum: base,
-    rows: list.map((i) => ({
+  const out: Verified['rows'] = [];
+  for (const i of [...ranked.helpful, ...ranked.harmful]) {
+    out.push({
       row: i,
       lossChangeIfRemoved: scores.lossChangeIfRemoved[i],
       lossChangeIfRemovedNewton: scores.lossChangeIfRemovedNewton[i],
-      actualLossChangeIfRemoved: evaluate(testRows, refitWithout(rows, damping, full.theta, [i], { signal }).theta).meanLoss - base,
-    })),
-  };
-}
-
-/** The table options with the class names an image folder defines, when nothing else names them. */
-export function withClasses<T extends { classes?: string[] | null }>(table: T, classes: string[] | null): T {
-  return classes ? { ...table, classes } : table;
+      actualLossChangeIfRemoved: evaluate(testRows, (await refit(full.theta, [i])).theta).meanLoss - base,
+    });
+  }
+  return { gradNorm: full.gradNorm, testLossAtOptimum: base, rows: out };
 }

@@ -235,3 +235,61 @@ export function transpose(A: ArrayLike<number>, rows: number, cols: number): Flo
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) T[j * rows + i] = A[i * cols + j];
   return T;
 }
+
+/**
+ * The assignment of rows to columns of an m×m weight matrix W (row-major) with the largest total
+ * weight: out[r] is row r's column, a permutation. The Hungarian algorithm with row and column
+ * potentials (O(m³)): rows are added one at a time, each along a shortest augmenting path in the
+ * reduced costs −W[r,c] − u[r] − v[c] ≥ 0. Exact for integer weights (sums stay exact in float64).
+ */
+export function maxAssignment(W: ArrayLike<number>, m: number): Int32Array {
+  // 1-based internally: column 0 is the virtual start of each augmenting path.
+  const u = new Float64Array(m + 1);
+  const v = new Float64Array(m + 1);
+  const rowOf = new Int32Array(m + 1); // rowOf[c]: the row assigned to column c (0: none)
+  const prev = new Int32Array(m + 1); // the previous column on the shortest path
+  const dist = new Float64Array(m + 1);
+  const done = new Uint8Array(m + 1);
+  for (let r = 1; r <= m; r++) {
+    rowOf[0] = r;
+    let c0 = 0;
+    dist.fill(Infinity);
+    done.fill(0);
+    do {
+      done[c0] = 1;
+      const r0 = rowOf[c0];
+      let delta = Infinity;
+      let c1 = 0;
+      for (let c = 1; c <= m; c++) {
+        if (done[c]) continue;
+        const reduced = -W[(r0 - 1) * m + (c - 1)] - u[r0] - v[c];
+        if (reduced < dist[c]) {
+          dist[c] = reduced;
+          prev[c] = c0;
+        }
+        if (dist[c] < delta) {
+          delta = dist[c];
+          c1 = c;
+        }
+      }
+      for (let c = 0; c <= m; c++) {
+        if (done[c]) {
+          u[rowOf[c]] += delta;
+          v[c] -= delta;
+        } else {
+          dist[c] -= delta;
+        }
+      }
+      c0 = c1;
+    } while (rowOf[c0] !== 0);
+    // Flip the path: each column on it takes the row of the column before it.
+    do {
+      const c1 = prev[c0];
+      rowOf[c0] = rowOf[c1];
+      c0 = c1;
+    } while (c0 !== 0);
+  }
+  const out = new Int32Array(m);
+  for (let c = 1; c <= m; c++) out[rowOf[c] - 1] = c - 1;
+  return out;
+}

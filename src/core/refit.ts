@@ -17,10 +17,13 @@
  * Everything is float64; h (float32 from ORT) is read as float64.
  */
 import { CancelledError, InfluenceError, throwIfAborted, type Progress } from './errors';
+import type { Curvature } from './curvature/curvature';
 import { Ekfac } from './curvature/ekfac';
 import { denseHessian, solveCg } from './curvature/exact';
-import { DENSE_MAX_P, EXACT_BUDGET } from './curvature/policy';
-import { cholesky, dot } from './linalg';
+import { EXACT_BUDGET, REFIT_DENSE_MAX_P } from './curvature/policy';
+import { addInto, cholesky, dot } from './linalg';
+import { f32, f64, i32, type Feed } from './ort/graph';
+import { objectiveKernel } from './ort/kernels';
 import { headDims, logits, type HeadRows } from './task/head';
 import { lossAndSignal, taskFor } from './task/loss';
 
@@ -38,7 +41,7 @@ export interface RefitOptions {
   maxIter?: number;
   /**
    * Newton direction: 'newton' = dense Cholesky of the explicit Hessian, 'newton-cg' = conjugate
-   * gradients with the EK-FAC preconditioner. Default: dense when n·P² ≤ 5e10 and P ≤ 3000.
+   * gradients with the EK-FAC preconditioner. Default: dense when n·P² ≤ 5e10 and P ≤ REFIT_DENSE_MAX_P.
    */
   method?: RefitMethod;
   /**
@@ -191,7 +194,7 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
   const maxIter = opts.maxIter ?? 50;
   const polish = opts.polish ?? true;
   const { signal, onProgress } = opts;
-  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= DENSE_MAX_P ? 'newton' : 'newton-cg');
+  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= REFIT_DENSE_MAX_P ? 'newton' : 'newton-cg');
 
   let theta: Float64Array = Float64Array.from(theta0);
   let cur = objectiveAt(rows, include, damping, theta, new Float64Array(n * C));
@@ -346,3 +349,72 @@ export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64A
   }
   return { rows: { ...rows, z, g, loss }, theta: fit.theta, change: { gradNormAfter: Math.abs(scale) * fit.gradNorm, trainPredictionsChanged: changed, maxLogitChange } };
 }
+
+/**
+ * A refit for large problems (the fast path's softmax heads): damped Newton steps whose direction
+ * uses the curvature already built for the scores, H at the head given (fixed: a chord method), and
+ * whose objective and gradient are float64 ORT passes over the rows; rows in `remove` drop their
+ * terms (the 1/n is kept). From a nearby optimum (a leave-one-out refit) a few steps reach ‖∇J‖ ≤ tol.
+ */
+export async function refitWithCurvature(
+  rows: HeadRows,
+  damping: number,
+  theta0: Float64Array,
+  curv: Curvature,
+  opts: { remove?: number[]; tol?: number; maxIter?: number; signal?: AbortSignal } = {},
+): Promise<{ theta: Float64Array; gradNorm: number; iterations: number }> {
+  const { n, C, D, bias } = rows;
+  const { P } = headDims(rows);
+  const tol = opts.tol ?? 1e-10;
+  const maxIter = opts.maxIter ?? 100;
+  const h32 = rows.h instanceof Float32Array ? rows.h : Float32Array.from(rows.h);
+  const w = new Float64Array(n).fill(1);
+  for (const i of opts.remove ?? []) w[i] = 0;
+  const kernel = await objectiveKernel({ C, D, bias });
+  const ones = new Float64Array(CHUNK).fill(1);
+  const at = async (theta: Float64Array): Promise<{ J: number; grad: Float64Array }> => {
+    const grad = new Float64Array(P);
+    let loss = 0;
+    for (let start = 0; start < n; start += CHUNK) {
+      throwIfAborted(opts.signal);
+      const k = Math.min(CHUNK, n - start);
+      const feed: Feed = { h: f32(h32.subarray(start * D, (start + k) * D), [k, D]), theta: f64(theta, [C, P / C]), labels: i32(rows.labels.subarray(start, start + k), [k]), w: f64(w.subarray(start, start + k), [k, 1]) };
+      if (bias) feed.ones = f32(Float32Array.from(ones.subarray(0, k)), [k, 1]);
+      const out = await kernel.run(feed);
+      addInto(grad, out.grad.data as Float64Array);
+      loss += (out.loss.data as Float64Array)[0];
+    }
+    for (let q = 0; q < P; q++) grad[q] = grad[q] / n + damping * theta[q];
+    return { J: loss / n + 0.5 * damping * dot(theta, theta), grad };
+  };
+  try {
+    let theta = Float64Array.from(theta0);
+    let cur = await at(theta);
+    let it = 0;
+    for (; it < maxIter; it++) {
+      if (Math.sqrt(dot(cur.grad, cur.grad)) <= tol) break;
+      const [step] = await curv.solve([cur.grad], opts.signal);
+      const slope = -dot(cur.grad, step);
+      let next: typeof cur | null = null;
+      let cand = theta;
+      for (let t = 1; t >= 1e-6; t /= 2) {
+        cand = theta.map((v, q) => v - t * step[q]);
+        const c = await at(cand);
+        // Armijo on J; where J cannot tell (changes below its rounding), a smaller gradient decides.
+        if (c.J <= cur.J + 1e-4 * t * slope || (-t * slope <= 1e-13 * Math.abs(cur.J) && dot(c.grad, c.grad) < dot(cur.grad, cur.grad))) {
+          next = c;
+          break;
+        }
+      }
+      if (!next) break;
+      theta = cand;
+      cur = next;
+    }
+    return { theta, gradNorm: Math.sqrt(dot(cur.grad, cur.grad)), iterations: it };
+  } finally {
+    await kernel.release();
+  }
+}
+
+/** Rows per ORT run of the refit's passes. */
+const CHUNK = 4096;

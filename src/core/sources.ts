@@ -12,14 +12,13 @@ import { InfluenceError, throwIfAborted, type Progress } from './errors';
 import type { RowsCache } from './cache/store';
 import { hashFile, type CacheKeyParts } from './cache/keys';
 import { openColumns, type ColumnFile } from './data/columnar';
-import { classFolders } from './data/images/folder';
 import type { ImageFacts, ImageTask } from './data/images/load';
 import { imagePool } from './data/images/pool';
 import { describePipeline, resolvePipeline, type PreprocessConfig, type Pipeline } from './data/images/preprocess';
 import { LabelMap } from './data/columnLabels';
 import type { RowLocator, StampSha } from './data/locator';
 import { columnFiles, listImages, numbersOfRow, planColumns, sourceKind, type ColumnPlan, type ImageListing, type SourceInfo, type SourceKind, type SourceOptions } from './data/source';
-import { formatFromPath, type TableSummary } from './data/table';
+import { formatFromPath, readHeader, type TableSummary } from './data/table';
 import type { Engine, ForwardRows } from './model/engine';
 import { lossAndSignal } from './task/loss';
 
@@ -69,21 +68,6 @@ export async function isTable(path: string, table: SourceOptions): Promise<boole
   }
 }
 
-/**
- * The class names a training image folder defines, for the other files of the run, when neither
- * the options nor the model name the classes (a test folder may lack some class folders).
- */
-export function folderClasses(eng: Engine, trainPath: string, classes: string[] | null | undefined): string[] | null {
-  if (classes || eng.info.classes) return null;
-  try {
-    if (!fs.statSync(trainPath).isDirectory()) return null;
-    const names = classFolders(trainPath);
-    return names.length ? names : null;
-  } catch {
-    return null;
-  }
-}
-
 function modelPipeline(engine: Engine, preprocess: PreprocessConfig | undefined): { pipeline: Pipeline; notes: string[] } {
   const info = engine.info;
   const metadata = engine.model.proto.metadataProps.find((m) => m.key === 'influence_lens.preprocess')?.value;
@@ -118,7 +102,7 @@ function sourceKey(engine: Engine, path: string, kind: SourceKind, table: Source
   return {
     modelSha256: engine.info.sha256,
     dataPath: path,
-    options: { source: kind, labelColumn: table.labelColumn ?? 'label', features: table.features ?? null, classes: table.classes ?? null, numClasses: table.numClasses, imageColumn: table.imageColumn ?? null, requireLabel: table.requireLabel ?? true, extra },
+    options: { source: kind, labelColumn: table.labelColumn ?? 'label', features: table.features ?? null, ignoreColumns: table.ignoreColumns, classes: table.classes ?? null, numClasses: table.numClasses, imageColumn: table.imageColumn ?? null, requireLabel: table.requireLabel ?? true, extra },
   };
 }
 
@@ -501,8 +485,8 @@ export interface SourceRow {
 
 /** Reads row k of a non-table source and runs it (an unlabelled row is explained for its predicted class). */
 export async function forwardSourceRow(engine: Engine, path: string, k: number, table: SourceOptions, request: ImageRequest, run: RunOpts = {}): Promise<SourceRow> {
-  // Only a label column the user named explicitly must exist in the test data.
-  const opts: SourceOptions = { ...engine.tableOptions({ ...table, requireLabel: table.labelColumn !== undefined }), imageColumn: request.imageColumn ?? table.imageColumn };
+  // Unless the options say otherwise, only a label column the user named explicitly must exist in the test data.
+  const opts: SourceOptions = { ...engine.tableOptions({ ...table, requireLabel: table.requireLabel ?? table.labelColumn !== undefined }), imageColumn: request.imageColumn ?? table.imageColumn };
   let kind = await sourceKind(path, opts);
   let plan: ColumnPlan | null = null;
   let cf: ColumnFile | null = null;
@@ -601,4 +585,20 @@ async function countRows(c: ColumnFile): Promise<number> {
   let n = 0;
   for await (const rows of c.batches([c.columns[0].name])) n += rows.length;
   return n;
+}
+
+/**
+ * The column names of a data source, for the label column picker: a text table's or manifest's
+ * header, the first Parquet/Arrow file's columns; none for images (their labels are folders).
+ */
+export async function sourceColumns(path: string): Promise<string[]> {
+  const kind = await sourceKind(path);
+  if (kind === 'table' || kind === 'manifest') return readHeader(path);
+  if (kind !== 'columns') return [];
+  const cf = await openColumns(columnFiles(path)[0]);
+  try {
+    return cf.columns.map((c) => c.name);
+  } finally {
+    await cf.close();
+  }
 }

@@ -78,17 +78,21 @@ const chooseLabelColumn: Factory = (s) => async () => {
     void vscode.window.showWarningMessage('Influence Lens: choose the training data first.');
     return;
   }
-  let columns: string[];
+  let header: { columns: string[]; labelGuess: string | null };
   try {
-    columns = (await s.controller.engine.request('header', { path: train })).columns;
+    header = await s.controller.engine.request('header', { path: train });
   } catch (e) {
     s.controller.showError(e);
     return;
   }
-  const current = s.controller.project.get().labelColumn ?? 'label';
-  const items = columns.map((c) => ({ label: c, description: c === current ? 'current' : c === 'label' ? 'default' : undefined, picked: c === current }));
+  // With no choice yet, the engine's rules propose one (label, else target, class, y or labels): confirm it.
+  const chosen = s.controller.project.get().labelColumn;
+  const current = chosen ?? header.labelGuess ?? 'label';
+  const guessed = chosen === undefined && header.labelGuess !== null && header.labelGuess !== 'label';
+  const items = header.columns.map((c) => ({ label: c, description: c === current ? (guessed ? 'guessed: press Enter to confirm' : 'current') : c === 'label' ? 'default' : undefined, picked: c === current }));
   items.sort((a, b) => Number(b.label === current) - Number(a.label === current));
-  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: label column of ${path.basename(train)}`, placeHolder: 'The column holding the class of each row' });
+  const title = guessed ? `Influence Lens: confirm the label column of ${path.basename(train)}` : `Influence Lens: label column of ${path.basename(train)}`;
+  const pick = await vscode.window.showQuickPick(items, { title, placeHolder: 'The column holding the class of each row' });
   if (pick) await s.controller.project.update({ labelColumn: pick.label });
 };
 

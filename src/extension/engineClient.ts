@@ -43,13 +43,18 @@ export class EngineClient {
     child.stdout?.on('data', (d: Buffer) => this.log(`[engine] ${d.toString().trimEnd()}`));
     child.stderr?.on('data', (d: Buffer) => this.log(`[engine] ${d.toString().trimEnd()}`));
     child.on('message', (m: FromWorker) => this.onMessage(m));
+    // A send to a process that has just died fails with an 'error' event, which unheard would
+    // throw in the extension host; its requests fail on 'exit' below.
+    child.on('error', (e) => this.log(`engine process: ${e.message}`));
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = null;
       if (this.pending.size === 0 || this.disposed) return;
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      // Only a crash dies of these signals (a cancel that takes too long is a SIGKILL).
+      const crash = signal !== null && signal !== 'SIGKILL' && signal !== 'SIGTERM' ? ' (a native crash, for example in onnxruntime on this model)' : '';
       this.log(`engine process ${why}; it restarts on the next request`);
       for (const p of this.pending.takeAll()) {
-        p.reject(new EngineError({ code: 'ENGINE_CRASHED', message: `the engine process ${why}; it will restart on the next run`, formatted: `engine ${why}` }));
+        p.reject(new EngineError({ code: 'ENGINE_CRASHED', message: `the engine process ${why}${crash}; it restarts on the next run`, formatted: `engine ${why}` }));
       }
     });
     this.log(`engine process started (pid ${child.pid})`);

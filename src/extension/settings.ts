@@ -1,7 +1,10 @@
 /** The extension's settings, typed and validated. Pure: the vscode side passes a getter. */
 
 export interface Settings {
-  damping: number | 'auto';
+  /** A positive number, or a rule: auto, trace or implied (README, damping). */
+  damping: number | 'auto' | 'trace' | 'implied';
+  /** The head scored: as shipped, or refit to the optimum of the damped objective. */
+  head: 'shipped' | 'refit';
   topK: number;
   /** 'auto', 'none' or 'HxW'. */
   imageShape: string;
@@ -15,7 +18,7 @@ export interface Settings {
   preprocess?: Record<string, unknown>;
 }
 
-export const DEFAULTS: Settings = { damping: 'auto', topK: 10, imageShape: 'auto', cacheDirectory: '', batchSize: 4096, memorizationTau: 0 };
+export const DEFAULTS: Settings = { damping: 'auto', head: 'shipped', topK: 10, imageShape: 'auto', cacheDirectory: '', batchSize: 4096, memorizationTau: 0 };
 
 /** Reads settings through `get`, replacing invalid values by defaults and reporting each. */
 export function readSettings(get: (key: string) => unknown): { settings: Settings; problems: string[] } {
@@ -24,11 +27,17 @@ export function readSettings(get: (key: string) => unknown): { settings: Setting
 
   let damping: Settings['damping'] = DEFAULTS.damping;
   const d = get('damping');
-  if (d !== undefined && d !== null && d !== '' && d !== 'auto') {
+  if (d === 'trace' || d === 'implied') damping = d;
+  else if (d !== undefined && d !== null && d !== '' && d !== 'auto') {
     const x = typeof d === 'number' ? d : Number(String(d).trim());
     if (x > 0 && Number.isFinite(x)) damping = x;
-    else bad('damping', d, "is not a positive number or 'auto'");
+    else bad('damping', d, "is not a positive number or 'auto', 'trace' or 'implied'");
   }
+
+  let head = DEFAULTS.head;
+  const hd = get('head');
+  if (hd === 'shipped' || hd === 'refit') head = hd;
+  else if (hd !== undefined && hd !== null) bad('head', hd, "is not 'shipped' or 'refit'");
 
   const int = (key: keyof Settings, min: number, max: number): number => {
     const v = get(key);
@@ -65,7 +74,7 @@ export function readSettings(get: (key: string) => unknown): { settings: Setting
   else if (pre !== undefined && pre !== null && (typeof pre !== 'object' || Array.isArray(pre))) bad('preprocess', pre, 'is not an object');
 
   return {
-    settings: { damping, topK: int('topK', 1, 200), imageShape, cacheDirectory, batchSize: int('batchSize', 1, 1 << 20), memorizationTau, ...images },
+    settings: { damping, head, topK: int('topK', 1, 200), imageShape, cacheDirectory, batchSize: int('batchSize', 1, 1 << 20), memorizationTau, ...images },
     problems,
   };
 }

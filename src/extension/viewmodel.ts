@@ -3,7 +3,7 @@
  * engine's child process, so only the few listed rows cross the process boundary.
  */
 import { quantile, reasonsFor, suspicionOrder, topRows, type AuditResult, type ExplainResult } from '../core';
-import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowFile, RowView } from '../protocol/webview';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowFile, RowView, TrustView } from '../protocol/webview';
 import { describeLossChange, describeReason } from '../protocol/words';
 import type { RowMark } from '../protocol/engine';
 
@@ -82,6 +82,12 @@ export function allListed(listed: ListedRows): number[] {
   return [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
 }
 
+/** The head, stability and notes of a result, as the panel shows them. */
+function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warnings'>): TrustView {
+  const { mode, gradNorm, relGradNorm, warning, message } = r.head;
+  return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, warnings: r.warnings.map((w) => w.message), notes: r.notes };
+}
+
 /**
  * The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also
  * reads their thumbnails: `features` for rows of a text file drawn as images, `files` for rows that
@@ -110,6 +116,7 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
     flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row], ...opts.files?.get(row) })), newClass: r.scores.flip.newClass } : null,
     histogram: { ...hist, marked },
     seconds: r.seconds.total,
+    ...trustView(r),
   };
 }
 
@@ -156,6 +163,8 @@ export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes:
     ...(a.rows.locator?.kind === 'images' ? { images: true } : {}),
     ...(a.rows.source?.preprocess ? { preprocess: a.rows.source.preprocess.steps } : {}),
     damping: a.damping,
+    dampingRule: a.dampingRule,
+    ...trustView(a),
     memorizedCount: s.memorized ? s.memorized.reduce((x, y) => x + y, 0) : null,
     flagged,
   };

@@ -2,13 +2,13 @@
  * The engine's child process: the extension forks it so that a native crash in onnxruntime
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
-import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, listImages, parsePreprocess, readHeader, readRecords, rowDetail, rowFiles, RowsCache, sourceKind, TableReader, type ImageRequest, type RowLocator } from '../core';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, ImageParams, Method, Requests, TableChoice, ToWorker } from '../protocol/engine';
+import { promises as fsp } from 'node:fs';
+import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, guessLabelColumn, parsePreprocess, readRecords, rowAtLine, rowDetail, rowFiles, RowsCache, sourceColumns, type ImageRequest, type RowLocator, type TableRead } from '../core';
+import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, ImageParams, Method, Requests, ToWorker } from '../protocol/engine';
 import type { RowFile } from '../protocol/webview';
 import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
 
 const running = new Map<number, AbortController>();
-import { promises as fsp } from 'node:fs';
 
 function send(m: FromWorker): void {
   process.send?.(m);
@@ -31,7 +31,7 @@ function cacheOf(p: CommonParams): RowsCache | null {
 }
 
 /** Features of a few rows, for thumbnails: their records are re-read by byte offset. */
-async function rowFeatures(path: string, table: TableChoice, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
+async function rowFeatures(path: string, table: TableRead, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
   const out = new Map<number, number[]>();
   for (const [row, f] of await readRecords(path, table, offsets, rows)) out.set(row, Array.from(f));
   return out;
@@ -77,13 +77,13 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
   const engine = await openEngine(p.model);
   try {
     const r = await explain(
-      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
+      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
       engine,
     );
     const locator = r.rows.locator;
     const image = locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const listed = listedRows(r, p.topK);
-    const features = image ? await rowFeatures(p.train, p.table, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
+    const features = image ? await rowFeatures(p.train, r.tables.train, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
     const files = await filesOf(locator, [...allListed(listed), ...(r.scores.flip?.rows ?? [])]);
     const t = r.test;
     const testFile = t.file === undefined ? undefined : (await rowFiles({ kind: t.fileRow === undefined ? 'images' : 'shards', files: [t.file], stamps: [], kinds: null, file: Int32Array.of(0), fileRow: t.fileRow === undefined ? null : Int32Array.of(t.fileRow), manifest: null }, [0], 112)).get(0);
@@ -96,7 +96,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
 }
 
 function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
-  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
+  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {
@@ -104,9 +104,9 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
   try {
     const a = await audit(auditRequest(p, signal, id), engine);
     const image = a.rows.locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
-    const classes = p.table.classes ?? a.classes;
+    const { classes } = a;
     const flagged = flaggedRows(a, p.topK);
-    const features = image ? await rowFeatures(p.train, p.table, a.rows.offsets, flagged) : new Map<number, number[]>();
+    const features = image ? await rowFeatures(p.train, a.tables.train, a.rows.offsets, flagged) : new Map<number, number[]>();
     const files = await filesOf(a.rows.locator, flagged);
     const view = auditView(a, flagged, { classes, image, trainPath: p.train, features, files });
     const marks = auditMarks(view);
@@ -119,29 +119,6 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
 async function doClean(p: CleanParams, signal: AbortSignal, id: number): Promise<Requests['clean']['result']> {
   const r = await clean({ ...auditRequest(p, signal, id), remove: { kind: 'rows', rows: [...new Set(p.remove)].sort((a, b) => a - b) }, out: p.out });
   return { kept: r.kept, removed: r.removed, out: r.out, predictedHeldOutLossChange: r.predicted.heldOutLossChange };
-}
-
-async function doRowAt(p: { path: string; line: number; table: TableChoice; images?: ImageParams }): Promise<Requests['rowAt']['result']> {
-  const opts = { ...p.table, requireLabel: false, imageColumn: p.images?.imageColumn };
-  if ((await sourceKind(p.path, opts)) === 'manifest') {
-    // A manifest's rows by their lines.
-    const listing = await listImages(p.path, 'manifest', opts);
-    let prev: { row: number; line: number } | null = null;
-    for (let i = 0; i < listing.n; i++) {
-      if (listing.lines[i] > p.line) return prev;
-      prev = { row: i, line: listing.lines[i] };
-    }
-    return prev;
-  }
-  const reader = await TableReader.open(p.path, { ...p.table, requireLabel: false });
-  let prev: { row: number; line: number } | null = null;
-  for await (const b of reader.batches()) {
-    for (let r = 0; r < b.count; r++) {
-      if (b.lines[r] > p.line) return prev;
-      prev = { row: b.start + r, line: b.lines[r] };
-    }
-  }
-  return prev;
 }
 
 function progress(id: number) {
@@ -158,8 +135,11 @@ const handlers: { [M in Method]: (p: Requests[M]['params'], signal: AbortSignal,
   explain: doExplain,
   audit: doAudit,
   clean: doClean,
-  header: async (p) => ({ columns: (await sourceKind(p.path)) === 'table' || (await sourceKind(p.path)) === 'manifest' ? await readHeader(p.path) : [] }),
-  rowAt: doRowAt,
+  header: async (p) => {
+    const columns = await sourceColumns(p.path);
+    return { columns, labelGuess: guessLabelColumn(columns).name };
+  },
+  rowAt: (p) => rowAtLine(p.path, p.line),
   clearCache: async (p) => ({ removed: await cacheAt(p.cacheDir || defaultCacheDir()).clear() }),
   rowDetail: (p) => rowDetail(p.file, p.fileRow, p.title),
 };

@@ -11,7 +11,8 @@ export interface CommonParams {
   model: string;
   train: string;
   table: TableChoice;
-  damping: number | 'auto';
+  damping: number | 'auto' | 'trace' | 'implied';
+  head: 'shipped' | 'refit';
   /** Rows listed per table. */
   topK: number;
   /** 'auto', 'none' or 'HxW'. */
@@ -68,7 +69,8 @@ export interface Requests {
   explain: { params: ExplainParams; result: { view: ExplainView; marks: RowMark[]; log: RunLog } };
   audit: { params: AuditParams; result: { view: AuditView; marks: RowMark[]; log: RunLog } };
   clean: { params: CleanParams; result: { kept: number; removed: number[]; out: string; predictedHeldOutLossChange: number } };
-  header: { params: { path: string }; result: { columns: string[] } };
+  /** The columns, and the label column the engine's rules would take (null: none, or several could be it). */
+  header: { params: { path: string }; result: { columns: string[]; labelGuess: string | null } };
   /** The 0-based data row whose record covers a 1-based line, or null (header, blank). */
   rowAt: { params: { path: string; line: number; table: TableChoice }; result: { row: number; line: number } | null };
   clearCache: { params: { cacheDir: string | null }; result: { removed: number } };

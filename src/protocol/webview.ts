@@ -62,7 +62,35 @@ export interface ImageShape {
   width: number;
 }
 
-export interface ExplainView {
+/** The head the numbers describe, and how far it is from the optimum of the damped objective. */
+export interface HeadView {
+  mode: 'shipped' | 'refit';
+  /** ‖∇J‖ on θ, and relative to the gradient at θ = 0. */
+  gradNorm: number;
+  relGradNorm: number;
+  /** The head is too far from the optimum for the estimates to describe it. */
+  warning: boolean;
+  message: string | null;
+}
+
+/** Whether the listed rows hold at λ/10 and 10λ (Jaccard overlaps per set). */
+export interface StabilityView {
+  stable: boolean;
+  k: number;
+  dampings: [number, number, number];
+  overlaps: Record<string, [number, number]>;
+}
+
+/** How far to trust a result: the head's fit, the stability under damping, and the decisions taken on the user's behalf. */
+export interface TrustView {
+  head: HeadView;
+  stability: StabilityView | null;
+  /** Signs that the result is probably wrong (e.g. class names in an order that does not fit the model). */
+  warnings: string[];
+  notes: string[];
+}
+
+export interface ExplainView extends TrustView {
   model: { path: string; layer: string; parameters: number; output: 'logits' | 'probabilities' | 'log-probabilities' };
   classes: string[] | null;
   damping: number;
@@ -116,7 +144,7 @@ export interface FlaggedRow {
   fileRow?: number;
 }
 
-export interface AuditView {
+export interface AuditView extends TrustView {
   train: { path: string; rows: number };
   heldOut: { path: string; rows: number; source: 'validation' | 'test'; loss: number; accuracy: number } | null;
   classes: string[] | null;
@@ -125,6 +153,7 @@ export interface AuditView {
   images?: boolean;
   preprocess?: string[];
   damping: number;
+  dampingRule: string;
   /** null without a held-out set: memorization is then not checked. */
   memorizedCount: number | null;
   /** Memorized rows first, then the most suspicious, at most k. */

@@ -84,6 +84,11 @@ step('open test.csv → Explain This Row\'s Prediction: helpful and harmful rows
     const thumbs = await frame.locator(`#${id} tr.clickable canvas.thumb`).count();
     if (thumbs < n) throw new Error(`#${id}: ${thumbs} thumbnails for ${n} rows`);
   }
+  // The stability badge says whether the top rows hold at λ/10 and 10λ, with the numbers in its hover.
+  const badge = frame.locator('#explain-stability');
+  const text = (await badge.textContent())?.trim();
+  if (text !== 'stable' && text !== 'sensitive to damping') throw new Error(`the stability badge reads ${JSON.stringify(text)}`);
+  if (!/Jaccard overlap/.test((await badge.getAttribute('title')) ?? '')) throw new Error('the stability badge has no numbers in its hover');
   state.frame = frame;
   await extraShot(page, 'explain.png');
 });

@@ -61,3 +61,21 @@ export function auc(score: ArrayLike<number>, pos: boolean[]): number {
   }
   return (rankSum - (np * (np + 1)) / 2) / (np * (pos.length - np));
 }
+
+/** Ranks 1..n, ties sharing their mean rank. */
+function ranks(x: ArrayLike<number>): Float64Array {
+  const idx = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
+  const r = new Float64Array(x.length);
+  for (let k = 0; k < idx.length; ) {
+    let j = k;
+    while (j + 1 < idx.length && x[idx[j + 1]] === x[idx[k]]) j++;
+    for (let t = k; t <= j; t++) r[idx[t]] = (k + j) / 2 + 1;
+    k = j + 1;
+  }
+  return r;
+}
+
+/** Spearman rank correlation: Pearson of the ranks. */
+export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  return pearson(ranks(x), ranks(y));
+}

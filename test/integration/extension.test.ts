@@ -70,6 +70,10 @@ suite('Influence Lens in VS Code', function () {
     const tab = await until('a webview tab', () => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'Influence Lens'));
     assert.ok(tab);
     assert.ok(ex.marks.some((m) => m.kind === 'helpful'));
+    // How far to trust it: the sample's head is at its optimum, and the stability check ran.
+    assert.equal(ex.view.head.mode, 'shipped');
+    assert.equal(ex.view.head.warning, false);
+    assert.ok(ex.view.stability && Object.keys(ex.view.stability.overlaps).join() === 'helpful,harmful');
   });
 
   test('reveal opens the right file at the right line', async () => {

@@ -101,6 +101,76 @@ describe('explain JSON contract', () => {
   });
 });
 
+describe('data files as pandas and sklearn write them', () => {
+  /** The training rows' features with other label columns: `name` holds what label(i) gives. */
+  function relabel(name: string, label: (i: number) => string, extra = ''): string {
+    const lines = csv(30, 1).trim().split('\n');
+    return [`${extra}${lines[0].replace(/label$/, name)}`, ...lines.slice(1).map((l, i) => `${extra ? `${i},` : ''}${l.replace(/[^,]*$/, label(i))}`)].join('\n') + '\n';
+  }
+
+  it('a `target` column is the label: a note on stderr, labelColumn in the JSON', () => {
+    const t = file('target.csv', relabel('target', (i) => String(i % C)));
+    const r = explain({ train: t }, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^note: target\.csv: the label column is "target" \(there is no "label" column\)/m);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.labelColumn, 'target');
+    assert.ok(j.notes.some((n: string) => /"target"/.test(n)));
+    assert.ok(Array.isArray(j.warnings));
+    // The same rows as with `label`.
+    const ref = JSON.parse(explain({}, '--json').stdout);
+    assert.deepEqual(j.scores, ref.scores);
+  });
+
+  it('--ignore-columns leaves columns out of the features; a pandas index is skipped without it', () => {
+    const ref = JSON.parse(explain({}, '--json').stdout);
+    const noted = file('noted.csv', csv(30, 1).replace(/^a,b,/, 'a,note,b,').replace(/\n(-?[\d.]+),/g, '\n$1,7,'));
+    const r = explain({ train: noted, 'ignore-columns': 'note' }, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).scores, ref.scores);
+    assertUserError(explain({ train: noted }), 'FEATURE_COUNT_MISMATCH', /--ignore-columns/);
+    assertUserError(explain({ 'ignore-columns': 'nope' }), 'FEATURE_COLUMN_MISSING', /"nope"/);
+    const indexed = file('indexed.csv', relabel('label', (i) => String(i % C), ','));
+    const p = explain({ train: indexed }, '--json');
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stderr, /note: indexed\.csv: the first column "" \(a pandas index\) is skipped/);
+    assert.deepEqual(JSON.parse(p.stdout).scores, ref.scores);
+    const audit = cli('audit', '--model', model, '--train', noted, '--ignore-columns', 'note', '--json');
+    assert.equal(audit.code, 0, audit.stderr);
+    assert.equal(JSON.parse(audit.stdout).labelColumn, 'label');
+  });
+
+  it('--classes in the wrong order: a warning naming the order that fits, on stderr and in the JSON', () => {
+    const names = ['x', 'y', 'z'];
+    // Labels that the model fits (its own predictions), with every class present.
+    const labels: number[] = JSON.parse(explain({}, '--json').stdout).scores.map((s: { predicted: number }) => s.predicted);
+    let row = 0;
+    for (let c = 0; c < C; c++) if (!labels.includes(c)) labels[row++] = c;
+    const named = file('named.csv', relabel('label', (i) => names[labels[i]]));
+    const right = explain({ train: named, test: named }, '--json');
+    assert.equal(right.code, 0, right.stderr);
+    assert.match(right.stderr, /note: named\.csv: the labels are class names: mapped to class ids in sorted order/);
+    assert.doesNotMatch(right.stderr, /warning:/);
+    assert.deepEqual(JSON.parse(right.stdout).classes, names);
+    const wrong = explain({ train: named, test: named, classes: 'z,x,y' }, '--json');
+    assert.equal(wrong.code, 0, wrong.stderr);
+    assert.match(wrong.stderr, /^warning: training accuracy under the --classes order is [\d.]+%, below 1\.5\/C = 50\.0%; another class order gives [\d.]+%: pass --classes x,y,z$/m);
+    const w = JSON.parse(wrong.stdout).warnings;
+    assert.deepEqual(w.map((x: { code: string }) => x.code), ['CLASS_ORDER']);
+    assert.deepEqual(w[0].bestClasses, names);
+    assert.ok(w[0].accuracy < 0.2 && w[0].bestAccuracy > 0.85, `${w[0].accuracy} → ${w[0].bestAccuracy}`);
+    const text = explain({ train: named, test: named, classes: 'z,x,y' });
+    assert.doesNotMatch(text.stdout, /Infinity|NaN/);
+    const a = cli('audit', '--model', model, '--train', named, '--classes', 'z,x,y', '--json');
+    assert.match(a.stderr, /^warning: training accuracy under the --classes order/m);
+    assert.deepEqual(JSON.parse(a.stdout).warnings[0].bestClasses, names);
+  });
+
+  it('--help lists --ignore-columns', () => {
+    assert.match(cli('--help').stdout, /--ignore-columns a,b/);
+  });
+});
+
 describe('bad input gives a clear error and exit code 2', () => {
   it('a ragged CSV row', () => {
     const t = file('ragged.csv', 'a,b,c,d,label\n1,2,3,4,0\n1,2,3,0\n');

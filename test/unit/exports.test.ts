@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { explain, type ExplainResult } from '../../src/core';
+import { audit, explain, type ExplainResult } from '../../src/core';
 import { pearson, relErr } from '../helpers/stats';
 
 const dir = resolve(__dirname, '../fixtures/exports');
@@ -45,7 +45,18 @@ interface Case {
   tests: RefTest[];
   classNames?: string[];
 }
-const manifest: { cases: Case[] } = JSON.parse(readFileSync(at('manifest.json'), 'utf8'));
+interface WrongOrder {
+  name: string;
+  model: string;
+  train: string;
+  test: string;
+  flags: string[];
+  passedClasses: string[];
+  bestClasses: string[];
+  trainAccuracyPassed: number;
+  trainAccuracyBest: number;
+}
+const manifest: { cases: Case[]; wrongClassOrder: WrongOrder[] } = JSON.parse(readFileSync(at('manifest.json'), 'utf8'));
 const TOL = 1e-5;
 
 /** Every score within TOL (norm-wise) of the reference, and the same discrete answers. */
@@ -98,5 +109,55 @@ describe('real exports match their float64 references', () => {
       const pn = pearson(r.scores.lossChangeIfRemovedNewton, t.actualLossChange!);
       assert.ok(p >= 0.98 && pn >= 0.98, `row ${t.row}: Pearson ${p}, Newton ${pn}`);
     }
+  });
+});
+
+describe('data files as pandas and sklearn write them: no flags needed', () => {
+  const formCases = manifest.cases.filter((c) => c.name.startsWith('form_'));
+  it('has every form', () => {
+    assert.deepEqual(formCases.map((c) => c.name).sort(), ['form_id_column', 'form_pandas_index', 'form_string_labels', 'form_target', 'form_unnamed_index', 'form_with_id']);
+  });
+  for (const c of formCases) {
+    it(`${c.name}: ${c.description}`, async () => {
+      for (const t of c.tests) {
+        const r = await explain({ model: at(c.model), train: at(c.train), test: at(c.test), testRow: t.row });
+        checkCase(c, t, r);
+        if (c.classNames) assert.deepEqual(r.classes, c.classNames, `${c.name}: classes`);
+        // Every decision is said: the model's notes plus one for the data rule that applied.
+        assert.ok(r.notes.some((n) => n.startsWith(`${c.train}: `)), `${c.name}: a note on the training file: ${r.notes.join(' | ')}`);
+        assert.deepEqual(r.warnings, [], `${c.name}: no warnings`);
+      }
+    });
+  }
+
+  it('form_target: the guessed label column is reported, and the test file reads it too', async () => {
+    const c = formCases.find((x) => x.name === 'form_target')!;
+    const r = await explain({ model: at(c.model), train: at(c.train), test: at(c.test), testRow: c.tests[0].row });
+    assert.equal(r.labelColumn, 'target');
+    assert.equal(r.test.labelled, true);
+    assert.equal(r.tables.test.labelColumn, 'target');
+    assert.match(r.notes.join('\n'), /the label column is "target"/);
+  });
+
+  for (const w of manifest.wrongClassOrder) {
+    it(`${w.name}: --classes in the wrong order is flagged, naming the order that fits`, async () => {
+      assert.deepEqual(w.flags, ['--classes', w.passedClasses.join(',')]);
+      const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.passedClasses } });
+      const order = r.warnings.find((x) => x.code === 'CLASS_ORDER');
+      assert.ok(order && order.code === 'CLASS_ORDER', `warnings: ${JSON.stringify(r.warnings)}`);
+      assert.deepEqual(order.bestClasses, w.bestClasses);
+      assert.ok(Math.abs(order.accuracy - w.trainAccuracyPassed) < 1e-12, `accuracy ${order.accuracy}`);
+      assert.ok(Math.abs(order.bestAccuracy - w.trainAccuracyBest) < 1e-12, `best accuracy ${order.bestAccuracy}`);
+      assert.match(order.message, new RegExp(`--classes ${w.bestClasses.join(',')}`));
+      const a = await audit({ model: at(w.model), train: at(w.train), heldOut: null, table: { classes: w.passedClasses }, damping: 'auto', tau: 0 });
+      assert.deepEqual(a.warnings.map((x) => x.code), ['CLASS_ORDER']);
+      assert.deepEqual((a.warnings[0] as { bestClasses: string[] }).bestClasses, w.bestClasses);
+    });
+  }
+
+  it('the order that fits gives no warning', async () => {
+    const w = manifest.wrongClassOrder[0];
+    const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.bestClasses } });
+    assert.deepEqual(r.warnings, []);
   });
 });

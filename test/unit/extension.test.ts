@@ -1,6 +1,6 @@
 /** The extension's pure parts: settings, view models, error fixes, and the engine child process. */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -52,16 +52,17 @@ describe('settings', () => {
     assert.deepEqual(problems, []);
   });
   it('reads valid values', () => {
-    const values: Record<string, unknown> = { damping: '0.01', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
+    const values: Record<string, unknown> = { damping: '0.01', head: 'refit', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
     const { settings, problems } = readSettings((k) => values[k]);
-    assert.deepEqual(settings, { damping: 0.01, topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
+    assert.deepEqual(settings, { damping: 0.01, head: 'refit', topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
     assert.deepEqual(problems, []);
+    assert.equal(readSettings((k) => (k === 'damping' ? 'implied' : undefined)).settings.damping, 'implied');
   });
   it('replaces invalid values by defaults and says which', () => {
-    const values: Record<string, unknown> = { damping: -1, topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
+    const values: Record<string, unknown> = { damping: -1, head: 'best', topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
     const { settings, problems } = readSettings((k) => values[k]);
     assert.deepEqual(settings, DEFAULTS);
-    assert.equal(problems.length, 5);
+    assert.equal(problems.length, 6);
     assert.match(problems.join('\n'), /influenceLens\.damping: -1 is not a positive number/);
     assert.match(problems.join('\n'), /influenceLens\.imageShape: "square"/);
   });
@@ -155,6 +156,7 @@ describe('engine child process', () => {
     testRow: 3,
     table: {},
     damping: 'auto',
+    head: 'shipped',
     topK: 4,
     imageShape: 'auto',
     cacheDir: join(dir, 'cache'),
@@ -212,5 +214,85 @@ describe('engine child process', () => {
     assert.equal(r.columns.length, 65);
     assert.notEqual(client.pid, pid);
     assert.ok(log.some((l) => /killed by SIGKILL/.test(l)));
+  });
+});
+
+describe('engine child process that crashes natively', () => {
+  // A stand-in for dist/worker.js whose "model" crashes the process the way onnxruntime can:
+  // `header` of a path answers; 'abort' sends progress and then aborts (SIGABRT) mid-request;
+  // 'segv' dies of SIGSEGV; 'disconnect' closes the IPC channel first and aborts a little later.
+  const dir = mkdtempSync(join(tmpdir(), 'il-stub-'));
+  const stub = join(dir, 'stub-worker.js');
+  writeFileSync(
+    stub,
+    `process.on('message', (m) => {
+      if (m.cancel !== undefined) return;
+      const path = m.params.path;
+      if (path === 'abort') {
+        process.send({ id: m.id, progress: { stage: 'forward', done: 1, total: 2 } });
+        setTimeout(() => process.abort(), 20);
+      } else if (path === 'segv') {
+        process.kill(process.pid, 'SIGSEGV');
+      } else if (path === 'disconnect') {
+        process.disconnect();
+        setTimeout(() => process.abort(), 300);
+      } else {
+        process.send({ id: m.id, result: { columns: [path, String(process.pid)] } });
+      }
+    });`,
+  );
+  const log: string[] = [];
+  let client: EngineClient;
+  before(() => {
+    client = new EngineClient(stub, (l) => log.push(l));
+  });
+  after(() => {
+    client.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rejects the request with a clear ENGINE_CRASHED, restarts for the next one, and the host lives on', async () => {
+    const first = await client.request('header', { path: 'a.csv' });
+    const pid = Number(first.columns[1]);
+    assert.equal(pid, client.pid);
+    const stages: string[] = [];
+    await assert.rejects(client.request('header', { path: 'abort' }, { onProgress: (s) => stages.push(s) }), (e: EngineError) => {
+      assert.ok(e instanceof EngineError);
+      assert.equal(e.code, 'ENGINE_CRASHED');
+      assert.match(e.message, /engine process was killed by SIGABRT/);
+      assert.match(e.message, /native crash/);
+      assert.match(e.message, /restarts on the next run/);
+      return true;
+    });
+    assert.deepEqual(stages, ['forward'], 'the request was under way when the engine died');
+    assert.ok(log.some((l) => /killed by SIGABRT; it restarts on the next request/.test(l)), log.join('\n'));
+    // The next request starts a fresh engine process, and the host process is still here.
+    const again = await client.request('header', { path: 'b.csv' });
+    assert.equal(again.columns[0], 'b.csv');
+    assert.notEqual(Number(again.columns[1]), pid);
+    assert.equal(process.exitCode, undefined);
+    assert.equal(fixFor('ENGINE_CRASHED')?.command, 'influenceLens.showLog');
+  });
+
+  it('fails every request in flight when the engine dies, not just the one that killed it', async () => {
+    const slow = client.request('header', { path: 'segv' });
+    const other = client.request('header', { path: 'c.csv' });
+    await assert.rejects(slow, (e: EngineError) => e.code === 'ENGINE_CRASHED' && /SIGSEGV/.test(e.message));
+    // The other request was sent to the same process: it either answered first or failed with it.
+    await other.then(
+      (r) => assert.equal(r.columns[0], 'c.csv'),
+      (e: EngineError) => assert.equal(e.code, 'ENGINE_CRASHED'),
+    );
+    assert.equal((await client.request('header', { path: 'd.csv' })).columns[0], 'd.csv');
+  });
+
+  it('survives a request sent while the dying engine has already closed its channel', async () => {
+    const dying = client.request('header', { path: 'disconnect' });
+    await new Promise((r) => setTimeout(r, 100));
+    // The channel is closed but the process has not exited yet: sending must not throw in the host.
+    const late = client.request('header', { path: 'e.csv' });
+    await assert.rejects(dying, (e: EngineError) => e.code === 'ENGINE_CRASHED');
+    await assert.rejects(late, (e: EngineError) => e.code === 'ENGINE_CRASHED');
+    assert.equal((await client.request('header', { path: 'f.csv' })).columns[0], 'f.csv');
   });
 });

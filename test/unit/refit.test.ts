@@ -13,7 +13,8 @@ import { CancelledError, InfluenceError } from '../../src/core/errors';
 import { Engine, type ForwardRows } from '../../src/core/model/engine';
 import { loadModel } from '../../src/core/model/info';
 import { tensorValues } from '../../src/core/model/onnx';
-import { evaluate, refitHead, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
+import { Curvature } from '../../src/core/curvature/curvature';
+import { evaluate, refitHead, refitWithCurvature, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
 import { headTheta, logits } from '../../src/core/task/head';
 import { taskFor } from '../../src/core/task/loss';
 import { relErr } from '../helpers/stats';
@@ -215,6 +216,26 @@ describe('exact refit of the head (digits)', () => {
       console.log(`LOO row ${i}: actual ${want.toExponential(4)}; float64 features ${r64.iterations} steps, rel err ${(err64 / Math.abs(want)).toExponential(2)}${note}`);
     }
     console.log(`LOO worst relative error: float64 features ${worst64.toExponential(2)}, ORT features ${worst32.toExponential(2)}`);
+  });
+
+  it('the fast path’s refit (curvature-directed steps, ORT gradients) reaches the same optimum and leave-one-out refits', async () => {
+    // Forced onto the fast path, as a large problem would be.
+    const curv = await Curvature.create(rows, lam, { path: 'fast' });
+    try {
+      assert.ok(curv.fast);
+      const f = await refitWithCurvature(rows, lam, shipped, curv);
+      assert.ok(f.gradNorm <= 1e-10, `‖∇J‖ = ${f.gradNorm}`);
+      assert.ok(relErr(f.theta, full.theta) < 1e-8, `full: relative ${relErr(f.theta, full.theta)}`);
+      for (const i of looRows(t.actualLossChange, 2, 2)) {
+        const fast = await refitWithCurvature(rows, lam, f.theta, curv, { remove: [i] });
+        const js = refitWithout(rows, lam, full.theta, [i]);
+        assert.ok(fast.gradNorm <= 1e-10 && fast.iterations <= 15, `row ${i}: ‖∇J‖ ${fast.gradNorm} after ${fast.iterations} steps`);
+        const moved = relErr(js.theta, full.theta);
+        assert.ok(relErr(fast.theta, js.theta) < 1e-6 * moved + 1e-12, `row ${i}: ${relErr(fast.theta, js.theta)} of a move of ${moved}`);
+      }
+    } finally {
+      await curv.release();
+    }
   });
 
   it('evaluate() gives the reference train loss and accuracy at the shipped head', () => {

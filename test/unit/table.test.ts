@@ -573,6 +573,20 @@ describe('batching and chunking', () => {
     assert.deepEqual(all.lines, single.lines);
   });
 
+  test('a few rows wider than a whole batch can hold are read (a batch allocates only the rows it has)', async () => {
+    // 1.1M columns: 4096 rows of them would be 4.5e9 values, more than a typed array holds (was a RangeError).
+    const n = 1_100_000;
+    const header = Array.from({ length: n }, (_, k) => (k === 0 ? 'label' : `c${k}`)).join(',');
+    const row = (r: number) => Array.from({ length: n }, (_, k) => (k === 0 ? '1' : String((k + r) % 10))).join(',');
+    const p = write('wide.csv', [header, row(0), row(1), row(2)].join('\n') + '\n');
+    const { batches } = await collect(p);
+    assert.deepEqual(batches.map((b) => b.count), [3]);
+    const b = batches[0];
+    assert.equal(b.features.length, 3 * (n - 1));
+    assert.deepEqual([b.features[0], b.features[n - 1], b.features[2 * (n - 1) + 8]], [1, 2, 1]);
+    assert.equal(b.offsets.length, 4);
+  });
+
   test('rows an exact multiple of batchSize', async () => {
     const p = write('b4.csv', 'a,label\n1,0\n2,0\n3,0\n4,0\n');
     const { batches, reader } = await collect(p, { batchSize: 2 });

@@ -7,6 +7,7 @@ import { fact, h, type Child } from '../dom';
 import { basename, flaggedValue, magnitudePercent, plural } from '../model';
 import { post } from '../state';
 import { rowTable } from '../table';
+import { renderTrust } from './trust';
 
 /** Export requests; only the latest one's reply is shown. */
 const exports = new PendingRequests<ExportResult>();
@@ -103,7 +104,8 @@ export function renderAudit(audit: AuditView | null): HTMLElement {
 
   const s = section('audit-section', title,
     h('p', { class: 'explainer muted' }, `Audit of ${plural(audit.train.rows, 'training row')} in `, h('span', { attrs: { title: audit.train.path } }, basename(audit.train.path)),
-      ` (damping λ = ${audit.damping.toPrecision(3)}). Click a row or press Enter to open it.`),
+      ` (damping λ = ${audit.damping.toPrecision(3)}, ${audit.dampingRule}). Click a row or press Enter to open it.`),
+    ...renderTrust(audit, 'audit'),
     facts,
     table,
     h('div', { class: 'actions' },

@@ -5,6 +5,7 @@ import { placeText } from '../columns';
 import { fact, h, imageThumb, thumbnail } from '../dom';
 import { basename, drawable, featureEntries, plural, probabilityBars } from '../model';
 import { reveal } from '../state';
+import { renderTrust } from './trust';
 
 export function renderTestRow(ex: ExplainView): HTMLElement {
   const t = ex.test;
@@ -90,7 +91,8 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
         facts),
       h('div', { class: 'header-probs' }, h('h3', { class: 'mini-title' }, 'Class probabilities'), probList)),
     meta,
-    pipeline);
+    pipeline,
+    ...renderTrust(ex, 'explain'));
 }
 
 function sep(): HTMLSpanElement {

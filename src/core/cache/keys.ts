@@ -103,6 +103,16 @@ export function rowsKey(modelSha256: string, dataPath: string, t: TableOptions):
   return {
     modelSha256,
     dataPath,
-    options: { labelColumn: t.labelColumn ?? 'label', features: t.features ?? null, classes: t.classes ?? null, numClasses: t.numClasses, format: t.format ?? null, requireLabel: t.requireLabel ?? true },
+    options: {
+      labelColumn: t.labelColumn ?? 'label',
+      features: t.features ?? null,
+      // Absent unless set (canonicalJson drops undefined), so the keys of files without them are unchanged.
+      ignoreColumns: t.ignoreColumns,
+      indexColumn: t.indexColumn,
+      classes: t.classes ?? null,
+      numClasses: t.numClasses,
+      format: t.format ?? null,
+      requireLabel: t.requireLabel ?? true,
+    },
   };
 }

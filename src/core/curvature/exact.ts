@@ -145,19 +145,3 @@ export function solveCg(
   }
   return { X, iterations: it };
 }
-
-/** Q[c,d] = x̃ᵀ (H⁻¹)_{cd} x̃, exactly. */
-export function exactQuad(Hinv: Float64Array, x: Float64Array, C: number, Dt: number, P: number, Q: Float64Array): void {
-  for (let c = 0; c < C; c++)
-    for (let d = c; d < C; d++) {
-      let s = 0;
-      for (let j = 0; j < Dt; j++) {
-        const row = (c * Dt + j) * P + d * Dt;
-        let t = 0;
-        for (let k = 0; k < Dt; k++) t += Hinv[row + k] * x[k];
-        s += x[j] * t;
-      }
-      Q[c * C + d] = s;
-      Q[d * C + c] = s;
-    }
-}

@@ -42,9 +42,9 @@ export class HessianSum {
     this.asum = new Float64Array(W);
   }
 
-  /** `threads`: onnxruntime intra-op threads (default: every core). */
-  static async create(shape: HeadShape, threads?: number): Promise<HessianSum> {
-    return new HessianSum(shape, await hessianKernel(shape, threads));
+  /** `threads`: onnxruntime intra-op threads (default: every core); `precision`: of the products (float32 on the fast path). */
+  static async create(shape: HeadShape, threads?: number, precision: 'f32' | 'f64' = 'f32'): Promise<HessianSum> {
+    return new HessianSum(shape, await hessianKernel(shape, threads, precision));
   }
 
   /** A sum with no kernel, for merging partial sums into. */
@@ -77,7 +77,7 @@ export class HessianSum {
       ...(bias ? { ones: f32(this.ones.subarray(0, k), [k, 1]) } : {}),
       p: f64(p.subarray(0, k * C), [k, C]),
     });
-    this.blocks.forEach((b, i) => addInto(b.acc, out[`r${i}`].data as Float32Array));
+    this.blocks.forEach((b, i) => addInto(b.acc, out[`r${i}`].data as Float32Array | Float64Array));
     addInto(this.asum, out.asum.data as Float64Array);
     this.n += k;
   }

@@ -21,8 +21,13 @@ export type ComputePath = 'exact' | 'fast';
 
 /** The exact-self-influence budget: n·P² multiply-adds. */
 export const EXACT_BUDGET = 5e10;
-/** Largest P for which the exact path forms and factors the explicit P×P Hessian. */
+/**
+ * Largest P for which the exact path forms and inverts the explicit P×P Hessian (float64 ORT
+ * products: about 2P³ flops, 1–2 s at P = 2570 on these two cores; 3 P² float64 in memory).
+ */
 export const DENSE_MAX_P = 3000;
+/** Largest P for which the refit's Newton steps factor the explicit Hessian in float64 JS (about P³/3 flops each). */
+export const REFIT_DENSE_MAX_P = 1000;
 /**
  * Largest P for which the fast path forms the explicit Hessian (P² float64: 134 MB at 4096). Forming
  * it costs about as much as 18 block-CG iterations of matrix-free products (one pass of

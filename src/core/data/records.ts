@@ -1,7 +1,7 @@
 /** Re-reading a few records of a data file by their byte offsets (for thumbnails), with no temporary file. */
 import { promises as fsp } from 'node:fs';
-import { fileError, memoryOpener } from './scan';
-import { TableReader, type TableOptions } from './table';
+import { ChunkReader, COMMA, CsvScanner, DONE, fileError, JsonlScanner, memoryOpener, NEED, openFile, rescan, TAB, type Scanner } from './scan';
+import { resolveFormat, TableReader, type TableOptions } from './table';
 
 /**
  * The features of the given rows, read from the file's header bytes [0, offsets[0]) and each
@@ -40,4 +40,36 @@ export async function readRecords(path: string, table: TableOptions, offsets: Ar
     for (let r = 0; r < b.count; r++) out.set(wanted[b.start + r], b.features.slice(r * F, (r + 1) * F));
   }
   return out;
+}
+
+/**
+ * The 0-based data row whose record covers a 1-based line of a CSV/TSV/JSONL file, or null (the
+ * header, or blank lines before the first record). Only record boundaries are scanned: no value is
+ * parsed, so it works whatever the columns hold.
+ */
+export async function rowAtLine(path: string, line: number): Promise<{ row: number; line: number } | null> {
+  const format = resolveFormat(path, undefined);
+  const { src } = await openFile(path);
+  try {
+    const rd = new ChunkReader(src, path, 1 << 20, null, null);
+    const jsonl = format === 'jsonl';
+    const sc: Scanner = jsonl ? new JsonlScanner(path) : new CsvScanner(path, format === 'tsv' ? TAB : COMMA);
+    const next = async () => {
+      const r = sc.scan(rd.buf, rd.end, rd.eof);
+      return r === NEED ? rescan(sc, rd) : r;
+    };
+    if (!jsonl) {
+      if ((await next()) === DONE) return null;
+      sc.advance();
+    }
+    let prev: { row: number; line: number } | null = null;
+    for (let row = 0; (await next()) !== DONE; row++) {
+      if (sc.recLine > line) return prev;
+      prev = { row, line: sc.recLine };
+      sc.advance();
+    }
+    return prev;
+  } finally {
+    await src.close();
+  }
 }

@@ -63,7 +63,7 @@ export function shardsOf(dir: string): string[] {
 }
 
 /** The path column of a manifest's columns, or null: the one asked for (which must exist), else a known name. */
-function pathColumnOf(columns: string[], opts: SourceOptions, file: string): string | null {
+export function pathColumnOf(columns: string[], opts: SourceOptions, file: string): string | null {
   if (opts.imageColumn !== undefined) {
     if (!columns.includes(opts.imageColumn)) throw new InfluenceError('IMAGE_COLUMN_MISSING', `image column ${show(opts.imageColumn)} not found; available columns: ${listNames(columns, 50)}`, { file });
     return opts.imageColumn;
@@ -84,7 +84,10 @@ export async function sourceKind(path: string, opts: SourceOptions = {}): Promis
   if (formatFromPath(path) !== null) {
     if (opts.imageColumn === undefined && opts.features !== undefined) return 'table';
     const columns = await readHeader(path);
-    return pathColumnOf(columns, opts, path) !== null ? 'manifest' : 'table';
+    // The image column named (a setting may name it for every file) makes a manifest of a file that has
+    // it; a file without it is a manifest by the usual names (and then the missing column is an error).
+    if (opts.imageColumn !== undefined && columns.includes(opts.imageColumn)) return 'manifest';
+    return pathColumnOf(columns, { ...opts, imageColumn: undefined }, path) !== null ? 'manifest' : 'table';
   }
   if (isImagePath(path) || ['.gif', '.tif', '.tiff'].includes(extname(path).toLowerCase())) return 'image';
   return 'table';
@@ -221,7 +224,7 @@ async function columnarManifest(path: string, opts: SourceOptions): Promise<Imag
 }
 
 function labelMissing(labelColumn: string, columns: string[], file: string): InfluenceError {
-  return new InfluenceError('LABEL_COLUMN_MISSING', `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}`, { file });
+  return new InfluenceError('LABEL_COLUMN_MISSING', `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}; name the label column with --label-column`, { file });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -253,6 +256,14 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
   const label = names.includes(labelColumn) ? labelColumn : null;
   if (!label && (opts.requireLabel ?? true)) throw labelMissing(labelColumn, names, file);
   const byName = new Map(cf.columns.map((c) => [c.name, c]));
+  // Columns the user (or the data rules) skip: never features, nor the image column found by itself.
+  const ignored = new Set(opts.ignoreColumns ?? []);
+  const missing = [...ignored].filter((c) => !byName.has(c));
+  if (missing.length) throw new InfluenceError('FEATURE_COLUMN_MISSING', `column${missing.length > 1 ? 's' : ''} to ignore ${missing.map((m) => show(m)).join(', ')} not found; available columns: ${listNames(names, 50)}`, { file });
+  if (label && ignored.has(label)) throw new InfluenceError('BAD_OPTION', `the label column ${show(label)} cannot also be ignored`);
+  const both = opts.features?.find((f) => ignored.has(f));
+  if (both !== undefined) throw new InfluenceError('BAD_OPTION', `column ${show(both)} is both a feature and ignored`);
+  const usable = (c: ColumnInfo) => c.name !== label && !ignored.has(c.name);
   const firstRow = async (cols: string[]): Promise<unknown[] | null> => {
     for await (const rows of cf.batches(cols)) if (rows.length) return rows[0];
     return null;
@@ -265,15 +276,15 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
     throw new InfluenceError('NO_USABLE_COLUMN', `the image column ${describe(c)} holds neither encoded images nor file paths`, { file });
   }
   if (opts.features === undefined) {
-    const img = cf.columns.find((c) => c.kind === 'image' && c.name !== label);
+    const img = cf.columns.find((c) => c.kind === 'image' && usable(c));
     if (img) return { mode: 'images', column: img.name, struct: true, hf: !!cf.hf?.images.includes(img.name), label };
     for (const c of cf.columns) {
-      if (c.kind !== 'binary' || c.name === label) continue;
+      if (c.kind !== 'binary' || !usable(c)) continue;
       const r = await firstRow([c.name]);
       if (r && looksLikeImage(r[0])) return { mode: 'images', column: c.name, struct: false, hf: !!cf.hf?.images.includes(c.name), label };
     }
-    const pathCol = pathColumnOf(cf.columns.filter((c) => c.kind === 'string').map((c) => c.name), { ...opts, imageColumn: undefined }, file);
-    const numeric = cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && c.name !== label);
+    const pathCol = pathColumnOf(cf.columns.filter((c) => c.kind === 'string' && usable(c)).map((c) => c.name), { ...opts, imageColumn: undefined }, file);
+    const numeric = cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && usable(c));
     if (pathCol && numeric.length === 0) return { mode: 'manifest', column: pathCol, label };
   }
   const chosen = opts.features !== undefined ? opts.features.map((f) => {
@@ -281,8 +292,8 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
     if (!c) throw new InfluenceError('FEATURE_COLUMN_MISSING', `feature column ${show(f)} not found; available columns: ${listNames(names, 50)}`, { file });
     if (c.kind !== 'number' && c.kind !== 'list') throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature column ${describe(c)} is not numeric`, { file });
     return c;
-  }) : cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && c.name !== label);
-  const skipped = cf.columns.filter((c) => c.name !== label && !chosen.includes(c));
+  }) : cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && usable(c));
+  const skipped = cf.columns.filter((c) => usable(c) && !chosen.includes(c));
   if (chosen.length === 0) {
     const others = cf.columns.filter((c) => c.name !== label);
     throw new InfluenceError(

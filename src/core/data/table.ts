@@ -20,13 +20,20 @@ export interface TableOptions {
   labelColumn?: string;
   /** Default: every other column in file order. */
   features?: string[];
+  /** Columns that are not features (an index, an id, a note): left out of the default features. Each must exist. */
+  ignoreColumns?: string[];
+  /**
+   * A column taken for a row index (left out of the features like ignoreColumns): its values must
+   * be distinct integers, which the pass checks. Set by the engine when it guesses one (data/choose.ts).
+   */
+  indexColumn?: string;
   /** Class names; string labels are mapped through them (index = class id). */
   classes?: string[] | null;
   /** If given, integer labels must be in [0, numClasses). */
   numClasses?: number;
   /** Default true. If false and the label column is absent, labels are -1. */
   requireLabel?: boolean;
-  /** Rows per batch, default 4096. */
+  /** Rows per batch, default 4096 (fewer when so many rows would hold more than 2^26 feature values). */
   batchSize?: number;
   /** Default from the extension: .csv, .tsv/.tab, .jsonl/.ndjson. */
   format?: TableFormat;
@@ -98,6 +105,10 @@ export interface TableSummary {
 
 const DEFAULT_CHUNK = 1 << 20;
 const DEFAULT_BATCH = 4096;
+/** At most this many feature values in a batch (256 MB as float32): wider rows come in batches of fewer than batchSize. */
+const MAX_BATCH_VALUES = 1 << 26;
+/** A batch's arrays are first made for this many values, and grow with its rows up to the batch size. */
+const FIRST_BATCH_VALUES = 1 << 20;
 const MAX_INT32 = 2147483647;
 
 /** The format implied by the file extension, or null. */
@@ -109,7 +120,7 @@ export function formatFromPath(path: string): TableFormat | null {
   return null;
 }
 
-function resolveFormat(path: string, format: TableFormat | undefined): TableFormat {
+export function resolveFormat(path: string, format: TableFormat | undefined): TableFormat {
   if (format !== undefined) {
     if (format !== 'csv' && format !== 'tsv' && format !== 'jsonl') {
       throw new InfluenceError('BAD_OPTION', `unknown table format ${show(String(format))}; use csv, tsv or jsonl`);
@@ -174,6 +185,13 @@ async function probeFile(path: string, format: TableFormat, chunkSize: number, o
   }
 }
 
+/** What the column rules (choose.ts) look at: the format, the column names and, for JSONL, the first object. */
+export async function probeTable(path: string, opts: Pick<TableOptions, 'format' | 'chunkSize' | 'open'> = {}): Promise<{ format: TableFormat; columns: string[]; first: Record<string, unknown> | null }> {
+  const format = resolveFormat(path, opts.format);
+  const { columns, first } = await probeFile(path, format, opts.chunkSize ?? DEFAULT_CHUNK, opts.open ?? openFile);
+  return { format, columns, first };
+}
+
 /** Column names only (for a UI column picker). */
 export async function readHeader(path: string, format?: TableFormat): Promise<string[]> {
   const f = resolveFormat(path, format);
@@ -187,12 +205,68 @@ function positiveInt(v: unknown, name: string): number {
   return v;
 }
 
+/**
+ * Calls `leaf` on each leaf of a (nested) JSON value in order: arrays flatten, anything else is
+ * one leaf. An explicit stack, since JSON.parse takes nesting deeper than the call stack.
+ */
+function eachLeaf(v: unknown, leaf: (x: unknown) => void): void {
+  if (!Array.isArray(v)) {
+    leaf(v);
+    return;
+  }
+  const arrays: unknown[][] = [v];
+  const next: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const a = arrays[top];
+    const i = next[top];
+    if (i === a.length) {
+      arrays.pop();
+      next.pop();
+      continue;
+    }
+    next[top] = i + 1;
+    const x = a[i];
+    if (Array.isArray(x)) {
+      arrays.push(x);
+      next.push(0);
+    } else {
+      leaf(x);
+    }
+  }
+}
+
+/** The array, copied into a longer one. */
+function grown(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(len);
+  b.set(a);
+  return b;
+}
+
+/** The first name that is listed twice, or undefined. */
+function firstDuplicate(names: readonly string[]): string | undefined {
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (seen.has(n)) return n;
+    seen.add(n);
+  }
+  return undefined;
+}
+
 /** Number of leaves of a (nested) JSON value: arrays flatten, anything else counts 1. */
-function widthOf(v: unknown): number {
-  if (!Array.isArray(v)) return 1;
+export function widthOf(v: unknown): number {
   let n = 0;
-  for (const x of v) n += widthOf(x);
+  eachLeaf(v, () => n++);
   return n;
+}
+
+/** A JSON value as a message quotes it (JSON.stringify recurses, so a deeply nested one is shown by its start). */
+function jsonText(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Array.isArray(v) ? '[[[…' : '{…';
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -218,6 +292,8 @@ export class TableReader {
   /** The pathColumn option's column (-1: none) and the text it held in the last row parsed. */
   private readonly pathCol: number;
   private lastPath = '';
+  /** The row-index column's check (TableOptions.indexColumn), or null. */
+  private readonly index: IndexCheck | null;
   private started = false;
   private result: TableSummary | null = null;
 
@@ -226,6 +302,7 @@ export class TableReader {
     labelCol: number,
     featCols: number[],
     widths: number[],
+    indexCol: number,
     opts: TableOptions,
     batchSize: number,
     chunkSize: number,
@@ -233,6 +310,7 @@ export class TableReader {
     this.info = info;
     this.pathCol = opts.pathColumn === undefined ? -1 : info.columns.indexOf(opts.pathColumn);
     this.labelCol = labelCol;
+    this.index = indexCol >= 0 ? new IndexCheck(indexCol, info.columns[indexCol], info.path) : null;
     this.featCols = Int32Array.from(featCols);
     this.featWidth = Int32Array.from(widths);
     this.featOff = new Int32Array(widths.length);
@@ -271,37 +349,56 @@ export class TableReader {
           `the label column ${show(labelColumn)} cannot also be a feature`,
         );
       }
-      const dup = opts.features.find((f, i) => opts.features!.indexOf(f) !== i);
+      const dup = firstDuplicate(opts.features);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `feature column ${show(dup)} is listed twice`);
+    }
+    const skipped = [...(opts.ignoreColumns ?? []), ...(opts.indexColumn !== undefined ? [opts.indexColumn] : [])];
+    if (opts.ignoreColumns !== undefined && !Array.isArray(opts.ignoreColumns)) throw new InfluenceError('BAD_OPTION', 'ignoreColumns must be a list of column names');
+    for (const c of skipped) {
+      if (typeof c !== 'string') throw new InfluenceError('BAD_OPTION', 'ignored column names must be strings');
+      if (c === labelColumn) throw new InfluenceError('BAD_OPTION', `the label column ${show(labelColumn)} cannot also be ignored`);
+      if (opts.features?.includes(c)) throw new InfluenceError('BAD_OPTION', `column ${show(c)} is both a feature and ignored`);
     }
     if (opts.classes) {
       if (opts.classes.length === 0) throw new InfluenceError('BAD_OPTION', 'classes is empty');
       const names = opts.classes.map((c) => c.trim());
-      const dup = names.find((c, i) => names.indexOf(c) !== i);
+      const dup = firstDuplicate(names);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `class ${show(dup)} is listed twice`);
     }
     throwIfAborted(opts.signal);
     const format = resolveFormat(path, opts.format);
     const probe = await probeFile(path, format, chunkSize, opts.open ?? openFile);
     const { columns } = probe;
+    // Column numbers by name (names are unique: a CSV header with a name twice is an error, JSONL
+    // keys are an object's): lookups by name must not cost a scan of a header of 100k columns each.
+    const columnOf = new Map<string, number>();
+    columns.forEach((c, i) => columnOf.set(c, i));
 
-    const labelCol = columns.indexOf(labelColumn);
+    const labelCol = columnOf.get(labelColumn) ?? -1;
     const requireLabel = opts.requireLabel ?? true;
     if (labelCol < 0 && requireLabel) {
       throw new InfluenceError(
         'LABEL_COLUMN_MISSING',
-        `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}`,
+        `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}; name the label column with --label-column`,
+        { file: path },
+      );
+    }
+    const missingSkipped = skipped.filter((c) => !columns.includes(c));
+    if (missingSkipped.length > 0) {
+      throw new InfluenceError(
+        'FEATURE_COLUMN_MISSING',
+        `column${missingSkipped.length > 1 ? 's' : ''} to ignore ${missingSkipped.map((m) => show(m)).join(', ')} not found; available columns: ${listNames(columns, 50)}`,
         { file: path },
       );
     }
     let featureNames: string[];
     if (opts.pathColumn !== undefined) {
-      if (!columns.includes(opts.pathColumn)) {
+      if (!columnOf.has(opts.pathColumn)) {
         throw new InfluenceError('IMAGE_COLUMN_MISSING', `image path column ${show(opts.pathColumn)} not found; available columns: ${listNames(columns, 50)}`, { file: path });
       }
       featureNames = [];
     } else if (opts.features !== undefined) {
-      const missing = opts.features.filter((f) => !columns.includes(f));
+      const missing = opts.features.filter((f) => !columnOf.has(f));
       if (missing.length > 0) {
         throw new InfluenceError(
           'FEATURE_COLUMN_MISSING',
@@ -311,9 +408,13 @@ export class TableReader {
       }
       featureNames = [...opts.features];
     } else {
-      featureNames = columns.filter((_, i) => i !== labelCol);
+      const skip = new Set(skipped);
+      featureNames = columns.filter((c, i) => i !== labelCol && !skip.has(c));
+      if (featureNames.length === 0) {
+        throw new InfluenceError('FEATURE_COLUMN_MISSING', `no feature columns are left (columns: ${listNames(columns, 50)})`, { file: path });
+      }
     }
-    const featCols = featureNames.map((f) => columns.indexOf(f));
+    const featCols = featureNames.map((f) => columnOf.get(f)!);
     const widths = probe.first ? featureNames.map((f) => widthOf(probe.first![f])) : featureNames.map(() => 1);
     const info: TableInfo = {
       path,
@@ -328,7 +429,8 @@ export class TableReader {
       ctimeMs: probe.st.ctimeMs,
       ino: probe.st.ino,
     };
-    return new TableReader(info, labelCol, featCols, widths, opts, batchSize, chunkSize);
+    const indexCol = opts.indexColumn !== undefined ? columns.indexOf(opts.indexColumn) : -1;
+    return new TableReader(info, labelCol, featCols, widths, indexCol, opts, batchSize, chunkSize);
   }
 
   /** Valid after batches() has finished. */
@@ -368,12 +470,15 @@ export class TableReader {
         sc.advance();
       }
       const F = info.featureCount;
-      const B = this.batchSize;
+      // Rows so wide that a whole batch of them would not fit come in smaller batches; and a
+      // batch's arrays grow with its rows, so a file of a few very wide rows allocates only those.
+      const B = Math.max(1, Math.min(this.batchSize, Math.floor(MAX_BATCH_VALUES / Math.max(F, 1))));
+      let cap = Math.max(1, Math.min(B, Math.floor(FIRST_BATCH_VALUES / Math.max(F, 1))));
       const make = (len: number) => (this.float64 ? new Float64Array(len) : new Float32Array(len));
-      let features = make(B * F);
-      let labels = new Int32Array(B);
-      let lines = new Int32Array(B);
-      let offsets = new Float64Array(B + 1);
+      let features = make(cap * F);
+      let labels = new Int32Array(cap);
+      let lines = new Int32Array(cap);
+      let offsets = new Float64Array(cap + 1);
       let paths: string[] | undefined = this.pathCol >= 0 ? [] : undefined;
       let count = 0;
       let start = 0;
@@ -393,6 +498,16 @@ export class TableReader {
           lines = new Int32Array(B);
           offsets = new Float64Array(B + 1);
           paths = paths && [];
+        } else if (count === cap) {
+          cap = Math.min(B, cap * 2);
+          const f = make(cap * F);
+          f.set(features);
+          features = f;
+          labels = grown(labels, cap);
+          lines = grown(lines, cap);
+          const o = new Float64Array(cap + 1);
+          o.set(offsets);
+          offsets = o;
         }
         offsets[count] = recAbs;
         lines[count] = sc.recLine;
@@ -405,6 +520,7 @@ export class TableReader {
       const endAbs = rd.base + sc.pos;
       const st = await src.stat();
       if (this.changed(st) || rd.total !== info.size || endAbs !== info.size) throw fileChanged(path);
+      this.index?.finish(info.featureCount);
       this.result = { rows: start + count, sha256: hash.digest('hex'), size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, ino: info.ino };
       throwIfAborted(this.signal);
       if (count > 0) {
@@ -412,10 +528,10 @@ export class TableReader {
         yield {
           start,
           count,
-          features: count === B ? features : features.slice(0, count * F),
-          labels: count === B ? labels : labels.slice(0, count),
-          lines: count === B ? lines : lines.slice(0, count),
-          offsets: count === B ? offsets : offsets.slice(0, count + 1),
+          features: features.length === count * F ? features : features.slice(0, count * F),
+          labels: labels.length === count ? labels : labels.slice(0, count),
+          lines: lines.length === count ? lines : lines.slice(0, count),
+          offsets: offsets.length === count + 1 ? offsets : offsets.slice(0, count + 1),
           paths,
         };
       }
@@ -463,6 +579,12 @@ export class TableReader {
       out[o + k] = v;
     }
     if (this.pathCol >= 0) this.lastPath = sc.text(b, this.pathCol);
+    const ix = this.index;
+    if (ix) {
+      const c = ix.col;
+      const text = sc.text(b, c);
+      ix.add(parseNumber(text), text, sc.recLine, this.info.featureCount, () => sc.place(b, sc.fr[c]).col);
+    }
     const lc = this.labelCol;
     if (lc < 0) {
       labels[li] = -1;
@@ -554,8 +676,15 @@ export class TableReader {
     }
     if (this.pathCol >= 0) {
       const v = obj[this.info.columns[this.pathCol]];
-      if (typeof v !== 'string') throw new InfluenceError('IMAGE_COLUMN_MISSING', `the image path ${show(this.info.columns[this.pathCol])} must be a string (a file path), found ${show(JSON.stringify(v) ?? String(v))}`, place);
+      if (typeof v !== 'string') throw new InfluenceError('IMAGE_COLUMN_MISSING', `the image path ${show(this.info.columns[this.pathCol])} must be a string (a file path), found ${show(jsonText(v))}`, place);
       this.lastPath = v;
+    }
+    const ix = this.index;
+    if (ix) {
+      const v = obj[ix.name];
+      if (!Object.hasOwn(obj, ix.name)) throw this.keysDiffer(ix.name, place);
+      const text = JSON.stringify(v) ?? String(v);
+      ix.add(typeof v === 'number' ? v : typeof v === 'string' ? parseNumber(v) : NaN, text, sc.recLine, this.info.featureCount);
     }
     const lc = this.labelCol;
     if (lc < 0) {
@@ -572,7 +701,7 @@ export class TableReader {
     } else {
       throw new InfluenceError(
         'LABEL_INVALID',
-        `label must be an integer class id or a class name, found ${show(JSON.stringify(v) ?? String(v))}`,
+        `label must be an integer class id or a class name, found ${show(jsonText(v))}`,
         place,
       );
     }
@@ -587,24 +716,19 @@ export class TableReader {
     key: string,
     place: { file: string; line: number },
   ): number {
-    if (Array.isArray(v)) {
-      for (const x of v) idx = this.flatten(x, out, base, idx, w, key, place);
-      return idx;
-    }
-    let num: number;
-    if (typeof v === 'number') num = v;
-    else if (typeof v === 'string') num = parseNumber(v);
-    else {
-      throw new InfluenceError(
-        'FEATURE_NOT_NUMERIC',
-        `feature ${show(key)} has non-numeric value ${show(JSON.stringify(v) ?? String(v))}`,
-        place,
-      );
-    }
-    const f = this.float64 ? num : Math.fround(num);
-    if (f - f !== 0) throw this.badValue(key, String(v), place);
-    if (idx < w) out[base + idx] = f;
-    return idx + 1;
+    eachLeaf(v, (x) => {
+      let num: number;
+      if (typeof x === 'number') num = x;
+      else if (typeof x === 'string') num = parseNumber(x);
+      else {
+        throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature ${show(key)} has non-numeric value ${show(jsonText(x))}`, place);
+      }
+      const f = this.float64 ? num : Math.fround(num);
+      if (f - f !== 0) throw this.badValue(key, String(x), place);
+      if (idx < w) out[base + idx] = f;
+      idx++;
+    });
+    return idx;
   }
 
   private keysDiffer(key: string, place: { file: string; line: number }): InfluenceError {
@@ -619,6 +743,59 @@ export class TableReader {
     return new InfluenceError(
       'FEATURE_SHAPE',
       `feature ${show(key)} has ${got} value${got === 1 ? '' : 's'} here but ${want} in the first object`,
+      place,
+    );
+  }
+}
+
+/**
+ * The check of a column taken for a row index: every value an integer, no two alike. The values
+ * are kept (8 bytes a row) and sorted once at the end of the pass. A failure means the guess was
+ * wrong, and as a feature the column leaves the file one column wider than the model's input.
+ */
+class IndexCheck {
+  private values = new Float64Array(1024);
+  private lines = new Int32Array(1024);
+  private count = 0;
+
+  constructor(
+    readonly col: number,
+    readonly name: string,
+    private readonly file: string,
+  ) {}
+
+  add(v: number, text: string, line: number, featureCount: number, col?: () => number): void {
+    if (!Number.isInteger(v)) {
+      throw this.notAnIndex(`here it holds ${show(text.trim())}, not an integer`, featureCount, { file: this.file, line, col: col?.() });
+    }
+    if (this.count === this.values.length) {
+      const values = new Float64Array(this.count * 2);
+      values.set(this.values);
+      const lines = new Int32Array(this.count * 2);
+      lines.set(this.lines);
+      this.values = values;
+      this.lines = lines;
+    }
+    this.values[this.count] = v;
+    this.lines[this.count++] = line;
+  }
+
+  /** After the last row: throws on the first repeated value, at the line of its second occurrence. */
+  finish(featureCount: number): void {
+    const n = this.count;
+    const sorted = this.values.slice(0, n).sort();
+    let dup: number | null = null;
+    for (let i = 1; i < n && dup === null; i++) if (sorted[i] === sorted[i - 1]) dup = sorted[i];
+    if (dup === null) return;
+    const first = this.values.indexOf(dup);
+    const second = this.values.indexOf(dup, first + 1);
+    throw this.notAnIndex(`the value ${dup} appears on line ${this.lines[first]} and again here`, featureCount, { file: this.file, line: this.lines[second] });
+  }
+
+  private notAnIndex(why: string, featureCount: number, place: { file: string; line: number; col?: number }): InfluenceError {
+    return new InfluenceError(
+      'FEATURE_COUNT_MISMATCH',
+      `the first column ${show(this.name)} was taken for a row index and skipped (the other ${featureCount} columns match the model's input), but ${why}; as a feature it makes ${featureCount + 1} columns, one more than the model takes: choose the features with --features, or skip columns with --ignore-columns`,
       place,
     );
   }

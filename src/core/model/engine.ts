@@ -5,6 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
+import { chooseTable, type ChooseOptions, type ModelShape, type TableChoice } from '../data/choose';
 import type { RowLocator } from '../data/locator';
 import type { SourceInfo } from '../data/source';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
@@ -99,6 +100,21 @@ export class Engine {
     await this.session.release();
   }
 
+  /** What the data rules need to know of this model (data/choose.ts). */
+  get shape(): ModelShape {
+    const { F, inputName, classes } = this.info;
+    return { F, classes: this.task.classes, inputName, classNames: classes };
+  }
+
+  /**
+   * How to read a data file for this model: the user's options completed by the data rules
+   * (label column, index column, JSONL key, class names from the labels), with the decisions in
+   * words. A test or held-out file passes the training file's choice as `like`.
+   */
+  chooseTable(path: string, opts: TableOptions, choose: ChooseOptions = {}): Promise<TableChoice> {
+    return chooseTable(path, opts, this.shape, choose);
+  }
+
   /** Table options implied by the model: class count and names, and the features' precision. */
   tableOptions(opts: TableOptions): TableOptions {
     return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes, float64: this.info.inputType === 'float64' };
@@ -110,7 +126,7 @@ export class Engine {
     if (info.featureCount !== F) {
       throw new InfluenceError(
         'FEATURE_COUNT_MISMATCH',
-        `the model input '${inputName}' takes ${F} features ([batch, ${inputDims.join(', ')}]) but ${info.path} has ${info.featureCount} feature columns (${describeColumns(info.featureNames)}); choose them with --features`,
+        `the model input '${inputName}' takes ${F} features ([batch, ${inputDims.join(', ')}]) but ${info.path} has ${info.featureCount} feature columns (${describeColumns(info.featureNames)})${info.hasLabel ? '' : `, with no label column ${JSON.stringify(info.labelColumn)} among them`}; skip columns with --ignore-columns or choose the features with --features${info.hasLabel ? '' : ', and name the label column with --label-column'}`,
         { file: info.path, line: 1 },
       );
     }
@@ -206,8 +222,8 @@ export class Engine {
    * for its predicted class.
    */
   async forwardRow(path: string, k: number, tableOpts: TableOptions, run: RunOptions = {}): Promise<{ table: TableInfo; line: number; label: number; labelled: boolean; features: Float32Array | Float64Array; h: Float32Array; z: Float64Array; loss: number; g: Float64Array }> {
-    // Only a label column the user named explicitly must exist in the test file.
-    const requireLabel = tableOpts.labelColumn !== undefined;
+    // Unless the options say otherwise, only a label column the user named explicitly must exist in the test file.
+    const requireLabel = tableOpts.requireLabel ?? tableOpts.labelColumn !== undefined;
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, requireLabel, signal: run.signal }));
     this.checkWidth(reader.info);
     const F = this.info.F;

@@ -58,9 +58,15 @@ export function findHead(idx: GraphIndex, outputName: string, path: string): Hea
   let scale = 1;
   let sigmoid = false;
   const steps: string[] = [];
+  // A graph with a cycle is not a DAG (ONNX requires one): stepping back around it would never end.
+  const seen = new Set<string>();
   for (;;) {
     const p = idx.producer.get(cur);
     if (!p) break;
+    if (seen.has(cur)) {
+      throw new InfluenceError('MODEL_INVALID', `the graph has a cycle: value '${cur}' depends on itself through node '${nodeLabel(p)}' (an ONNX graph must be acyclic)`, { file: path, node: nodeLabel(p) });
+    }
+    seen.add(cur);
     if (p.opType === 'Softmax' || p.opType === 'LogSoftmax' || p.opType === 'Sigmoid') {
       // A normalisation after another one would not be a classifier's output as the tool reads it.
       if (kind !== 'logits') break;

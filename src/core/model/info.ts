@@ -74,6 +74,9 @@ function shapeText(v: ValueInfoProto): string {
   return s ? `[${s.map((d) => (d < 0 ? '?' : d)).join(', ')}]` : '[unknown shape]';
 }
 
+/** The most features a model input may take per row, and values a batch of a fixed batch size may hold (as a table batch holds). */
+const MAX_FEATURES = 1 << 26;
+
 const OUTPUT_PREFERENCE: OutputKind[] = ['logits', 'log-probabilities', 'probabilities'];
 
 /**
@@ -130,6 +133,13 @@ export function analyseModel(model: ModelProto, path: string, sha256: string, op
     throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' has a non-fixed feature dimension: ${shapeText(input)}`, place);
   }
   const F = inputDims.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(F) || F > MAX_FEATURES) {
+    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' ${shapeText(input)} takes ${F} features per row; at most ${MAX_FEATURES} (2^26) are supported`, place);
+  }
+  const fixedBatch = inShape[0] > 0 ? inShape[0] : null;
+  if (fixedBatch !== null && fixedBatch * F > MAX_FEATURES) {
+    throw new InfluenceError('MODEL_INPUT', `the model input '${input.name}' ${shapeText(input)} has a fixed batch size of ${fixedBatch}: a batch of ${fixedBatch * F} values is more than the ${MAX_FEATURES} (2^26) supported; export it with a symbolic batch dimension (dynamic_axes)`, place);
+  }
   if (graph.output.length === 0) throw new InfluenceError('MODEL_OUTPUT', 'the model has no outputs', place);
   const { output, found } = chooseOutput(idx, graph.output, path, opts.output);
   const { head, kind, steps } = found;
@@ -174,7 +184,7 @@ export function analyseModel(model: ModelProto, path: string, sha256: string, op
     inputType: t === TensorProto_DataType.DOUBLE ? 'float64' : 'float32',
     inputDims,
     F,
-    fixedBatch: inShape[0] > 0 ? inShape[0] : null,
+    fixedBatch,
     outputName: output.name,
     output: kind,
     outputs: graph.output.map((o) => ({ name: o.name, shape: shapeText(o) })),

@@ -29,34 +29,54 @@ export function attrFloat(node: NodeProto, name: string, dflt: number): number {
   return a ? a.f : dflt;
 }
 
-/** Reads an int64 tensor's values (shapes, axes), whichever storage field holds them. */
+/** Reads an int64 tensor's values (shapes, axes), whichever storage field holds them; [] when it is not a whole int64 tensor. */
 export function int64Values(t: TensorProto): number[] {
   if (t.dataType !== TensorProto_DataType.INT64) return [];
-  if (t.rawData.length > 0) return Array.from(new BigInt64Array(new Uint8Array(t.rawData).buffer), Number);
+  if (t.rawData.length > 0) {
+    if (t.rawData.length % 8 !== 0) return [];
+    return Array.from(new BigInt64Array(new Uint8Array(t.rawData).buffer), Number);
+  }
   return t.int64Data.map(Number);
+}
+
+/**
+ * The number of elements its dims give a tensor. Its data must hold exactly that many, so a
+ * count that no data could match (a negative dim, or more elements than bytes) fails here, before
+ * anything is allocated for it.
+ */
+function elementCount(t: TensorProto, bytesPer: number, stored: number): number {
+  let n = 1;
+  for (const d of t.dims) {
+    const v = Number(d);
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} has an invalid dimension ${d} in its dims [${t.dims.join(', ')}]`);
+    }
+    n *= v;
+  }
+  const what = t.rawData.length > 0 ? `${t.rawData.length} bytes of data` : `${stored} values`;
+  const want = t.rawData.length > 0 ? n * bytesPer : n;
+  if ((t.rawData.length > 0 ? t.rawData.length : stored) !== want) {
+    throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} has ${what} but its dims [${t.dims.join(', ')}] call for ${t.rawData.length > 0 ? `${want} bytes` : `${n} values`}`);
+  }
+  return n;
 }
 
 /** Reads a float tensor's values as float64, whichever storage field holds them. */
 export function tensorValues(t: TensorProto): Float64Array {
-  const n = t.dims.reduce((a, d) => a * Number(d), 1);
-  const out = new Float64Array(n);
   if (t.dataLocation === 1) {
     throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} uses external data, which is not supported; save the model with its weights inside`);
   }
   if (t.dataType === TensorProto_DataType.FLOAT) {
-    if (t.rawData.length > 0) {
-      // Copy first: a view into the protobuf buffer can be misaligned for Float32Array
-      // (and Buffer#slice would not copy).
-      const f = new Float32Array(new Uint8Array(t.rawData).buffer, 0, n);
-      out.set(f);
-    } else out.set(t.floatData);
-  } else if (t.dataType === TensorProto_DataType.DOUBLE) {
-    if (t.rawData.length > 0) out.set(new Float64Array(new Uint8Array(t.rawData).buffer, 0, n));
-    else out.set(t.doubleData);
-  } else {
-    throw new InfluenceError('UNSUPPORTED_OP', `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`);
+    const n = elementCount(t, 4, t.floatData.length);
+    // Copy first: a view into the protobuf buffer can be misaligned for Float32Array
+    // (and Buffer#slice would not copy).
+    return t.rawData.length > 0 ? Float64Array.from(new Float32Array(new Uint8Array(t.rawData).buffer, 0, n)) : Float64Array.from(t.floatData);
   }
-  return out;
+  if (t.dataType === TensorProto_DataType.DOUBLE) {
+    const n = elementCount(t, 8, t.doubleData.length);
+    return t.rawData.length > 0 ? new Float64Array(new Uint8Array(t.rawData).buffer, 0, n) : Float64Array.from(t.doubleData);
+  }
+  throw new InfluenceError('UNSUPPORTED_OP', `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`);
 }
 
 export class GraphIndex {

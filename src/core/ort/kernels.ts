@@ -36,7 +36,7 @@ export async function gramKernel(s: HeadShape): Promise<Kernel> {
 export const HESSIAN_BLOCK = 8;
 
 /**
- * The explicit Hessian of a chunk, one weighted Gram matrix per class pair c ≤ d:
+ * The explicit Hessian of a chunk of a softmax head (the weights below assume Σ p = 1), one weighted Gram matrix per class pair c ≤ d:
  * Σ_i a_i[cd] x̃_i x̃_iᵀ with a_i[cd] = A_i[c,d] (A = diag p − ppᵀ), and an all-ones weight last
  * (giving X̃ᵀX̃ for EK-FAC). The weights are formed in float64, with A[c,c] = p_c·Σ_{d≠c} p_d so
  * that a confident row keeps its small curvature's digits, then cast to float32 for the GEMMs.
@@ -45,8 +45,9 @@ export const HESSIAN_BLOCK = 8;
  * is Σ_i a_i, whose class-pair part is EK-FAC's Σ_i A_i.
  * Inputs h, ones, p (k×C float64).
  */
-export async function hessianKernel(s: HeadShape, threads?: number): Promise<Kernel> {
+export async function hessianKernel(s: HeadShape, threads?: number, precision: 'f32' | 'f64' = 'f32'): Promise<Kernel> {
   const g = new GraphBuilder();
+  const wide = precision === 'f64';
   const Dt = s.D + (s.bias ? 1 : 0);
   const { C } = s;
   const x = headInput(g, s);
@@ -64,12 +65,14 @@ export async function hessianKernel(s: HeadShape, threads?: number): Promise<Ker
   const one = g.add(g.mul(g.op('Slice', [p, g.ints([0]), g.ints([1]), g.ints([1])]), g.constant(F64, [], [0])), g.constant(F64, [], [1]));
   const a64 = g.op('Concat', [pairs, one], { axis: 1 });
   g.output(g.reduceSum(a64, [0]), 'asum', F64, [1, upper.length + 1]);
-  const a = g.cast(a64, F32);
+  // f32: the products in float32 (the fast path); f64: in float64 (the exact path).
+  const a = wide ? a64 : g.cast(a64, F32);
+  const xw = wide ? g.cast(x, F64) : x;
   for (let j0 = 0, b = 0; j0 < Dt; j0 += HESSIAN_BLOCK, b++) {
     const j1 = Math.min(Dt, j0 + HESSIAN_BLOCK);
-    const xj = g.reshape(g.op('Slice', [x, g.ints([j0]), g.ints([j1]), g.ints([1])]), [0, -1, 1]);
-    const xk = g.reshape(g.op('Slice', [x, g.ints([j0]), g.ints([Dt]), g.ints([1])]), [0, 1, -1]);
-    g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, F32, [upper.length + 1, (j1 - j0) * (Dt - j0)]);
+    const xj = g.reshape(g.op('Slice', [xw, g.ints([j0]), g.ints([j1]), g.ints([1])]), [0, -1, 1]);
+    const xk = g.reshape(g.op('Slice', [xw, g.ints([j0]), g.ints([Dt]), g.ints([1])]), [0, 1, -1]);
+    g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, wide ? F64 : F32, [upper.length + 1, (j1 - j0) * (Dt - j0)]);
   }
   return g.session(threads);
 }
@@ -215,5 +218,53 @@ export async function rowKernel(spec: RowKernelSpec): Promise<Kernel> {
       g.output(g.reduceSum(g.mul(g.gemm(xt, uho, 0, 1), gg), [1]), 'ho', F64, ['k', 1]);
     }
   }
+  return g.session();
+}
+
+/** a·b, aᵀ·b or a·bᵀ for float64 matrices of any size (inputs a, b; output c). */
+export async function gemm64Kernel(transA: 0 | 1, transB: 0 | 1): Promise<Kernel> {
+  const g = new GraphBuilder();
+  g.output(g.gemm(g.input('a', F64, ['p', 'q']), g.input('b', F64, ['r', 's']), transA, transB), 'c', F64, ['m', 'n']);
+  return g.session();
+}
+
+/**
+ * Q_i = (I⊗x̃_i)ᵀ H⁻¹ (I⊗x̃_i) (C×C) for a chunk of rows, float64: T = X̃·Hr with Hr[j, p·C + d] =
+ * H⁻¹[p, d·D̃ + j], then Q[c,d] = Σ_j x̃_j T[c·D̃ + j, d]. Inputs x (k×D̃ float64), hr (D̃×P·C float64);
+ * output q (k×C×C).
+ */
+export async function quadKernel(C: number, Dt: number): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const x = g.input('x', F64, ['k', Dt]);
+  const T = g.reshape(g.matmul(x, g.input('hr', F64, [Dt, C * Dt * C])), [0, C, Dt, C]);
+  const q = g.reduceSum(g.mul(T, g.reshape(x, [0, 1, Dt, 1])), [2], 0);
+  g.output(q, 'q', F64, ['k', C, C]);
+  return g.session();
+}
+
+/**
+ * The damped objective's data term over a chunk of rows of a softmax head, in float64: with
+ * z = x̃θᵀ, g = softmax(z) − e_y and L = logsumexp(z) − z_y per row, weighted by w (1 to include a
+ * row, 0 to leave it out): output grad = Σ w_i g_i ⊗ x̃_i (C×D̃) and loss = Σ w_i L_i (1×1).
+ * Inputs h, ones, theta (C×D̃ float64), labels (k int32), w (k×1 float64).
+ */
+export async function objectiveKernel(s: HeadShape): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const { C } = s;
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const x = g.cast(headInput(g, s), F64);
+  const z = g.gemm(x, g.input('theta', F64, [C, Dt]), 0, 1);
+  const zc = g.sub(z, g.op('ReduceMax', [z], { axes: [1], keepdims: 1 }));
+  const e = g.op('Exp', [zc]);
+  const sum = g.reduceSum(e, [1]);
+  const p = g.op('Div', [e, sum]);
+  const y = g.reshape(g.input('labels', I32, ['k']), [-1, 1]);
+  const onehot = g.cast(g.op('Equal', [y, g.constant(I32, [1, C], Array.from({ length: C }, (_, c) => c))]), F64);
+  const w = g.input('w', F64, ['k', 1]);
+  const gw = g.mul(g.sub(p, onehot), w);
+  g.output(g.gemm(gw, x, 1, 0), 'grad', F64, [C, Dt]);
+  // logsumexp − z_y = log Σ e^{z − max} − (z_y − max).
+  const loss = g.sub(g.op('Log', [sum]), g.reduceSum(g.mul(zc, onehot), [1]));
+  g.output(g.reduceSum(g.mul(loss, w), [0]), 'loss', F64, [1, 1]);
   return g.session();
 }

@@ -201,19 +201,19 @@ export function suspicionScores(lossWithout: Float64Array, loss: Float64Array, h
   return s;
 }
 
-/** Machine-readable reasons for row i; the extension words them. */
+/** Machine-readable reasons for row i; the extension words them. A reason whose numbers are not finite is not given (a NON_FINITE warning says so). */
 export function reasonsFor(a: AuditScores, rows: Pick<ScoredRows, 'labels' | 'loss' | 'n'>, i: number, selfInfluenceP95: number): Reason[] {
   const out: Reason[] = [];
   const y = rows.labels[i];
   if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
-  else if (a.marginWithout[i] < 0) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
-  if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && a.heldOutRows > 0) {
+  else if (a.marginWithout[i] < 0 && Number.isFinite(a.marginWithout[i])) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
+  if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && Number.isFinite(a.heldOutInfluence[i]) && a.heldOutRows > 0) {
     out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: heldOutChangeIfRemoved(a.heldOutInfluence, [i], rows.n, a.heldOutRows) });
   }
-  if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0) {
+  if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0 && Number.isFinite(a.selfInfluence[i])) {
     out.push({ code: 'HIGH_SELF_INFLUENCE', selfInfluence: a.selfInfluence[i], percentile: 95 });
   }
-  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1) out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
+  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1 && Number.isFinite(a.lossWithout[i])) out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
   return out;
 }
 

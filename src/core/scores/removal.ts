@@ -69,7 +69,7 @@ export class RowRemoval {
     rowInput(rows, i, x);
     rowCurvature(rows.g, rows.labels, i, C, this.p, A);
     for (let c = 0; c < C; c++) g[c] = rows.g[i * C + c];
-    this.curv.quad(x, Q, this.xs, this.scratch);
+    this.curv.quad(i, x, Q, this.xs, this.scratch);
     for (let c = 0; c < C; c++) Qg[c] = dot(Q.subarray(c * C, (c + 1) * C), g, C);
     this.self = Math.max(dot(g, Qg, C), 0);
     newtonWeights(Q, A, g, Qg, n, C, M, w);

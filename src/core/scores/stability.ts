@@ -50,7 +50,7 @@ function summarise(k: number, damping: number, sets: Record<string, number[][]>)
  */
 export async function explainStability(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature, lossChange: Float64Array, k: number, damping: number): Promise<Stability> {
   const at = async (f: number) => {
-    const c = curv.withDamping(opts.damping * f);
+    const c = await curv.withDamping(opts.damping * f, opts.signal);
     try {
       return topRows((await explainScores(rows, test, { ...opts, damping: opts.damping * f }, c)).lossChangeIfRemoved, k);
     } finally {
@@ -67,7 +67,7 @@ export async function explainStability(rows: HeadRows, test: TestPoint, opts: Ex
 export async function auditStability(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature, scores: AuditScores, k: number, damping: number): Promise<Stability> {
   const sets = (s: AuditScores) => ({ suspicious: suspicionOrder(s.suspicion).slice(0, k), memorized: s.memorized ? flagged(s.memorized) : [] });
   const at = async (f: number) => {
-    const c = curv.withDamping(opts.damping * f);
+    const c = await curv.withDamping(opts.damping * f, opts.signal);
     try {
       return sets(await auditScores(rows, heldOut, { ...opts, damping: opts.damping * f }, c));
     } finally {

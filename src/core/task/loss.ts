@@ -106,11 +106,19 @@ const softmaxTask = (C: number): Task => ({
   },
   probabilities: softmax,
   classProbability: (p, c) => p[c],
-  // log Σ_c p_c e^{dz_c} − dz_y = log1p(Σ_c p_c expm1(dz_c)) − dz_y.
+  // log Σ_c p_c e^{dz_c} − dz_y = log1p(Σ_c p_c expm1(dz_c)) − dz_y; when a term overflows (dz_c > 709),
+  // m + log Σ_c p_c e^{dz_c − m} with m the largest dz_c of a class with p_c > 0.
   lossShift(p, dz, y) {
     let s = 0;
-    for (let c = 0; c < C; c++) s += p[c] * Math.expm1(dz[c]);
-    return Math.log1p(s) - dz[y];
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) {
+      s += p[c] * Math.expm1(dz[c]);
+      if (p[c] > 0 && dz[c] > m) m = dz[c];
+    }
+    if (Number.isFinite(s)) return Math.log1p(s) - dz[y];
+    let t = 0;
+    for (let c = 0; c < C; c++) if (p[c] > 0) t += p[c] * Math.exp(dz[c] - m);
+    return m + Math.log(t) - dz[y];
   },
   competitors(z, predicted) {
     const out: { cls: number; margin: number; m: Float64Array }[] = [];
@@ -148,9 +156,12 @@ const binaryTask: Task = {
   },
   // p[0] = σ(z) would lose the digits of 1 − σ(z) for a confident class 0, but only by rounding.
   classProbability: (p, c) => (c === 1 ? p[0] : 1 - p[0]),
-  // softplus(z + dz) − softplus(z) − y dz = log1p(p expm1(dz)) − y dz.
+  // softplus(z + dz) − softplus(z) − y dz = log1p(p expm1(dz)) − y dz; when e^dz overflows,
+  // log(1 − p + p e^dz) = dz + log(p + (1 − p) e^−dz).
   lossShift(p, dz, y) {
-    return Math.log1p(p[0] * Math.expm1(dz[0])) - y * dz[0];
+    const d = dz[0];
+    const s = p[0] === 0 ? 0 : Math.log1p(p[0] * Math.expm1(d));
+    return (Number.isFinite(s) ? s : d + Math.log(p[0] + (1 - p[0]) * Math.exp(-d))) - y * d;
   },
   competitors(z, predicted) {
     const sign = predicted === 1 ? 1 : -1;
