@@ -11,7 +11,6 @@ import { auditStability, type Stability } from './scores/stability';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
-import { chooseSource } from './data/chooseSource';
 import type { ImageRequest } from './sources';
 import { taskFor } from './task/loss';
 
@@ -76,8 +75,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
     // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
     // decide, and the held-out data follow them.
-    const trainTable = await chooseSource(req.train, table, eng.shape, { signal: req.signal });
-    const heldOutTable = req.heldOut ? await chooseSource(req.heldOut.path, table, eng.shape, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const heldOutTable = req.heldOut ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
     const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;

@@ -11,7 +11,6 @@ import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithCurvature, refitWithout } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
 import { forwardSourceRow, type ImageRequest, type PreprocessSummary } from './sources';
-import { chooseSource } from './data/chooseSource';
 import type { RowLocator } from './data/locator';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
@@ -129,8 +128,8 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
     // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
     // decide, and the test data follow them.
-    const trainTable = await chooseSource(req.train, table, eng.shape, { signal: req.signal });
-    const testTable = await chooseSource(req.test, table, eng.shape, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseSource(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
     lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
     const test = testTable.kind === 'table' ? await eng.forwardRow(req.test, req.testRow, testTable.options, run) : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);

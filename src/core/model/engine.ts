@@ -7,7 +7,8 @@ import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { chooseTable, type ChooseOptions, type ModelShape, type TableChoice } from '../data/choose';
 import type { RowLocator } from '../data/locator';
-import type { SourceInfo } from '../data/source';
+import { chooseSource, type SourceChoice } from '../data/chooseSource';
+import type { SourceInfo, SourceOptions } from '../data/source';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
 import type { HeadRows } from '../task/head';
 import { lossAndSignal, taskFor, type Task } from '../task/loss';
@@ -113,6 +114,11 @@ export class Engine {
    */
   chooseTable(path: string, opts: TableOptions, choose: ChooseOptions = {}): Promise<TableChoice> {
     return chooseTable(path, opts, this.shape, choose);
+  }
+
+  /** chooseTable for any data source: a text table, a manifest, Parquet/Arrow, an image folder or image (data/chooseSource.ts). */
+  chooseSource(path: string, opts: SourceOptions, choose: ChooseOptions = {}): Promise<SourceChoice> {
+    return chooseSource(path, opts, this.shape, choose);
   }
 
   /** Table options implied by the model: class count and names, and the features' precision. */
