@@ -15,6 +15,7 @@ import { audit, type AuditResult } from '../../src/core/audit';
 import { InfluenceError } from '../../src/core/errors';
 import { explain } from '../../src/core/explain';
 import { Engine } from '../../src/core/model/engine';
+import { sourceColumns } from '../../src/core/sources';
 import { relErr } from '../helpers/stats';
 
 const root = resolve(__dirname, '../..');
@@ -225,5 +226,14 @@ describe('an image folder\'s classes are its folders', () => {
     const j = JSON.parse(json.stdout);
     assert.equal(j.labelColumn, null);
     assert.deepEqual(j.classes, [...'0123456789']);
+  });
+});
+
+describe('the columns the label column picker offers', () => {
+  it('a table\'s or manifest\'s header, a Parquet file\'s columns, none for an image folder', async () => {
+    assert.deepEqual(await sourceColumns(at('samples/digits/images/train.csv')), ['path', 'label']);
+    assert.deepEqual(await sourceColumns(at('samples/digits/images/train.parquet')), ['image', 'label']);
+    assert.deepEqual(await sourceColumns(at('samples/digits/images/train')), []);
+    assert.equal((await sourceColumns(at('samples/digits/train.csv'))).length, 65);
   });
 });
