@@ -92,3 +92,16 @@ export function thumbnail(features: readonly number[], shape: ImageShape, size: 
   }
   return canvas;
 }
+
+/**
+ * The real image of a row (a PNG data URI made by the engine), scaled by CSS so that its longest
+ * side is about `size` CSS pixels; small images are enlarged with pixelated rendering.
+ */
+export function imageThumb(src: string, size: number, label: string, extraClass = ''): HTMLImageElement {
+  const img = h('img', { class: `thumb thumb-img${extraClass ? ` ${extraClass}` : ''}`, attrs: { alt: label, title: label } });
+  // Only the engine's data URIs are shown (the CSP allows no other image source but the webview's own).
+  if (src.startsWith('data:image/png;base64,')) img.src = src;
+  img.style.width = `${size}px`;
+  img.style.height = `${size}px`;
+  return img;
+}

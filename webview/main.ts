@@ -9,6 +9,7 @@ import { renderEmpty } from './sections/empty';
 import { collapseFlip, renderFlip } from './sections/flip';
 import { detachPlot, renderPlot } from './sections/histogram';
 import { renderInfluence } from './sections/influence';
+import { renderRowDetail, setRowDetail } from './sections/row';
 import { renderTestRow } from './sections/test';
 import { connect, panel } from './state';
 import { rowHint } from './table';
@@ -28,7 +29,16 @@ function mount(): void {
   app.removeAttribute('aria-live');
   app.replaceChildren(content, rowHint);
   render();
-  connect({ render, newTestRow: collapseFlip, reply: exportReplied });
+  connect({
+    render,
+    newTestRow: collapseFlip,
+    reply: exportReplied,
+    rowDetail: (m) => {
+      setRowDetail(m.detail);
+      render();
+      document.getElementById('row-detail')?.scrollIntoView({ block: 'start' });
+    },
+  });
 }
 
 /**
@@ -39,6 +49,8 @@ function render(): void {
   const focusKey = (document.activeElement as HTMLElement | null)?.dataset?.focusKey;
   detachPlot();
   content.replaceChildren();
+  const detail = renderRowDetail(render);
+  if (detail) content.append(detail);
   if (!panel) {
     content.append(h('p', { class: 'loading muted' }, 'Loading…'));
   } else {

@@ -38,6 +38,8 @@ export interface Handlers {
   /** Another test row is explained (before the render). */
   newTestRow(): void;
   reply(m: Extract<HostMessage, { type: 'reply' }>): void;
+  /** A Parquet/Arrow row to show read-only. */
+  rowDetail(m: Extract<HostMessage, { type: 'rowDetail' }>): void;
 }
 
 let handlers: Handlers | null = null;
@@ -67,6 +69,9 @@ function onMessage(h: Handlers, m: unknown): void {
     }
     case 'reply':
       h.reply(m);
+      break;
+    case 'rowDetail':
+      h.rowDetail(m);
       break;
   }
 }

@@ -8,11 +8,13 @@
  * `explain --verify-top 5` (ten actual refits).
  * Options: --rows N (default 200000), --keep (keep the cache between runs), --no-stability (passed on:
  * times the scores without the stability check's two extra dampings).
+ * Then the image case (images.ts): --image-rows N (default 50000); --only tables|images runs one case.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { imageBench } from './images';
 
 const root = resolve(__dirname, '../..');
 const args = process.argv.slice(2);
@@ -98,6 +100,16 @@ function timed(script: string, scriptArgs: string[]): Timed {
 }
 
 async function main(): Promise<void> {
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+  if (only !== 'images') await tables();
+  if (only !== 'tables') {
+    const n = Number(args[args.indexOf('--image-rows') + 1] ?? 0) || 50_000;
+    if (only !== 'images') console.log('');
+    await imageBench(root, dir, n, timed);
+  }
+}
+
+async function tables(): Promise<void> {
   if (!existsSync(model)) throw new Error(`missing ${model}: run the fixture script (scripts/fixtures/make_fixtures.py --only bench)`);
   mkdirSync(dir, { recursive: true });
   const t0 = performance.now();

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 version=$(node -p "require('./package.json').version")
 out=${1:-influence-lens-$version-linux-x64.vsix}
-for f in dist/extension.js dist/worker.js dist/hessian-worker.js dist/webview.js; do
+for f in dist/extension.js dist/worker.js dist/hessian-worker.js dist/image-worker.js dist/mozjpeg_dec.wasm dist/webp_dec.wasm dist/webview.js; do
   [ -f "$f" ] || { echo "package: $f is missing: run npm run build first" >&2; exit 1; }
 done
 # No public repository yet: keep the README's relative links (its screenshots are not in the VSIX).
@@ -28,7 +28,8 @@ for e in "${entries[@]}"; do
   case "$e" in
     extension.vsixmanifest|'[Content_Types].xml'|extension/package.json|extension/package.nls*.json) ;;
     extension/readme.md|extension/README.md|extension/LICENSE*|extension/license*|extension/changelog.md|extension/CHANGELOG.md) ;;
-    extension/dist/extension.js|extension/dist/worker.js|extension/dist/hessian-worker.js|extension/dist/webview.js) ;;
+    extension/dist/extension.js|extension/dist/worker.js|extension/dist/hessian-worker.js|extension/dist/image-worker.js|extension/dist/webview.js) ;;
+    extension/dist/mozjpeg_dec.wasm|extension/dist/webp_dec.wasm) ;;
     extension/media/*|extension/samples/digits/*) ;;
     extension/node_modules/onnxruntime-node/bin/napi-v*/linux/x64/*) ;;
     extension/node_modules/onnxruntime-node/package.json|extension/node_modules/onnxruntime-node/dist/*.js) ;;
@@ -36,13 +37,16 @@ for e in "${entries[@]}"; do
     *) bad+=("$e") ;;
   esac
 done
+# (grep -q on a pipe would end the writer early: with pipefail that reads as a failure.)
+listing=$(printf '%s\n' "${entries[@]}")
 [ ${#bad[@]} -eq 0 ] || { printf 'package: unexpected file in the VSIX: %s\n' "${bad[@]}" >&2; exit 1; }
-for need in extension/package.json extension/dist/extension.js extension/dist/worker.js extension/dist/hessian-worker.js extension/dist/webview.js \
+for need in extension/package.json extension/dist/extension.js extension/dist/worker.js extension/dist/hessian-worker.js extension/dist/image-worker.js extension/dist/webview.js \
+  extension/dist/mozjpeg_dec.wasm extension/dist/webp_dec.wasm \
   extension/node_modules/onnxruntime-node/dist/index.js extension/node_modules/onnxruntime-common/dist/cjs/index.js \
   extension/samples/digits/model.onnx; do
-  printf '%s\n' "${entries[@]}" | grep -qxF "$need" || { echo "package: $need is missing from the VSIX" >&2; exit 1; }
+  grep -qxF "$need" <<<"$listing" || { echo "package: $need is missing from the VSIX" >&2; exit 1; }
 done
-printf '%s\n' "${entries[@]}" | grep -q '^extension/node_modules/onnxruntime-node/bin/napi-v[0-9]*/linux/x64/onnxruntime_binding.node$' \
+grep -q '^extension/node_modules/onnxruntime-node/bin/napi-v[0-9]*/linux/x64/onnxruntime_binding.node$' <<<"$listing" \
   || { echo "package: the linux-x64 onnxruntime addon is missing from the VSIX" >&2; exit 1; }
 
 size=$(du -k "$out" | cut -f1)

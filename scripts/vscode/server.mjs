@@ -115,7 +115,7 @@ export function copySample(dir, { overwrite = true } = {}) {
   mkdirSync(dir, { recursive: true });
   for (const f of readdirSync(SAMPLE_DIR)) {
     const to = join(dir, f);
-    if (overwrite || !existsSync(to)) cpSync(join(SAMPLE_DIR, f), to);
+    if (overwrite || !existsSync(to)) cpSync(join(SAMPLE_DIR, f), to, { recursive: true });
   }
   return dir;
 }

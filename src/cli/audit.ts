@@ -4,6 +4,7 @@ import { headLines, num, printNotes, printWarnings, stabilityLines } from './for
 import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
 import { className, describeReason } from '../protocol/words';
 import { jsonText, JsonWriter } from './json';
+import { imageRequest, rowWhere } from './images';
 
 function tau(flags: Flags): number {
   const v = str(flags, 'tau');
@@ -27,6 +28,7 @@ function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: Ab
     train: required(flags, 'train'),
     heldOut,
     table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
+    images: imageRequest(flags),
     damping: damping(flags),
     ...headOptions(flags),
     tau: tau(flags),
@@ -37,6 +39,13 @@ function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: Ab
     signal,
     onProgress,
   };
+}
+
+/** A row's place in words: its line, or its file (and row in a Parquet/Arrow file). */
+function where(rows: { lines: Int32Array; locator?: import('../core').RowLocator }, i: number): string {
+  const w = rowWhere(rows.lines[i], rows.locator, i);
+  if (w.file === undefined) return `line ${w.line}`;
+  return `${w.file}${w.fileRow !== undefined ? ` row ${w.fileRow}` : ''}${w.line ? `, line ${w.line}` : ''}`;
 }
 
 export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
@@ -66,7 +75,8 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       await w.field('tau', tau(flags));
       await w.field('solver', s.solver);
       await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
-      await w.field('train', { path: required(flags, 'train'), rows: n, cache: r.rows.cache });
+      await w.field('train', { path: required(flags, 'train'), rows: n, cache: r.rows.cache, ...(r.rows.source ? { kind: r.rows.source.kind, read: r.rows.source.read } : {}) });
+      if (r.rows.source?.preprocess) await w.field('preprocess', r.rows.source.preprocess);
       await w.field('heldOut', r.heldOut ? { path: r.heldOut.path, rows: r.heldOut.rows.n, source: r.heldOut.source, loss: r.heldOutLoss, accuracy: r.heldOutAccuracy } : null);
       await w.field('memorizedCount', s.memorized ? s.memorized.reduce((a, b) => a + b, 0) : null);
       await w.raw(',"rows":[');
@@ -75,7 +85,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
           (i ? ',' : '') +
             jsonText({
               row: i,
-              line: r.rows.lines[i],
+              ...rowWhere(r.rows.lines[i], r.rows.locator, i),
               label: r.rows.labels[i],
               predicted: s.predicted[i],
               loss: r.rows.loss[i],
@@ -106,14 +116,14 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
       const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
-      out.push(`  row ${String(i).padStart(6)} (line ${r.rows.lines[i]}), label ${className(classes, r.rows.labels[i])}, suspicion ${Number.isFinite(s.suspicion[i]) ? s.suspicion[i].toFixed(3) : 'n/a'}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
+      out.push(`  row ${String(i).padStart(6)} (${where(r.rows, i)}), label ${className(classes, r.rows.labels[i])}, suspicion ${Number.isFinite(s.suspicion[i]) ? s.suspicion[i].toFixed(3) : 'n/a'}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
       for (const t of reasons) out.push(`      - ${t}`);
     }
     if (s.memorized) {
       const mem = Array.from({ length: n }, (_, i) => i).filter((i) => s.memorized![i]);
       out.push('');
       out.push(`Memorized rows (${mem.length}): predicted as labelled only because they are in the training set, and not helping held-out data:`);
-      out.push(mem.length ? '  ' + mem.map((i) => `${i} (line ${r.rows.lines[i]})`).join(', ') : '  (none)');
+      out.push(mem.length ? '  ' + mem.map((i) => `${i} (${where(r.rows, i)})`).join(', ') : '  (none)');
     }
     out.push(`Took ${r.seconds.total.toFixed(2)} s.`);
     process.stdout.write(out.join('\n') + '\n');

@@ -1,6 +1,14 @@
 /** Human-readable `explain` report: every number with its meaning. */
 import { topRows, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
 import { className as clsName, fmt } from '../protocol/words';
+import { rowWhere, shown } from './images';
+
+/** A training row's place in words: its line, or its file (and row in a Parquet/Arrow file). */
+function where(r: ExplainResult, i: number): string {
+  const w = rowWhere(r.rows.line[i], r.rows.locator, i);
+  if (w.file === undefined) return `line ${w.line}`;
+  return `${w.file}${w.fileRow !== undefined ? ` row ${w.fileRow}` : ''}${w.line ? `, line ${w.line}` : ''}`;
+}
 
 /** The tool's decisions on the user's behalf, one `note:` line each on stderr (stdout stays the result). */
 export function printNotes(notes: string[]): void {
@@ -41,7 +49,8 @@ export function formatExplain(r: ExplainResult, top: number): string {
   const t = r.test;
   const out: string[] = [];
   const cls = (c: number) => clsName(r.classes, c);
-  out.push(`Influence Lens: explaining row ${t.row} (line ${t.line}) of ${t.path}`);
+  out.push(`Influence Lens: explaining row ${t.row} (${t.file !== undefined ? `${shown(t.file)}${t.fileRow !== undefined ? ` row ${t.fileRow}` : ''}` : `line ${t.line}`}) of ${t.path}`);
+  if (r.preprocess) out.push(`  preprocessing: ${r.preprocess.steps.join('; ')}`);
   out.push(
     `  ${t.labelled ? `label ${cls(t.label)}` : `no label column: explaining the predicted class ${cls(t.label)}`}, predicted ${cls(t.predicted)} with p = ${t.probabilities[t.predicted].toFixed(4)}; test loss ${t.loss.toPrecision(4)}; margin ${t.margin.toPrecision(4)} over class ${cls(t.runnerUp)}`,
   );
@@ -49,14 +58,15 @@ export function formatExplain(r: ExplainResult, top: number): string {
     `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
   const named = r.classes?.some((c, i) => c !== String(i)) ? r.classes! : null;
-  out.push(`  label column ${JSON.stringify(r.labelColumn)}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
+  out.push(`  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
   out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
-  const header = `  ${pad('row', 7, true)} ${pad('line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}`;
+  const images = !!r.rows.locator && !r.rows.locator.manifest;
+  const header = `  ${pad('row', 7, true)} ${pad(images ? '' : 'line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}${images ? '  file' : ''}`;
   const line = (i: number) =>
-    `  ${pad(String(i), 7, true)} ${pad(String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(num(s.lossChangeIfRemoved[i]), 23, true)} ${pad(num(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(num(s.relativeInfluence[i]), 10, true)} ${pad(num(s.classificationInfluence[i]), 10, true)}`;
+    `  ${pad(String(i), 7, true)} ${pad(images ? '' : String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(num(s.lossChangeIfRemoved[i]), 23, true)} ${pad(num(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(num(s.relativeInfluence[i]), 10, true)} ${pad(num(s.classificationInfluence[i]), 10, true)}${images ? `  ${where(r, i)}` : ''}`;
   out.push(`Most helpful rows: removing one and refitting would RAISE this test loss by the amount shown (first-order estimate; Newton = leverage-corrected).`);
   out.push(header);
   out.push(...(helpful.length ? helpful.map(line) : ['  (none)']));
@@ -69,7 +79,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
     `  relative = influence / sqrt(self-influence) (RelatIF); Δ margin = first-order change of z[${t.predicted}] − z[${t.runnerUp}] if the row is removed (negative pushes towards class ${cls(t.runnerUp)}).`,
   );
   if (s.flip) {
-    const lines = s.flip.rows.map((i) => `${i} (line ${r.rows.line[i]})`).join(', ');
+    const lines = s.flip.rows.map((i) => `${i} (${where(r, i)})`).join(', ');
     out.push(`Flip set: removing ${s.flip.rows.length === 1 ? "this row" : `these ${s.flip.rows.length} rows`} would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`);
   } else {
     out.push(`Flip set: no set of at most ${Math.ceil(0.05 * r.train.rows)} rows (5% of the training data) flips this prediction, to first order.`);

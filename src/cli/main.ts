@@ -10,6 +10,7 @@ import { cacheFrom, damping, headOptions, int, list, oneOf, parseArgs, required,
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes, printWarnings } from './format';
 import { jsonText, JsonWriter } from './json';
+import { IMAGE_FLAGS, IMAGE_USAGE, imageRequest, rowWhere, shown } from './images';
 
 const USAGE = `influence-lens — which training rows made an ONNX classifier say this?
 
@@ -43,7 +44,8 @@ Options:
   --json                one JSON object on stdout
   --progress            progress lines on stderr
   -h, --help            this text
-`;
+
+${IMAGE_USAGE}`;
 
 async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | undefined): Promise<void> {
   const s = r.scores;
@@ -64,7 +66,8 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.field('selfInfluenceMethod', r.selfInfluenceMethod);
   await w.field('cgIterations', r.cgIterations);
   await w.field('train', r.train);
-  await w.field('test', r.test);
+  await w.field('test', r.test.file !== undefined ? { ...r.test, file: shown(r.test.file) } : r.test);
+  if (r.preprocess) await w.field('preprocess', r.preprocess);
   await w.field('helpful', ranked.helpful);
   await w.field('harmful', ranked.harmful);
   let listed: Iterable<number>;
@@ -77,7 +80,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
       (first ? '' : ',') +
         jsonText({
           row: i,
-          line: r.rows.line[i],
+          ...rowWhere(r.rows.line[i], r.rows.locator, i),
           label: r.rows.label[i],
           predicted: r.rows.predicted[i],
           loss: r.rows.loss[i],
@@ -99,7 +102,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
-const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache'];
+const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache', ...IMAGE_FLAGS];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
@@ -143,6 +146,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       test: required(flags, 'test'),
       testRow,
       table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
+      images: imageRequest(flags),
       damping: damping(flags),
       ...headOptions(flags),
       stabilityTop: top ?? 10,

@@ -11,6 +11,7 @@ import { auditStability, type Stability } from './scores/stability';
 import { Engine } from './model/engine';
 import { readRows, readTrainingRows, type RunRows, type TrainingRows } from './rows';
 import { auditScores, type AuditScores, type HeldOut } from './scores/audit';
+import type { ImageRequest } from './sources';
 import { taskFor } from './task/loss';
 
 export interface AuditRequest {
@@ -20,6 +21,8 @@ export interface AuditRequest {
   train: string;
   heldOut: { path: string; source: 'validation' | 'test' } | null;
   table?: TableRequest;
+  /** Image sources: the image column and the preprocessing from settings or flags. */
+  images?: ImageRequest;
   damping: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -50,10 +53,10 @@ export interface AuditResult {
   notes: string[];
   /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
   warnings: Warning[];
-  /** The class names (--classes, the model's metadata or the sorted labels), or null. */
+  /** The class names (--classes, the model's metadata, the sorted labels, an image folder's folders or a ClassLabel's names), or null. */
   classes: string[] | null;
-  /** The training file's label column (guessed when it has no `label` column; a note says so). */
-  labelColumn: string;
+  /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder. */
+  labelColumn: string | null;
   /** How the training and held-out files were read. */
   tables: { train: TableRead; heldOut: TableRead | null };
   heldOutLoss: number | null;
@@ -67,11 +70,13 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
   const own = !engine;
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
-    // How to read the files: the training file's header decides, and the held-out file follows it.
-    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
-    const heldOutTable = req.heldOut ? await eng.chooseTable(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
+    // decide, and the held-out data follow them.
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const heldOutTable = req.heldOut ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
     const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
@@ -123,10 +128,10 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     const { lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion } = scores;
     const nonFinite = nonFiniteWarning({ lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion });
     if (nonFinite) warnings.push(nonFinite);
-    const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? []);
+    const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? [], rows.source?.notes ?? [], heldOut?.rows.source?.notes ?? []);
     const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
     const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
-    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, warnings, classes, labelColumn: rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
+    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, warnings, classes, labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
   } finally {
     if (own) await eng.release();
   }

@@ -7,6 +7,7 @@
  * - LOW_ACCURACY: training accuracy near chance, and no other class order does better.
  * - NON_FINITE: some per-row scores are not finite numbers (null in the JSON, n/a in the table).
  */
+import type { ClassesFrom } from './data/choose';
 import { maxAssignment } from './linalg';
 import type { Task } from './task/loss';
 
@@ -39,7 +40,16 @@ export interface NonFiniteWarning {
 export type Warning = ClassOrderWarning | LowAccuracyWarning | NonFiniteWarning;
 
 /** Where the class names of the labels came from, for the words of a warning. */
-export type ClassesFrom = 'option' | 'metadata' | 'labels' | null;
+export type { ClassesFrom };
+
+/** The class order used, in the words of the CLASS_ORDER warning. */
+const CLASSES_FROM: Record<NonNullable<ClassesFrom>, string> = {
+  option: 'the --classes order',
+  labels: 'the sorted class names',
+  metadata: "the model's class names",
+  folders: "the class folders' sorted order",
+  classLabel: "the file's ClassLabel names",
+};
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
@@ -84,7 +94,7 @@ export function classOrderWarning(
   }
   if (accuracy >= chance && accuracy >= bestAccuracy / 2) return null;
   const order = Array.from(labelToClass);
-  const used = classesFrom === 'option' ? 'the --classes order' : classesFrom === 'labels' ? 'the sorted class names' : classesFrom === 'metadata' ? "the model's class names" : 'the label ids';
+  const used = classesFrom ? CLASSES_FROM[classesFrom] : 'the label ids';
   const head = `training accuracy under ${used} is ${pct(accuracy)}, ${accuracy < chance ? `below 1.5/C = ${pct(chance)}` : `below half of ${pct(bestAccuracy)}`}; another class order gives ${pct(bestAccuracy)}`;
   if (classes && classes.length === K) {
     const bestClasses = new Array<string>(K);

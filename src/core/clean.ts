@@ -1,7 +1,9 @@
 /** `clean`: choose training rows to drop, write the data without them, and check the effect (orchestration only). */
+import { promises as fsp } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
 import { InfluenceError } from './errors';
 import { audit, type AuditRequest, type AuditResult } from './audit';
-import { checkOutPath, writeWithout } from './data/export';
+import { checkOutPath, writeManifestWithout, writeWithout } from './data/export';
 import { Engine } from './model/engine';
 import { evaluate, refitHead, refitWithout } from './refit';
 import { heldOutChangeIfRemoved, suspicionOrder } from './scores/ranking';
@@ -55,11 +57,22 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
         gradNorm: Math.max(full.gradNorm, without.gradNorm),
       };
     }
-    const kept = await writeWithout(req.train, a.rows.offsets, removed, req.out, a.rows.summary, req.signal);
+    const loc = a.rows.locator;
+    if (loc?.kind === 'shards') throw new InfluenceError('BAD_OPTION', 'clean cannot write Parquet or Arrow files yet: the rows to remove are listed by --json (run audit); remove them with your own tools', { file: req.train });
+    // A manifest is copied byte for byte (its paths stay right only in its own folder); other image sources get a new manifest.
+    const copy = !loc || (loc.manifest !== null && resolve(dirname(loc.manifest)) === resolve(dirname(req.out)) && extname(loc.manifest).toLowerCase() === extname(req.out).toLowerCase());
+    const kept = copy
+      ? await writeWithout(loc?.manifest ?? req.train, a.rows.offsets, removed, req.out, loc?.manifest ? await manifestStamp(loc.manifest) : a.rows.summary, req.signal)
+      : await writeManifestWithout(loc.files, loc.file, a.rows.labels, removed, req.out, req.signal);
     return { removed, kept, out: req.out, predicted, verified, audit: a };
   } finally {
     if (own) await eng.release();
   }
+}
+
+async function manifestStamp(path: string): Promise<{ size: number; mtimeMs: number }> {
+  const st = await fsp.stat(path);
+  return { size: st.size, mtimeMs: st.mtimeMs };
 }
 
 /** The rows to drop, ascending. */

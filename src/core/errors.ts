@@ -29,6 +29,16 @@ export type ErrorCode =
   | 'LABEL_OUT_OF_RANGE'
   | 'LABEL_UNKNOWN_CLASS'
   | 'ROW_OUT_OF_RANGE'
+  // images, manifests, Parquet and Arrow
+  | 'IMAGE_NOT_FOUND'
+  | 'IMAGE_CORRUPT'
+  | 'IMAGE_UNSUPPORTED'
+  | 'IMAGE_SIZE_MISMATCH'
+  | 'IMAGE_COLUMN_MISSING'
+  | 'NO_USABLE_COLUMN'
+  | 'PARQUET_INVALID'
+  | 'ARROW_INVALID'
+  | 'PREPROCESS_INVALID'
   // models
   | 'MODEL_INVALID'
   | 'MODEL_INPUT'

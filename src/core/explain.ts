@@ -11,6 +11,8 @@ import { Engine } from './model/engine';
 import type { OutputKind } from './model/head';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
 import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
+import { forwardSourceRow, type ImageRequest, type PreprocessSummary } from './sources';
+import type { RowLocator } from './data/locator';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
@@ -25,6 +27,8 @@ export interface ExplainRequest {
   test: string;
   testRow: number;
   table?: TableRequest;
+  /** Image sources: the image column and the preprocessing from settings or flags. */
+  images?: ImageRequest;
   damping?: DampingOption;
   /** Score the head as given (default) or refit to the optimum of the damped objective. */
   head?: HeadMode;
@@ -45,8 +49,8 @@ export interface ExplainResult {
   version: 1;
   model: ModelSummary;
   classes: string[] | null;
-  /** The training file's label column (guessed when it has no `label` column; a note says so). */
-  labelColumn: string;
+  /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder, whose labels are its class folders. */
+  labelColumn: string | null;
   damping: number;
   dampingRule: string;
   /** The L2 the shipped head's gradient implies and its stationarity residual, when the damping rule looked at it. */
@@ -58,8 +62,10 @@ export interface ExplainResult {
   solver: SolverKind;
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
-  train: { path: string; rows: number; cache: CacheUse };
+  train: { path: string; rows: number; cache: CacheUse; kind?: string; read?: number };
   test: ExplainTest;
+  /** The image preprocessing used, when the data are images. */
+  preprocess?: PreprocessSummary;
   /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
   notes: string[];
   /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
@@ -67,7 +73,7 @@ export interface ExplainResult {
   /** How the training and test files were read. */
   tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
-  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array };
+  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array; locator?: RowLocator };
   scores: ExplainScores;
   verified: Verified | null;
   seconds: Record<string, number>;
@@ -97,14 +103,16 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     lap('load');
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
-    // How to read the files: the training file's header decides, and the test file follows it.
-    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
-    const testTable = await eng.chooseTable(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
+    // decide, and the test data follow them.
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseSource(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
     lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const test = testTable.kind === 'table' ? await eng.forwardRow(req.test, req.testRow, testTable.options, run) : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     lap('forwardTest');
     const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
     lap('forwardTrain');
@@ -158,7 +166,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       version: 1,
       model: modelSummary(eng, req.model),
       classes,
-      labelColumn: rows.table.labelColumn,
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
       damping,
       dampingRule: rule,
       impliedL2: prep.damping.implied,
@@ -167,10 +175,11 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       solver: scores.solver,
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
-      train: { path: req.train, rows: rows.n, cache: rows.cache },
-      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes),
+      train: { path: req.train, rows: rows.n, cache: rows.cache, ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}) },
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], rows.source?.notes ?? []),
       warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
+      ...(rows.source?.preprocess ? { preprocess: rows.source.preprocess } : 'preprocess' in test && test.preprocess ? { preprocess: test.preprocess } : {}),
       test: {
         path: req.test,
         row: req.testRow,
@@ -184,8 +193,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
         featureNames: test.table.featureNames,
+        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets, ...(rows.locator ? { locator: rows.locator } : {}) },
       scores,
       verified,
       seconds,

@@ -19,6 +19,9 @@ export interface ExplainTest {
   features: number[];
   /** The feature columns of the test file, in model order. */
   featureNames: string[];
+  /** An image row's file (or a Parquet/Arrow row's file and row in it). */
+  file?: string;
+  fileRow?: number;
 }
 
 /** Why a training row is flagged; machine-readable (the CLI and the extension word it). */

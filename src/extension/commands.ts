@@ -18,17 +18,25 @@ export interface Services {
 
 type Factory = (s: Services) => (...args: never[]) => unknown;
 
-const DATA_GLOB = '**/*.{csv,tsv,jsonl}';
+const DATA_GLOB = '**/*.{csv,tsv,jsonl,parquet,arrow,feather}';
+
+/** Image files "Explain This Image's Prediction" takes. */
+export function isImageFile(p: string): boolean {
+  return /\.(png|jpe?g|bmp|webp)$/i.test(p);
+}
 
 async function pickFile(role: Role): Promise<string | undefined> {
   const glob = role === 'model' ? '**/*.onnx' : DATA_GLOB;
   const found = await vscode.workspace.findFiles(glob, '**/{node_modules,.git}/**', 200);
   const browse = '$(folder-opened) Browse…';
   const items = [...found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { label: browse, uri: undefined }];
-  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: choose the ${ROLE_NAMES[role].toLowerCase()}`, placeHolder: role === 'model' ? 'an .onnx classifier' : 'a CSV, TSV or JSONL file' });
+  const folder = '$(file-directory) An image folder…';
+  if (role !== 'model') items.splice(items.length - 1, 0, { label: folder, uri: undefined });
+  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: choose the ${ROLE_NAMES[role].toLowerCase()}`, placeHolder: role === 'model' ? 'an .onnx classifier' : 'a CSV, TSV, JSONL, Parquet or Arrow file, or an image folder' });
   if (!pick) return undefined;
   if (pick.uri) return pick.uri.fsPath;
-  const uris = await vscode.window.showOpenDialog({ canSelectMany: false, filters: role === 'model' ? { 'ONNX model': ['onnx'] } : { Data: ['csv', 'tsv', 'jsonl'] } });
+  const folders = pick.label === folder;
+  const uris = await vscode.window.showOpenDialog({ canSelectMany: false, canSelectFolders: folders, canSelectFiles: !folders, filters: folders ? undefined : role === 'model' ? { 'ONNX model': ['onnx'] } : { Data: ['csv', 'tsv', 'jsonl', 'parquet', 'arrow', 'feather'] } });
   return uris?.[0]?.fsPath;
 }
 
@@ -40,7 +48,8 @@ async function ensure(s: Services, roles: Role[]): Promise<boolean> {
     const chosen = await pickFile(role);
     if (!chosen) return false;
     await s.controller.project.update({ [role]: chosen });
-    if (role === 'train' && !s.controller.project.get().labelColumn) await chooseLabelColumn(s)();
+    // A text table's label column is asked for; an image folder's labels are its folders.
+    if (role === 'train' && !s.controller.project.get().labelColumn && isDataFile(vscode.Uri.file(chosen))) await chooseLabelColumn(s)();
   }
   return true;
 }
@@ -116,13 +125,74 @@ async function runExplain(s: Services, testPath: string, testRow: number): Promi
   const c = s.controller;
   const model = c.path('model')!;
   const train = c.path('train')!;
-  if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train)) await c.project.update({ test: testPath });
+  // A single image is explained on its own: it does not become the project's test data.
+  if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train) && !isImageFile(testPath)) await c.project.update({ test: testPath });
   const r = await c.run(`explaining row ${testRow} of ${path.basename(testPath)}`, (signal, onProgress) => c.engine.request('explain', { ...c.common(model, train), test: testPath, testRow }, { signal, onProgress }));
   if (!r) return;
   c.logRun(`explain row ${testRow} of ${testPath}`, r.log);
   c.setExplain({ view: r.view, marks: r.marks, trainPath: train, testPath, testRow });
   s.panel.show(true);
 }
+
+/** Explains an image file that sits in no data file (unlabelled: its predicted class). */
+const explainImage: Factory = (s) => async (uri?: vscode.Uri) => {
+  const target = uri instanceof vscode.Uri ? uri : (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri;
+  if (!target || target.scheme !== 'file' || !isImageFile(target.fsPath)) {
+    void vscode.window.showWarningMessage('Influence Lens: right-click a PNG, JPEG, BMP or WebP image to explain its prediction.');
+    return;
+  }
+  if (!(await ensure(s, ['model', 'train']))) return;
+  await runExplain(s, target.fsPath, 0);
+};
+
+/** A listed row as the panel and the tree know it. */
+interface ListedRow {
+  row: number;
+  line: number;
+  file?: string;
+  fileRow?: number;
+}
+
+/** The listed row `row` of the training (or the test) data in the current results. */
+function listedRow(s: Services, which: 'train' | 'test', row: number): ListedRow | undefined {
+  const ex = s.controller.results.explain?.view;
+  if (which === 'test') return ex && ex.test.row === row ? ex.test : undefined;
+  const lists: ListedRow[][] = [];
+  if (ex) lists.push(ex.byInfluence.helpful, ex.byInfluence.harmful, ex.byRelative.helpful, ex.byRelative.harmful, ex.flip?.rows ?? []);
+  const au = s.controller.results.audit?.view;
+  if (au) lists.push(au.flagged);
+  for (const l of lists) {
+    const hit = l.find((r) => r.row === row);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+/**
+ * Opens a listed row: a line of a text file at that line; an image in VS Code's image preview
+ * (after revealing its manifest line, when there is one); a Parquet/Arrow row as a read-only view
+ * in the panel with its fields and image.
+ */
+const revealRow: Factory = (s) => async (which: 'train' | 'test', row: number, line?: number) => {
+  const c = s.controller;
+  const ex = c.results.explain;
+  const dataPath = which === 'test' ? ex?.testPath : (ex?.trainPath ?? c.results.audit?.trainPath);
+  const r = listedRow(s, which, row) ?? (typeof line === 'number' ? { row, line } : undefined);
+  if (!r || !dataPath) return;
+  if (r.file !== undefined && r.fileRow !== undefined) {
+    const title = `${which === 'test' ? 'Test' : 'Training'} row ${row}`;
+    try {
+      const detail = await c.engine.request('rowDetail', { file: r.file, fileRow: r.fileRow, title });
+      s.panel.show(true);
+      s.panel.post({ type: 'rowDetail', detail });
+    } catch (e) {
+      c.showError(e);
+    }
+    return;
+  }
+  if (r.line > 0) await s.editor.reveal(vscode.Uri.file(dataPath), r.line);
+  if (r.file !== undefined) await vscode.commands.executeCommand('vscode.open', vscode.Uri.file(r.file), { viewColumn: vscode.ViewColumn.One, preview: true });
+};
 
 const explainRowNumber: Factory = (s) => async (row?: number) => {
   if (!(await ensure(s, ['model', 'train', 'test']))) return;
@@ -183,9 +253,11 @@ const exportCleaned: Factory = (s) => async (): Promise<ExportResult | undefined
   }
   const pick = options.length === 1 ? options[0] : await vscode.window.showQuickPick(options, { title: 'Influence Lens: rows to leave out of the cleaned dataset' });
   if (!pick) return undefined;
-  const ext = path.extname(au.trainPath);
-  const suggestion = vscode.Uri.file(path.join(path.dirname(au.trainPath), `${path.basename(au.trainPath, ext)}.cleaned${ext}`));
-  const out = await vscode.window.showSaveDialog({ defaultUri: suggestion, title: 'Save the cleaned dataset as', filters: { Data: [ext.slice(1)] } });
+  // Image data are exported as a new manifest of the kept images (the images are never touched).
+  const text = isDataFile(vscode.Uri.file(au.trainPath));
+  const ext = text ? path.extname(au.trainPath) : '.csv';
+  const suggestion = vscode.Uri.file(path.join(path.dirname(au.trainPath), `${path.basename(au.trainPath, path.extname(au.trainPath))}.cleaned${ext}`));
+  const out = await vscode.window.showSaveDialog({ defaultUri: suggestion, title: text ? 'Save the cleaned dataset as' : 'Save a manifest of the kept images as', filters: { Data: [ext.slice(1)] } });
   if (!out) return undefined;
   if (path.resolve(out.fsPath) === path.resolve(au.trainPath)) {
     void vscode.window.showErrorMessage('Influence Lens: the cleaned dataset never overwrites the original; choose another file.');
@@ -257,10 +329,12 @@ export const COMMANDS: Record<CommandId, Factory> = {
   [COMMAND.chooseLabelColumn]: chooseLabelColumn,
   [COMMAND.explainRow]: explainRow,
   [COMMAND.explainRowNumber]: explainRowNumber,
+  [COMMAND.explainImage]: explainImage,
   [COMMAND.runAudit]: runAudit,
   [COMMAND.auditFile]: auditFile,
   [COMMAND.exportCleaned]: exportCleaned,
   [COMMAND.revealLine]: revealLine,
+  [COMMAND.revealRow]: revealRow,
   [COMMAND.dropRow]: rowSet('dropped'),
   [COMMAND.markReviewed]: rowSet('reviewed'),
   [COMMAND.refresh]: refresh,

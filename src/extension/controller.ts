@@ -57,7 +57,8 @@ export class Controller implements vscode.Disposable {
 
   common(model: string, train: string): CommonParams {
     const s = this.settings();
-    return { model, train, table: this.table(), damping: s.damping, head: s.head, topK: s.topK, imageShape: s.imageShape, cacheDir: s.cacheDirectory, batchSize: s.batchSize };
+    const images = s.imageColumn || s.preprocess ? { images: { imageColumn: s.imageColumn, preprocess: s.preprocess } } : {};
+    return { model, train, table: this.table(), damping: s.damping, head: s.head, topK: s.topK, imageShape: s.imageShape, cacheDir: s.cacheDirectory, batchSize: s.batchSize, ...images };
   }
 
   setExplain(r: Results['explain']): void {

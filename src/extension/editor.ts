@@ -86,7 +86,7 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
       const marks = this.controller.marksFor(editor.document.uri.fsPath);
       for (const kind of Object.keys(this.types) as RowMark['kind'][]) {
         const opts: vscode.DecorationOptions[] = marks
-          .filter((m) => m.kind === kind && m.line - 1 < editor.document.lineCount)
+          .filter((m) => m.kind === kind && m.line > 0 && m.line - 1 < editor.document.lineCount)
           .map((m) => ({
             range: new vscode.Range(m.line - 1, 0, m.line - 1, 0),
             renderOptions: { after: { contentText: `◀ row ${m.row} ${HINTS[kind]}${kind === 'helpful' || kind === 'harmful' ? ` (${m.value > 0 ? '+' : ''}${m.value.toPrecision(3)} if removed)` : ''}` } },
@@ -101,15 +101,21 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
     const au = this.controller.results.audit;
     if (!au) return;
     const reviewed = this.sets.get('reviewed', au.trainPath);
-    const diags = au.marks
-      .filter((m) => !reviewed.has(m.row))
-      .map((m) => {
-        const d = new vscode.Diagnostic(new vscode.Range(m.line - 1, 0, m.line - 1, Number.MAX_SAFE_INTEGER), m.message, m.kind === 'memorized' ? vscode.DiagnosticSeverity.Warning : vscode.DiagnosticSeverity.Information);
-        d.source = 'Influence Lens';
-        d.code = m.kind;
-        return Object.assign(d, { row: m.row });
-      });
-    this.diagnostics.set(vscode.Uri.file(au.trainPath), diags);
+    // A row with a line (a text file, a manifest) is diagnosed there; a row without one (an image
+    // folder's image, a Parquet/Arrow row) on its own file: VS Code takes diagnostics on any URI.
+    const byFile = new Map<string, vscode.Diagnostic[]>();
+    for (const m of au.marks) {
+      if (reviewed.has(m.row)) continue;
+      const onLine = m.line > 0;
+      if (!onLine && !m.file) continue;
+      const range = onLine ? new vscode.Range(m.line - 1, 0, m.line - 1, Number.MAX_SAFE_INTEGER) : new vscode.Range(0, 0, 0, 0);
+      const d = new vscode.Diagnostic(range, m.message, m.kind === 'memorized' ? vscode.DiagnosticSeverity.Warning : vscode.DiagnosticSeverity.Information);
+      d.source = 'Influence Lens';
+      d.code = m.kind;
+      const file = onLine ? au.trainPath : m.file!;
+      byFile.set(file, [...(byFile.get(file) ?? []), Object.assign(d, { row: m.row })]);
+    }
+    for (const [file, diags] of byFile) this.diagnostics.set(vscode.Uri.file(file), diags);
   }
 
   /** Opens a file at a 1-based line, selects it and flashes it. */
@@ -132,6 +138,8 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
     md.isTrusted = false;
     for (const m of marks) {
       md.appendMarkdown(`**Influence Lens: row ${m.row}, ${m.kind}**\n\n`);
+      // A manifest row's image (a data URI made by the engine, not text from the file).
+      if (m.thumb?.startsWith('data:image/png;base64,')) md.appendMarkdown(`![row ${m.row}](${m.thumb}|width=64)\n\n`);
       md.appendText(m.message);
       md.appendMarkdown('\n\n');
     }

@@ -79,13 +79,10 @@ export class PanelController implements vscode.Disposable {
       case 'setRanking':
         await this.ctx.workspaceState.update(RANKING_KEY, m.ranking);
         return;
-      case 'reveal': {
-        const ex = this.controller.results.explain;
-        const au = this.controller.results.audit;
-        const file = m.file === 'test' ? ex?.testPath : (ex?.trainPath ?? au?.trainPath);
-        if (file) await vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(file), m.line);
+      case 'reveal':
+        // A line, an image (and its manifest line), or a Parquet/Arrow row's view in this panel.
+        await vscode.commands.executeCommand(COMMAND.revealRow, m.file, m.row, m.line);
         return;
-      }
       case 'runAudit':
         await vscode.commands.executeCommand(COMMAND.runAudit);
         return;

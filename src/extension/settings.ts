@@ -12,6 +12,10 @@ export interface Settings {
   cacheDirectory: string | null;
   batchSize: number;
   memorizationTau: number;
+  /** A manifest's path column or a Parquet/Arrow image column ('' = the usual names). */
+  imageColumn?: string;
+  /** Image preprocessing (the model's metadata and a preprocess.json beside it come first). */
+  preprocess?: Record<string, unknown>;
 }
 
 export const DEFAULTS: Settings = { damping: 'auto', head: 'shipped', topK: 10, imageShape: 'auto', cacheDirectory: '', batchSize: 4096, memorizationTau: 0 };
@@ -61,8 +65,16 @@ export function readSettings(get: (key: string) => unknown): { settings: Setting
   if (typeof t === 'number' && t >= 0 && Number.isFinite(t)) memorizationTau = t;
   else if (t !== undefined && t !== null) bad('memorizationTau', t, 'is not a number ≥ 0');
 
+  const images: Pick<Settings, 'imageColumn' | 'preprocess'> = {};
+  const ic = get('imageColumn');
+  if (typeof ic === 'string' && ic.trim() !== '') images.imageColumn = ic.trim();
+  else if (ic !== undefined && ic !== null && ic !== '') bad('imageColumn', ic, 'is not a column name');
+  const pre = get('preprocess');
+  if (pre && typeof pre === 'object' && !Array.isArray(pre) && Object.keys(pre).length) images.preprocess = pre as Record<string, unknown>;
+  else if (pre !== undefined && pre !== null && (typeof pre !== 'object' || Array.isArray(pre))) bad('preprocess', pre, 'is not an object');
+
   return {
-    settings: { damping, head, topK: int('topK', 1, 200), imageShape, cacheDirectory, batchSize: int('batchSize', 1, 1 << 20), memorizationTau },
+    settings: { damping, head, topK: int('topK', 1, 200), imageShape, cacheDirectory, batchSize: int('batchSize', 1, 1 << 20), memorizationTau, ...images },
     problems,
   };
 }

@@ -14,6 +14,13 @@ type Node =
   | { kind: 'row'; file: string; row: RowView }
   | { kind: 'flagged'; file: string; row: FlaggedRow };
 
+/** A row's place in the tree: its line, its image's name, or its row of a Parquet/Arrow file. */
+function where(r: { line: number; file?: string; fileRow?: number }): string {
+  if (!r.file) return `line ${r.line}`;
+  const name = path.basename(r.file);
+  return r.fileRow !== undefined ? `${name} row ${r.fileRow}` : r.line > 0 ? `${name}, line ${r.line}` : name;
+}
+
 export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disposable {
   private readonly emitter = new vscode.EventEmitter<Node | undefined>();
   readonly onDidChangeTreeData = this.emitter.event;
@@ -49,7 +56,7 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         const t = ex.view.test;
         const cls = (k: number) => className(ex.view.classes, k);
         return [
-          { kind: 'info', label: `Row ${t.row} (line ${t.line})`, description: path.basename(ex.testPath) },
+          { kind: 'info', label: `Row ${t.row} (${where(t)})`, description: path.basename(ex.testPath) },
           { kind: 'info', label: `Predicted ${cls(t.predicted)}`, description: `p = ${t.probabilities[t.predicted].toFixed(3)}` },
           { kind: 'info', label: t.labelled ? `Label ${cls(t.label)}` : 'No label', description: `loss ${t.loss.toPrecision(3)}` },
         ];
@@ -97,21 +104,21 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
       case 'row': {
         const r = node.row;
         const helpful = r.lossChangeIfRemoved > 0;
-        const item = new vscode.TreeItem(`Row ${r.row} (line ${r.line})`);
+        const item = new vscode.TreeItem(`Row ${r.row} (${where(r)})`);
         item.description = `${fmt(r.lossChangeIfRemoved)} if removed · label ${r.label}`;
         item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${r.label}, predicted ${r.predicted}\n\n${describeLossChange(r.lossChangeIfRemoved)}; leverage-corrected ${fmt(r.lossChangeIfRemovedNewton)}.\n\nRelative influence ${fmt(r.relativeInfluence)}; margin change if removed ${fmt(r.classificationInfluence)}.`);
-        item.iconPath = new vscode.ThemeIcon(helpful ? 'arrow-up' : 'arrow-down', new vscode.ThemeColor(helpful ? 'charts.green' : 'charts.red'));
-        item.command = { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.iconPath = r.file && r.fileRow === undefined ? vscode.Uri.file(r.file) : new vscode.ThemeIcon(helpful ? 'arrow-up' : 'arrow-down', new vscode.ThemeColor(helpful ? 'charts.green' : 'charts.red'));
+        item.command = r.file ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] } : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
       case 'flagged': {
         const r = node.row;
         const classes = c.results.audit?.view.classes ?? null;
-        const item = new vscode.TreeItem(`Row ${r.row} (line ${r.line})`);
+        const item = new vscode.TreeItem(`Row ${r.row} (${where(r)})`);
         item.description = `${r.memorized ? 'memorized · ' : ''}suspicion ${r.suspicion.toFixed(2)}`;
         item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${className(classes, r.label)}, predicted ${className(classes, r.predicted)}\n\n${r.reasons.map((x) => `- ${describeReason(x, classes)}`).join('\n')}`);
-        item.iconPath = new vscode.ThemeIcon(r.memorized ? 'warning' : 'search', new vscode.ThemeColor(r.memorized ? 'charts.orange' : 'charts.yellow'));
-        item.command = { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.iconPath = r.file && r.fileRow === undefined ? vscode.Uri.file(r.file) : new vscode.ThemeIcon(r.memorized ? 'warning' : 'search', new vscode.ThemeColor(r.memorized ? 'charts.orange' : 'charts.yellow'));
+        item.command = r.file ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] } : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
     }

@@ -3,7 +3,7 @@
  * engine's child process, so only the few listed rows cross the process boundary.
  */
 import { quantile, reasonsFor, suspicionOrder, topRows, type AuditResult, type ExplainResult } from '../core';
-import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowView, TrustView } from '../protocol/webview';
+import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowFile, RowView, TrustView } from '../protocol/webview';
 import { describeLossChange, describeReason } from '../protocol/words';
 import type { RowMark } from '../protocol/engine';
 
@@ -43,9 +43,10 @@ export function histogram(values: Float64Array, bins: number): { edges: number[]
   return { edges, counts };
 }
 
-function rowView(r: ExplainResult, i: number, features: Map<number, number[]>): RowView {
+function rowView(r: ExplainResult, i: number, features: Map<number, number[]>, files?: Map<number, RowFile>): RowView {
   const s = r.scores;
   return {
+    ...files?.get(i),
     row: i,
     line: r.rows.line[i],
     label: r.rows.label[i],
@@ -81,15 +82,19 @@ export function allListed(listed: ListedRows): number[] {
   return [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
 }
 
-/** The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also reads their thumbnails). */
 /** The head, stability and notes of a result, as the panel shows them. */
 function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warnings'>): TrustView {
   const { mode, gradNorm, relGradNorm, warning, message } = r.head;
   return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, warnings: r.warnings.map((w) => w.message), notes: r.notes };
 }
 
-export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]> }): ExplainView {
-  const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features));
+/**
+ * The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also
+ * reads their thumbnails: `features` for rows of a text file drawn as images, `files` for rows that
+ * are image files or rows of Parquet/Arrow files, with the test row's as `testFile`).
+ */
+export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]>; files?: Map<number, RowFile>; testFile?: RowFile }): ExplainView {
+  const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features, opts.files));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
   const marked = [
     ...listed.byInfluence.helpful.map((row) => ({ row, line: r.rows.line[row], value: r.scores.lossChangeIfRemoved[row], kind: 'helpful' as const })),
@@ -102,11 +107,13 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
     dampingRule: r.dampingRule,
     selfInfluenceMethod: r.selfInfluenceMethod,
     train: { path: r.train.path, rows: r.train.rows },
-    test: r.test,
+    test: opts.testFile?.thumb ? { ...r.test, ...opts.testFile, features: [] } : { ...r.test, ...opts.testFile },
     image: opts.image,
+    ...(r.rows.locator?.kind === 'images' || opts.testFile?.thumb ? { images: true } : {}),
+    ...(r.preprocess ? { preprocess: r.preprocess.steps } : {}),
     byInfluence: { helpful: rv(listed.byInfluence.helpful), harmful: rv(listed.byInfluence.harmful) },
     byRelative: { helpful: rv(listed.byRelative.helpful), harmful: rv(listed.byRelative.harmful) },
-    flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row] })), newClass: r.scores.flip.newClass } : null,
+    flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row], ...opts.files?.get(row) })), newClass: r.scores.flip.newClass } : null,
     histogram: { ...hist, marked },
     seconds: r.seconds.total,
     ...trustView(r),
@@ -115,7 +122,13 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
 
 /** The training file's marks: the histogram's marked rows (the top helpful and harmful), each worded. */
 export function explainMarks(view: ExplainView): RowMark[] {
-  return view.histogram.marked.map(({ row, line, kind, value }) => ({ row, line, kind, value, message: describeLossChange(value) }));
+  const listed = new Map([...view.byInfluence.helpful, ...view.byInfluence.harmful].map((v) => [v.row, v]));
+  return view.histogram.marked.map(({ row, line, kind, value }) => ({ row, line, kind, value, message: describeLossChange(value), ...fileOf(listed.get(row)) }));
+}
+
+/** A mark's file and thumbnail, from its listed row. */
+function fileOf(v: RowFile | undefined): { file?: string; thumb?: string } {
+  return { ...(v?.file ? { file: v.file } : {}), ...(v?.thumb ? { thumb: v.thumb } : {}) };
 }
 
 /** Memorized rows first (by suspicion), then the most suspicious others, k in all at most. */
@@ -128,7 +141,7 @@ export function flaggedRows(a: AuditResult, k: number): number[] {
 }
 
 /** The panel's view of an audit, with the `flagged` rows (ranked once, by the caller, who also reads their thumbnails). */
-export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]> }): AuditView {
+export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]>; files?: Map<number, RowFile> }): AuditView {
   const s = a.scores;
   const p95 = quantile(s.selfInfluence, 0.95);
   const flagged: FlaggedRow[] = flaggedIds.map((i) => ({
@@ -140,12 +153,15 @@ export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes:
     memorized: s.memorized?.[i] === 1,
     reasons: reasonsFor(s, a.rows, i, p95),
     features: opts.features.get(i),
+    ...opts.files?.get(i),
   }));
   return {
     train: { path: opts.trainPath, rows: a.rows.n },
     heldOut: a.heldOut ? { path: a.heldOut.path, rows: a.heldOut.rows.n, source: a.heldOut.source, loss: a.heldOutLoss!, accuracy: a.heldOutAccuracy! } : null,
     classes: opts.classes,
     image: opts.image,
+    ...(a.rows.locator?.kind === 'images' ? { images: true } : {}),
+    ...(a.rows.source?.preprocess ? { preprocess: a.rows.source.preprocess.steps } : {}),
     damping: a.damping,
     dampingRule: a.dampingRule,
     ...trustView(a),
@@ -162,5 +178,6 @@ export function auditMarks(view: AuditView): RowMark[] {
     kind: f.memorized ? 'memorized' : 'suspicious',
     value: f.suspicion,
     message: `${f.memorized ? 'Memorized' : 'Suspicious'} row ${f.row} (suspicion ${f.suspicion.toFixed(3)}): ${f.reasons.map((x) => describeReason(x, view.classes)).join('; ') || 'among the most suspicious rows'}`,
+    ...fileOf(f),
   }));
 }

@@ -2,8 +2,10 @@
  * The engine's child process: the extension forks it so that a native crash in onnxruntime
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
-import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, guessLabelColumn, readHeader, readRecords, rowAtLine, RowsCache, type TableRead } from '../core';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, Method, Requests, ToWorker } from '../protocol/engine';
+import { promises as fsp } from 'node:fs';
+import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, guessLabelColumn, parsePreprocess, readRecords, rowAtLine, rowDetail, rowFiles, RowsCache, sourceColumns, type ImageRequest, type RowLocator, type TableRead } from '../core';
+import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, ImageParams, Method, Requests, ToWorker } from '../protocol/engine';
+import type { RowFile } from '../protocol/webview';
 import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
 
 const running = new Map<number, AbortController>();
@@ -35,41 +37,82 @@ async function rowFeatures(path: string, table: TableRead, offsets: ArrayLike<nu
   return out;
 }
 
+/** The settings' image options for the engine (the preprocessing checked as the command line's is). */
+function imagesOf(p: ImageParams | undefined): ImageRequest {
+  if (!p) return {};
+  return { ...(p.imageColumn ? { imageColumn: p.imageColumn } : {}), ...(p.preprocess && Object.keys(p.preprocess).length ? { preprocess: parsePreprocess(p.preprocess, 'the setting influenceLens.preprocess') } : {}) };
+}
+
+/** Listed rows' files and real thumbnails, for rows that are images or rows of Parquet/Arrow files. */
+async function filesOf(locator: RowLocator | undefined, rows: number[]): Promise<Map<number, RowFile>> {
+  return locator ? rowFiles(locator, rows) : new Map();
+}
+
+/** The last model opened, kept while its file is unchanged: a second run skips loading and compiling it. */
+let kept: { path: string; size: number; mtimeMs: number; engine: Engine } | null = null;
+let keptUsers = 0;
+
+async function openEngine(path: string): Promise<Engine> {
+  const st = await fsp.stat(path).catch(() => null);
+  if (kept && st && kept.path === path && kept.size === st.size && kept.mtimeMs === st.mtimeMs) {
+    keptUsers++;
+    return kept.engine;
+  }
+  const engine = await Engine.open(path);
+  if (st && keptUsers === 0) {
+    const old = kept;
+    kept = { path, size: st.size, mtimeMs: st.mtimeMs, engine };
+    keptUsers++;
+    await old?.engine.release();
+  }
+  return engine;
+}
+
+async function releaseEngine(engine: Engine): Promise<void> {
+  if (kept?.engine === engine) keptUsers--;
+  else await engine.release();
+}
+
 async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Promise<Requests['explain']['result']> {
-  const engine = await Engine.open(p.model);
+  const engine = await openEngine(p.model);
   try {
     const r = await explain(
-      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, damping: p.damping, head: p.head, stabilityTop: p.topK, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
+      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
       engine,
     );
-    const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
+    const locator = r.rows.locator;
+    const image = locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const listed = listedRows(r, p.topK);
     const features = image ? await rowFeatures(p.train, r.tables.train, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
-    const view = explainView(r, listed, { image, features });
+    const files = await filesOf(locator, [...allListed(listed), ...(r.scores.flip?.rows ?? [])]);
+    const t = r.test;
+    const testFile = t.file === undefined ? undefined : (await rowFiles({ kind: t.fileRow === undefined ? 'images' : 'shards', files: [t.file], stamps: [], kinds: null, file: Int32Array.of(0), fileRow: t.fileRow === undefined ? null : Int32Array.of(t.fileRow), manifest: null }, [0], 112)).get(0);
+    const view = explainView(r, listed, { image, features, files, testFile });
     const marks = explainMarks(view);
     return { view, marks, log: { damping: r.damping, dampingRule: r.dampingRule, seconds: r.seconds, cache: r.train.cache } };
   } finally {
-    await engine.release();
+    await releaseEngine(engine);
   }
 }
 
 function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
-  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, damping: p.damping, head: p.head, stabilityTop: p.topK, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
+  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {
-  const engine = await Engine.open(p.model);
+  const engine = await openEngine(p.model);
   try {
     const a = await audit(auditRequest(p, signal, id), engine);
-    const image = imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
+    const image = a.rows.locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const { classes } = a;
     const flagged = flaggedRows(a, p.topK);
     const features = image ? await rowFeatures(p.train, a.tables.train, a.rows.offsets, flagged) : new Map<number, number[]>();
-    const view = auditView(a, flagged, { classes, image, trainPath: p.train, features });
+    const files = await filesOf(a.rows.locator, flagged);
+    const view = auditView(a, flagged, { classes, image, trainPath: p.train, features, files });
     const marks = auditMarks(view);
     return { view, marks, log: { damping: a.damping, dampingRule: a.dampingRule, seconds: a.seconds, cache: a.rows.cache } };
   } finally {
-    await engine.release();
+    await releaseEngine(engine);
   }
 }
 
@@ -93,11 +136,12 @@ const handlers: { [M in Method]: (p: Requests[M]['params'], signal: AbortSignal,
   audit: doAudit,
   clean: doClean,
   header: async (p) => {
-    const columns = await readHeader(p.path);
+    const columns = await sourceColumns(p.path);
     return { columns, labelGuess: guessLabelColumn(columns).name };
   },
   rowAt: (p) => rowAtLine(p.path, p.line),
   clearCache: async (p) => ({ removed: await cacheAt(p.cacheDir || defaultCacheDir()).clear() }),
+  rowDetail: (p) => rowDetail(p.file, p.fileRow, p.title),
 };
 
 process.on('message', (m: ToWorker) => {

@@ -1,5 +1,5 @@
 /** The engine's channel: messages between the extension host and the engine's child process (no vscode). */
-import type { AuditView, ExplainView } from './webview';
+import type { AuditView, ExplainView, RowDetail } from './webview';
 
 export interface TableChoice {
   labelColumn?: string;
@@ -20,6 +20,13 @@ export interface CommonParams {
   /** null: no cache. */
   cacheDir: string | null;
   batchSize: number;
+  /** Image sources: a manifest's path column or a Parquet/Arrow image column, and the preprocessing from the settings. */
+  images?: ImageParams;
+}
+
+export interface ImageParams {
+  imageColumn?: string;
+  preprocess?: Record<string, unknown>;
 }
 
 export interface ExplainParams extends CommonParams {
@@ -45,6 +52,10 @@ export interface RowMark {
   /** Words for the hover and the Problems panel. */
   message: string;
   value: number;
+  /** The row's image (or Parquet/Arrow) file: an image folder's diagnostics attach to it. */
+  file?: string;
+  /** The row's image, for the hover. */
+  thumb?: string;
 }
 
 export interface RunLog {
@@ -63,6 +74,8 @@ export interface Requests {
   /** The 0-based data row whose record covers a 1-based line, or null (header, blank). */
   rowAt: { params: { path: string; line: number; table: TableChoice }; result: { row: number; line: number } | null };
   clearCache: { params: { cacheDir: string | null }; result: { removed: number } };
+  /** A Parquet or Arrow row's fields and image, for the panel's row view. */
+  rowDetail: { params: { file: string; fileRow: number; title: string }; result: RowDetail };
 }
 
 export type Method = keyof Requests;

@@ -27,6 +27,29 @@ export interface RowView {
   classificationInfluence: number;
   /** The row's features, for a thumbnail; present when the data are images. */
   features?: number[];
+  /** The real image, as a PNG data URI of at most about 64 px, when the row is an image. */
+  thumb?: string;
+  /** The row's image file, or the Parquet/Arrow file it is a row of (fileRow). */
+  file?: string;
+  fileRow?: number;
+}
+
+/** Where a listed row is beyond its line: its image or Parquet/Arrow file, and its thumbnail. */
+export interface RowFile {
+  thumb?: string;
+  file?: string;
+  fileRow?: number;
+}
+
+/** A Parquet or Arrow row shown read-only in the panel: its fields and its image. */
+export interface RowDetail {
+  /** e.g. "Training row 17". */
+  title: string;
+  file: string;
+  fileRow: number;
+  fields: { name: string; value: string }[];
+  /** The row's image (a larger thumbnail), when it has one. */
+  image?: string;
 }
 
 export interface ImageShape {
@@ -69,14 +92,18 @@ export interface ExplainView extends TrustView {
   dampingRule: string;
   selfInfluenceMethod: 'exact' | 'ekfac';
   train: { path: string; rows: number };
-  test: ExplainTest;
+  test: ExplainTest & RowFile;
   /** Thumbnails are drawn when this is set. */
   image: ImageShape | null;
+  /** The data are image files (or encoded images): rows carry their real image as `thumb`. */
+  images?: boolean;
+  /** The image preprocessing, step by step, when the data are images. */
+  preprocess?: string[];
   /** Top k by lossChangeIfRemoved (helpful: largest positive; harmful: most negative). */
   byInfluence: { helpful: RowView[]; harmful: RowView[] };
   /** Top k by relativeInfluence (helpful: most negative influence per unit self-influence). */
   byRelative: { helpful: RowView[]; harmful: RowView[] };
-  flip: { rows: { row: number; line: number }[]; newClass: number } | null;
+  flip: { rows: ({ row: number; line: number } & RowFile)[]; newClass: number } | null;
   /** Distribution of lossChangeIfRemoved over all rows, with the listed rows marked. */
   histogram: { edges: number[]; counts: number[]; marked: { row: number; line: number; value: number; kind: 'helpful' | 'harmful' }[] };
   seconds: number;
@@ -92,6 +119,9 @@ export interface FlaggedRow {
   memorized: boolean;
   reasons: Reason[];
   features?: number[];
+  thumb?: string;
+  file?: string;
+  fileRow?: number;
 }
 
 export interface AuditView extends TrustView {
@@ -99,6 +129,9 @@ export interface AuditView extends TrustView {
   heldOut: { path: string; rows: number; source: 'validation' | 'test'; loss: number; accuracy: number } | null;
   classes: string[] | null;
   image: ImageShape | null;
+  /** The data are image files (or encoded images): rows carry their real image as `thumb`. */
+  images?: boolean;
+  preprocess?: string[];
   damping: number;
   dampingRule: string;
   /** null without a held-out set: memorization is then not checked. */
@@ -125,6 +158,7 @@ export interface ExportResult {
 
 export type HostMessage =
   | { type: 'state'; state: PanelState }
+  | { type: 'rowDetail'; detail: RowDetail }
   | { type: 'reply'; requestId: number; ok: boolean; message?: string };
 
 export type WebviewMessage =
@@ -150,5 +184,6 @@ export const isWebviewMessage = messageGuard<WebviewMessage>({
 /** The panel's light check of what arrives on window 'message' before it trusts its shape. */
 export const isHostMessage = messageGuard<HostMessage>({
   state: (m) => isRecord(m.state) && 'explain' in m.state && 'audit' in m.state,
+  rowDetail: (m) => isRecord(m.detail) && Array.isArray(m.detail.fields),
   reply: (m) => typeof m.requestId === 'number' && typeof m.ok === 'boolean',
 });

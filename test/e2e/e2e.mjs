@@ -15,7 +15,7 @@
 // Adding a step: `step('what the user sees', async ({ page }) => { ... })` in the flow below, in
 // order; the helpers are in test/e2e/vscode-ui.mjs.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
+import { mkdirSync, rmSync, appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { ROOT, newRunDir, startCodeServer, installExtension, copySample, onSignals } from '../../scripts/vscode/server.mjs';
 import { launchBrowser } from '../../scripts/vscode/browser.mjs';
@@ -31,7 +31,12 @@ const only = opt('--only') ? Number(opt('--only')) : Infinity;
 // Screenshots never go into the repository's tracked files: `npm run screenshots` copies them there.
 const SHOTS = resolve(opt('--screenshots') ?? join(ROOT, '.cache/screenshots'));
 const SCREENSHOT = join(SHOTS, 'workbench.png');
-const extraShot = async (page, name) => { mkdirSync(SHOTS, { recursive: true }); await screenshot(page, join(SHOTS, name)); };
+const extraShot = async (page, name) => {
+  // The run's progress notification closes just after the panel shows the result: not in the picture.
+  await poll(async () => (await page.locator('.notification-toast', { hasText: /Influence Lens: (explaining|auditing)/ }).count()) === 0, { timeoutMs: 10_000, message: 'the progress notification to close' }).catch(() => {});
+  mkdirSync(SHOTS, { recursive: true });
+  await screenshot(page, join(SHOTS, name));
+};
 const FLAGGED_ROWS = '[id^="flagged"] tr.clickable';
 const PALETTE = {
   explainRow: "Influence Lens: Explain This Row's Prediction",
@@ -97,6 +102,68 @@ step('clicking a helpful row reveals its line in train.csv', async ({ page, stat
   await waitForCursorLine(page, line);
 });
 
+// The same sample as images (samples/digits/images: the digits as 8×8 PNGs in class folders).
+/** Expands a folder in the explorer (a click toggles it). */
+async function expand(page, name) {
+  const row = explorerItem(page, name);
+  await row.waitFor({ state: 'visible', timeout: 20_000 });
+  if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+  await poll(async () => (await row.getAttribute('aria-expanded')) === 'true', { timeoutMs: 10_000, message: `the folder ${name} expanded` });
+}
+
+/** Seconds from now until the panel shows the explanation of image `name` with real thumbnails. */
+async function explainedImage(page, name) {
+  const t0 = Date.now();
+  const frame = await poll(async () => {
+    const f = await webviewFrame(page, { selector: '#helpful-table tr.clickable img.thumb', timeoutMs: 1_000 }).catch(() => null);
+    if (!f) return null;
+    return (await f.locator('#explain-header figcaption').textContent().catch(() => '')) === name ? f : null;
+  }, { timeoutMs: 120_000, intervalMs: 25, message: `the explanation of ${name} with image thumbnails` });
+  return { frame, seconds: (Date.now() - t0) / 1000 };
+}
+
+step('right-click the images/train folder → Use as Training Data', async ({ page, workspace }) => {
+  await expand(page, 'images');
+  await contextMenu(page, explorerItem(page, 'train'), 'Use as Training Data');
+  await poll(() => JSON.parse(readFileSync(join(workspace, '.vscode/influence-lens.json'), 'utf8')).train === 'images/train', { message: 'images/train as the training data in .vscode/influence-lens.json' });
+});
+
+step('right-click a test image → Explain This Image\'s Prediction: the panel shows the real images (cold)', async ({ page, workspace, state }) => {
+  const images = readdirSync(join(workspace, 'images/test/3')).sort();
+  state.images = images;
+  await expand(page, 'test');
+  await expand(page, '3');
+  await contextMenu(page, explorerItem(page, images[0]), "Explain This Image's Prediction");
+  const { frame, seconds } = await explainedImage(page, images[0]);
+  state.latency = { cold: seconds };
+  for (const id of ['helpful-table', 'harmful-table']) {
+    const rows = await frame.locator(`#${id} tr.clickable`).count();
+    const imgs = await frame.locator(`#${id} tr.clickable img.thumb`).count();
+    if (rows < 1 || imgs < rows) throw new Error(`#${id}: ${imgs} images for ${rows} rows`);
+    const loaded = await frame.locator(`#${id} tr.clickable img.thumb`).first().evaluate((img) => img.complete && img.naturalWidth > 0);
+    if (!loaded) throw new Error(`#${id}: the first thumbnail did not load`);
+  }
+  state.frame = frame;
+  await extraShot(page, 'explain-images.png');
+});
+
+step('explain another test image (warm: the training images are cached)', async ({ page, state }) => {
+  await contextMenu(page, explorerItem(page, state.images[1]), "Explain This Image's Prediction");
+  const { frame, seconds } = await explainedImage(page, state.images[1]);
+  state.latency.warm = seconds;
+  state.frame = frame;
+  console.log(`    e2e latency, Explain → rows visible (1,000 training PNGs): cold ${state.latency.cold.toFixed(2)} s, warm ${seconds.toFixed(2)} s`);
+});
+
+step('clicking a helpful image row opens that image', async ({ page, state }) => {
+  const row = state.frame.locator('#helpful-table tr.clickable').first();
+  const title = await row.locator('img.thumb').getAttribute('title');
+  const name = /: (\S+\.png)$/.exec(title ?? '')?.[1];
+  if (!name) throw new Error(`the first helpful row's image has no file name (title ${title})`);
+  await row.click();
+  await activeEditorTab(page, name);
+});
+
 // ---------------------------------------------------------------------------------------------
 // The harness.
 // ---------------------------------------------------------------------------------------------
@@ -112,6 +179,8 @@ const cleanup = async () => {
 onSignals(async () => { await cleanup(); });
 
 let passed = 0, failed = 0, skipped = 0;
+let latencyState = null;
+const ctxLatency = () => (latencyState?.latency?.warm !== undefined ? `Explain → rows visible: cold ${latencyState.latency.cold.toFixed(2)} s, warm ${latencyState.latency.warm.toFixed(2)} s` : '');
 try {
   let vsix = opt('--vsix') && resolve(opt('--vsix'));
   if (!vsix) {
@@ -130,6 +199,7 @@ try {
   await page.goto(server.workbenchUrl({ folder: workspace }), { waitUntil: 'domcontentloaded', timeout: 90_000 });
 
   const ctx = { page, server, workspace, runDir, state: {} };
+  latencyState = ctx.state;
   console.log('');
   console.log('  e2e');
   for (const [i, s] of steps.entries()) {
@@ -162,4 +232,5 @@ if (skipped) console.log(`  ${skipped} pending`);
 if (!failed && !keep) rmSync(runDir, { recursive: true, force: true });
 else console.log(`e2e: run dir kept: ${relative(ROOT, runDir)} (code-server.log, browser-console.log, screenshots)`);
 if (!failed) console.log(`e2e: screenshot ${relative(ROOT, SCREENSHOT)}`);
+if (ctxLatency()) console.log(`e2e: latency ${ctxLatency()}`);
 process.exit(failed ? 1 : 0);

@@ -143,4 +143,32 @@ suite('Influence Lens in VS Code', function () {
       await a.controller.project.update({ labelColumn: 'label' });
     }
   });
+  test('an image folder: explain an image, open a row\'s image, and the audit diagnoses the images themselves', async () => {
+    const a = await api();
+    const before = a.controller.path('train');
+    await vscode.commands.executeCommand(COMMAND.useAsTrain, file('images/train'));
+    try {
+      const dir = path.join(ws().fsPath, 'images', 'test', '3');
+      const img = vscode.Uri.file(path.join(dir, fs.readdirSync(dir).sort()[0]));
+      await vscode.commands.executeCommand(COMMAND.explainImage, img);
+      const ex = await until('an explanation of the image', () => a.controller.results.explain?.testPath === img.fsPath && a.controller.results.explain);
+      assert.equal(ex.view.test.labelled, false);
+      assert.ok(ex.view.images && ex.view.test.thumb, 'the test image');
+      const row = ex.view.byInfluence.helpful[0];
+      assert.ok(row.file && row.thumb?.startsWith('data:image/png;base64,'), 'a listed row is an image with its thumbnail');
+      await vscode.commands.executeCommand(COMMAND.revealRow, 'train', row.row, row.line);
+      await until('the row\'s image open', () => (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri?.fsPath === row.file);
+      await vscode.commands.executeCommand(COMMAND.runAudit);
+      const au = await until('an audit of the images', () => a.controller.results.audit?.trainPath === file('images/train').fsPath && a.controller.results.audit);
+      const flagged = au.view.flagged.filter((f) => f.file);
+      assert.equal(flagged.length, au.view.flagged.length, 'every flagged row is an image');
+      const diags = await until('diagnostics on an image file', () => {
+        const d = vscode.languages.getDiagnostics(vscode.Uri.file(flagged[0].file!)).filter((x) => x.source === 'Influence Lens');
+        return d.length ? d : undefined;
+      });
+      assert.match(diags[0].message, /row \d+/);
+    } finally {
+      await a.controller.project.update({ train: before });
+    }
+  });
 });

@@ -71,7 +71,8 @@ export function renderAudit(audit: AuditView | null): HTMLElement {
   const cols = leadingColumns<FlaggedRow>({
     rankTitle: 'order of the audit: memorized rows first, then the most suspicious; click to restore it',
     image: audit.image,
-    thumbSize: 40,
+    images: audit.images,
+    thumbSize: audit.images ? 64 : 40,
     trainPath: audit.train.path,
     classes: audit.classes,
     span: true,

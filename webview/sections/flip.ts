@@ -1,8 +1,8 @@
 /** The flip set: the fewest training rows whose removal would change the prediction. */
 import type { ExplainView } from '../../src/protocol/webview';
 import { className } from '../../src/protocol/words';
-import { rowLink } from '../columns';
-import { h, type Child } from '../dom';
+import { placeText, rowLink } from '../columns';
+import { h, imageThumb, type Child } from '../dom';
 import { flipSentence, FLIP_SHOWN } from '../model';
 import { render } from '../state';
 
@@ -22,7 +22,9 @@ export function renderFlip(ex: ExplainView): HTMLElement {
     const more = all.length - shown.length;
     body.push(
       h('ul', { id: 'flip-rows', class: 'chips' },
-        ...shown.map((r) => h('li', { data: { row: r.row, line: r.line } }, rowLink(r.row, r.line, `row ${r.row} · line ${r.line}`, ex.train.path))),
+        ...shown.map((r) => h('li', { data: { row: r.row, line: r.line } },
+          r.thumb ? imageThumb(r.thumb, 48, `Row ${r.row}`, 'chip-thumb') : null,
+          rowLink(r.row, r.line, `row ${r.row} · ${placeText(r)}`, ex.train.path))),
         more > 0
           ? h('li', null, h('button', {
             class: 'link show-all',

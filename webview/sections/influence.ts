@@ -76,7 +76,8 @@ function influenceColumns(ex: ExplainView, rows: readonly RowView[]): Column<Row
   const cols = leadingColumns<RowView>({
     rankTitle: `rank in this list (${currentRanking() === 'relative' ? 'by relative influence' : 'by influence'}); click to restore the rank order`,
     image: ex.image,
-    thumbSize: 32,
+    images: ex.images,
+    thumbSize: ex.images ? 64 : 32,
     trainPath: ex.train.path,
     classes: ex.classes,
   });

@@ -1,7 +1,8 @@
 /** The test row being explained: its picture or features, label, prediction, loss, margin and class probabilities. */
 import type { ExplainView } from '../../src/protocol/webview';
 import { className } from '../../src/protocol/words';
-import { fact, h, thumbnail } from '../dom';
+import { placeText } from '../columns';
+import { fact, h, imageThumb, thumbnail } from '../dom';
 import { basename, drawable, featureEntries, plural, probabilityBars } from '../model';
 import { reveal } from '../state';
 import { renderTrust } from './trust';
@@ -11,7 +12,11 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
   const cls = (c: number) => className(ex.classes, c);
   const wrong = t.labelled && t.label !== t.predicted;
 
-  const picture = ex.image && drawable(t.features, ex.image)
+  const picture = t.thumb
+    ? h('figure', { class: 'test-image' },
+      imageThumb(t.thumb, 112, `Test row ${t.row}${t.file ? `: ${basename(t.file)}` : ''}`, 'thumb-large'),
+      h('figcaption', { class: 'muted' }, t.file ? basename(t.file) : 'image'))
+    : ex.image && drawable(t.features, ex.image)
     ? h('figure', { class: 'test-image' },
       thumbnail(t.features, ex.image, 112, `Test row ${t.row} as a ${ex.image.height}×${ex.image.width} image`, 'thumb-large'),
       h('figcaption', { class: 'muted' }, `${ex.image.height}×${ex.image.width}`))
@@ -63,13 +68,19 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
     sep(),
     `${ex.seconds.toFixed(ex.seconds < 10 ? 2 : 1)} s`,
   );
+  // How the images became the model's input.
+  const pipeline = ex.preprocess?.length
+    ? h('details', { id: 'preprocess', class: 'preprocess' },
+      h('summary', { class: 'muted' }, 'Image preprocessing'),
+      h('ol', null, ...ex.preprocess.map((step) => h('li', null, step))))
+    : null;
 
   const testLink = h('button', {
     class: 'link',
     attrs: { type: 'button', title: `Open row ${t.row} (line ${t.line}) of ${basename(t.path)}` },
     data: { focusKey: 'test-link' },
     on: { click: () => reveal('test', t.row, t.line) },
-  }, `line ${t.line}`);
+  }, placeText(t));
 
   return h('section', { id: 'explain-header', class: 'card header', attrs: { 'aria-labelledby': 'explain-title' } },
     h('div', { class: 'header-grid' },
@@ -80,6 +91,7 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
         facts),
       h('div', { class: 'header-probs' }, h('h3', { class: 'mini-title' }, 'Class probabilities'), probList)),
     meta,
+    pipeline,
     ...renderTrust(ex, 'explain'));
 }
 

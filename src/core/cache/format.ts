@@ -11,8 +11,10 @@
  *   48  J   header JSON (UTF-8): EntryHeader (rows) or {key, name, dataSha256, lengths} (derived)
  *       ..  zero padding to a multiple of 8
  *       ..  rows: h f32[n·D], g f64[n·C], z f64[n·C], loss f64[n], labels i32[n], lines i32[n],
- *           offsets f64[n+1]; derived: float64 arrays of the listed lengths; each followed by zero
- *           padding to a multiple of 8
+ *           offsets f64[n+1], and for a source with a row locator (images, Parquet, Arrow) file
+ *           i32[n] and, for shards, fileRow i32[n] (the header's `locator` holds the files, their
+ *           stamps and hashes); derived: float64 arrays of the listed lengths; each followed by
+ *           zero padding to a multiple of 8
  *   B   8   trailer magic "ILCEND\0\0"
  *   B+8 8   u64 B (bytes before the trailer)
  *   B+16 32 sha256 of bytes [0, B)
@@ -24,9 +26,12 @@
 import * as fs from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import { throwIfAborted } from '../errors';
-import type { TableInfo, TableSummary } from '../data/table';
+import type { LocatorHeader } from '../data/locator';
+import type { SourceInfo } from '../data/source';
+import type { TableSummary } from '../data/table';
 
-export const FORMAT_VERSION = 2;
+/** 3: rows may carry a row locator (file and fileRow arrays). */
+export const FORMAT_VERSION = 3;
 export const MAGIC = Buffer.from('ILCACHE1', 'latin1');
 export const END_MAGIC = Buffer.from('ILCEND\0\0', 'latin1');
 export const PREAMBLE = 48;
@@ -41,7 +46,7 @@ export const ENTRY_RE = /^[0-9a-f]{64}(\.[a-z0-9-]+)?\.ilcache$/;
 export const TEMP_RE = /^[0-9a-f]{64}(\.[a-z0-9-]+)?\.\d+\.[0-9a-f]+\.tmp$/;
 export const NAME_RE = /^[a-z0-9-]+$/;
 
-type ArrayName = 'h' | 'g' | 'z' | 'loss' | 'labels' | 'lines' | 'offsets';
+type ArrayName = 'h' | 'g' | 'z' | 'loss' | 'labels' | 'lines' | 'offsets' | 'file' | 'fileRow';
 type ArrayType = 'f32' | 'f64' | 'i32';
 
 export const ARRAYS: readonly { name: ArrayName; type: ArrayType; per: 'nD' | 'nC' | 'n' | 'n1' }[] = [
@@ -53,6 +58,18 @@ export const ARRAYS: readonly { name: ArrayName; type: ArrayType; per: 'nD' | 'n
   { name: 'lines', type: 'i32', per: 'n' },
   { name: 'offsets', type: 'f64', per: 'n1' },
 ];
+
+/** The row locator's arrays, after ARRAYS, in entries that have one. */
+export const LOCATOR_ARRAYS: readonly { name: ArrayName; type: ArrayType; per: 'n' }[] = [
+  { name: 'file', type: 'i32', per: 'n' },
+  { name: 'fileRow', type: 'i32', per: 'n' },
+];
+
+/** The arrays of an entry: the rows', and the locator's (fileRow only for shards). */
+export function arraysOf(locator: LocatorHeader | null | undefined): readonly { name: ArrayName; type: ArrayType; per: 'nD' | 'nC' | 'n' | 'n1' }[] {
+  if (!locator) return ARRAYS;
+  return [...ARRAYS, ...LOCATOR_ARRAYS.filter((a) => a.name === 'file' || locator.fileRow)];
+}
 
 const BYTES: Record<ArrayType, number> = { f32: 4, f64: 8, i32: 4 };
 
@@ -79,8 +96,10 @@ export interface EntryHeader {
   C: number;
   D: number;
   bias: boolean;
-  table: TableInfo;
+  table: SourceInfo;
   summary: TableSummary;
+  /** Where the rows are, for a source other than a text table. */
+  locator?: LocatorHeader;
   arrays: ArraySpec[];
   /** Bytes before the trailer. */
   body: number;
@@ -96,11 +115,11 @@ export function counts(n: number, C: number, D: number): Record<'nD' | 'nC' | 'n
   return { nD: n * D, nC: n * C, n, n1: n + 1 };
 }
 
-export function layout(start: number, n: number, C: number, D: number): { arrays: ArraySpec[]; body: number } {
+export function layout(start: number, n: number, C: number, D: number, locator?: LocatorHeader | null): { arrays: ArraySpec[]; body: number } {
   const c = counts(n, C, D);
   const arrays: ArraySpec[] = [];
   let off = start;
-  for (const a of ARRAYS) {
+  for (const a of arraysOf(locator)) {
     const length = c[a.per];
     const bytes = length * BYTES[a.type];
     arrays.push({ name: a.name, type: a.type, length, offset: off, bytes });
@@ -154,7 +173,7 @@ export function validateHeader(h: EntryHeader, expect: { json: string; hex: stri
     t !== null &&
       typeof t === 'object' &&
       typeof t.path === 'string' &&
-      (t.format === 'csv' || t.format === 'tsv' || t.format === 'jsonl') &&
+      typeof t.format === 'string' &&
       Array.isArray(t.columns) &&
       Array.isArray(t.featureNames) &&
       typeof t.labelColumn === 'string' &&
@@ -166,7 +185,13 @@ export function validateHeader(h: EntryHeader, expect: { json: string; hex: stri
       t.ino === s.ino,
     'table',
   );
-  const want = layout(align8(jsonEnd), h.n, h.C, h.D);
+  const l = h.locator;
+  check(
+    l === undefined ||
+      (l !== null && typeof l === 'object' && Array.isArray(l.files) && Array.isArray(l.stamps) && l.stamps.length === l.files.length && typeof l.fileRow === 'boolean' && (l.kind === 'images' || l.kind === 'shards')),
+    'locator',
+  );
+  const want = layout(align8(jsonEnd), h.n, h.C, h.D, l);
   check(Array.isArray(h.arrays) && h.arrays.length === want.arrays.length, 'arrays');
   for (let i = 0; i < want.arrays.length; i++) {
     const a = h.arrays[i];

@@ -12,8 +12,9 @@ import * as nodePath from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { CancelledError, throwIfAborted } from '../errors';
 import type { ForwardRows } from '../model/engine';
+import { locatorHeader } from '../data/locator';
 import {
-  ARRAYS,
+  arraysOf,
   align8,
   bodyPieces,
   bytesOf,
@@ -52,6 +53,13 @@ interface Memo {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/** One of the arrays an entry stores, from the rows (the locator's from the locator). */
+function arrayOf(rows: ForwardRows, name: string): Float32Array | Float64Array | Int32Array {
+  if (name === 'file') return rows.locator!.file;
+  if (name === 'fileRow') return rows.locator!.fileRow!;
+  return rows[name as 'h' | 'g' | 'z' | 'loss' | 'labels' | 'lines' | 'offsets'];
+}
 
 export class RowsCache {
   readonly dir: string;
@@ -107,13 +115,26 @@ export class RowsCache {
    * The returned table.path is `key.dataPath` as given by the caller.
    */
   async load(key: CacheKeyParts, signal?: AbortSignal): Promise<ForwardRows | null> {
+    return this.loadEntry(key, true, signal);
+  }
+
+  /**
+   * The cached rows of a source with a row locator (images, Parquet, Arrow), whatever its files'
+   * stamps now: the caller compares each file's stamp and hash (locator.stamps) and re-reads only
+   * what changed. Null when there is no intact entry. Never throws except CancelledError.
+   */
+  async loadSource(key: CacheKeyParts, signal?: AbortSignal): Promise<ForwardRows | null> {
+    return this.loadEntry(key, false, signal);
+  }
+
+  private async loadEntry(key: CacheKeyParts, checkData: boolean, signal?: AbortSignal): Promise<ForwardRows | null> {
     throwIfAborted(signal);
     let k: ReturnType<typeof keyOf>;
     let file: string;
     let fh: fs.promises.FileHandle;
     try {
       k = keyOf(key); // throws only for options that are not JSON data (cycles)
-      const kept = await this.recall(k.hex, key.dataPath);
+      const kept = checkData ? await this.recall(k.hex, key.dataPath) : this.memo?.hex === k.hex && this.memo.rows.locator ? this.memo.rows : null;
       if (kept) return kept;
       file = nodePath.join(this.dir, `${k.hex}.ilcache`);
       fh = await fs.promises.open(file, 'r');
@@ -129,14 +150,16 @@ export class RowsCache {
       const h = header as EntryHeader;
       const jsonEnd = PREAMBLE + jsonBuf.length;
       validateHeader(h, { json: k.json, hex: k.hex, modelSha256: key.modelSha256 }, jsonEnd, size);
+      check(checkData === !h.locator, 'entry kind');
 
       // Is the data file the one the entry was built from? Size and mtime must match. If its inode
       // and ctime (which no write can leave unchanged, and no user can set) match too, the bytes are
       // those that were hashed, as git trusts its index; otherwise the content hash decides.
-      stale = true;
-      const dst = await fs.promises.stat(key.dataPath);
-      check(dst.size === h.summary.size && dst.mtimeMs === h.summary.mtimeMs, 'data file changed');
-      if (dst.ctimeMs !== h.summary.ctimeMs || dst.ino !== h.summary.ino) {
+      // (A source's entry is checked file by file by its caller.)
+      stale = checkData;
+      const dst = checkData ? await fs.promises.stat(key.dataPath) : null;
+      if (dst) check(dst.size === h.summary.size && dst.mtimeMs === h.summary.mtimeMs, 'data file changed');
+      if (dst && (dst.ctimeMs !== h.summary.ctimeMs || dst.ino !== h.summary.ino)) {
         const sha = await hashFile(key.dataPath, signal);
         check(sha === h.summary.sha256, 'data file content changed');
         const dst2 = await fs.promises.stat(key.dataPath);
@@ -158,11 +181,12 @@ export class RowsCache {
         labels: new Int32Array(n),
         lines: new Int32Array(n),
         offsets: new Float64Array(n + 1),
+        ...(h.locator ? { locator: { ...h.locator, file: new Int32Array(n), fileRow: h.locator.fileRow ? new Int32Array(n) : null } } : {}),
         table: { ...h.table, path: key.dataPath },
         summary: { rows: n, sha256: h.summary.sha256, size: h.summary.size, mtimeMs: h.summary.mtimeMs, ctimeMs: h.summary.ctimeMs, ino: h.summary.ino },
       };
       // Padding is read into one scratch buffer; the checksum covers it.
-      const pieces = bodyPieces(h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) })), jsonEnd, Buffer.alloc(8));
+      const pieces = bodyPieces(h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(arrayOf(rows, a.name)) })), jsonEnd, Buffer.alloc(8));
       await readVerified(fh, [pre, jsonBuf], pieces, h.body, signal);
       await fh.close().catch(() => undefined);
       this.remember(k.hex, rows);
@@ -185,7 +209,8 @@ export class RowsCache {
       const { n, C, D } = rows;
       if (!isInt(n) || !isInt(C, 1) || !isInt(D, 1)) return false;
       const c = counts(n, C, D);
-      for (const a of ARRAYS) if (rows[a.name]?.length !== c[a.per]) return false;
+      const locator = rows.locator ? locatorHeader(rows.locator) : undefined;
+      for (const a of arraysOf(locator)) if (arrayOf(rows, a.name)?.length !== c[a.per]) return false;
       if (rows.summary.rows !== n) return false;
 
       const k = keyOf(key);
@@ -202,6 +227,7 @@ export class RowsCache {
         bias: rows.bias,
         table: rows.table,
         summary: { rows: n, sha256: rows.summary.sha256, size: rows.summary.size, mtimeMs: rows.summary.mtimeMs, ctimeMs: rows.summary.ctimeMs, ino: rows.summary.ino },
+        ...(locator ? { locator } : {}),
         arrays: [],
         body: 0,
         created: Date.now(),
@@ -210,7 +236,7 @@ export class RowsCache {
       // iterate until the length is stable (twice at most in practice).
       let jsonBuf = Buffer.alloc(0);
       for (let i = 0; i < 8; i++) {
-        const { arrays, body } = layout(align8(PREAMBLE + jsonBuf.length), n, C, D);
+        const { arrays, body } = layout(align8(PREAMBLE + jsonBuf.length), n, C, D, locator);
         header.arrays = arrays;
         header.body = body;
         const next = Buffer.from(JSON.stringify(header), 'utf8');
@@ -222,7 +248,7 @@ export class RowsCache {
       }
       if (header.arrays[0].offset !== align8(PREAMBLE + jsonBuf.length)) return false;
 
-      const arrays = header.arrays.map((a) => ({ offset: a.offset, view: bytesOf(rows[a.name]) }));
+      const arrays = header.arrays.map((a) => ({ offset: a.offset, view: bytesOf(arrayOf(rows, a.name)) }));
       return await this.writeAtomic(k.hex, MAGIC, jsonBuf, arrays, header.body);
     } catch {
       return false;

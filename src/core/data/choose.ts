@@ -14,9 +14,15 @@
  */
 import * as nodePath from 'node:path';
 import { InfluenceError } from '../errors';
-import { scanLabelNames, sortedClassNames } from './labels';
+import { scanLabelNames, sortedClassNames, type LabelNames } from './labels';
 import { probeTable, widthOf, type TableOptions } from './table';
 import { listNames, show } from './words';
+
+/**
+ * Where the class names come from: --classes, the model's metadata, the sorted label names, an
+ * image folder's class folders, or a Hugging Face ClassLabel column's names (null: the labels are ids).
+ */
+export type ClassesFrom = 'option' | 'metadata' | 'labels' | 'folders' | 'classLabel' | null;
 
 /** What the rules need to know of the model. */
 export interface ModelShape {
@@ -39,7 +45,7 @@ export interface TableChoice {
   /** True when the label column was guessed (there is no `label` column). */
   labelGuessed: boolean;
   /** Where the class names come from: --classes, the model's metadata, or the sorted labels. */
-  classesFrom: 'option' | 'metadata' | 'labels' | null;
+  classesFrom: ClassesFrom;
   /** The decisions the rules made, in words. */
   notes: string[];
 }
@@ -131,6 +137,33 @@ function columnsWidth(columns: readonly string[], first: Record<string, unknown>
   return columns.reduce((a, c) => a + (skipped.includes(c) ? 0 : first ? widthOf(first[c]) : 1), 0);
 }
 
+/**
+ * Class ids for labels that are names (a scan of the label column, null when the labels are ids):
+ * the names in sorted order, as sklearn's LabelEncoder gives them, with the note that says so. The
+ * scan's places are lines of a text file, or 0-based rows of a Parquet/Arrow file (`unit`).
+ * LABEL_INVALID when names and ids mix; CLASS_COUNT_MISMATCH when there are not C names.
+ */
+export function classesOfNames(path: string, scanned: LabelNames | null, C: number, unit: 'line' | 'row' = 'line'): { classes: string[]; note: string } | null {
+  if (!scanned) return null;
+  if (scanned.integer) {
+    throw new InfluenceError(
+      'LABEL_INVALID',
+      `the labels mix class names (${show(scanned.first.text)}, ${unit} ${scanned.first.line}) and integer class ids (${show(scanned.integer.text)}, ${unit} ${scanned.integer.line}), so they cannot be mapped in sorted order; pass --classes with the class names in the model's order`,
+      unit === 'line' ? { file: path, line: scanned.integer.line } : { file: path },
+    );
+  }
+  const sorted = sortedClassNames(scanned.names);
+  if (scanned.more || sorted.length !== C) {
+    throw new InfluenceError(
+      'CLASS_COUNT_MISMATCH',
+      `the labels are class names, ${scanned.more ? `more than ${C}` : sorted.length} distinct ones (${listNames(sorted, 12)}), but the model has ${C} classes; pass --classes with the model's ${C} class names in order`,
+      { file: path },
+    );
+  }
+  const shown = sorted.length <= 6 ? sorted.map((c, i) => `${i} = ${show(c)}`).join(', ') : `${sorted.slice(0, 3).map((c, i) => `${i} = ${show(c)}`).join(', ')}, …, ${C - 1} = ${show(sorted[C - 1])}`;
+  return { classes: sorted, note: `the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order` };
+}
+
 /** Decides how to read a data file for a model; reads its header, and for names as labels its label column. */
 export async function chooseTable(path: string, user: TableOptions, model: ModelShape, opts: ChooseOptions = {}): Promise<TableChoice> {
   const { like } = opts;
@@ -208,27 +241,11 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
     classesFrom = like.classesFrom;
   } else if (!classes && hasLabel && requireLabel) {
     const scanned = await scanLabelNames(path, format, labelColumn, { count: model.classes, signal: opts.signal, chunkSize: user.chunkSize, open: user.open });
-    if (scanned) {
-      const C = model.classes;
-      if (scanned.integer) {
-        throw new InfluenceError(
-          'LABEL_INVALID',
-          `the labels mix class names (${show(scanned.first.text)}, line ${scanned.first.line}) and integer class ids (${show(scanned.integer.text)}, line ${scanned.integer.line}), so they cannot be mapped in sorted order; pass --classes with the class names in the model's order`,
-          { file: path, line: scanned.integer.line },
-        );
-      }
-      const sorted = sortedClassNames(scanned.names);
-      if (scanned.more || sorted.length !== C) {
-        throw new InfluenceError(
-          'CLASS_COUNT_MISMATCH',
-          `the labels are class names, ${scanned.more ? `more than ${C}` : sorted.length} distinct ones (${listNames(sorted, 12)}), but the model has ${C} classes; pass --classes with the model's ${C} class names in order`,
-          { file: path },
-        );
-      }
-      classes = sorted;
+    const sorted = classesOfNames(path, scanned, model.classes);
+    if (sorted) {
+      classes = sorted.classes;
       classesFrom = 'labels';
-      const shown = sorted.length <= 6 ? sorted.map((c, i) => `${i} = ${show(c)}`).join(', ') : `${sorted.slice(0, 3).map((c, i) => `${i} = ${show(c)}`).join(', ')}, …, ${C - 1} = ${show(sorted[C - 1])}`;
-      note(`the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order`);
+      note(sorted.note);
     }
   }
 

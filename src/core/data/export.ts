@@ -75,3 +75,40 @@ export async function writeWithout(
   }
   return n - drop.size;
 }
+
+/**
+ * Writes a new manifest of an image source without some rows (never touching the images): a CSV,
+ * TSV or JSONL (by `out`'s extension) with a `path` column, relative to `out`'s folder, and `label`.
+ * Through a temporary file renamed into place.
+ */
+export async function writeManifestWithout(files: string[], fileOf: Int32Array, labels: Int32Array, removed: number[], out: string, signal?: AbortSignal): Promise<number> {
+  const { extname, relative, sep } = await import('node:path');
+  const ext = extname(out).toLowerCase();
+  const format = ext === '.jsonl' || ext === '.ndjson' ? 'jsonl' : ext === '.tsv' || ext === '.tab' ? 'tsv' : 'csv';
+  const base = dirname(resolve(out));
+  const drop = new Set(removed);
+  const quote = (p: string) => (/[",\n\r]/.test(p) ? `"${p.replace(/"/g, '""')}"` : p);
+  const lines: string[] = [format === 'jsonl' ? '' : format === 'tsv' ? 'path\tlabel' : 'path,label'];
+  let kept = 0;
+  for (let i = 0; i < fileOf.length; i++) {
+    if (drop.has(i)) continue;
+    throwIfAborted(signal);
+    const p = relative(base, files[fileOf[i]]).split(sep).join('/');
+    if (format === 'jsonl') lines.push(JSON.stringify({ path: p, label: labels[i] }));
+    else if (format === 'tsv') {
+      if (/[\t\n\r]/.test(p)) throw new InfluenceError('BAD_OPTION', `the path ${p} holds a tab or newline: write the manifest as CSV or JSONL`, { file: out });
+      lines.push(`${p}\t${labels[i]}`);
+    } else lines.push(`${quote(p)},${labels[i]}`);
+    kept++;
+  }
+  if (format === 'jsonl') lines.shift();
+  const tmp = join(base, `.${basename(out)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await fsp.writeFile(tmp, lines.join('\n') + '\n', { flag: 'wx' });
+    await fsp.rename(tmp, out);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+  return kept;
+}

@@ -46,6 +46,11 @@ export interface TableOptions {
   open?: Opener;
   /** Features as float64 (for a model with a float64 input) rather than rounded to float32. */
   float64?: boolean;
+  /**
+   * A manifest's image path column: its text is returned per row (Batch.paths) and the table has no
+   * feature columns (the images hold the features).
+   */
+  pathColumn?: string;
 }
 
 export interface TableInfo {
@@ -81,6 +86,8 @@ export interface Batch {
    * belong to the header part [0, offsets[0]) of the file).
    */
   offsets: Float64Array;
+  /** With the pathColumn option: each row's text in that column. */
+  paths?: string[];
 }
 
 export interface TableSummary {
@@ -282,6 +289,9 @@ export class TableReader {
   private readonly onProgress: Progress | undefined;
   private readonly open: Opener;
   private readonly float64: boolean;
+  /** The pathColumn option's column (-1: none) and the text it held in the last row parsed. */
+  private readonly pathCol: number;
+  private lastPath = '';
   /** The row-index column's check (TableOptions.indexColumn), or null. */
   private readonly index: IndexCheck | null;
   private started = false;
@@ -298,6 +308,7 @@ export class TableReader {
     chunkSize: number,
   ) {
     this.info = info;
+    this.pathCol = opts.pathColumn === undefined ? -1 : info.columns.indexOf(opts.pathColumn);
     this.labelCol = labelCol;
     this.index = indexCol >= 0 ? new IndexCheck(indexCol, info.columns[indexCol], info.path) : null;
     this.featCols = Int32Array.from(featCols);
@@ -381,7 +392,12 @@ export class TableReader {
       );
     }
     let featureNames: string[];
-    if (opts.features !== undefined) {
+    if (opts.pathColumn !== undefined) {
+      if (!columnOf.has(opts.pathColumn)) {
+        throw new InfluenceError('IMAGE_COLUMN_MISSING', `image path column ${show(opts.pathColumn)} not found; available columns: ${listNames(columns, 50)}`, { file: path });
+      }
+      featureNames = [];
+    } else if (opts.features !== undefined) {
       const missing = opts.features.filter((f) => !columnOf.has(f));
       if (missing.length > 0) {
         throw new InfluenceError(
@@ -463,6 +479,7 @@ export class TableReader {
       let labels = new Int32Array(cap);
       let lines = new Int32Array(cap);
       let offsets = new Float64Array(cap + 1);
+      let paths: string[] | undefined = this.pathCol >= 0 ? [] : undefined;
       let count = 0;
       let start = 0;
       for (;;) {
@@ -472,7 +489,7 @@ export class TableReader {
         const recAbs = rd.base + sc.recStart;
         if (count === B) {
           offsets[B] = recAbs;
-          yield { start, count, features, labels, lines, offsets };
+          yield { start, count, features, labels, lines, offsets, paths };
           throwIfAborted(this.signal);
           start += count;
           count = 0;
@@ -480,6 +497,7 @@ export class TableReader {
           labels = new Int32Array(B);
           lines = new Int32Array(B);
           offsets = new Float64Array(B + 1);
+          paths = paths && [];
         } else if (count === cap) {
           cap = Math.min(B, cap * 2);
           const f = make(cap * F);
@@ -495,6 +513,7 @@ export class TableReader {
         lines[count] = sc.recLine;
         if (jsonl) this.jsonlRow(sc as JsonlScanner, rd.buf, features, count * F, labels, count);
         else this.csvRow(sc as CsvScanner, rd.buf, features, count * F, labels, count);
+        paths?.push(this.lastPath);
         count++;
         sc.advance();
       }
@@ -513,6 +532,7 @@ export class TableReader {
           labels: labels.length === count ? labels : labels.slice(0, count),
           lines: lines.length === count ? lines : lines.slice(0, count),
           offsets: offsets.length === count + 1 ? offsets : offsets.slice(0, count + 1),
+          paths,
         };
       }
     } catch (e) {
@@ -558,6 +578,7 @@ export class TableReader {
       }
       out[o + k] = v;
     }
+    if (this.pathCol >= 0) this.lastPath = sc.text(b, this.pathCol);
     const ix = this.index;
     if (ix) {
       const c = ix.col;
@@ -652,6 +673,11 @@ export class TableReader {
         const got = this.flatten(v, out, base, 0, w, key, place);
         if (got !== w) throw this.shape(key, got, w, place);
       }
+    }
+    if (this.pathCol >= 0) {
+      const v = obj[this.info.columns[this.pathCol]];
+      if (typeof v !== 'string') throw new InfluenceError('IMAGE_COLUMN_MISSING', `the image path ${show(this.info.columns[this.pathCol])} must be a string (a file path), found ${show(jsonText(v))}`, place);
+      this.lastPath = v;
     }
     const ix = this.index;
     if (ix) {

@@ -6,6 +6,9 @@
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { chooseTable, type ChooseOptions, type ModelShape, type TableChoice } from '../data/choose';
+import type { RowLocator } from '../data/locator';
+import { chooseSource, type SourceChoice } from '../data/chooseSource';
+import type { SourceInfo, SourceOptions } from '../data/source';
 import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
 import type { HeadRows } from '../task/head';
 import { lossAndSignal, taskFor, type Task } from '../task/loss';
@@ -18,7 +21,9 @@ export interface ForwardRows extends HeadRows {
   loss: Float64Array;
   lines: Int32Array;
   offsets: Float64Array;
-  table: TableInfo;
+  /** Where the rows are when they are not (only) lines of a text file: image files, rows of Parquet or Arrow files. */
+  locator?: RowLocator;
+  table: SourceInfo;
   summary: TableSummary;
 }
 
@@ -111,13 +116,18 @@ export class Engine {
     return chooseTable(path, opts, this.shape, choose);
   }
 
+  /** chooseTable for any data source: a text table, a manifest, Parquet/Arrow, an image folder or image (data/chooseSource.ts). */
+  chooseSource(path: string, opts: SourceOptions, choose: ChooseOptions = {}): Promise<SourceChoice> {
+    return chooseSource(path, opts, this.shape, choose);
+  }
+
   /** Table options implied by the model: class count and names, and the features' precision. */
   tableOptions(opts: TableOptions): TableOptions {
     return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes, float64: this.info.inputType === 'float64' };
   }
 
   /** The file must give as many features as the model takes. */
-  checkWidth(info: TableInfo): void {
+  checkWidth(info: SourceInfo): void {
     const { F, inputDims, inputName } = this.info;
     if (info.featureCount !== F) {
       throw new InfluenceError(
