@@ -1,9 +1,10 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
 import { defaultCacheDir, InfluenceError, RowsCache, type DampingOption, type RemoveSpec } from '../core';
-import { IMAGE_FLAGS } from './images';
 
 export type Flags = Map<string, string | true>;
 
+/** The value flags that images.ts reads. */
+export const IMAGE_FLAGS = ['image-column', 'preprocess', 'resize', 'center-crop', 'scale', 'mean', 'std', 'channels', 'layout', 'exif'];
 const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', ...IMAGE_FLAGS]);
 const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
 

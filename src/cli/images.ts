@@ -4,9 +4,6 @@ import { isAbsolute, relative } from 'node:path';
 import { InfluenceError, parsePreprocess, type ImageRequest, type PreprocessConfig, type RowLocator } from '../core';
 import { str, type Flags } from './args';
 
-/** The value flags this file reads. */
-export const IMAGE_FLAGS = ['image-column', 'preprocess', 'resize', 'center-crop', 'scale', 'mean', 'std', 'channels', 'layout', 'exif'];
-
 export const IMAGE_USAGE = `Images, manifests, Parquet and Arrow (TRAIN/TEST may be an image folder, a manifest, .parquet/.arrow/.feather, a folder of those, or an image):
   --image-column NAME   a manifest's path column or a Parquet/Arrow image column (default: path, image, file, filepath)
   --preprocess FILE     preprocessing as JSON ({"resize": 256, "centerCrop": 224, "mean": [...], "std": [...], ...})

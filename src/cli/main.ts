@@ -6,11 +6,11 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
-import { cacheFrom, damping, headOptions, int, list, oneOf, parseArgs, required, str } from './args';
+import { cacheFrom, IMAGE_FLAGS, damping, headOptions, int, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes, printWarnings } from './format';
 import { jsonText, JsonWriter } from './json';
-import { IMAGE_FLAGS, IMAGE_USAGE, imageRequest, rowWhere, shown } from './images';
+import { IMAGE_USAGE, imageRequest, rowWhere, shown } from './images';
 
 const USAGE = `influence-lens — which training rows made an ONNX classifier say this?
 

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
@@ -140,7 +140,7 @@ describe('cache per image file', () => {
       mkdirSync(join(dir, label), { recursive: true });
       const src = at(`samples/digits/images/train/${label}`);
       for (const f of ['', '']) void f;
-      const names = require('node:fs').readdirSync(src).slice(0, 12) as string[];
+      const names = readdirSync(src).slice(0, 12) as string[];
       for (const n of names) copyFileSync(join(src, n), join(dir, label, n));
     }
     const eng = await Engine.open(at('samples/digits/model.onnx'));
@@ -161,7 +161,7 @@ describe('cache per image file', () => {
       assert.equal(again.r.reused, 36);
       assert.deepEqual(again.r.z, first.r.z);
       // Change one image's pixels.
-      const one = join(dir, '1', require('node:fs').readdirSync(join(dir, '1'))[4]);
+      const one = join(dir, '1', readdirSync(join(dir, '1'))[4]);
       const png = PNG.sync.read(readFileSync(one));
       png.data[0] = 255 - png.data[0];
       writeFileSync(one, PNG.sync.write(png, { colorType: 0 }));
@@ -182,7 +182,7 @@ describe('cache per image file', () => {
       assert.equal(same.decoded, 0);
       assert.deepEqual(same.r.z, changed.r.z);
       // A new image is decoded; the others are not.
-      const extra = (require('node:fs').readdirSync(at('samples/digits/images/train/2')) as string[])[20];
+      const extra = (readdirSync(at('samples/digits/images/train/2')) as string[])[20];
       copyFileSync(at(`samples/digits/images/train/2/${extra}`), join(dir, '2', 'zz-new.png'));
       const added = await read();
       assert.equal(added.decoded, 1);
@@ -209,7 +209,7 @@ function folder(name: string): string {
   for (const label of ['0', '1']) {
     mkdirSync(join(dir, label), { recursive: true });
     const src = at(`samples/digits/images/train/${label}`);
-    for (const n of (require('node:fs').readdirSync(src) as string[]).slice(0, 3)) copyFileSync(join(src, n), join(dir, label, n));
+    for (const n of (readdirSync(src) as string[]).slice(0, 3)) copyFileSync(join(src, n), join(dir, label, n));
   }
   return dir;
 }
@@ -228,7 +228,7 @@ describe('bad image input on the command line', () => {
   it('a corrupt image: IMAGE_CORRUPT naming it', () => {
     const dir = folder('corrupt');
     const bad = join(dir, '1', 'broken.png');
-    writeFileSync(bad, readFileSync(join(dir, '0', (require('node:fs').readdirSync(join(dir, '0')) as string[])[0])).subarray(0, 40));
+    writeFileSync(bad, readFileSync(join(dir, '0', (readdirSync(join(dir, '0')) as string[])[0])).subarray(0, 40));
     userError(cli('audit', '--model', MODEL, '--train', dir, '--no-cache'), 'IMAGE_CORRUPT', /1\/broken\.png/);
   });
   it('a manifest path that does not exist: IMAGE_NOT_FOUND naming the manifest line and the path', () => {
@@ -261,7 +261,7 @@ describe('bad image input on the command line', () => {
     userError(cli('audit', '--model', MODEL, '--train', at('test/fixtures/images/no_usable.parquet'), '--no-cache'), 'NO_USABLE_COLUMN', /no_usable\.parquet: no usable column/);
   });
   it('explains a single image that sits in no data file, for its predicted class', () => {
-    const image = (require('node:fs').readdirSync(at('samples/digits/images/test/3')) as string[])[0];
+    const image = (readdirSync(at('samples/digits/images/test/3')) as string[])[0];
     const r = cli('explain', '--model', MODEL, '--train', at('samples/digits/images/train'), '--test', at(`samples/digits/images/test/3/${image}`), '--test-row', '0', '--top', '2', '--json', '--no-cache');
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
