@@ -16,7 +16,7 @@ import { HessianFeeder } from '../../src/core/curvature/feeder';
 import { Curvature } from '../../src/core/curvature/curvature';
 import { denseHessian } from '../../src/core/curvature/exact';
 import { chooseMethods, explicitHessian, explicitHessianFrom, type CurvatureStore } from '../../src/core/curvature/policy';
-import { explainScores, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
+import { explainScores, lossChangeOnly, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
 import { flipSet } from '../../src/core/scores/flip';
 import { headDims, type HeadRows } from '../../src/core/task/head';
 
@@ -175,6 +175,31 @@ describe(`fast path (${hessian} Hessian) against the exact float64 path`, () => 
     );
     assert.ok(stages.has(hessian === 'explicit' ? 'hessian' : 'ekfac') && stages.has('solve'));
   });
+});
+
+describe('first-order scores alone (the damping-stability check)', () => {
+  for (const opts of [{ solver: 'cholesky', selfInfluence: 'exact', path: 'exact' }, { path: 'fast', hessian: 'explicit' }] as const)
+    it(`equal the full scores' lossChangeIfRemoved at λ/10 and 10λ (${opts.path} path)`, async () => {
+      const curv = await Curvature.create(rows, damping, opts);
+      try {
+        for (const f of [0.1, 10]) {
+          const light = await curv.withDamping(damping * f, undefined, 'solves');
+          const full = await curv.withDamping(damping * f);
+          try {
+            const want = (await explainScores(rows, tests[1], { damping: damping * f }, full)).lossChangeIfRemoved;
+            const got = await lossChangeOnly(rows, tests[1], light);
+            const e = relErr(got, want);
+            assert.ok(e < 1e-6, `×${f}: differs by ${e.toExponential(2)}`);
+            assert.deepEqual(topRows(got, 10), topRows(want, 10));
+          } finally {
+            await light.release();
+            await full.release();
+          }
+        }
+      } finally {
+        await curv.release();
+      }
+    });
 });
 
 describe('fast path curvature store', () => {

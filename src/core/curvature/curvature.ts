@@ -69,7 +69,7 @@ export class Curvature {
   }
 
   /** H⁻¹ = (H₀/n + λI)⁻¹, and with exact self-influence every row's Q_i. */
-  private async factor(signal?: AbortSignal, onProgress?: Progress): Promise<void> {
+  private async factor(signal?: AbortSignal, onProgress?: Progress, quads = true): Promise<void> {
     if (!this.H0) return;
     const t0 = performance.now();
     const H = Float64Array.from(this.H0);
@@ -81,21 +81,24 @@ export class Curvature {
       await inv.release();
     }
     this.seconds.factor = (performance.now() - t0) / 1000;
-    if (this.selfMethod === 'exact') {
+    if (this.selfMethod === 'exact' && quads) {
       const t1 = performance.now();
       this.quads = await exactQuads(this.rows, this.Hinv, signal, onProgress);
       this.seconds.quads = (performance.now() - t1) / 1000;
     }
   }
 
-  /** The same curvature at another damping, from the statistics already computed (no pass over the rows for H₀). */
-  async withDamping(damping: number, signal?: AbortSignal): Promise<Curvature> {
+  /**
+   * The same curvature at another damping, from the statistics already computed (no pass over the
+   * rows for H₀). With `need` 'solves' it serves solve() only: no exact Q_i per row.
+   */
+  async withDamping(damping: number, signal?: AbortSignal, need: 'all' | 'solves' = 'all'): Promise<Curvature> {
     if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const c = new Curvature(this.rows, damping, { solver: this.solver, selfMethod: this.selfMethod, path: this.path });
     c.H0 = this.H0;
     c.ekfac = this.ekfac?.withDamping(damping) ?? null;
     c.fast = this.fast?.withDamping(damping) ?? null;
-    await c.factor(signal);
+    await c.factor(signal, undefined, need === 'all');
     return c;
   }
 

@@ -127,6 +127,33 @@ export async function explainScores(rows: HeadRows, test: TestPoint, opts: Expla
   }
 }
 
+/**
+ * Only the first-order loss change if each row is removed, (1/n)∇L_tᵀH⁻¹∇L_i, for checks that rank
+ * the rows again at another damping: one solve V = H⁻¹(g_t ⊗ x̃_t), then g_iᵀ(V x̃_i) per row, with
+ * no self-influence, Newton estimate or flip set.
+ */
+export async function lossChangeOnly(rows: HeadRows, test: TestPoint, curv: Curvature, signal?: AbortSignal): Promise<Float64Array> {
+  const { n, C, D, h, g } = rows;
+  const { Dt, P } = headDims(rows);
+  const rhs = new Float64Array(P);
+  for (let c = 0; c < C; c++) for (let j = 0; j < Dt; j++) rhs[c * Dt + j] = test.g[c] * test.x[j];
+  const [V] = await curv.solve([rhs], signal);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if ((i & 4095) === 0) throwIfAborted(signal);
+    const o = i * D;
+    let s = 0;
+    for (let c = 0; c < C; c++) {
+      const v = c * Dt;
+      let z = rows.bias ? V[v + D] : 0;
+      for (let j = 0; j < D; j++) z += V[v + j] * h[o + j];
+      s += g[i * C + c] * z;
+    }
+    out[i] = s / n;
+  }
+  return out;
+}
+
 async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature): Promise<ExplainScores> {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);

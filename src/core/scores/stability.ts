@@ -1,12 +1,13 @@
 /**
  * How much the answer depends on the damping: the top rows (explain) or the flagged rows (audit)
  * at λ, λ/10 and 10λ, compared by Jaccard overlap. The curvature's statistics are computed once
- * (Curvature.withDamping), so each extra damping costs a factorisation or solve and a row pass.
+ * (Curvature.withDamping), so each extra damping costs a factorisation or solve and a row pass;
+ * explain's ranking needs only the first-order scores there (one solve, no self-influence).
  */
 import type { Curvature } from '../curvature/curvature';
 import type { HeadRows } from '../task/head';
 import { auditScores, type AuditOptions, type AuditScores, type HeldOut, type ScoredRows } from './audit';
-import { explainScores, type ExplainOptions, type TestPoint } from './explain';
+import { lossChangeOnly, type ExplainOptions, type TestPoint } from './explain';
 import { suspicionOrder, topRows } from './ranking';
 
 /** Below this Jaccard overlap (at either neighbouring damping) a set is "sensitive to damping". */
@@ -50,9 +51,9 @@ function summarise(k: number, damping: number, sets: Record<string, number[][]>)
  */
 export async function explainStability(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature, lossChange: Float64Array, k: number, damping: number): Promise<Stability> {
   const at = async (f: number) => {
-    const c = await curv.withDamping(opts.damping * f, opts.signal);
+    const c = await curv.withDamping(opts.damping * f, opts.signal, 'solves');
     try {
-      return topRows((await explainScores(rows, test, { ...opts, damping: opts.damping * f }, c)).lossChangeIfRemoved, k);
+      return topRows(await lossChangeOnly(rows, test, c, opts.signal), k);
     } finally {
       await c.release();
     }
