@@ -1,0 +1,51 @@
+/** Reading the deep-influence references (test/fixtures/deep, built by scripts/fixtures/deep.py). */
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const DEEP_DIR = resolve(__dirname, '../fixtures/deep');
+
+/** A stored array: JSON numbers (nested lists) or {dtype: 'float64', shape, base64}. */
+export function decode(v: unknown): Float64Array {
+  if (v && typeof v === 'object' && 'base64' in (v as Record<string, unknown>)) {
+    const buf = Buffer.from((v as { base64: string }).base64, 'base64');
+    // Copy into an aligned buffer first.
+    const bytes = new Uint8Array(buf.length);
+    bytes.set(buf);
+    return new Float64Array(bytes.buffer);
+  }
+  return Float64Array.from((v as unknown[]).flat(Infinity) as number[]);
+}
+
+export function manifest(): any {
+  return JSON.parse(readFileSync(join(DEEP_DIR, 'manifest.json'), 'utf8'));
+}
+
+export function ldsReference(model: 'mlp' | 'cnn', scope: 'last2' | 'all'): any {
+  return JSON.parse(readFileSync(join(DEEP_DIR, `lds_${model}_${scope}.json`), 'utf8'));
+}
+
+/** max over rows of ‖a_i − b_i‖/‖b_i‖ for n rows of width P. */
+export function maxRowRelError(a: ArrayLike<number>, b: ArrayLike<number>, n: number, P: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    let d = 0;
+    let r = 0;
+    for (let q = 0; q < P; q++) {
+      d += (a[i * P + q] - b[i * P + q]) ** 2;
+      r += b[i * P + q] ** 2;
+    }
+    worst = Math.max(worst, r > 0 ? Math.sqrt(d / r) : Math.sqrt(d));
+  }
+  return worst;
+}
+
+/** ‖a − b‖/‖b‖ over whole arrays. */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let r = 0;
+  for (let q = 0; q < b.length; q++) {
+    d += (a[q] - b[q]) ** 2;
+    r += b[q] ** 2;
+  }
+  return r > 0 ? Math.sqrt(d / r) : Math.sqrt(d);
+}
