@@ -4,6 +4,9 @@ export { explain, modelSummary, type ExplainRequest, type ExplainResult, type Ex
 export { audit, type AuditRequest, type AuditResult } from './audit';
 export { clean, type CleanRequest, type CleanResult, type RemoveSpec } from './clean';
 export { Engine } from './model/engine';
+export { parseLayerSpec, type LayerSpec } from './model/layers';
+export type { LayerSummary } from './explainDeep';
+export type { DeepCurvatureMethod } from './curvature/ggn';
 export type { OutputKind } from './model/head';
 export { RowsCache } from './cache/store';
 export { defaultCacheDir } from './cache/keys';

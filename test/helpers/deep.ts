@@ -1,6 +1,8 @@
 /** Reading the deep-influence references (test/fixtures/deep, built by scripts/fixtures/deep.py). */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { TensorProto_DataType } from 'onnx-buf';
+import { floatTensor, mkNode, serialize, valueInfo } from './models';
 
 export const DEEP_DIR = resolve(__dirname, '../fixtures/deep');
 
@@ -48,4 +50,15 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
     r += b[q] ** 2;
   }
   return r > 0 ? Math.sqrt(d / r) : Math.sqrt(d);
+}
+
+/** input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits. */
+export function softplusModelBytes(): Uint8Array {
+  const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
+  return serialize(
+    [mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }), mkNode('Softplus', ['a1'], ['s1']), mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }), mkNode('Relu', ['a2'], ['h']), mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 })],
+    [floatTensor('W1', [3, 4], W(3, 4, 0.7)), floatTensor('b1', [3], [0.1, 0.2, 0.3]), floatTensor('W2', [3, 3], W(3, 3, 1.3)), floatTensor('b2', [3], [0.3, 0.1, 0.2]), floatTensor('W', [2, 3], W(2, 3, 2.1)), floatTensor('b', [2], [0, 0.5])],
+    [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
+    [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
+  );
 }

@@ -12,9 +12,7 @@ import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import { parseLayerSpec, type LayerSpec } from '../../src/core/model/layers';
 import { taskFor } from '../../src/core/task/loss';
-import { DEEP_DIR, decode, ldsReference, manifest, maxRowRelError } from '../helpers/deep';
-import { floatTensor, mkNode, serialize, valueInfo } from '../helpers/models';
-import { TensorProto_DataType } from 'onnx-buf';
+import { DEEP_DIR, decode, ldsReference, manifest, maxRowRelError, softplusModelBytes } from '../helpers/deep';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
@@ -99,20 +97,11 @@ describe('per-example gradients vs autograd: the LDS models', () => {
 
 describe('layer choices and paths the backward pass refuses', () => {
   const dir = mkdtempSync(join(tmpdir(), 'il-deep-'));
-  /** input [N,4] → Gemm(3) → Softplus (unsupported) → Gemm(3) → Relu → Gemm head(2). */
-  function softplusModel(): string {
-    const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
-    const bytes = serialize(
-      [mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }), mkNode('Softplus', ['a1'], ['s1']), mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }), mkNode('Relu', ['a2'], ['h']), mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 })],
-      [floatTensor('W1', [3, 4], W(3, 4, 0.7)), floatTensor('b1', [3], [0.1, 0.2, 0.3]), floatTensor('W2', [3, 3], W(3, 3, 1.3)), floatTensor('b2', [3], [0.3, 0.1, 0.2]), floatTensor('W', [2, 3], W(2, 3, 2.1)), floatTensor('b', [2], [0, 0.5])],
-      [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
-      [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
-    );
+  const softplusModel = () => {
     const p = join(dir, 'softplus.onnx');
-    writeFileSync(p, bytes);
+    writeFileSync(p, softplusModelBytes());
     return p;
-  }
-
+  };
   async function refused(spec: LayerSpec, path: string): Promise<InfluenceError> {
     const eng = await open(path);
     try {

@@ -16,6 +16,13 @@ import { chooseLayers, findLayers, gradientPath, type GradientPath, type Layer, 
 import { GraphIndex } from './onnx';
 import { AUG, augmentModel, tapName } from './surgery';
 
+/** The model's head as a layer (layer 1 of findLayers), for results that list the layers used. */
+export function headLayers(eng: Engine): Layer[] {
+  const graph = eng.model.proto.graph!;
+  const all = findLayers(graph, new GraphIndex(graph), eng.info.head);
+  return all.slice(0, 1);
+}
+
 /** One batch through the user's graph: its taps (as ORT gave them), the logits and the head's input. */
 export interface DeepForward {
   count: number;
@@ -40,10 +47,6 @@ export class DeepEngine {
   /** Σ parameters of the chosen layers, and each layer's offset in θ. */
   readonly P: number;
   readonly offsets: number[];
-  private grad: Kernel | null = null;
-  private ggnK: Kernel | null = null;
-  private factorK: Kernel | null = null;
-
   private constructor(
     readonly eng: Engine,
     readonly all: Layer[],
@@ -156,12 +159,6 @@ export class DeepEngine {
     return { count, taps: this.path.taps.map((_, j) => out[tapName(j)]), z, h };
   }
 
-  private feeds(b: Backward, fw: DeepForward, start: number, k: number): Record<string, ort.Tensor> {
-    const feeds: Record<string, ort.Tensor> = {};
-    b.tapInputs.forEach((name, j) => (feeds[name] = start === 0 && k === fw.count ? fw.taps[j] : slice(fw.taps[j], start, k)));
-    return feeds;
-  }
-
   private build(): { g: GraphBuilder; b: Backward } {
     const g = new GraphBuilder();
     const { info, proto } = this.eng.model;
@@ -180,25 +177,30 @@ export class DeepEngine {
     return { g, b };
   }
 
-  private gradSpec: Backward | null = null;
+  /**
+   * Compiles the backward graph with outputs of the caller's (`outputs` adds them, from the
+   * backward pass's tensors), for runs on rows of forward batches.
+   */
+  async kernel(outputs: (g: GraphBuilder, b: Backward) => void): Promise<DeepKernel> {
+    const { g, b } = this.build();
+    outputs(g, b);
+    const k = new DeepKernel(await g.session(), b, this.K);
+    this.kernels.push(k);
+    return k;
+  }
+
+  private readonly kernels: DeepKernel[] = [];
+  private grad: DeepKernel | null = null;
+  private ggnK: DeepKernel | null = null;
 
   /**
    * Jᵀv over the chosen parameters for rows [start, start + k) of a forward batch, each with R
    * directions v (signal: k×R×K, row-major): k×R×P, float64.
    */
   async gradients(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number): Promise<Float64Array> {
-    if (!this.grad) {
-      const { g, b } = this.build();
-      g.output(b.flat, 'grad', F64, ['k', 'R', this.P]);
-      this.gradSpec = b;
-      this.grad = await g.session();
-    }
-    const feeds = this.feeds(this.gradSpec!, fw, start, k);
-    feeds[this.gradSpec!.signal] = new ort.Tensor('float64', signal, [k, R, this.K]);
-    return (await this.grad.run(feeds)).grad.data as Float64Array;
+    this.grad ??= await this.kernel((g, b) => g.output(b.flat, 'grad', F64, ['k', 'R', this.P]));
+    return (await this.grad.run(fw, start, k, signal, R)).grad;
   }
-
-  private ggnSpec: Backward | null = null;
 
   /**
    * The loss gradients and the curvature's sum for rows [start, start + k): signal k×(K+1)×K holds
@@ -207,45 +209,20 @@ export class DeepEngine {
    */
   async ggn(fw: DeepForward, start: number, k: number, signal: Float64Array, H: Float64Array): Promise<{ grad: Float64Array; H: Float64Array }> {
     const { P, K } = this;
-    if (!this.ggnK) {
-      const { g, b } = this.build();
+    this.ggnK ??= await this.kernel((g, b) => {
       const first = g.reshape(g.op('Slice', [b.flat, g.ints([0]), g.ints([1]), g.ints([1])]), [-1, P]);
       const rest = g.reshape(g.op('Slice', [b.flat, g.ints([1]), g.ints([K + 1]), g.ints([1])]), [-1, P]);
       g.output(first, 'grad', F64, ['k', P]);
       g.output(g.op('Gemm', [rest, rest, g.input('hin', F64, [P, P])], { transA: 1 }), 'h', F64, [P, P]);
-      this.ggnSpec = b;
-      this.ggnK = await g.session();
-    }
-    const feeds = this.feeds(this.ggnSpec!, fw, start, k);
-    feeds[this.ggnSpec!.signal] = new ort.Tensor('float64', signal, [k, K + 1, K]);
-    feeds.hin = new ort.Tensor('float64', H, [P, P]);
-    const out = await this.ggnK.run(feeds);
-    return { grad: out.grad.data as Float64Array, H: out.h.data as Float64Array };
-  }
-
-  private factorSpec: Backward | null = null;
-
-  /** Per chosen layer, X (k×T×D̃) and S (k×R×T×out) for rows [start, start + k) with R directions each. */
-  async factors(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number): Promise<{ x: Float64Array; s: Float64Array; T: number; Dt: number; out: number }[]> {
-    if (!this.factorK) {
-      const { g, b } = this.build();
-      b.factors.forEach((f, q) => {
-        g.output(f.x, `x${q}`, F64, ['k', 1, f.T, f.Dt]);
-        g.output(f.s, `s${q}`, F64, ['k', 'R', f.T, f.layer.out]);
-      });
-      this.factorSpec = b;
-      this.factorK = await g.session();
-    }
-    const spec = this.factorSpec!;
-    const feeds = this.feeds(spec, fw, start, k);
-    feeds[spec.signal] = new ort.Tensor('float64', signal, [k, R, this.K]);
-    const out = await this.factorK.run(feeds);
-    return spec.factors.map((f, q) => ({ x: out[`x${q}`].data as Float64Array, s: out[`s${q}`].data as Float64Array, T: f.T, Dt: f.Dt, out: f.layer.out }));
+    });
+    const out = await this.ggnK.run(fw, start, k, signal, K + 1, { hin: new ort.Tensor('float64', H, [P, P]) });
+    return { grad: out.grad, H: out.h };
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.session.release(), this.grad?.release(), this.ggnK?.release(), this.factorK?.release()]);
-    this.grad = this.ggnK = this.factorK = null;
+    await Promise.all([this.session.release(), ...this.kernels.map((k) => k.release())]);
+    this.kernels.length = 0;
+    this.grad = this.ggnK = null;
   }
 
   /**
@@ -261,5 +238,29 @@ export class DeepEngine {
       await onBatch(batch, await this.forward(batch.features, batch.count));
     }
     return { table: reader.info, summary: reader.summary() };
+  }
+}
+
+/** A compiled backward graph with outputs of its own, run on rows of forward batches. */
+export class DeepKernel {
+  constructor(
+    private readonly kernel: Kernel,
+    readonly backward: Backward,
+    private readonly K: number,
+  ) {}
+
+  /** Runs rows [start, start + k) of a forward batch with R directions each (signal k×R×K) and further feeds; its outputs as float64. */
+  async run(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number, extra: Record<string, ort.Tensor> = {}): Promise<Record<string, Float64Array>> {
+    const feeds: Record<string, ort.Tensor> = { ...extra };
+    this.backward.tapInputs.forEach((name, j) => (feeds[name] = start === 0 && k === fw.count ? fw.taps[j] : slice(fw.taps[j], start, k)));
+    feeds[this.backward.signal] = new ort.Tensor('float64', signal, [k, R, this.K]);
+    const out = await this.kernel.run(feeds);
+    const res: Record<string, Float64Array> = {};
+    for (const [name, t] of Object.entries(out)) res[name] = t.data as Float64Array;
+    return res;
+  }
+
+  async release(): Promise<void> {
+    await this.kernel.release();
   }
 }
