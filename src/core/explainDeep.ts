@@ -22,6 +22,7 @@ import { describeLayers, type Layer } from './model/layers';
 import { deepExplainScores, deepLossChanges, type DeepTestPoint, type GradientChunks } from './scores/deep';
 import { topRows } from './scores/ranking';
 import { summarise, type Stability } from './scores/stability';
+import { STATIONARITY_WARN } from './task/fit';
 import { taskFor } from './task/loss';
 
 /** A chosen layer as the result reports it. */
@@ -121,7 +122,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     if (nonFinite) warnings.push(nonFinite);
     const notes = [
       `influence over the last layers: ${describeLayers(deep.chosen)}; ${deep.P} parameters; curvature: ${method === 'exact' ? 'the exact damped Gauss–Newton matrix' : 'EK-FAC per layer (block-diagonal across layers)'}`,
-      `head-only, so null here (listed in headOnly): the leverage-corrected Newton estimate (lossChangeIfRemovedNewton)${req.verifyTop ? ' and the refits of --verify-top' : ''}, which rest on the head's closed-form refit`,
+      `head-only, so null here (listed in headOnly), as they rest on the head's closed-form refit: the leverage-corrected Newton estimate (lossChangeIfRemovedNewton)${req.verifyTop ? ' and the refits of --verify-top' : ''}`,
     ];
     seconds.total = (performance.now() - t0) / 1000;
     return {
@@ -135,7 +136,8 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       damping,
       dampingRule: rule === '--damping' ? rule : `${rule}; read on the head, applied to every chosen layer`,
       impliedL2: prep.damping.implied,
-      head: prep.head,
+      // The head's stationarity, without the hint to --head refit (which refits the head alone).
+      head: { ...prep.head, message: prep.head.warning ? `this head is not at the optimum that influence assumes (relative gradient norm ${prep.head.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit model` : null },
       stability,
       solver: method === 'exact' ? 'cholesky' : 'ekfac',
       selfInfluenceMethod: scores.selfInfluenceMethod,
