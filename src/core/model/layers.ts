@@ -152,7 +152,7 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
     const next = uses.get(node.output[0]) ?? [];
     let b: Float64Array | null = null;
     const nodes = [name];
-    if (next.length === 1 && next[0].opType === 'Add' && B.dims.length === 2) {
+    if (next.length === 1 && next[0].opType === 'Add') {
       const add = next[0];
       const other = add.input[0] === node.output[0] ? add.input[1] : add.input[0];
       const k = idx.constant(other);
