@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Ekfac } from '../../src/core/curvature/ekfac';
+import { denseHessian } from '../../src/core/curvature/exact';
+import { buildModel, rng } from '../helpers/models';
 import { ExactGgn, type DeepCurvature } from '../../src/core/curvature/ggn';
 import { LayerEkfac } from '../../src/core/curvature/layerEkfac';
 import { readDeepRows, rowGradients, signals, type DeepRows } from '../../src/core/deepRows';
@@ -139,6 +141,25 @@ describe('exact GGN influence over the last 2 layers', () => {
       }
     });
   }
+});
+
+describe('the GGN on the head alone is the head\'s Hessian', () => {
+  it('softmax (LDS MLP) and binary heads', async () => {
+    const ref = ldsReference('mlp', 'last2');
+    const deep = await deepEngine(ref.model, 'head');
+    const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: true });
+    const want = denseHessian(rows, 0);
+    assert.ok(relError(rows.H0!, want) <= 1e-12, `softmax: ${relError(rows.H0!, want)}`);
+    const bin = join(dir, 'binary.onnx');
+    writeFileSync(bin, buildModel({ F: 4, D: 5, C: 1, head: 'matmulAdd', trailing: 'none' }).bytes);
+    const data = join(dir, 'binary.csv');
+    const r = rng(9);
+    writeFileSync(data, ['a,b,c,d,label', ...Array.from({ length: 30 }, (_, i) => `${[r(), r(), r(), r()].map((v) => v.toFixed(3)).join(',')},${i % 2}`)].join('\n') + '\n');
+    const bdeep = await deepEngine(bin, 'head');
+    const brows = await readDeepRows(bdeep, data, {}, {}, { ggn: true });
+    const bwant = denseHessian(brows, 0);
+    assert.ok(relError(brows.H0!, bwant) <= 1e-12, `binary: ${relError(brows.H0!, bwant)}`);
+  });
 });
 
 describe('EK-FAC per layer', () => {
