@@ -22,7 +22,7 @@ import { Engine } from '../../src/core/model/engine';
 import type { LayerSpec } from '../../src/core/model/layers';
 import { deepExplainScores, deepLossChanges, type DeepTestPoint } from '../../src/core/scores/deep';
 import { taskFor } from '../../src/core/task/loss';
-import { decode, ldsReference, relError } from '../helpers/deep';
+import { DEEP_DIR, decode, ldsReference, manifest, relError } from '../helpers/deep';
 import { lds, loadTruth } from '../helpers/lds';
 import { pearson } from '../helpers/stats';
 
@@ -138,6 +138,28 @@ describe('exact GGN influence over the last 2 layers', () => {
         assert.ok(e <= TOL, `${e.toExponential(2)}`);
       } finally {
         await curv.release();
+      }
+    });
+  }
+});
+
+describe('exact GGN scores on the op-coverage models (test/fixtures/deep/manifest.json, λ = 0.01)', () => {
+  for (const mod of manifest().ops.models) {
+    it(`${mod.name}, every depth: lossChangeIfRemoved and selfInfluence within 1e-5`, async () => {
+      for (const depth of mod.depths) {
+        const deep = await deepEngine(join(DEEP_DIR, mod.file), depth.k);
+        const train = join(DEEP_DIR, 'rows.csv');
+        const rows = await readDeepRows(deep, train, {}, {}, { ggn: true });
+        const points = await testPoints(deep, join(DEEP_DIR, 'rows_test.csv'), Array.from({ length: mod.rows.T }, (_, t) => t));
+        const curv = await ExactGgn.create(rows.H0!, deep.P, depth.lambda);
+        try {
+          const e = worstRowError(await lossChanges(deep, rows, train, points, curv), decode(depth.lossChangeIfRemoved), rows.n);
+          assert.ok(e <= TOL, `depth ${depth.k}: lossChangeIfRemoved ${e.toExponential(2)}`);
+          const es = relError(await curv.quad(rows.grads!, rows.n), decode(depth.selfInfluence));
+          assert.ok(es <= TOL, `depth ${depth.k}: selfInfluence ${es.toExponential(2)}`);
+        } finally {
+          await curv.release();
+        }
       }
     });
   }
