@@ -1,11 +1,11 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
-import { defaultCacheDir, InfluenceError, RowsCache, type DampingOption, type RemoveSpec } from '../core';
+import { defaultCacheDir, InfluenceError, parseLayerSpec, RowsCache, type DampingOption, type LayerSpec, type RemoveSpec } from '../core';
 
 export type Flags = Map<string, string | true>;
 
 /** The value flags that images.ts reads. */
 export const IMAGE_FLAGS = ['image-column', 'preprocess', 'resize', 'center-crop', 'scale', 'mean', 'std', 'channels', 'layout', 'exif'];
-const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', ...IMAGE_FLAGS]);
+const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', 'layers', 'curvature', ...IMAGE_FLAGS]);
 const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
@@ -81,6 +81,12 @@ export function oneOf<T extends string>(flags: Flags, name: string, allowed: rea
   if (v === undefined) return undefined;
   if (!(allowed as readonly string[]).includes(v)) throw new InfluenceError('BAD_OPTION', `--${name} must be one of ${allowed.join(', ')}; got '${v}'`);
   return v as T;
+}
+
+/** `--layers head|K|all|name1,name2` (default: the head). */
+export function layersFrom(flags: Flags): LayerSpec | undefined {
+  const v = str(flags, 'layers');
+  return v === undefined ? undefined : parseLayerSpec(v);
 }
 
 /** The cache the flags ask for: --no-cache, --cache-dir DIR, or the default location. */

@@ -59,6 +59,9 @@ export function formatExplain(r: ExplainResult, top: number): string {
   );
   const named = r.classes?.some((c, i) => c !== String(i)) ? r.classes! : null;
   out.push(`  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
+  if (r.headOnly.length) {
+    out.push(`  layers: ${r.layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${r.layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${r.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; Newton estimates and --verify-top are head-only (n/a)`);
+  }
   out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
   out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
   out.push('');

@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
-import { cacheFrom, IMAGE_FLAGS, damping, headOptions, int, list, oneOf, parseArgs, required, str } from './args';
+import { cacheFrom, damping, headOptions, IMAGE_FLAGS, int, layersFrom, list, oneOf, parseArgs, required, str } from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes, printWarnings } from './format';
 import { jsonText, JsonWriter } from './json';
@@ -35,6 +35,10 @@ Options:
   --self-influence exact|ekfac   force the self-influence method (default: by size)
   --batch-size N        rows per ONNX Runtime batch (default: 4096)
   --verify-top K        explain: refit without each of the top K rows and show the actual change
+  --layers head|K|all|a,b   explain: the layers influence is taken over: the head (default), the last K
+                        parameterized layers, all of them, or layers by node name
+  --curvature exact|ekfac   explain beyond the head: the exact damped Gauss–Newton matrix (at most
+                        5,000 parameters) or EK-FAC per layer (default)
   --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
   --remove SPEC         clean: memorized | top:K (most suspicious) | rows:1,5,9 (0-based)
   --out FILE            clean: the new data file (never an input)
@@ -53,6 +57,9 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   const ranked = topRows(s.lossChangeIfRemoved, top ?? n);
   await w.raw('{"version":1');
   await w.field('model', r.model);
+  await w.field('layers', r.layers);
+  await w.field('curvature', r.curvature);
+  await w.field('headOnly', r.headOnly);
   await w.field('notes', r.notes);
   await w.field('warnings', r.warnings);
   await w.field('labelColumn', r.labelColumn);
@@ -105,7 +112,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
 const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache', ...IMAGE_FLAGS];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
-  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top'],
+  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
   audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
   clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
   cache: ['cache-dir'],
@@ -154,6 +161,8 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
       batchSize: int(flags, 'batch-size', 1),
       verifyTop: int(flags, 'verify-top', 1),
+      layers: layersFrom(flags),
+      curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
       cache: cacheFrom(flags),
       signal,
       onProgress,

@@ -18,6 +18,10 @@ import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
 import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
+import { ExactGgn, type DeepCurvatureMethod } from './curvature/ggn';
+import { explainDeep, layerSummaries, type LayerSummary } from './explainDeep';
+import { isHeadOnly, type LayerSpec } from './model/layers';
+import { headLayers } from './model/deep';
 
 export interface ExplainRequest {
   model: string;
@@ -40,6 +44,10 @@ export interface ExplainRequest {
   batchSize?: number;
   /** Refit without each of the top K helpful and top K harmful rows and report the actual change. */
   verifyTop?: number;
+  /** The layers whose parameters influence is taken over (default: the head). */
+  layers?: LayerSpec;
+  /** Beyond the head: the exact damped GGN, or (default) EK-FAC per layer; with the head, 'exact' forces the exact path. */
+  curvature?: DeepCurvatureMethod;
   cache?: RowsCache | null;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -48,6 +56,12 @@ export interface ExplainRequest {
 export interface ExplainResult {
   version: 1;
   model: ModelSummary;
+  /** The layers the influence is taken over (the head alone by default), from the output. */
+  layers: LayerSummary[];
+  /** Beyond the head, the curvature used ('exact' GGN or 'ekfac'); null for the head's own policy. */
+  curvature: DeepCurvatureMethod | null;
+  /** Scores that only the head's closed form gives, reported as null beyond the head (empty for the head). */
+  headOnly: string[];
   classes: string[] | null;
   /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder, whose labels are its class folders. */
   labelColumn: string | null;
@@ -59,7 +73,7 @@ export interface ExplainResult {
   head: HeadReport;
   /** Whether the top rows hold at λ/10 and 10λ. */
   stability: Stability | null;
-  solver: SolverKind;
+  solver: SolverKind | 'ekfac';
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
   train: { path: string; rows: number; cache: CacheUse; kind?: string; read?: number };
@@ -102,6 +116,11 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   const own = !engine;
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
+    if (!isHeadOnly(req.layers)) return await explainDeep(req, eng);
+    if (req.curvature === 'ekfac') throw new InfluenceError('BAD_OPTION', `--curvature ekfac is for --layers beyond the head; the head's own policy picks exact or EK-FAC-preconditioned solves by size (--solver, --self-influence)`);
+    // --curvature exact with the head: the explicit Hessian and exact self-influence, whatever the size (up to the exact limit).
+    if (req.curvature === 'exact') ExactGgn.check(eng.info.parameters, `the head '${eng.info.head.node}'`);
+    const methods = req.curvature === 'exact' ? { ...req, solver: 'cholesky' as const, selfInfluence: 'exact' as const } : req;
     lap('load');
     const images = req.images ?? {};
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
@@ -114,7 +133,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     // The test row first: a bad test file fails fast, before the long pass over the training data.
     const test = testTable.kind === 'table' ? await eng.forwardRow(req.test, req.testRow, testTable.options, run) : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     lap('forwardTest');
-    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
     lap('forwardTrain');
     if (rows.explicitHessian) {
       seconds.forwardTrain -= rows.hessianSeconds;
@@ -131,7 +150,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     lap('head');
     const task = taskFor(rows.C);
     const point = testPoint(task, test, prep.theta, rows);
-    const opts = { damping: effective, solver: req.solver, selfInfluence: req.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
+    const opts = { damping: effective, solver: methods.solver, selfInfluence: methods.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
     const curv = await Curvature.create(train, effective, opts);
     let scores: ExplainScores;
     let stability: Stability | null = null;
@@ -165,6 +184,9 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     return {
       version: 1,
       model: modelSummary(eng, req.model),
+      layers: layerSummaries(headLayers(eng)),
+      curvature: req.curvature ?? null,
+      headOnly: [],
       classes,
       labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
       damping,

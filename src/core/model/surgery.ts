@@ -5,7 +5,7 @@
  * the user's opset: we add only Identity nodes.
  */
 import { create, toBinary } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataType, TensorProtoSchema, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from 'onnx-buf';
+import { AttributeProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataType, TensorProtoSchema, TypeProto_TensorSchema, TypeProtoSchema, ValueInfoProtoSchema, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from 'onnx-buf';
 import { valueInfo } from '../ort/graph';
 import type { LoadedModel } from './info';
 import { int64Values, shapeOf } from './onnx';
@@ -16,6 +16,11 @@ export const AUG = {
   z: 'influence_lens/z',
 } as const;
 
+/** The name of the j-th extra output ("tap") that augmentModel adds for the backward pass. */
+export function tapName(j: number): string {
+  return `influence_lens/tap/${j}`;
+}
+
 /**
  * The serialized model with outputs h ([N,D]) and z ([N,C]) in place of its own, so that ORT
  * prunes whatever follows the head (a Softmax, say). With `batchFree`, a model exported with a
@@ -23,7 +28,7 @@ export const AUG = {
  * constant that starts with B (→ −1, or 0 = "as the input" when the shape has a −1 already);
  * intermediate shape annotations, which may carry B, are dropped (ORT infers them again).
  */
-export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean }): Uint8Array {
+export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean; taps?: string[] }): Uint8Array {
   const graph = loaded.proto.graph!;
   const { head, fixedBatch } = loaded.info;
   const batch: number | string = opts.batchFree || fixedBatch === null ? 'batch' : fixedBatch;
@@ -36,16 +41,23 @@ export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean }):
     input = graph.input.map((v) => (v.name === loaded.info.inputName ? withBatch(v, 'batch') : v));
     annotations = [];
   }
+  // Taps (model/backward.ts): values the backward pass reads, as further outputs whose shapes ORT infers.
+  const taps = opts.taps ?? [];
   const g2: GraphProto = {
     ...graph,
-    node: [...node, identity(head.hName, AUG.h), identity(head.zName, AUG.z)],
+    node: [...node, identity(head.hName, AUG.h), identity(head.zName, AUG.z), ...taps.map((t, j) => identity(t, tapName(j)))],
     initializer,
     input,
     valueInfo: annotations,
-    output: [valueInfo(AUG.h, elem, [batch, head.D]), valueInfo(AUG.z, elem, [batch, head.C])],
+    output: [valueInfo(AUG.h, elem, [batch, head.D]), valueInfo(AUG.z, elem, [batch, head.C]), ...taps.map((_, j) => unshaped(tapName(j), elem))],
   } as GraphProto;
   // Shallow copies: the loaded proto stays untouched.
   return toBinary(ModelProtoSchema, { ...loaded.proto, graph: g2 });
+}
+
+/** A ValueInfo with an element type and no shape. */
+function unshaped(name: string, elemType: number): ValueInfoProto {
+  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType }) } }) });
 }
 
 /** The input's ValueInfo with its first dim replaced. */

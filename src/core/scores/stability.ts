@@ -35,7 +35,7 @@ export function jaccard(a: Iterable<number>, b: Iterable<number>): number {
   return union === 0 ? 1 : both / union;
 }
 
-function summarise(k: number, damping: number, sets: Record<string, number[][]>): Stability {
+export function summarise(k: number, damping: number, sets: Record<string, number[][]>): Stability {
   const overlaps: Record<string, [number, number]> = {};
   let worst = 1;
   for (const [name, [low, mid, high]] of Object.entries(sets)) {

@@ -1,0 +1,171 @@
+/**
+ * `explain --layers K|all|names` (orchestration only): influence over the last layers rather than
+ * the head alone. The rows come from one pass through the user's graph and our backward graph
+ * (deepRows.ts), the curvature is the exact damped GGN over the chosen parameters (`--curvature
+ * exact`) or EK-FAC per layer, and the scores are scores/deep.ts's. The damping rules and the head
+ * report are the head's (its L2 is the weight decay the whole model was trained with); the
+ * leverage-corrected Newton estimate and `--verify-top` refit the head in closed form and are
+ * reported as null, listed in `headOnly`.
+ */
+import { InfluenceError, throwIfAborted } from './errors';
+import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
+import { ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
+import { LayerEkfac } from './curvature/layerEkfac';
+import { mergeNotes, tableRead } from './data/choose';
+import { readDeepRows, rowGradients, signals } from './deepRows';
+import type { ExplainRequest, ExplainResult } from './explain';
+import { modelSummary } from './explain';
+import { prepareHead } from './headfit';
+import { DeepEngine } from './model/deep';
+import type { Engine } from './model/engine';
+import { describeLayers, type Layer } from './model/layers';
+import { deepExplainScores, deepLossChanges, type DeepTestPoint, type GradientChunks } from './scores/deep';
+import { topRows } from './scores/ranking';
+import { summarise, type Stability } from './scores/stability';
+import { STATIONARITY_WARN } from './task/fit';
+import { taskFor } from './task/loss';
+
+/** A chosen layer as the result reports it. */
+export interface LayerSummary {
+  name: string;
+  kind: string;
+  /** 1 = the head, counting from the output. */
+  index: number;
+  parameters: number;
+}
+
+/** The scores that need the head's closed form, reported as null beyond the head. */
+export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
+
+export function layerSummaries(layers: Layer[]): LayerSummary[] {
+  return layers.map((l) => ({ name: l.name, kind: l.kind, index: l.index, parameters: l.parameters }));
+}
+
+export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
+  const t0 = performance.now();
+  const seconds: Record<string, number> = {};
+  let t = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    seconds[name] = (now - t) / 1000;
+    t = now;
+  };
+  if (req.head === 'refit') throw new InfluenceError('BAD_OPTION', '--head refit refits the head alone; it cannot be combined with --layers beyond the head');
+  const deep = await DeepEngine.open(eng, req.layers!);
+  try {
+    const method: DeepCurvatureMethod = req.curvature ?? 'ekfac';
+    const what = `the chosen layers (${describeLayers(deep.chosen)})`;
+    if (method === 'exact') ExactGgn.check(deep.P, what);
+    lap('load');
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize };
+    const table = req.table ?? {};
+    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseTable(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    lap('chooseTables');
+    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const task = taskFor(deep.K);
+    const K = deep.K;
+    const fwt = await deep.forward(test.features, 1);
+    const label = test.labelled ? test.label : task.prediction(fwt.z).predicted;
+    const tsig = signals(deep, fwt.z, Int32Array.of(label), 1);
+    // J_t: one backward pass per logit.
+    const eye = new Float64Array(K * K);
+    for (let c = 0; c < K; c++) eye[c * K + c] = 1;
+    const point: DeepTestPoint = { J: await deep.gradients(fwt, 0, 1, eye, K), g: tsig.g, z: fwt.z, label };
+    lap('forwardTest');
+    const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
+    const rows = await readDeepRows(deep, req.train, trainTable.options, run, { ggn: method === 'exact', onBatch: ekfac?.onBatch });
+    if (rows.n === 0) throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+    lap('forwardTrain');
+    throwIfAborted(req.signal);
+    // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
+    const prep = prepareHead(eng, rows, { damping: req.damping, head: 'shipped', signal: req.signal, onProgress: req.onProgress });
+    const { damping, rule } = prep.damping;
+    lap('head');
+    const chunks: GradientChunks = (onChunk) => rowGradients(deep, rows, req.train, trainTable.options, run, onChunk);
+    let curv: DeepCurvature;
+    if (method === 'exact') curv = await ExactGgn.create(rows.H0!, deep.P, damping, req.signal);
+    else curv = await ekfac!.finish(rows, damping, (fn) => deep.pass(req.train, trainTable.options, run, fn), req.signal);
+    lap('curvature');
+    let stability: Stability | null = null;
+    let scores;
+    try {
+      scores = await deepExplainScores(rows.n, task, point, curv, chunks, req.signal);
+      lap('scores');
+      if (req.stability !== false) {
+        const k = req.stabilityTop ?? 10;
+        const at = async (f: number) => {
+          const c = await curv.withDamping(damping * f, req.signal);
+          try {
+            return topRows(await deepLossChanges(rows.n, K, point, c, chunks), k);
+          } finally {
+            await c.release();
+          }
+        };
+        const low = await at(0.1);
+        const high = await at(10);
+        const mid = topRows(scores.lossChangeIfRemoved, k);
+        stability = summarise(k, damping, { helpful: [low.helpful, mid.helpful, high.helpful], harmful: [low.harmful, mid.harmful, high.harmful] });
+        lap('stability');
+      }
+    } finally {
+      await curv.release();
+    }
+    const predicted = new Int32Array(rows.n);
+    for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(rows.z.subarray(i * K, (i + 1) * K)).predicted;
+    const classes = trainTable.options.classes ?? null;
+    const warnings: Warning[] = [];
+    const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
+    if (order) warnings.push(order);
+    const { influence, lossChangeIfRemoved, selfInfluence, relativeInfluence, classificationInfluence } = scores;
+    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, selfInfluence, relativeInfluence, classificationInfluence });
+    if (nonFinite) warnings.push(nonFinite);
+    const notes = [
+      `influence over the last layers: ${describeLayers(deep.chosen)}; ${deep.P} parameters; curvature: ${method === 'exact' ? 'the exact damped Gauss–Newton matrix' : 'EK-FAC per layer (block-diagonal across layers)'}`,
+      `head-only, so null here (listed in headOnly), as they rest on the head's closed-form refit: the leverage-corrected Newton estimate (lossChangeIfRemovedNewton)${req.verifyTop ? ' and the refits of --verify-top' : ''}`,
+    ];
+    seconds.total = (performance.now() - t0) / 1000;
+    return {
+      version: 1,
+      model: modelSummary(eng, req.model),
+      layers: layerSummaries(deep.chosen),
+      curvature: method,
+      headOnly: [...HEAD_ONLY],
+      classes,
+      labelColumn: rows.table.labelColumn,
+      damping,
+      dampingRule: rule === '--damping' ? rule : `${rule}; read on the head, applied to every chosen layer`,
+      impliedL2: prep.damping.implied,
+      // The head's stationarity, without the hint to --head refit (which refits the head alone).
+      head: { ...prep.head, message: prep.head.warning ? `this head is not at the optimum that influence assumes (relative gradient norm ${prep.head.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit model` : null },
+      stability,
+      solver: method === 'exact' ? 'cholesky' : 'ekfac',
+      selfInfluenceMethod: scores.selfInfluenceMethod,
+      cgIterations: null,
+      train: { path: req.train, rows: rows.n, cache: 'off' },
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, notes),
+      warnings,
+      tables: { train: tableRead(trainTable), test: tableRead(testTable) },
+      test: {
+        path: req.test,
+        row: req.testRow,
+        line: test.line,
+        label,
+        labelled: test.labelled,
+        predicted: scores.predicted,
+        probabilities: task.probabilities(point.z),
+        loss: task.lossAndSignal(point.z, 0, label, null, 0),
+        margin: scores.margin,
+        runnerUp: scores.runnerUp,
+        features: Array.from(test.features),
+        featureNames: test.table.featureNames,
+      },
+      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
+      scores,
+      verified: null,
+      seconds,
+    };
+  } finally {
+    await deep.release();
+  }
+}

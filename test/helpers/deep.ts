@@ -1,0 +1,64 @@
+/** Reading the deep-influence references (test/fixtures/deep, built by scripts/fixtures/deep.py). */
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { TensorProto_DataType } from 'onnx-buf';
+import { floatTensor, mkNode, serialize, valueInfo } from './models';
+
+export const DEEP_DIR = resolve(__dirname, '../fixtures/deep');
+
+/** A stored array: JSON numbers (nested lists) or {dtype: 'float64', shape, base64}. */
+export function decode(v: unknown): Float64Array {
+  if (v && typeof v === 'object' && 'base64' in (v as Record<string, unknown>)) {
+    const buf = Buffer.from((v as { base64: string }).base64, 'base64');
+    // Copy into an aligned buffer first.
+    const bytes = new Uint8Array(buf.length);
+    bytes.set(buf);
+    return new Float64Array(bytes.buffer);
+  }
+  return Float64Array.from((v as unknown[]).flat(Infinity) as number[]);
+}
+
+export function manifest(): any {
+  return JSON.parse(readFileSync(join(DEEP_DIR, 'manifest.json'), 'utf8'));
+}
+
+export function ldsReference(model: 'mlp' | 'cnn', scope: 'last2' | 'all'): any {
+  return JSON.parse(readFileSync(join(DEEP_DIR, `lds_${model}_${scope}.json`), 'utf8'));
+}
+
+/** max over rows of ‖a_i − b_i‖/‖b_i‖ for n rows of width P. */
+export function maxRowRelError(a: ArrayLike<number>, b: ArrayLike<number>, n: number, P: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    let d = 0;
+    let r = 0;
+    for (let q = 0; q < P; q++) {
+      d += (a[i * P + q] - b[i * P + q]) ** 2;
+      r += b[i * P + q] ** 2;
+    }
+    worst = Math.max(worst, r > 0 ? Math.sqrt(d / r) : Math.sqrt(d));
+  }
+  return worst;
+}
+
+/** ‖a − b‖/‖b‖ over whole arrays. */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let r = 0;
+  for (let q = 0; q < b.length; q++) {
+    d += (a[q] - b[q]) ** 2;
+    r += b[q] ** 2;
+  }
+  return r > 0 ? Math.sqrt(d / r) : Math.sqrt(d);
+}
+
+/** input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits. */
+export function softplusModelBytes(): Uint8Array {
+  const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
+  return serialize(
+    [mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }), mkNode('Softplus', ['a1'], ['s1']), mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }), mkNode('Relu', ['a2'], ['h']), mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 })],
+    [floatTensor('W1', [3, 4], W(3, 4, 0.7)), floatTensor('b1', [3], [0.1, 0.2, 0.3]), floatTensor('W2', [3, 3], W(3, 3, 1.3)), floatTensor('b2', [3], [0.3, 0.1, 0.2]), floatTensor('W', [2, 3], W(2, 3, 2.1)), floatTensor('b', [2], [0, 0.5])],
+    [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
+    [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
+  );
+}
