@@ -1,105 +1,24 @@
 /** `explain`: the influence of every training row on one test prediction (orchestration only). */
-import { InfluenceError, throwIfAborted, type Progress } from './errors';
-import type { ExplainTest } from './shapes';
-import type { RowsCache } from './cache/store';
+import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
-import type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
-import { mergeNotes, tableRead, type TableRead, type TableRequest } from './data/choose';
-import { prepareHead, type HeadMode, type HeadReport } from './headfit';
+import { mergeNotes, tableRead } from './data/choose';
+import { prepareHead } from './headfit';
 import { Engine } from './model/engine';
-import type { OutputKind } from './model/head';
+import { modelSummary } from './model/summary';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
-import { readTrainingRows, type CacheUse, type TrainingRows } from './rows';
-import { forwardSourceRow, type ImageRequest, type PreprocessSummary } from './sources';
-import type { RowLocator } from './data/locator';
+import { readTrainingRows, type TrainingRows } from './rows';
+import { forwardSourceRow } from './sources';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
 import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
-import { ExactGgn, type DeepCurvatureMethod } from './curvature/ggn';
-import { explainDeep, layerSummaries, type LayerSummary } from './explainDeep';
-import { isHeadOnly, type LayerSpec } from './model/layers';
+import { ExactGgn } from './curvature/ggn';
+import { explainDeep } from './explainDeep';
+import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
+import { isHeadOnly, layerSummaries } from './model/layers';
 import { headLayers } from './model/deep';
-
-export interface ExplainRequest {
-  model: string;
-  /** The graph output to explain (default: the logits behind the final linear layer). */
-  output?: string;
-  train: string;
-  test: string;
-  testRow: number;
-  table?: TableRequest;
-  /** Image sources: the image column and the preprocessing from settings or flags. */
-  images?: ImageRequest;
-  damping?: DampingOption;
-  /** Score the head as given (default) or refit to the optimum of the damped objective. */
-  head?: HeadMode;
-  /** Compare the top rows at λ/10 and 10λ (default true), over the top `stabilityTop` (default 10). */
-  stability?: boolean;
-  stabilityTop?: number;
-  solver?: SolverKind;
-  selfInfluence?: SelfInfluenceMethod;
-  batchSize?: number;
-  /** Refit without each of the top K helpful and top K harmful rows and report the actual change. */
-  verifyTop?: number;
-  /** The layers whose parameters influence is taken over (default: the head). */
-  layers?: LayerSpec;
-  /** Beyond the head: the exact damped GGN, or (default) EK-FAC per layer; with the head, 'exact' forces the exact path. */
-  curvature?: DeepCurvatureMethod;
-  cache?: RowsCache | null;
-  signal?: AbortSignal;
-  onProgress?: Progress;
-}
-
-export interface ExplainResult {
-  version: 1;
-  model: ModelSummary;
-  /** The layers the influence is taken over (the head alone by default), from the output. */
-  layers: LayerSummary[];
-  /** Beyond the head, the curvature used ('exact' GGN or 'ekfac'); null for the head's own policy. */
-  curvature: DeepCurvatureMethod | null;
-  /** Scores that only the head's closed form gives, reported as null beyond the head (empty for the head). */
-  headOnly: string[];
-  classes: string[] | null;
-  /** The training file's label column (guessed when it has no `label` column; a note says so); null for an image folder, whose labels are its class folders. */
-  labelColumn: string | null;
-  damping: number;
-  dampingRule: string;
-  /** The L2 the shipped head's gradient implies and its stationarity residual, when the damping rule looked at it. */
-  impliedL2: { lambda: number; residual: number } | null;
-  /** The head the scores describe: shipped or refit, and how far from the optimum of the damped objective. */
-  head: HeadReport;
-  /** Whether the top rows hold at λ/10 and 10λ. */
-  stability: Stability | null;
-  solver: SolverKind | 'ekfac';
-  selfInfluenceMethod: SelfInfluenceMethod;
-  cgIterations: number | null;
-  train: { path: string; rows: number; cache: CacheUse; kind?: string; read?: number };
-  test: ExplainTest;
-  /** The image preprocessing used, when the data are images. */
-  preprocess?: PreprocessSummary;
-  /** What the tool decided on the user's behalf (the output explained, a label column guessed, ...), in words. */
-  notes: string[];
-  /** Signs that the result is probably wrong (a class order that does not fit, non-finite scores). */
-  warnings: Warning[];
-  /** How the training and test files were read. */
-  tables: { train: TableRead; test: TableRead };
-  /** Per training row, in file order. */
-  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array; locator?: RowLocator };
-  scores: ExplainScores;
-  verified: Verified | null;
-  seconds: Record<string, number>;
-}
-
-/** Actual leave-one-out refits (exact, ‖∇J‖ ≤ 1e-10) beside the estimates, for the listed rows. */
-export interface Verified {
-  /** ‖∇J‖ of the full-data refit that the changes are measured from. */
-  gradNorm: number;
-  testLossAtOptimum: number;
-  rows: { row: number; lossChangeIfRemoved: number; lossChangeIfRemovedNewton: number; actualLossChangeIfRemoved: number }[];
-}
 
 export async function explain(req: ExplainRequest, engine?: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
@@ -225,28 +144,6 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   } finally {
     if (own) await eng.release();
   }
-}
-
-/** The model as a result reports it: where it is, which layer and output were used. */
-export interface ModelSummary {
-  path: string;
-  sha256: string;
-  layer: string;
-  parameters: number;
-  /** What the explained output holds. */
-  output: OutputKind;
-  /** The explained graph output, and the factor on the head's logits before it (a temperature's 1/T). */
-  outputName: string;
-  logitScale: number;
-  /** softmax (C classes) or binary (one logit). */
-  task: 'softmax' | 'binary';
-  /** Rows per onnxruntime run when the model's batch size is fixed and could not be freed, else null. */
-  fixedBatch: number | null;
-}
-
-export function modelSummary(eng: Engine, path: string): ModelSummary {
-  const i = eng.info;
-  return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output, outputName: i.outputName, logitScale: i.head.scale, task: eng.task.kind, fixedBatch: eng.runBatchSize };
 }
 
 /**

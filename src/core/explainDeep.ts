@@ -9,36 +9,36 @@
  */
 import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
-import { ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
+import { EXACT_GGN_MAX_P, ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
 import { LayerEkfac } from './curvature/layerEkfac';
-import { mergeNotes, tableRead } from './data/choose';
+import { mergeNotes, tableRead, type ChooseOptions, type TableRequest } from './data/choose';
+import type { SourceChoice } from './data/chooseSource';
+import type { SourceKind } from './data/source';
 import { readDeepRows, rowGradients, signals } from './deepRows';
-import type { ExplainRequest, ExplainResult } from './explain';
-import { modelSummary } from './explain';
+import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
 import { DeepEngine } from './model/deep';
+import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
-import { describeLayers, type Layer } from './model/layers';
+import { describeLayers, layerSummaries } from './model/layers';
 import { deepExplainScores, deepLossChanges, type DeepTestPoint, type GradientChunks } from './scores/deep';
 import { topRows } from './scores/ranking';
 import { summarise, type Stability } from './scores/stability';
 import { STATIONARITY_WARN } from './task/fit';
 import { taskFor } from './task/loss';
 
-/** A chosen layer as the result reports it. */
-export interface LayerSummary {
-  name: string;
-  kind: string;
-  /** 1 = the head, counting from the output. */
-  index: number;
-  parameters: number;
-}
-
 /** The scores that need the head's closed form, reported as null beyond the head. */
 export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
 
-export function layerSummaries(layers: Layer[]): LayerSummary[] {
-  return layers.map((l) => ({ name: l.name, kind: l.kind, index: l.index, parameters: l.parameters }));
+const SOURCE_WORDS: Record<SourceKind, string> = { table: 'a table', imagefolder: 'an image folder', image: 'an image', manifest: 'an image manifest', columns: 'a Parquet/Arrow file' };
+
+/** A text table's choice; the other sources are read for the head only so far. */
+async function tableOnly(eng: Engine, path: string, table: TableRequest, choose: ChooseOptions): Promise<SourceChoice> {
+  const c = await eng.chooseSource(path, table, choose);
+  if (c.kind !== 'table') {
+    throw new InfluenceError('BAD_OPTION', `--layers beyond the head reads CSV/TSV/JSONL tables for now; ${path} is ${SOURCE_WORDS[c.kind]}: use --layers head, or export the features to a table`, { file: path });
+  }
+  return c;
 }
 
 export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
@@ -53,14 +53,16 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
   if (req.head === 'refit') throw new InfluenceError('BAD_OPTION', '--head refit refits the head alone; it cannot be combined with --layers beyond the head');
   const deep = await DeepEngine.open(eng, req.layers!);
   try {
-    const method: DeepCurvatureMethod = req.curvature ?? 'ekfac';
+    // Exact where it fits: per-layer EK-FAC agrees with the exact Gauss–Newton influence only
+    // loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README), so it is the fallback.
+    const method: DeepCurvatureMethod = req.curvature ?? (deep.P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
     const what = `the chosen layers (${describeLayers(deep.chosen)})`;
     if (method === 'exact') ExactGgn.check(deep.P, what);
     lap('load');
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize };
     const table = req.table ?? {};
-    const trainTable = await eng.chooseTable(req.train, table, { signal: req.signal });
-    const testTable = await eng.chooseTable(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    const trainTable = await tableOnly(eng, req.train, table, { signal: req.signal });
+    const testTable = await tableOnly(eng, req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
     lap('chooseTables');
     const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
     const task = taskFor(deep.K);

@@ -1,12 +1,14 @@
 /** The engine's public API: what the CLI, the extension's engine process and the bench import. */
 export { CancelledError, InfluenceError, throwIfAborted, type ErrorCode, type ErrorPlace, type Progress } from './errors';
-export { explain, modelSummary, type ExplainRequest, type ExplainResult, type ModelSummary, type Verified } from './explain';
+export { explain } from './explain';
+export type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
+export { modelSummary, type ModelSummary } from './model/summary';
 export type { ExplainTest } from './shapes';
 export { audit, type AuditRequest, type AuditResult } from './audit';
 export { clean, type CleanRequest, type CleanResult, type RemoveSpec } from './clean';
 export { Engine } from './model/engine';
 export { parseLayerSpec, type LayerSpec } from './model/layers';
-export type { LayerSummary } from './explainDeep';
+export type { LayerSummary } from './model/layers';
 export type { DeepCurvatureMethod } from './curvature/ggn';
 export type { OutputKind } from './model/head';
 export { RowsCache } from './cache/store';

@@ -18,11 +18,47 @@ export function decode(v: unknown): Float64Array {
   return Float64Array.from((v as unknown[]).flat(Infinity) as number[]);
 }
 
-export function manifest(): any {
+/** An array as the fixtures store it: read it with decode(). */
+type Stored = unknown;
+/** By λ as the fixtures write it (String(lambda)). */
+type ByLambda<T> = Record<string, T>;
+
+/** One op-coverage model of manifest.json (only the fields the tests read). */
+export interface OpModel {
+  name: string;
+  file: string;
+  layers: { node: string; params: number }[];
+  depths: { k: number; params: number; layerOffsets: number[]; perExampleGradient: Stored; testGradient: Stored; lambda: number; selfInfluence: Stored; lossChangeIfRemoved: Stored }[];
+  rows: { train: string; test: string; n: number; T: number };
+}
+
+/** An LDS model's deep reference, lds_<model>_<scope>.json (only the fields the tests read). */
+export interface LdsReference {
+  model: string;
+  train: string;
+  test: string;
+  testRows: number[];
+  n: number;
+  C: number;
+  params: number;
+  layerOffsets: number[];
+  lambdas: number[];
+  gradientRows: number[];
+  testGradientRows: number[];
+  perExampleGradient: Stored;
+  testGradient: Stored;
+  lossChangeIfRemoved: ByLambda<Stored>;
+  selfInfluence: ByLambda<Stored>;
+  kinks: { onnxruntimeMasks: { lds: ByLambda<number> } };
+  kinkFree: { lambda: number; excludedTrainRows: number[]; n: number; testRowIndices: number[]; lossChangeIfRemoved: Stored };
+  lds: { lambdas: ByLambda<number> };
+}
+
+export function manifest(): { ops: { models: OpModel[] } } {
   return JSON.parse(readFileSync(join(DEEP_DIR, 'manifest.json'), 'utf8'));
 }
 
-export function ldsReference(model: 'mlp' | 'cnn', scope: 'last2' | 'all'): any {
+export function ldsReference(model: 'mlp' | 'cnn', scope: 'last2' | 'all'): LdsReference {
   return JSON.parse(readFileSync(join(DEEP_DIR, `lds_${model}_${scope}.json`), 'utf8'));
 }
 

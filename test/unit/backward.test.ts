@@ -51,11 +51,11 @@ describe('per-example gradients vs autograd: op-coverage models', () => {
   for (const mod of m.ops.models) {
     // Depth 1 (the head alone) is the leading block of every deeper reference.
     for (const k of [1, ...mod.depths.map((d: { k: number }) => d.k)]) {
-      it(`${mod.name}, last ${k} layer${k === 1 ? '' : 's'} (${k === 1 ? mod.layers[0].params : mod.depths.find((d: { k: number }) => d.k === k).params} parameters)`, async () => {
+      it(`${mod.name}, last ${k} layer${k === 1 ? '' : 's'} (${k === 1 ? mod.layers[0].params : mod.depths.find((d: { k: number }) => d.k === k)!.params} parameters)`, async () => {
         const eng = await open(join(DEEP_DIR, mod.file));
         const deep = await DeepEngine.open(eng, k);
         try {
-          const depth = mod.depths.find((d: { k: number }) => d.k === Math.max(k, 2));
+          const depth = mod.depths.find((d: { k: number }) => d.k === Math.max(k, 2))!;
           assert.deepEqual(deep.chosen.map((l) => l.name), mod.layers.slice(0, k).map((l: { node: string }) => l.node));
           for (const [file, key, n] of [['rows.csv', 'perExampleGradient', mod.rows.n], ['rows_test.csv', 'testGradient', mod.rows.T]] as const) {
             const full = decode(depth[key]);
@@ -145,8 +145,8 @@ describe('layer choices and paths the backward pass refuses', () => {
     const deep = await DeepEngine.open(eng, parseLayerSpec('/fc1/Gemm,/Add,/head/Gemm'));
     assert.deepEqual(deep.chosen.map((l) => l.index), [1, 2, 4]);
     // Layer 3 is crossed but not chosen: the gradient is the depth-4 reference without its block.
-    const mod = manifest().ops.models.find((x: { name: string }) => x.name === 'mlp_chain');
-    const d4 = mod.depths.find((d: { k: number }) => d.k === 4);
+    const mod = manifest().ops.models.find((x: { name: string }) => x.name === 'mlp_chain')!;
+    const d4 = mod.depths.find((d: { k: number }) => d.k === 4)!;
     const o3 = d4.layerOffsets[2];
     const full = decode(d4.perExampleGradient);
     const ref = new Float64Array(mod.rows.n * deep.P);

@@ -76,18 +76,24 @@ describe('explain --layers beyond the head', () => {
     assert.ok(!j.warnings.some((w: { code: string }) => w.code === 'NON_FINITE'));
   });
 
-  it('EK-FAC by default; the table says which layers and that the Newton column is head-only', () => {
+  it('exact Gauss–Newton by default up to 5,000 parameters, EK-FAC beyond; the table says which layers and that the Newton column is head-only', () => {
     const r = cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '2', '--top', '2', '--verify-top', '1');
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /layers: 1 'Gemm_z' \(Gemm, 8\), 2 'Gemm_a2' \(Gemm, 12\); 20 parameters; curvature EK-FAC per layer/);
+    assert.match(r.stdout, /layers: 1 'Gemm_z' \(Gemm, 8\), 2 'Gemm_a2' \(Gemm, 12\); 20 parameters; curvature exact Gauss–Newton/);
     assert.match(r.stdout, /n\/a/);
     assert.doesNotMatch(r.stdout, /Verified by exact refits/);
     assert.match(r.stderr, /refits of --verify-top/);
-    const j = JSON.parse(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'Gemm_a2', '--json').stdout);
+    const j = JSON.parse(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'Gemm_a2', '--curvature', 'ekfac', '--json').stdout);
     assert.equal(j.curvature, 'ekfac');
     assert.equal(j.selfInfluenceMethod, 'ekfac');
     assert.deepEqual(j.layers.map((l: { index: number }) => l.index), [2]);
     assert.equal(j.stability.dampings.length, 3);
+  });
+
+  it('EK-FAC by default beyond 5,000 parameters', () => {
+    const j = JSON.parse(cli('explain', '--model', mlp.model, '--train', mlp.train, '--test', mlp.test, '--test-row', '0', '--layers', 'all', '--no-stability', '--json').stdout);
+    assert.equal(j.curvature, 'ekfac');
+    assert.equal(j.layers.reduce((a: number, l: { parameters: number }) => a + l.parameters, 0), 6570);
   });
 
   it('--curvature exact on the head alone: the exact path, the head as the one layer', () => {
@@ -117,6 +123,12 @@ describe('explain --layers errors exit 2', () => {
     assert.match(line, /'nope' names no parameterized layer; the layers, from the output: 1 'Gemm_z' \(Gemm, 8 parameters\), 2 'Gemm_a2' \(Gemm, 12 parameters\), 3 'Gemm_a1' \(Gemm, 15 parameters\)/);
     assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '4'), 'BAD_OPTION');
     assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '0'), 'BAD_OPTION');
+  });
+
+  it('--layers beyond the head on an image folder says it reads tables only, for now', () => {
+    const digits = resolve(__dirname, '../../samples/digits');
+    const line = assertUserError(cli('explain', '--model', join(digits, 'model.onnx'), '--train', join(digits, 'images/train'), '--test', join(digits, 'images/test'), '--test-row', '0', '--layers', '2'), 'BAD_OPTION');
+    assert.match(line, /reads CSV\/TSV\/JSONL tables for now; .*images\/train is an image folder: use --layers head/);
   });
 
   it('a layer set too big for --curvature exact', () => {

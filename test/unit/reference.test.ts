@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { explain, type ExplainResult } from '../../src/core/explain';
+import { explain } from '../../src/core/explain';
+import type { ExplainResult } from '../../src/core/explainShapes';
 import { Engine } from '../../src/core/model/engine';
 import { pearson, relErr, slope } from '../helpers/stats';
 

@@ -207,6 +207,19 @@ export function findLayers(graph: GraphProto, idx: GraphIndex, head: Head): Laye
 }
 
 /** "1 '/head/Gemm' (Gemm, 330 parameters), 2 …" for messages. */
+/** A chosen layer as the result reports it. */
+export interface LayerSummary {
+  name: string;
+  kind: string;
+  /** 1 = the head, counting from the output. */
+  index: number;
+  parameters: number;
+}
+
+export function layerSummaries(layers: Layer[]): LayerSummary[] {
+  return layers.map((l) => ({ name: l.name, kind: l.kind, index: l.index, parameters: l.parameters }));
+}
+
 export function describeLayers(layers: Layer[]): string {
   return layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters} parameters)`).join(', ');
 }
