@@ -4,7 +4,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'out/**', 'node_modules/**', '.cache/**', '.bench/**', 'test/fixtures/**', 'test/fuzz/corpus/**'] },
+  {
+    ignores: [
+      'dist/**',
+      'out/**',
+      'node_modules/**',
+      '.cache/**',
+      '.bench/**',
+      'test/fixtures/**',
+      'test/fuzz/corpus/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -27,7 +37,12 @@ export default tseslint.config(
         'error',
         {
           paths: [{ name: 'vscode', message: 'src/core is the engine: it never imports vscode.' }],
-          patterns: [{ group: ['**/protocol', '**/protocol/*', '**/extension/*', '**/cli/*'], message: 'src/core imports neither the host↔view protocol nor its callers.' }],
+          patterns: [
+            {
+              group: ['**/protocol', '**/protocol/*', '**/extension/*', '**/cli/*'],
+              message: 'src/core imports neither the host↔view protocol nor its callers.',
+            },
+          ],
         },
       ],
     },

@@ -24,14 +24,24 @@ const builds = [
   // The image decoding threads (src/core/data/images/pool.ts), likewise loaded from beside the engine.
   { ...node, entryPoints: ['src/core/data/images/worker.ts'], outfile: 'dist/image-worker.js' },
   { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js' },
-  { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' },
+  {
+    bundle: true,
+    platform: 'browser',
+    target: 'es2022',
+    format: 'iife',
+    sourcemap: true,
+    logLevel: 'warning',
+    entryPoints: ['webview/main.ts'],
+    outfile: 'dist/webview.js',
+  },
 ];
 // The JPEG and WebP decoders' WebAssembly, read from beside the bundles (src/core/data/images/wasm.ts).
 mkdirSync('dist', { recursive: true });
 for (const [from, to] of [
   ['node_modules/@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm', 'dist/mozjpeg_dec.wasm'],
   ['node_modules/@jsquash/webp/codec/dec/webp_dec.wasm', 'dist/webp_dec.wasm'],
-]) copyFileSync(from, to);
+])
+  copyFileSync(from, to);
 if (watch) {
   for (const b of builds) await (await esbuild.context(b)).watch();
 } else {

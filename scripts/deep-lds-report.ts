@@ -27,21 +27,36 @@ async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Pro
     const { g } = signals(deep, fw.z, b.labels, b.count);
     for (let r = 0; r < b.count; r++) {
       const t = wanted.indexOf(b.start + r);
-      if (t >= 0) out[t] = { J: await deep.gradients(fw, r, 1, eye, K), g: g.slice(r * K, (r + 1) * K), z: fw.z.slice(r * K, (r + 1) * K), label: b.labels[r] };
+      if (t >= 0)
+        out[t] = {
+          J: await deep.gradients(fw, r, 1, eye, K),
+          g: g.slice(r * K, (r + 1) * K),
+          z: fw.z.slice(r * K, (r + 1) * K),
+          label: b.labels[r],
+        };
     }
   });
   return out;
 }
 
-async function changes(deep: DeepEngine, rows: DeepRows, train: string, points: DeepTestPoint[], curv: DeepCurvature): Promise<Float64Array[]> {
+async function changes(
+  deep: DeepEngine,
+  rows: DeepRows,
+  train: string,
+  points: DeepTestPoint[],
+  curv: DeepCurvature,
+): Promise<Float64Array[]> {
   const out: Float64Array[] = [];
-  for (const p of points) out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
+  for (const p of points)
+    out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
   return out;
 }
 
 async function main(): Promise<void> {
   const models = (process.argv.slice(2) as LdsModel[]).filter((m) => LDS_MODELS.includes(m));
-  console.log('| model | scope | params | method | λ 1e-4 | λ 1e-3 | λ 1e-2 | λ 1e-1 | Pearson with exact GGN, λ 1e-3 / 1e-2 (mean, min over test rows) |');
+  console.log(
+    '| model | scope | params | method | λ 1e-4 | λ 1e-3 | λ 1e-2 | λ 1e-1 | Pearson with exact GGN, λ 1e-3 / 1e-2 (mean, min over test rows) |',
+  );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const model of models.length ? models : LDS_MODELS) {
     const truth = loadTruth(model);
@@ -78,7 +93,9 @@ async function main(): Promise<void> {
       const head = `| ${model} | ${scope === 'all' ? 'all layers' : 'last 2 layers'} | ${deep.P}`;
       console.log(`${head} | EK-FAC per layer | ${cells.join(' | ')} | ${corr.join(' / ')} |`);
       if (exact) console.log(`${head} | exact GGN (ours, onnxruntime masks) | ${ours.join(' | ')} | |`);
-      console.log(`${head} | exact GGN (reference, float64 masks) | ${LAMBDAS.map((l) => ref.lds.lambdas[String(l)].toFixed(4)).join(' | ')} | |`);
+      console.log(
+        `${head} | exact GGN (reference, float64 masks) | ${LAMBDAS.map((l) => ref.lds.lambdas[String(l)].toFixed(4)).join(' | ')} | |`,
+      );
       await deep.release();
       await eng.release();
     }

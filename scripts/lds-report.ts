@@ -3,7 +3,18 @@
  * predicts retraining on the Adam-trained fixtures (test/fixtures/lds): LDS, and the memorized
  * flags' precision and recall against Feldman–Zhang memorization (mem > 0.25). Takes minutes.
  */
-import { gradientDotLossChanges, lds, LDS_MODELS, memorization, optionLossChanges, optionMemorized, randomLossChanges, setup, type LdsModel, type Option } from '../test/helpers/lds';
+import {
+  gradientDotLossChanges,
+  lds,
+  LDS_MODELS,
+  memorization,
+  optionLossChanges,
+  optionMemorized,
+  randomLossChanges,
+  setup,
+  type LdsModel,
+  type Option,
+} from '../test/helpers/lds';
 
 const OPTIONS: [string, Option][] = [
   ['trace rule, shipped head (old default)', { damping: 'trace', head: 'shipped' }],
@@ -24,7 +35,9 @@ async function main(): Promise<void> {
   for (const model of models.length ? models : LDS_MODELS) {
     const s = await setup(model);
     const row = (name: string, damping: string, l: number, m: ReturnType<typeof memorization> | null) =>
-      console.log(`| ${model} | ${name} | ${damping} | ${l.toFixed(3)} | ${m ? m.precision.toFixed(2) : '–'} | ${m ? m.recall.toFixed(2) : '–'} | ${m ? m.flagged : '–'} |`);
+      console.log(
+        `| ${model} | ${name} | ${damping} | ${l.toFixed(3)} | ${m ? m.precision.toFixed(2) : '–'} | ${m ? m.recall.toFixed(2) : '–'} | ${m ? m.flagged : '–'} |`,
+      );
     for (const [name, o] of OPTIONS) {
       const { lossChange, damping } = await optionLossChanges(s, o);
       row(name, damping.toPrecision(3), lds(s.truth, lossChange), memorization(s.truth, await optionMemorized(s, o)));

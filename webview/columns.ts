@@ -20,13 +20,32 @@ interface TrainingRow {
 }
 
 /** A button that looks like a link and opens a row of the training file. */
-export function rowLink(row: number, line: number, text: string, trainPath: string, tabbable = true): HTMLButtonElement {
-  return h('button', {
-    class: 'link',
-    attrs: { type: 'button', title: `Open row ${row} (line ${line}) of ${basename(trainPath)}`, tabindex: tabbable ? null : -1 },
-    data: tabbable ? { focusKey: `link-${row}-${text}` } : {},
-    on: { click: (e) => { e.stopPropagation(); reveal('train', row, line); } },
-  }, text);
+export function rowLink(
+  row: number,
+  line: number,
+  text: string,
+  trainPath: string,
+  tabbable = true,
+): HTMLButtonElement {
+  return h(
+    'button',
+    {
+      class: 'link',
+      attrs: {
+        type: 'button',
+        title: `Open row ${row} (line ${line}) of ${basename(trainPath)}`,
+        tabindex: tabbable ? null : -1,
+      },
+      data: tabbable ? { focusKey: `link-${row}-${text}` } : {},
+      on: {
+        click: (e) => {
+          e.stopPropagation();
+          reveal('train', row, line);
+        },
+      },
+    },
+    text,
+  );
 }
 
 /**
@@ -45,22 +64,51 @@ export function leadingColumns<T extends TrainingRow>(o: {
 }): Column<T>[] {
   const cls = (c: number) => className(o.classes, c);
   const span = o.span ? { span: true } : {};
-  const cols: Column<T>[] = [{ key: 'rank', label: '#', title: o.rankTitle, num: true, ...span, cell: (_r, rank) => rank }];
+  const cols: Column<T>[] = [
+    { key: 'rank', label: '#', title: o.rankTitle, num: true, ...span, cell: (_r, rank) => rank },
+  ];
   if (o.images) {
-    cols.push({ key: 'thumb', label: 'Image', title: 'the training image', ...span,
-      cell: (r) => (r.thumb ? imageThumb(r.thumb, o.thumbSize, `Row ${r.row}${r.file ? `: ${basename(r.file)}` : ''}`) : h('span', { class: 'muted' }, '–')) });
+    cols.push({
+      key: 'thumb',
+      label: 'Image',
+      title: 'the training image',
+      ...span,
+      cell: (r) =>
+        r.thumb
+          ? imageThumb(r.thumb, o.thumbSize, `Row ${r.row}${r.file ? `: ${basename(r.file)}` : ''}`)
+          : h('span', { class: 'muted' }, '–'),
+    });
   } else if (o.image) {
     const shape = o.image;
-    cols.push({ key: 'thumb', label: 'Image', title: 'the training row drawn as an image', ...span,
-      cell: (r) => (drawable(r.features, shape) ? thumbnail(r.features, shape, o.thumbSize, `Row ${r.row} as an image`) : h('span', { class: 'muted' }, '–')) });
+    cols.push({
+      key: 'thumb',
+      label: 'Image',
+      title: 'the training row drawn as an image',
+      ...span,
+      cell: (r) =>
+        drawable(r.features, shape)
+          ? thumbnail(r.features, shape, o.thumbSize, `Row ${r.row} as an image`)
+          : h('span', { class: 'muted' }, '–'),
+    });
   }
   cols.push(
     // The row number with its "line N" link under it (lines grow with rows: one sort serves both).
-    { key: 'row', label: 'Row', hint: 'and line', num: true,
+    {
+      key: 'row',
+      label: 'Row',
+      hint: 'and line',
+      num: true,
       title: '0-based record number in the training file (after the header), and the 1-based line on which it starts',
-      cell: (r) => [h('span', { class: 'row-id' }, r.row), rowLink(r.row, r.line, placeText(r), o.trainPath, false)] },
+      cell: (r) => [h('span', { class: 'row-id' }, r.row), rowLink(r.row, r.line, placeText(r), o.trainPath, false)],
+    },
     { key: 'label', label: 'Label', title: 'the label of the training row', cell: (r) => cls(r.label) },
-    { key: 'predicted', label: 'Predicted', short: 'Pred.', title: 'what the model predicts for the training row', cell: (r) => predictedCell(r.label, r.predicted, cls) },
+    {
+      key: 'predicted',
+      label: 'Predicted',
+      short: 'Pred.',
+      title: 'what the model predicts for the training row',
+      cell: (r) => predictedCell(r.label, r.predicted, cls),
+    },
   );
   return cols;
 }
@@ -74,6 +122,16 @@ export function placeText(r: { line: number; file?: string; fileRow?: number }):
 
 function predictedCell(label: number, predicted: number, cls: (c: number) => string): Child[] {
   if (label === predicted) return [cls(predicted)];
-  return [h('span', { class: 'mismatch', attrs: { title: `the model predicts ${cls(predicted)}, not the row’s label ${cls(label)}` } },
-    cls(predicted), h('span', { class: 'mismatch-mark', attrs: { 'aria-hidden': 'true' } }, '≠'), srOnly(', not the label'))];
+  return [
+    h(
+      'span',
+      {
+        class: 'mismatch',
+        attrs: { title: `the model predicts ${cls(predicted)}, not the row’s label ${cls(label)}` },
+      },
+      cls(predicted),
+      h('span', { class: 'mismatch-mark', attrs: { 'aria-hidden': 'true' } }, '≠'),
+      srOnly(', not the label'),
+    ),
+  ];
 }

@@ -37,7 +37,11 @@ function append(el: Element, children: Child[]): void {
 }
 
 /** An HTML element with properties and children (strings become text nodes). */
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, props: Props | null = null, ...children: Child[]): HTMLElementTagNameMap[K] {
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Props | null = null,
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   if (props) {
     if (props.id) el.id = props.id;
@@ -55,7 +59,11 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, props: Props | 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /** An SVG element; `title` adds a <title> child (the tooltip and accessible name). */
-export function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: Child[]): SVGElementTagNameMap[K] {
+export function s<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: Attrs = {},
+  ...children: Child[]
+): SVGElementTagNameMap[K] {
   const el = document.createElementNS(SVG_NS, tag);
   setAttrs(el, attrs);
   append(el, children);
@@ -69,14 +77,25 @@ export function srOnly(text: string): HTMLSpanElement {
 
 /** A term and its value for a <dl class="facts">; `title` explains both. */
 export function fact(term: string, value: Child[], title?: string): HTMLDivElement {
-  return h('div', { class: 'fact' }, h('dt', title ? { attrs: { title } } : null, term), h('dd', title ? { attrs: { title } } : null, ...value));
+  return h(
+    'div',
+    { class: 'fact' },
+    h('dt', title ? { attrs: { title } } : null, term),
+    h('dd', title ? { attrs: { title } } : null, ...value),
+  );
 }
 
 /**
  * A grayscale thumbnail: a canvas of the image's own size, scaled up by CSS with pixelated
  * rendering so that its longest side is `size` CSS pixels.
  */
-export function thumbnail(features: readonly number[], shape: ImageShape, size: number, label: string, extraClass = ''): HTMLCanvasElement {
+export function thumbnail(
+  features: readonly number[],
+  shape: ImageShape,
+  size: number,
+  label: string,
+  extraClass = '',
+): HTMLCanvasElement {
   const canvas = h('canvas', {
     class: `thumb${extraClass ? ` ${extraClass}` : ''}`,
     attrs: { width: shape.width, height: shape.height, role: 'img', 'aria-label': label },
@@ -98,7 +117,10 @@ export function thumbnail(features: readonly number[], shape: ImageShape, size: 
  * side is about `size` CSS pixels; small images are enlarged with pixelated rendering.
  */
 export function imageThumb(src: string, size: number, label: string, extraClass = ''): HTMLImageElement {
-  const img = h('img', { class: `thumb thumb-img${extraClass ? ` ${extraClass}` : ''}`, attrs: { alt: label, title: label } });
+  const img = h('img', {
+    class: `thumb thumb-img${extraClass ? ` ${extraClass}` : ''}`,
+    attrs: { alt: label, title: label },
+  });
   // Only the engine's data URIs are shown (the CSP allows no other image source but the webview's own).
   if (src.startsWith('data:image/png;base64,')) img.src = src;
   img.style.width = `${size}px`;

@@ -53,7 +53,17 @@ export function drawHistogram(
       );
     }
     axis.append(
-      s('text', { class: 'axis-title', x: 0, y: 0, transform: `translate(12 ${plot.top + plot.height / 2}) rotate(-90)`, 'text-anchor': 'middle' }, 'rows (log)'),
+      s(
+        'text',
+        {
+          class: 'axis-title',
+          x: 0,
+          y: 0,
+          transform: `translate(12 ${plot.top + plot.height / 2}) rotate(-90)`,
+          'text-anchor': 'middle',
+        },
+        'rows (log)',
+      ),
     );
   }
 
@@ -63,15 +73,19 @@ export function drawHistogram(
     const cls = b.hi <= 0 ? 'bar neg' : b.lo >= 0 ? 'bar pos' : 'bar mid';
     const w = b.width > 3 ? b.width - 1 : b.width;
     bars.append(
-      s('rect', { class: cls, x: b.x, y: b.y, width: Math.max(0.5, w), height: b.height },
-        s('title', {}, `${plural(b.count, 'row')} with a loss change from ${fmtSigned(b.lo)} to ${fmtSigned(b.hi)}`)),
+      s(
+        'rect',
+        { class: cls, x: b.x, y: b.y, width: Math.max(0.5, w), height: b.height },
+        s('title', {}, `${plural(b.count, 'row')} with a loss change from ${fmtSigned(b.lo)} to ${fmtSigned(b.hi)}`),
+      ),
     );
   }
   svg.append(bars);
 
   // The x axis, its ticks, the zero line.
   svg.append(s('line', { class: 'baseline', x1: plot.left, x2: plot.left + plot.width, y1: base, y2: base }));
-  if (g.zeroX !== null) svg.append(s('line', { class: 'zero', x1: g.zeroX, x2: g.zeroX, y1: plot.top - 4, y2: base + 14 }));
+  if (g.zeroX !== null)
+    svg.append(s('line', { class: 'zero', x1: g.zeroX, x2: g.zeroX, y1: plot.top - 4, y2: base + 14 }));
   for (const t of g.xTicks) {
     const anchor = t.x <= plot.left + 1 ? 'start' : t.x >= plot.left + plot.width - 1 ? 'end' : 'middle';
     svg.append(s('text', { class: 'tick-label', x: t.x, y: base + 26, 'text-anchor': anchor }, t.label));
@@ -81,7 +95,9 @@ export function drawHistogram(
   const rug = s('g', { class: 'rug' });
   const markers = g.markers.slice().sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'harmful' ? -1 : 1));
   for (const m of markers) {
-    const mark = s('g', { class: `marker ${m.kind}`, 'data-row': m.row },
+    const mark = s(
+      'g',
+      { class: `marker ${m.kind}`, 'data-row': m.row },
       s('title', {}, `row ${m.row}: ${fmtSigned(m.value)} (${m.kind})${m.clamped ? ', beyond the plotted range' : ''}`),
       s('line', { x1: m.x, x2: m.x, y1: base + 3, y2: base + 13 }),
       // A wider transparent target for the mouse.
@@ -93,13 +109,20 @@ export function drawHistogram(
   svg.append(rug);
 
   svg.append(
-    s('text', { class: 'axis-title', x: plot.left + plot.width / 2, y: height - 4, 'text-anchor': 'middle' },
-      'Δ test loss if removed (nats, first-order)'),
+    s(
+      'text',
+      { class: 'axis-title', x: plot.left + plot.width / 2, y: height - 4, 'text-anchor': 'middle' },
+      'Δ test loss if removed (nats, first-order)',
+    ),
   );
   if (plot.width > 420) {
     svg.append(
       s('text', { class: 'side-hint harmful', x: plot.left, y: height - 4, 'text-anchor': 'start' }, '← hurts'),
-      s('text', { class: 'side-hint helpful', x: plot.left + plot.width, y: height - 4, 'text-anchor': 'end' }, 'helps →'),
+      s(
+        'text',
+        { class: 'side-hint helpful', x: plot.left + plot.width, y: height - 4, 'text-anchor': 'end' },
+        'helps →',
+      ),
     );
   }
   return svg;

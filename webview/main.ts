@@ -63,7 +63,9 @@ function render(): void {
     content.append(renderAudit(panel.audit));
   }
   if (focusKey) {
-    const el = Array.from(document.querySelectorAll<HTMLElement>('[data-focus-key]')).find((e) => e.dataset.focusKey === focusKey);
+    const el = Array.from(document.querySelectorAll<HTMLElement>('[data-focus-key]')).find(
+      (e) => e.dataset.focusKey === focusKey,
+    );
     el?.focus({ preventScroll: true });
   }
 }

@@ -2,7 +2,14 @@
  * The panel's pure logic: sorting, histogram geometry, thumbnail pixels and the sentences the
  * panel shows. No DOM, no vscode: unit-tested under node (test/unit/webview.test.ts).
  */
-import { isRanking, type ExplainView, type FlaggedRow, type ImageShape, type Ranking, type RowView } from '../src/protocol/webview';
+import {
+  isRanking,
+  type ExplainView,
+  type FlaggedRow,
+  type ImageShape,
+  type Ranking,
+  type RowView,
+} from '../src/protocol/webview';
 import { className, fmtSigned } from '../src/protocol/words';
 
 // ---------------------------------------------------------------------------------------------
@@ -17,7 +24,8 @@ export interface SortState {
 /** The two ranked tables of the explanation, and the audit's flagged rows. */
 export type TableId = 'helpful' | 'harmful' | 'flagged';
 
-export type InfluenceKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'lossChange' | 'newton' | 'relative' | 'margin';
+export type InfluenceKey =
+  'rank' | 'row' | 'line' | 'label' | 'predicted' | 'lossChange' | 'newton' | 'relative' | 'margin';
 export type FlaggedKey = 'rank' | 'row' | 'line' | 'label' | 'predicted' | 'suspicion';
 
 /** The sort value of each sortable column of the helpful and harmful tables (and of their lines). */
@@ -65,8 +73,13 @@ export function sortBy<T>(rows: readonly T[], value: ((r: T) => number) | null, 
  * Ranked rows in the order a table's sort asks for: by the column of `values` named by the sort,
  * or by rank (no sort, or the rank column). Keys that name no column keep the rank order.
  */
-export function sortRows<T>(rows: readonly T[], sort: SortState | null, values: Readonly<Record<string, (r: T) => number>>): T[] {
-  if (!sort || !Object.hasOwn(values, sort.key)) return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
+export function sortRows<T>(
+  rows: readonly T[],
+  sort: SortState | null,
+  values: Readonly<Record<string, (r: T) => number>>,
+): T[] {
+  if (!sort || !Object.hasOwn(values, sort.key))
+    return sort?.key === 'rank' ? sortBy(rows, null, sort.dir) : rows.slice();
   return sortBy(rows, values[sort.key], sort.dir);
 }
 
@@ -136,7 +149,8 @@ export function parseUiState(x: unknown): UiState {
   if (isRanking(ranking)) ui.ranking = ranking;
   if (typeof scrollY === 'number' && Number.isFinite(scrollY) && scrollY > 0) ui.scrollY = scrollY;
   if (typeof sort === 'object' && sort !== null) {
-    for (const t of ['helpful', 'harmful', 'flagged'] as const) ui.sort[t] = parseSort((sort as Record<string, unknown>)[t]);
+    for (const t of ['helpful', 'harmful', 'flagged'] as const)
+      ui.sort[t] = parseSort((sort as Record<string, unknown>)[t]);
   }
   return ui;
 }
@@ -227,7 +241,15 @@ export function histogramGeometry(
     const x0 = span > 0 ? xOf(h.edges[i]) : plot.left;
     const x1 = span > 0 ? xOf(h.edges[i + 1]) : plot.left + plot.width;
     const bh = count > 0 ? Math.max(1, scale(count) * plot.height) : 0;
-    return { x: x0, y: plot.top + plot.height - bh, width: x1 - x0, height: bh, count, lo: h.edges[i], hi: h.edges[i + 1] };
+    return {
+      x: x0,
+      y: plot.top + plot.height - bh,
+      width: x1 - x0,
+      height: bh,
+      count,
+      lo: h.edges[i],
+      hi: h.edges[i + 1],
+    };
   });
   const markers: Marker[] = h.marked
     .filter((mk) => Number.isFinite(mk.value))
@@ -240,7 +262,8 @@ export function histogramGeometry(
   if (span > 0) candidates.push({ x: xOf(xMax), value: xMax, label: fmtAxis(xMax) });
   const gap = opts.minTickGap ?? 48;
   const ticks = candidates.slice();
-  if (zeroX !== null && ticks.every((t) => Math.abs(t.x - zeroX) >= gap)) ticks.push({ x: zeroX, value: 0, label: '0' });
+  if (zeroX !== null && ticks.every((t) => Math.abs(t.x - zeroX) >= gap))
+    ticks.push({ x: zeroX, value: 0, label: '0' });
   ticks.sort((a, b) => a.x - b.x);
   return { plot, bars, markers, zeroX, maxCount, total: counts.reduce((a, b) => a + b, 0), xTicks: ticks, log };
 }
@@ -281,7 +304,12 @@ export const INK = 16;
  * the smallest value is paper (light), the largest ink (dark), like digits on paper. Missing or
  * non-finite values are paper; a constant image is all paper.
  */
-export function thumbnailPixels(features: readonly number[], shape: ImageShape, paper = PAPER, ink = INK): Uint8ClampedArray {
+export function thumbnailPixels(
+  features: readonly number[],
+  shape: ImageShape,
+  paper = PAPER,
+  ink = INK,
+): Uint8ClampedArray {
   const n = Math.max(0, Math.floor(shape.height) * Math.floor(shape.width));
   const out = new Uint8ClampedArray(n * 4);
   let lo = Infinity;
@@ -390,7 +418,10 @@ export function probabilityBars(
 }
 
 /** "+0.0977 (Newton +0.104)". */
-export function lossChangeText(r: Pick<RowView, 'lossChangeIfRemoved' | 'lossChangeIfRemovedNewton'>): { first: string; newton: string } {
+export function lossChangeText(r: Pick<RowView, 'lossChangeIfRemoved' | 'lossChangeIfRemovedNewton'>): {
+  first: string;
+  newton: string;
+} {
   return { first: fmtSigned(r.lossChangeIfRemoved), newton: `Newton ${fmtSigned(r.lossChangeIfRemovedNewton)}` };
 }
 

@@ -81,14 +81,18 @@ export function connect(h: Handlers): void {
   handlers = h;
   window.addEventListener('message', (e: MessageEvent) => onMessage(h, e.data));
   let pending = false;
-  window.addEventListener('scroll', () => {
-    if (pending || !scrollRestored) return;
-    pending = true;
-    setTimeout(() => {
-      pending = false;
-      ui.scrollY = Math.round(window.scrollY);
-      saveUi();
-    }, 200);
-  }, { passive: true });
+  window.addEventListener(
+    'scroll',
+    () => {
+      if (pending || !scrollRestored) return;
+      pending = true;
+      setTimeout(() => {
+        pending = false;
+        ui.scrollY = Math.round(window.scrollY);
+        saveUi();
+      }, 200);
+    },
+    { passive: true },
+  );
   post({ type: 'ready' });
 }

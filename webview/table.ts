@@ -37,41 +37,71 @@ export interface TableSpec<T extends { row: number; line: number }> {
 }
 
 /** Read by screen readers for every row (aria-describedby); main.ts puts it in the page once. */
-export const rowHint = h('span', { id: 'row-hint', class: 'sr-only' }, 'Press Enter to open this row in the training file.');
+export const rowHint = h(
+  'span',
+  { id: 'row-hint', class: 'sr-only' },
+  'Press Enter to open this row in the training file.',
+);
 
 export function rowTable<T extends { row: number; line: number }>(spec: TableSpec<T>): HTMLElement {
   const sort = ui.sort[spec.table];
-  const head = h('tr', null, ...spec.cols.map((c) => {
-    const th = h('th', { class: `col-${c.key}${c.num ? ' num' : ''}`, attrs: { scope: 'col', title: c.title } });
-    const hint = c.hint ? h('span', { class: 'th-hint' }, c.hint) : null;
-    // Only the rank and the columns with a sort value sort.
-    if (c.key !== 'rank' && !Object.hasOwn(spec.values, c.key)) {
-      th.append(c.key === 'thumb' ? srOnly(c.label) : h('span', { class: 'th-top' }, headerLabel(c)));
-      if (hint) th.append(hint);
+  const head = h(
+    'tr',
+    null,
+    ...spec.cols.map((c) => {
+      const th = h('th', { class: `col-${c.key}${c.num ? ' num' : ''}`, attrs: { scope: 'col', title: c.title } });
+      const hint = c.hint ? h('span', { class: 'th-hint' }, c.hint) : null;
+      // Only the rank and the columns with a sort value sort.
+      if (c.key !== 'rank' && !Object.hasOwn(spec.values, c.key)) {
+        th.append(c.key === 'thumb' ? srOnly(c.label) : h('span', { class: 'th-top' }, headerLabel(c)));
+        if (hint) th.append(hint);
+        return th;
+      }
+      const state = ariaSort(sort, c.key);
+      th.setAttribute('aria-sort', state);
+      const icon = h(
+        'span',
+        { class: `sort-icon ${state}`, attrs: { 'aria-hidden': 'true' } },
+        state === 'ascending' ? '▲' : state === 'descending' ? '▼' : '⇅',
+      );
+      const label = headerLabel(c);
+      th.append(
+        h(
+          'button',
+          {
+            class: 'sort',
+            attrs: { type: 'button', title: `${c.title}. Click to sort.` },
+            data: { focusKey: `${spec.table}-sort-${c.key}` },
+            on: {
+              click: () => {
+                ui.sort[spec.table] =
+                  c.key === 'rank' && sort?.key === 'rank' && sort.dir === 'desc'
+                    ? null
+                    : nextSort(sort ?? null, spec.table, c.key);
+                saveUi();
+                render();
+              },
+            },
+          },
+          h('span', { class: 'th-top' }, ...(c.num ? [icon, label] : [label, icon])),
+          hint,
+        ),
+      );
       return th;
-    }
-    const state = ariaSort(sort, c.key);
-    th.setAttribute('aria-sort', state);
-    const icon = h('span', { class: `sort-icon ${state}`, attrs: { 'aria-hidden': 'true' } }, state === 'ascending' ? '▲' : state === 'descending' ? '▼' : '⇅');
-    const label = headerLabel(c);
-    th.append(h('button', {
-      class: 'sort',
-      attrs: { type: 'button', title: `${c.title}. Click to sort.` },
-      data: { focusKey: `${spec.table}-sort-${c.key}` },
-      on: { click: () => {
-        ui.sort[spec.table] = c.key === 'rank' && sort?.key === 'rank' && sort.dir === 'desc' ? null : nextSort(sort ?? null, spec.table, c.key);
-        saveUi();
-        render();
-      } },
-    }, h('span', { class: 'th-top' }, ...(c.num ? [icon, label] : [label, icon])), hint));
-    return th;
-  }));
+    }),
+  );
 
   const ranks = new Map(spec.rows.map((r, i) => [r, i + 1]));
   const rows = sortRows(spec.rows, sort, spec.values);
   const bodies: HTMLTableSectionElement[] = [];
   if (rows.length === 0) {
-    bodies.push(h('tbody', null, h('tr', { class: 'empty-row' }, h('td', { attrs: { colspan: spec.cols.length }, class: 'muted' }, spec.empty))));
+    bodies.push(
+      h(
+        'tbody',
+        null,
+        h('tr', { class: 'empty-row' }, h('td', { attrs: { colspan: spec.cols.length }, class: 'muted' }, spec.empty)),
+      ),
+    );
   }
   const plain = spec.detail ? null : h('tbody', null);
   if (plain) bodies.push(plain);
@@ -93,7 +123,13 @@ export function rowTable<T extends { row: number; line: number }>(spec: TableSpe
     const detail = spec.detail?.(r) ?? null;
     for (const c of spec.cols) {
       const v = c.cell(r, rank);
-      tr.append(h('td', { class: `col-${c.key}${c.num ? ' num' : ''}`, attrs: { rowspan: detail && c.span ? 2 : null } }, ...(Array.isArray(v) ? v : [v])));
+      tr.append(
+        h(
+          'td',
+          { class: `col-${c.key}${c.num ? ' num' : ''}`, attrs: { rowspan: detail && c.span ? 2 : null } },
+          ...(Array.isArray(v) ? v : [v]),
+        ),
+      );
     }
     if (plain) {
       plain.append(tr);
@@ -103,22 +139,41 @@ export function rowTable<T extends { row: number; line: number }>(spec: TableSpe
     const item = h('tbody', { class: 'item' }, tr);
     if (detail) {
       const spanned = spec.cols.filter((c) => c.span).length;
-      const dtr = h('tr', { class: 'detail', on: { click: () => open(dtr) } },
-        h('td', { attrs: { colspan: spec.cols.length - spanned } }, detail));
+      const dtr = h(
+        'tr',
+        { class: 'detail', on: { click: () => open(dtr) } },
+        h('td', { attrs: { colspan: spec.cols.length - spanned } }, detail),
+      );
       item.append(dtr);
     }
     bodies.push(item);
   }
-  return h('div', { class: 'table-wrap' },
-    h('table', { id: spec.id, class: `rows ${spec.rowClass}-rows` },
-      h('caption', null, h('span', { class: 'caption-title' }, spec.caption[0]), h('span', { class: 'caption-sub' }, ` — ${spec.caption[1]}`)),
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      { id: spec.id, class: `rows ${spec.rowClass}-rows` },
+      h(
+        'caption',
+        null,
+        h('span', { class: 'caption-title' }, spec.caption[0]),
+        h('span', { class: 'caption-sub' }, ` — ${spec.caption[1]}`),
+      ),
       h('thead', null, head),
-      ...bodies));
+      ...bodies,
+    ),
+  );
 }
 
 function headerLabel<T>(c: Column<T>): HTMLElement {
   if (!c.short) return h('span', { class: 'th-label' }, c.label);
-  return h('span', { class: 'th-label' }, h('span', { class: 'long' }, c.label), h('span', { class: 'short' }, c.short));
+  return h(
+    'span',
+    { class: 'th-label' },
+    h('span', { class: 'long' }, c.label),
+    h('span', { class: 'short' }, c.short),
+  );
 }
 
 function onRowKey(e: KeyboardEvent, tr: HTMLTableRowElement, row: number, line: number): void {

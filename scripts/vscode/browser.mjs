@@ -6,11 +6,20 @@ import { join } from 'node:path';
 import { CHROMIUM, runEnv } from './server.mjs';
 
 export const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
-  '--disable-features=Translate,MediaRouter,OptimizationHints', '--password-store=basic', '--use-mock-keychain',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+  '--disable-features=Translate,MediaRouter,OptimizationHints',
+  '--password-store=basic',
+  '--use-mock-keychain',
   // Crashpad would keep its database in ~/.config/chromium whatever the profile.
-  '--disable-breakpad', '--disable-crash-reporter',
+  '--disable-breakpad',
+  '--disable-crash-reporter',
   // No network here but the npm registry: without this every lookup of an outside host (the
   // marketplace, CDNs) waits ~20 s for DNS to fail, and the extension host waits with it.
   '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
@@ -20,7 +29,11 @@ export const CHROMIUM_ARGS = [
  * Launches chromium with a fresh profile under runDir/chromium and returns { context, page, close }.
  * Options: headless (true unless HEADED=1), viewport ({ width: 1600, height: 1000 }).
  */
-export async function launchBrowser({ runDir, headless = process.env.HEADED !== '1', viewport = { width: 1600, height: 1000 } }) {
+export async function launchBrowser({
+  runDir,
+  headless = process.env.HEADED !== '1',
+  viewport = { width: 1600, height: 1000 },
+}) {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run bash scripts/vscode/setup.sh`);
   const profile = join(runDir, 'chromium');
   const home = join(runDir, 'home');
@@ -39,6 +52,12 @@ export async function launchBrowser({ runDir, headless = process.env.HEADED !== 
   return {
     context,
     page,
-    close: async () => { try { await context.close(); } catch { /* already gone */ } },
+    close: async () => {
+      try {
+        await context.close();
+      } catch {
+        /* already gone */
+      }
+    },
   };
 }

@@ -20,7 +20,10 @@ import { ROOT, newRunDir, startCodeServer, copySample, onSignals } from './serve
 import { launchBrowser } from './browser.mjs';
 
 const argv = process.argv.slice(2);
-const opt = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt; };
+const opt = (name, dflt) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
 const extDev = resolve(opt('--extension-development-path', ROOT));
 const testsPath = resolve(opt('--extension-tests-path', join(ROOT, 'out/test/integration/index.js')));
 const timeoutS = Number(opt('--timeout', process.env.IL_INTEGRATION_TIMEOUT_S || 180));
@@ -32,7 +35,8 @@ const MOCHA_MARK = '[mocha] ';
 function consoleText(text, args) {
   if (!args.length) return text;
   let rest = args;
-  if (typeof rest[0] === 'string' && rest[0].startsWith('%c')) rest = rest.slice(typeof rest[1] === 'string' && rest[1].startsWith('color') ? 2 : 1);
+  if (typeof rest[0] === 'string' && rest[0].startsWith('%c'))
+    rest = rest.slice(typeof rest[1] === 'string' && rest[1].startsWith('color') ? 2 : 1);
   return rest.length ? format(...rest.map((a) => (a === undefined ? 'undefined' : a))) : text;
 }
 
@@ -41,7 +45,9 @@ const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
 const say = (m) => console.log(`[integration ${secs()}s] ${m}`);
 
 if (!existsSync(testsPath)) {
-  console.error(`run-integration: ${relative(ROOT, testsPath) || testsPath} is missing: run node scripts/vscode/build-tests.mjs first`);
+  console.error(
+    `run-integration: ${relative(ROOT, testsPath) || testsPath} is missing: run node scripts/vscode/build-tests.mjs first`,
+  );
   process.exit(2);
 }
 if (!existsSync(join(extDev, 'package.json'))) {
@@ -58,7 +64,10 @@ const cleanup = async () => {
   if (browser) await browser.close();
   if (server) await server.stop();
 };
-onSignals(async (sig) => { console.error(`run-integration: ${sig}, stopping code-server`); await cleanup(); });
+onSignals(async (sig) => {
+  console.error(`run-integration: ${sig}, stopping code-server`);
+  await cleanup();
+});
 
 let code;
 try {
@@ -69,24 +78,36 @@ try {
   const { page } = browser;
 
   let finish;
-  const finished = new Promise((res) => { finish = res; });
+  const finished = new Promise((res) => {
+    finish = res;
+  });
   // The workbench calls this with mocha's exit code once the suite has run (smoke-test driver).
-  await page.exposeFunction('codeAutomationExit', (c) => { finish({ code: Number(c) }); });
+  await page.exposeFunction('codeAutomationExit', (c) => {
+    finish({ code: Number(c) });
+  });
 
   // Handled in order (jsonValue is async): the last lines must be printed before the exit is.
   let consoleQueue = Promise.resolve();
   page.on('console', (msg) => {
-    consoleQueue = consoleQueue.then(async () => {
-      const values = await Promise.all(msg.args().map((a) => a.jsonValue().catch(() => String(a))));
-      const text = consoleText(msg.text(), values);
-      appendFileSync(consoleLog, `${secs()}s [${msg.type()}] ${text}\n`);
-      // test/integration/index.ts marks each line of mocha's reporter.
-      const mine = text.split('\n').filter((l) => l.includes(MOCHA_MARK)).map((l) => l.slice(l.indexOf(MOCHA_MARK) + MOCHA_MARK.length));
-      if (mine.length) console.log(mine.join('\n'));
-      else if (verbose) console.log(`  [browser ${msg.type()}] ${text}`);
-    }).catch(() => {});
+    consoleQueue = consoleQueue
+      .then(async () => {
+        const values = await Promise.all(msg.args().map((a) => a.jsonValue().catch(() => String(a))));
+        const text = consoleText(msg.text(), values);
+        appendFileSync(consoleLog, `${secs()}s [${msg.type()}] ${text}\n`);
+        // test/integration/index.ts marks each line of mocha's reporter.
+        const mine = text
+          .split('\n')
+          .filter((l) => l.includes(MOCHA_MARK))
+          .map((l) => l.slice(l.indexOf(MOCHA_MARK) + MOCHA_MARK.length));
+        if (mine.length) console.log(mine.join('\n'));
+        else if (verbose) console.log(`  [browser ${msg.type()}] ${text}`);
+      })
+      .catch(() => {});
   });
-  const drainConsole = async () => { await sleep(300); await consoleQueue; };
+  const drainConsole = async () => {
+    await sleep(300);
+    await consoleQueue;
+  };
   page.on('pageerror', (err) => appendFileSync(consoleLog, `[pageerror] ${err.stack || err}\n`));
   page.on('crash', () => finish({ error: 'the browser page crashed' }));
 
@@ -94,13 +115,26 @@ try {
     ['extensionDevelopmentPath', server.remoteUri(extDev)],
     ['extensionTestsPath', server.remoteUri(testsPath)],
   ];
-  await page.goto(server.workbenchUrl({ folder: workspace, payload }), { waitUntil: 'domcontentloaded', timeout: 60_000 });
+  await page.goto(server.workbenchUrl({ folder: workspace, payload }), {
+    waitUntil: 'domcontentloaded',
+    timeout: 60_000,
+  });
   say(`workbench opened; running ${relative(ROOT, testsPath) || testsPath} (timeout ${timeoutS}s)`);
 
-  const timer = new Promise((res) => setTimeout(() => res({ error: `timed out after ${timeoutS}s waiting for the suite to finish (raise it with --timeout or IL_INTEGRATION_TIMEOUT_S)` }), timeoutS * 1000).unref());
+  const timer = new Promise((res) =>
+    setTimeout(
+      () =>
+        res({
+          error: `timed out after ${timeoutS}s waiting for the suite to finish (raise it with --timeout or IL_INTEGRATION_TIMEOUT_S)`,
+        }),
+      timeoutS * 1000,
+    ).unref(),
+  );
   const result = await Promise.race([finished, timer]);
   if (result.error) {
-    console.error(`run-integration: ${result.error}. Browser console: ${relative(ROOT, consoleLog)}; code-server log: ${relative(ROOT, server.logFile)}`);
+    console.error(
+      `run-integration: ${result.error}. Browser console: ${relative(ROOT, consoleLog)}; code-server log: ${relative(ROOT, server.logFile)}`,
+    );
     code = 2;
   } else {
     code = result.code;

@@ -15,7 +15,18 @@
 //
 // Prerequisite: scripts/vscode/setup.sh (Node 24 and code-server under .cache/vscode-env).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, cpSync, readdirSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  writeFileSync,
+  cpSync,
+  readdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -49,8 +60,12 @@ export const QUIET_SETTINGS = {
 
 /** Throws a clear error when setup.sh has not run. */
 export function checkInstalled() {
-  for (const [what, path] of [['Node 24', NODE24], ['code-server', CODE_SERVER_ENTRY]]) {
-    if (!existsSync(path)) throw new Error(`${what} is not installed (${path} is missing): run bash scripts/vscode/setup.sh`);
+  for (const [what, path] of [
+    ['Node 24', NODE24],
+    ['code-server', CODE_SERVER_ENTRY],
+  ]) {
+    if (!existsSync(path))
+      throw new Error(`${what} is not installed (${path} is missing): run bash scripts/vscode/setup.sh`);
   }
 }
 
@@ -68,7 +83,9 @@ export function runEnv(runDir, extra = {}) {
   // Variables of an enclosing VS Code/Electron would leak into the extension host.
   for (const k of Object.keys(env)) if (k.startsWith('VSCODE_') || k === 'ELECTRON_RUN_AS_NODE') delete env[k];
   // code-server lets $PORT override --bind-addr's port, and reads $PASSWORD/$HASHED_PASSWORD.
-  delete env.PORT; delete env.PASSWORD; delete env.HASHED_PASSWORD;
+  delete env.PORT;
+  delete env.PASSWORD;
+  delete env.HASHED_PASSWORD;
   for (const d of ['XDG_CONFIG_HOME', 'XDG_DATA_HOME', 'XDG_CACHE_HOME']) mkdirSync(env[d], { recursive: true });
   return env;
 }
@@ -104,7 +121,9 @@ export async function waitForHealth(url, { timeoutMs = 60_000, isDead = () => fa
     try {
       const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
       if (r.ok) return true;
-    } catch { /* not listening yet */ }
+    } catch {
+      /* not listening yet */
+    }
     await sleep(100);
   }
   return false;
@@ -128,9 +147,18 @@ export function copySample(dir, { overwrite = true } = {}) {
 export function newRunDir(kind, { keep = 5 } = {}) {
   const runsDir = join(ENV_DIR, 'runs');
   mkdirSync(runsDir, { recursive: true });
-  const old = readdirSync(runsDir).filter((d) => d.startsWith(`${kind}-`)).map((d) => join(runsDir, d))
-    .map((d) => { try { return [d, statSync(d).mtimeMs]; } catch { return [d, 0]; } })
-    .sort((a, b) => a[1] - b[1]).map(([d]) => d);
+  const old = readdirSync(runsDir)
+    .filter((d) => d.startsWith(`${kind}-`))
+    .map((d) => join(runsDir, d))
+    .map((d) => {
+      try {
+        return [d, statSync(d).mtimeMs];
+      } catch {
+        return [d, 0];
+      }
+    })
+    .sort((a, b) => a[1] - b[1])
+    .map(([d]) => d);
   for (const d of old.slice(0, Math.max(0, old.length - keep))) rmSync(d, { recursive: true, force: true });
   const dir = join(runsDir, `${kind}-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`);
   mkdirSync(dir, { recursive: true });
@@ -143,7 +171,11 @@ export function seedSettings(userDataDir, settings = {}) {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'settings.json');
   let old = {};
-  try { old = JSON.parse(readFileSync(file, 'utf8')); } catch { /* none yet */ }
+  try {
+    old = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    /* none yet */
+  }
   writeFileSync(file, JSON.stringify({ ...QUIET_SETTINGS, ...old, ...settings }, null, 2) + '\n');
 }
 
@@ -151,24 +183,52 @@ export function seedSettings(userDataDir, settings = {}) {
 export function installExtension(vsix, extensionsDir, { runDir = join(ENV_DIR, 'run') } = {}) {
   checkInstalled();
   mkdirSync(extensionsDir, { recursive: true });
-  const r = spawnSync(NODE24, [CODE_SERVER_ENTRY, '--extensions-dir', extensionsDir, '--user-data-dir', join(runDir, 'ud'),
-    '--install-extension', resolve(vsix), '--force'], { env: runEnv(runDir), encoding: 'utf8', timeout: 180_000 });
-  if (r.status !== 0) throw new Error(`code-server --install-extension ${vsix} failed (${r.status ?? r.signal}):\n${r.stdout}${r.stderr}`);
+  const r = spawnSync(
+    NODE24,
+    [
+      CODE_SERVER_ENTRY,
+      '--extensions-dir',
+      extensionsDir,
+      '--user-data-dir',
+      join(runDir, 'ud'),
+      '--install-extension',
+      resolve(vsix),
+      '--force',
+    ],
+    { env: runEnv(runDir), encoding: 'utf8', timeout: 180_000 },
+  );
+  if (r.status !== 0)
+    throw new Error(
+      `code-server --install-extension ${vsix} failed (${r.status ?? r.signal}):\n${r.stdout}${r.stderr}`,
+    );
   return r.stdout;
 }
 
 function groupAlive(pgid) {
-  try { process.kill(-pgid, 0); return true; } catch { return false; }
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Sends SIGTERM to the process group, then SIGKILL after graceMs; resolves when it is gone. */
 export async function killGroup(pgid, { graceMs = 5000 } = {}) {
   if (!groupAlive(pgid)) return;
-  try { process.kill(-pgid, 'SIGTERM'); } catch { /* gone */ }
+  try {
+    process.kill(-pgid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
   const deadline = Date.now() + graceMs;
   while (groupAlive(pgid) && Date.now() < deadline) await sleep(100);
   if (groupAlive(pgid)) {
-    try { process.kill(-pgid, 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
     for (let i = 0; i < 50 && groupAlive(pgid); i++) await sleep(100);
   }
 }
@@ -179,7 +239,15 @@ function installExitHook() {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   // Last resort: whatever ends this process (an exception, process.exit), no code-server survives it.
-  process.on('exit', () => { for (const g of liveGroups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } } });
+  process.on('exit', () => {
+    for (const g of liveGroups) {
+      try {
+        process.kill(-g, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  });
 }
 
 /**
@@ -189,15 +257,25 @@ function installExitHook() {
 export function onSignals(cleanup) {
   let done = false;
   const handlers = {};
-  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+  for (const [sig, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ]) {
     handlers[sig] = async () => {
       if (done) return;
       done = true;
-      try { await cleanup(sig); } finally { process.exit(code); }
+      try {
+        await cleanup(sig);
+      } finally {
+        process.exit(code);
+      }
     };
     process.on(sig, handlers[sig]);
   }
-  return () => { for (const [sig, h] of Object.entries(handlers)) process.off(sig, h); };
+  return () => {
+    for (const [sig, h] of Object.entries(handlers)) process.off(sig, h);
+  };
 }
 
 /**
@@ -224,7 +302,8 @@ export async function startCodeServer(opts) {
   const env = runEnv(runDir, opts.env);
 
   // A given port must be free: /healthz would otherwise be answered by whatever holds it.
-  if (opts.port && !(await portFree(Number(opts.port), host))) throw new Error(`port ${opts.port} on ${host} is in use`);
+  if (opts.port && !(await portFree(Number(opts.port), host)))
+    throw new Error(`port ${opts.port} on ${host} is in use`);
   const attempts = opts.port ? 1 : 3;
   let lastError;
   for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -233,10 +312,22 @@ export async function startCodeServer(opts) {
     writeFileSync(config, `bind-addr: ${host}:${port}\nauth: none\ncert: false\n`);
     const args = [
       CODE_SERVER_ENTRY,
-      '--bind-addr', `${host}:${port}`, '--auth', 'none', '--config', config,
-      '--user-data-dir', userDataDir, '--extensions-dir', extensionsDir,
-      '--disable-telemetry', '--disable-update-check', '--disable-getting-started-override',
-      '--ignore-last-opened', '--reconnection-grace-time', '30',
+      '--bind-addr',
+      `${host}:${port}`,
+      '--auth',
+      'none',
+      '--config',
+      config,
+      '--user-data-dir',
+      userDataDir,
+      '--extensions-dir',
+      extensionsDir,
+      '--disable-telemetry',
+      '--disable-update-check',
+      '--disable-getting-started-override',
+      '--ignore-last-opened',
+      '--reconnection-grace-time',
+      '30',
     ];
     if (opts.disableWorkspaceTrust ?? true) args.push('--disable-workspace-trust');
     if (opts.smokeTestDriver) args.push('--vscode-option', 'enable-smoke-test-driver');
@@ -250,15 +341,28 @@ export async function startCodeServer(opts) {
     if (typeof out === 'number') closeSync(out);
     const pgid = child.pid;
     let exited = null;
-    child.on('exit', (code, signal) => { exited = { code, signal }; });
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+    });
     liveGroups.add(pgid);
     installExitHook();
 
-    const ready = await waitForHealth(`http://${host}:${port}`, { timeoutMs: opts.readyTimeoutMs ?? 60_000, isDead: () => !!exited });
+    const ready = await waitForHealth(`http://${host}:${port}`, {
+      timeoutMs: opts.readyTimeoutMs ?? 60_000,
+      isDead: () => !!exited,
+    });
     if (ready) {
       const url = `http://${host}:${port}`;
       const server = {
-        url, host, port, pid: child.pid, pgid, runDir, userDataDir, extensionsDir, logFile,
+        url,
+        host,
+        port,
+        pid: child.pid,
+        pgid,
+        runDir,
+        userDataDir,
+        extensionsDir,
+        logFile,
         startMs: Date.now() - started,
         /** vscode-remote:// URI of a path on the server (for extensionDevelopmentPath and the like). */
         remoteUri: (p) => `vscode-remote://${host}:${port}${pathToFileURL(resolve(p)).pathname}`,
@@ -270,14 +374,19 @@ export async function startCodeServer(opts) {
           return `${url}/${q.length ? '?' + q.join('&') : ''}`;
         },
         logTail: (n = 40) => tail(logFile, n),
-        stop: async () => { await killGroup(pgid); liveGroups.delete(pgid); },
+        stop: async () => {
+          await killGroup(pgid);
+          liveGroups.delete(pgid);
+        },
       };
       return server;
     }
     await killGroup(pgid, { graceMs: 1000 });
     liveGroups.delete(pgid);
     const log = tail(logFile, 30);
-    lastError = new Error(`code-server did not answer ${host}:${port}/healthz${exited ? ` (it exited: ${exited.code ?? exited.signal})` : ' in time'}; its log (${logFile}) ends:\n${log}`);
+    lastError = new Error(
+      `code-server did not answer ${host}:${port}/healthz${exited ? ` (it exited: ${exited.code ?? exited.signal})` : ' in time'}; its log (${logFile}) ends:\n${log}`,
+    );
     if (!/EADDRINUSE/.test(log)) break;
   }
   throw lastError;
@@ -285,7 +394,11 @@ export async function startCodeServer(opts) {
 
 function tail(file, n) {
   if (file === 'inherit') return '';
-  try { return readFileSync(file, 'utf8').split('\n').slice(-n).join('\n'); } catch { return '(no log)'; }
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-n).join('\n');
+  } catch {
+    return '(no log)';
+  }
 }
 
 // ---- CLI ----
@@ -293,7 +406,10 @@ function parseArgs(argv) {
   const o = { disableWorkspaceTrust: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const val = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
+    const val = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
     if (a === '--run-dir') o.runDir = val();
     else if (a === '--folder') o.folder = val();
     else if (a === '--port') o.port = Number(val());
@@ -312,12 +428,16 @@ function parseArgs(argv) {
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   let opts;
-  try { opts = parseArgs(process.argv.slice(2)); } catch (e) {
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
     console.error(`server.mjs: ${e.message}`);
     process.exit(2);
   }
   let server;
-  onSignals(async () => { if (server) await server.stop(); });
+  onSignals(async () => {
+    if (server) await server.stop();
+  });
   try {
     server = await startCodeServer(opts);
   } catch (e) {

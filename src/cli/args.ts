@@ -1,11 +1,55 @@
 /** Command-line flags: a small strict parser, so every typo is a clear BAD_OPTION error. */
-import { defaultCacheDir, InfluenceError, parseLayerSpec, RowsCache, type DampingOption, type LayerSpec, type RemoveSpec } from '../core';
+import {
+  defaultCacheDir,
+  InfluenceError,
+  parseLayerSpec,
+  RowsCache,
+  type DampingOption,
+  type LayerSpec,
+  type RemoveSpec,
+} from '../core';
 
 export type Flags = Map<string, string | true>;
 
 /** The value flags that images.ts reads. */
-export const IMAGE_FLAGS = ['image-column', 'preprocess', 'resize', 'center-crop', 'scale', 'mean', 'std', 'channels', 'layout', 'exif'];
-const VALUE_FLAGS = new Set(['model', 'output', 'head', 'train', 'test', 'validation', 'test-row', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'top', 'solver', 'self-influence', 'batch-size', 'tau', 'remove', 'out', 'verify-top', 'cache-dir', 'layers', 'curvature', ...IMAGE_FLAGS]);
+export const IMAGE_FLAGS = [
+  'image-column',
+  'preprocess',
+  'resize',
+  'center-crop',
+  'scale',
+  'mean',
+  'std',
+  'channels',
+  'layout',
+  'exif',
+];
+const VALUE_FLAGS = new Set([
+  'model',
+  'output',
+  'head',
+  'train',
+  'test',
+  'validation',
+  'test-row',
+  'label-column',
+  'features',
+  'ignore-columns',
+  'classes',
+  'damping',
+  'top',
+  'solver',
+  'self-influence',
+  'batch-size',
+  'tau',
+  'remove',
+  'out',
+  'verify-top',
+  'cache-dir',
+  'layers',
+  'curvature',
+  ...IMAGE_FLAGS,
+]);
 const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
@@ -54,7 +98,8 @@ export function int(flags: Flags, name: string, min: number): number | undefined
   const v = str(flags, name);
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || n < min) throw new InfluenceError('BAD_OPTION', `--${name} must be an integer ≥ ${min}; got '${v}'`);
+  if (!/^\d+$/.test(v.trim()) || n < min)
+    throw new InfluenceError('BAD_OPTION', `--${name} must be an integer ≥ ${min}; got '${v}'`);
   return n;
 }
 
@@ -67,7 +112,11 @@ export function damping(flags: Flags): DampingOption {
   const v = str(flags, 'damping') ?? 'auto';
   if (v === 'auto' || v === 'trace' || v === 'implied') return v;
   const x = Number(v);
-  if (!(x > 0) || !Number.isFinite(x)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or one of auto, trace, implied; got '${v}'`);
+  if (!(x > 0) || !Number.isFinite(x))
+    throw new InfluenceError(
+      'BAD_OPTION',
+      `--damping must be a positive number or one of auto, trace, implied; got '${v}'`,
+    );
   return x;
 }
 
@@ -79,7 +128,8 @@ export function headOptions(flags: Flags): { head?: 'shipped' | 'refit'; stabili
 export function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T | undefined {
   const v = str(flags, name);
   if (v === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(v)) throw new InfluenceError('BAD_OPTION', `--${name} must be one of ${allowed.join(', ')}; got '${v}'`);
+  if (!(allowed as readonly string[]).includes(v))
+    throw new InfluenceError('BAD_OPTION', `--${name} must be one of ${allowed.join(', ')}; got '${v}'`);
   return v as T;
 }
 
@@ -108,10 +158,12 @@ export function parseRemoveSpec(text: string): RemoveSpec {
   if (rows) {
     const parts = rows[1].split(',').map((s) => s.trim());
     if (parts.length === 0 || parts.some((p) => !/^\d+$/.test(p))) {
-      throw new InfluenceError('BAD_OPTION', `--remove rows: takes 0-based row numbers separated by commas, e.g. rows:1,5,9; got '${text}'`);
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--remove rows: takes 0-based row numbers separated by commas, e.g. rows:1,5,9; got '${text}'`,
+      );
     }
     return { kind: 'rows', rows: [...new Set(parts.map(Number))].sort((a, b) => a - b) };
   }
   throw new InfluenceError('BAD_OPTION', `--remove must be memorized, top:K or rows:1,5,9; got '${text}'`);
 }
-

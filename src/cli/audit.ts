@@ -1,5 +1,16 @@
 /** `audit` and `clean` commands. */
-import { audit, clean, Engine, InfluenceError, modelSummary, quantile, reasonsFor, suspicionOrder, type AuditRequest, type Progress } from '../core';
+import {
+  audit,
+  clean,
+  Engine,
+  InfluenceError,
+  modelSummary,
+  quantile,
+  reasonsFor,
+  suspicionOrder,
+  type AuditRequest,
+  type Progress,
+} from '../core';
 import { headLines, num, printNotes, printWarnings, stabilityLines } from './format';
 import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
 import { className, describeReason } from '../protocol/words';
@@ -10,7 +21,8 @@ function tau(flags: Flags): number {
   const v = str(flags, 'tau');
   if (v === undefined) return 0;
   const t = Number(v);
-  if (!Number.isFinite(t) || t < 0 || v.trim() === '') throw new InfluenceError('BAD_OPTION', `--tau must be a number ≥ 0; got '${v}'`);
+  if (!Number.isFinite(t) || t < 0 || v.trim() === '')
+    throw new InfluenceError('BAD_OPTION', `--tau must be a number ≥ 0; got '${v}'`);
   return t;
 }
 
@@ -21,13 +33,23 @@ function heldOutOf(flags: Flags): { path: string; source: 'validation' | 'test' 
   return t !== undefined ? { path: t, source: 'test' } : null;
 }
 
-function auditRequest(flags: Flags, heldOut: AuditRequest['heldOut'], signal: AbortSignal, onProgress?: Progress): AuditRequest {
+function auditRequest(
+  flags: Flags,
+  heldOut: AuditRequest['heldOut'],
+  signal: AbortSignal,
+  onProgress?: Progress,
+): AuditRequest {
   return {
     model: required(flags, 'model'),
     output: str(flags, 'output'),
     train: required(flags, 'train'),
     heldOut,
-    table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
+    table: {
+      labelColumn: str(flags, 'label-column'),
+      features: list(flags, 'features'),
+      ignoreColumns: list(flags, 'ignore-columns'),
+      classes: list(flags, 'classes'),
+    },
     images: imageRequest(flags),
     damping: damping(flags),
     ...headOptions(flags),
@@ -75,9 +97,25 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       await w.field('tau', tau(flags));
       await w.field('solver', s.solver);
       await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
-      await w.field('train', { path: required(flags, 'train'), rows: n, cache: r.rows.cache, ...(r.rows.source ? { kind: r.rows.source.kind, read: r.rows.source.read } : {}) });
+      await w.field('train', {
+        path: required(flags, 'train'),
+        rows: n,
+        cache: r.rows.cache,
+        ...(r.rows.source ? { kind: r.rows.source.kind, read: r.rows.source.read } : {}),
+      });
       if (r.rows.source?.preprocess) await w.field('preprocess', r.rows.source.preprocess);
-      await w.field('heldOut', r.heldOut ? { path: r.heldOut.path, rows: r.heldOut.rows.n, source: r.heldOut.source, loss: r.heldOutLoss, accuracy: r.heldOutAccuracy } : null);
+      await w.field(
+        'heldOut',
+        r.heldOut
+          ? {
+              path: r.heldOut.path,
+              rows: r.heldOut.rows.n,
+              source: r.heldOut.source,
+              loss: r.heldOutLoss,
+              accuracy: r.heldOutAccuracy,
+            }
+          : null,
+      );
       await w.field('memorizedCount', s.memorized ? s.memorized.reduce((a, b) => a + b, 0) : null);
       await w.raw(',"rows":[');
       for (let i = 0; i < n; i++) {
@@ -109,20 +147,27 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     out.push(`Influence Lens: audit of ${n} training rows of ${required(flags, 'train')}`);
     out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
     out.push(...headLines(r.head), ...stabilityLines(r.stability, 'most suspicious (and memorized) rows'));
-    if (r.heldOut) out.push(`  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`);
+    if (r.heldOut)
+      out.push(
+        `  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`,
+      );
     else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
     const top = suspicionOrder(s.suspicion).slice(0, 20);
     out.push('');
     out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
     for (const i of top) {
       const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
-      out.push(`  row ${String(i).padStart(6)} (${where(r.rows, i)}), label ${className(classes, r.rows.labels[i])}, suspicion ${Number.isFinite(s.suspicion[i]) ? s.suspicion[i].toFixed(3) : 'n/a'}${s.memorized?.[i] ? ', MEMORIZED' : ''}`);
+      out.push(
+        `  row ${String(i).padStart(6)} (${where(r.rows, i)}), label ${className(classes, r.rows.labels[i])}, suspicion ${Number.isFinite(s.suspicion[i]) ? s.suspicion[i].toFixed(3) : 'n/a'}${s.memorized?.[i] ? ', MEMORIZED' : ''}`,
+      );
       for (const t of reasons) out.push(`      - ${t}`);
     }
     if (s.memorized) {
       const mem = Array.from({ length: n }, (_, i) => i).filter((i) => s.memorized![i]);
       out.push('');
-      out.push(`Memorized rows (${mem.length}): predicted as labelled only because they are in the training set, and not helping held-out data:`);
+      out.push(
+        `Memorized rows (${mem.length}): predicted as labelled only because they are in the training set, and not helping held-out data:`,
+      );
       out.push(mem.length ? '  ' + mem.map((i) => `${i} (${where(r.rows, i)})`).join(', ') : '  (none)');
     }
     out.push(`Took ${r.seconds.total.toFixed(2)} s.`);
@@ -137,11 +182,26 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
   const validation = required(flags, 'validation');
   const out = required(flags, 'out');
   const remove = parseRemoveSpec(required(flags, 'remove'));
-  const r = await clean({ ...auditRequest(flags, { path: validation, source: 'validation' }, signal, onProgress), remove, out, verify: flags.has('verify') });
+  const r = await clean({
+    ...auditRequest(flags, { path: validation, source: 'validation' }, signal, onProgress),
+    remove,
+    out,
+    verify: flags.has('verify'),
+  });
   printNotes(r.audit.notes);
   printWarnings(r.audit.warnings);
   const { removed, kept, predicted, verified } = r;
-  const result = { version: 1, notes: r.audit.notes, warnings: r.audit.warnings, labelColumn: r.audit.labelColumn, removed, kept, out, predicted, verified };
+  const result = {
+    version: 1,
+    notes: r.audit.notes,
+    warnings: r.audit.warnings,
+    labelColumn: r.audit.labelColumn,
+    removed,
+    kept,
+    out,
+    predicted,
+    verified,
+  };
   if (flags.has('json')) {
     process.stdout.write(jsonText(result) + '\n');
     return;

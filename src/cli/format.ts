@@ -18,7 +18,9 @@ export function printNotes(notes: string[]): void {
 /** The head scored and how far from the optimum influence assumes, with the warning when it is far. */
 export function headLines(h: HeadReport): string[] {
   const at = `‖∇J‖ = ${h.gradNorm.toExponential(2)} (${h.relGradNorm.toPrecision(2)} of an untrained head's)`;
-  const lines = [`  head: ${h.mode === 'refit' ? 'refit to the optimum of the damped objective' : 'as shipped'}, ${at}`];
+  const lines = [
+    `  head: ${h.mode === 'refit' ? 'refit to the optimum of the damped objective' : 'as shipped'}, ${at}`,
+  ];
   if (h.message) lines.push(`  ${h.warning ? 'WARNING: ' : ''}${h.message}`);
   return lines;
 }
@@ -27,7 +29,9 @@ export function headLines(h: HeadReport): string[] {
 export function stabilityLines(s: Stability | null, what: string): string[] {
   if (!s) return [];
   const pairs = Object.entries(s.overlaps).map(([name, [lo, hi]]) => `${name} ${lo.toFixed(2)} / ${hi.toFixed(2)}`);
-  return [`  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`];
+  return [
+    `  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`,
+  ];
 }
 
 /** Signs that the result is probably wrong, one `warning:` line each on stderr. */
@@ -49,7 +53,9 @@ export function formatExplain(r: ExplainResult, top: number): string {
   const t = r.test;
   const out: string[] = [];
   const cls = (c: number) => clsName(r.classes, c);
-  out.push(`Influence Lens: explaining row ${t.row} (${t.file !== undefined ? `${shown(t.file)}${t.fileRow !== undefined ? ` row ${t.fileRow}` : ''}` : `line ${t.line}`}) of ${t.path}`);
+  out.push(
+    `Influence Lens: explaining row ${t.row} (${t.file !== undefined ? `${shown(t.file)}${t.fileRow !== undefined ? ` row ${t.fileRow}` : ''}` : `line ${t.line}`}) of ${t.path}`,
+  );
   if (r.preprocess) out.push(`  preprocessing: ${r.preprocess.steps.join('; ')}`);
   out.push(
     `  ${t.labelled ? `label ${cls(t.label)}` : `no label column: explaining the predicted class ${cls(t.label)}`}, predicted ${cls(t.predicted)} with p = ${t.probabilities[t.predicted].toFixed(4)}; test loss ${t.loss.toPrecision(4)}; margin ${t.margin.toPrecision(4)} over class ${cls(t.runnerUp)}`,
@@ -58,11 +64,17 @@ export function formatExplain(r: ExplainResult, top: number): string {
     `  model ${r.model.path}: final layer '${r.model.layer}' with ${r.model.parameters} parameters, output '${r.model.outputName}' (${r.model.output}${r.model.task === 'binary' ? ', binary' : ''}); ${r.train.rows} training rows`,
   );
   const named = r.classes?.some((c, i) => c !== String(i)) ? r.classes! : null;
-  out.push(`  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`);
+  out.push(
+    `  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`,
+  );
   if (r.headOnly.length) {
-    out.push(`  layers: ${r.layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${r.layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${r.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; Newton estimates and --verify-top are head-only (n/a)`);
+    out.push(
+      `  layers: ${r.layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${r.layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${r.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; Newton estimates and --verify-top are head-only (n/a)`,
+    );
   }
-  out.push(`  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`);
+  out.push(
+    `  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`,
+  );
   out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
@@ -70,7 +82,9 @@ export function formatExplain(r: ExplainResult, top: number): string {
   const header = `  ${pad('row', 7, true)} ${pad(images ? '' : 'line', 7, true)} ${pad('label', 6, true)} ${pad('pred', 5, true)}  ${pad('Δ test loss if removed', 23, true)} ${pad('(Newton)', 10, true)} ${pad('relative', 10, true)} ${pad('Δ margin', 10, true)}${images ? '  file' : ''}`;
   const line = (i: number) =>
     `  ${pad(String(i), 7, true)} ${pad(images ? '' : String(r.rows.line[i]), 7, true)} ${pad(String(r.rows.label[i]), 6, true)} ${pad(String(r.rows.predicted[i]), 5, true)}  ${pad(num(s.lossChangeIfRemoved[i]), 23, true)} ${pad(num(s.lossChangeIfRemovedNewton[i]), 10, true)} ${pad(num(s.relativeInfluence[i]), 10, true)} ${pad(num(s.classificationInfluence[i]), 10, true)}${images ? `  ${where(r, i)}` : ''}`;
-  out.push(`Most helpful rows: removing one and refitting would RAISE this test loss by the amount shown (first-order estimate; Newton = leverage-corrected).`);
+  out.push(
+    `Most helpful rows: removing one and refitting would RAISE this test loss by the amount shown (first-order estimate; Newton = leverage-corrected).`,
+  );
   out.push(header);
   out.push(...(helpful.length ? helpful.map(line) : ['  (none)']));
   out.push('');
@@ -83,16 +97,26 @@ export function formatExplain(r: ExplainResult, top: number): string {
   );
   if (s.flip) {
     const lines = s.flip.rows.map((i) => `${i} (${where(r, i)})`).join(', ');
-    out.push(`Flip set: removing ${s.flip.rows.length === 1 ? "this row" : `these ${s.flip.rows.length} rows`} would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`);
+    out.push(
+      `Flip set: removing ${s.flip.rows.length === 1 ? 'this row' : `these ${s.flip.rows.length} rows`} would change the prediction from ${cls(t.predicted)} to ${cls(s.flip.newClass)} (first-order): ${lines}`,
+    );
   } else {
-    out.push(`Flip set: no set of at most ${Math.ceil(0.05 * r.train.rows)} rows (5% of the training data) flips this prediction, to first order.`);
+    out.push(
+      `Flip set: no set of at most ${Math.ceil(0.05 * r.train.rows)} rows (5% of the training data) flips this prediction, to first order.`,
+    );
   }
   if (r.verified) {
     out.push('');
-    out.push(`Verified by exact refits of the final layer (‖∇J‖ ≤ ${r.verified.gradNorm.toExponential(1)}): change of the test loss if the row is removed`);
-    out.push(`  ${pad('row', 7, true)}  ${pad('first-order', 12, true)} ${pad('Newton', 12, true)} ${pad('actual', 12, true)}`);
+    out.push(
+      `Verified by exact refits of the final layer (‖∇J‖ ≤ ${r.verified.gradNorm.toExponential(1)}): change of the test loss if the row is removed`,
+    );
+    out.push(
+      `  ${pad('row', 7, true)}  ${pad('first-order', 12, true)} ${pad('Newton', 12, true)} ${pad('actual', 12, true)}`,
+    );
     for (const v of r.verified.rows) {
-      out.push(`  ${pad(String(v.row), 7, true)}  ${pad(num(v.lossChangeIfRemoved), 12, true)} ${pad(num(v.lossChangeIfRemovedNewton), 12, true)} ${pad(num(v.actualLossChangeIfRemoved), 12, true)}`);
+      out.push(
+        `  ${pad(String(v.row), 7, true)}  ${pad(num(v.lossChangeIfRemoved), 12, true)} ${pad(num(v.lossChangeIfRemovedNewton), 12, true)} ${pad(num(v.actualLossChangeIfRemoved), 12, true)}`,
+      );
     }
   }
   out.push(`Took ${r.seconds.total.toFixed(2)} s.`);

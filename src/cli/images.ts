@@ -25,23 +25,41 @@ export function imageRequest(flags: Flags): ImageRequest {
     try {
       raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (e) {
-      throw new InfluenceError('PREPROCESS_INVALID', `--preprocess: cannot read it as JSON: ${(e as Error).message}`, { file });
+      throw new InfluenceError('PREPROCESS_INVALID', `--preprocess: cannot read it as JSON: ${(e as Error).message}`, {
+        file,
+      });
     }
     config = parsePreprocess(raw, '--preprocess', file);
   }
   const single: Record<string, unknown> = {};
-  const map: [string, string][] = [['resize', 'resize'], ['center-crop', 'centerCrop'], ['scale', 'scale'], ['mean', 'mean'], ['std', 'std'], ['channels', 'channels'], ['layout', 'layout'], ['exif', 'exif']];
+  const map: [string, string][] = [
+    ['resize', 'resize'],
+    ['center-crop', 'centerCrop'],
+    ['scale', 'scale'],
+    ['mean', 'mean'],
+    ['std', 'std'],
+    ['channels', 'channels'],
+    ['layout', 'layout'],
+    ['exif', 'exif'],
+  ];
   for (const [flag, field] of map) {
     const v = str(flags, flag);
     if (v !== undefined) single[field] = v;
   }
   Object.assign(config, parsePreprocess(single, 'the command line'));
   const imageColumn = str(flags, 'image-column');
-  return { ...(imageColumn !== undefined ? { imageColumn } : {}), ...(Object.keys(config).length ? { preprocess: config } : {}) };
+  return {
+    ...(imageColumn !== undefined ? { imageColumn } : {}),
+    ...(Object.keys(config).length ? { preprocess: config } : {}),
+  };
 }
 
 /** Where row i is, for the JSON: its file (and row in a Parquet/Arrow file) when it has one; `line` only for rows of a text file. */
-export function rowWhere(line: number, locator: RowLocator | undefined, i: number): { line?: number; file?: string; fileRow?: number } {
+export function rowWhere(
+  line: number,
+  locator: RowLocator | undefined,
+  i: number,
+): { line?: number; file?: string; fileRow?: number } {
   if (!locator) return { line };
   const out: { line?: number; file?: string; fileRow?: number } = {};
   if (locator.manifest) out.line = line;

@@ -5,8 +5,28 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CancelledError, defaultCacheDir, explain, InfluenceError, RowsCache, topRows, type ExplainResult } from '../core';
-import { cacheFrom, damping, headOptions, IMAGE_FLAGS, int, layersFrom, list, oneOf, parseArgs, required, str } from './args';
+import {
+  CancelledError,
+  defaultCacheDir,
+  explain,
+  InfluenceError,
+  RowsCache,
+  topRows,
+  type ExplainResult,
+} from '../core';
+import {
+  cacheFrom,
+  damping,
+  headOptions,
+  IMAGE_FLAGS,
+  int,
+  layersFrom,
+  list,
+  oneOf,
+  parseArgs,
+  required,
+  str,
+} from './args';
 import { auditCommand, cleanCommand } from './audit';
 import { formatExplain, printNotes, printWarnings } from './format';
 import { jsonText, JsonWriter } from './json';
@@ -109,7 +129,24 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.end();
 }
 
-const TABLE_FLAGS = ['model', 'output', 'head', 'no-stability', 'train', 'label-column', 'features', 'ignore-columns', 'classes', 'damping', 'solver', 'self-influence', 'batch-size', 'cache-dir', 'no-cache', ...IMAGE_FLAGS];
+const TABLE_FLAGS = [
+  'model',
+  'output',
+  'head',
+  'no-stability',
+  'train',
+  'label-column',
+  'features',
+  'ignore-columns',
+  'classes',
+  'damping',
+  'solver',
+  'self-influence',
+  'batch-size',
+  'cache-dir',
+  'no-cache',
+  ...IMAGE_FLAGS,
+];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
@@ -125,19 +162,26 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
     return command === null && !flags.has('help') ? 2 : 0;
   }
   const onProgress = flags.has('progress')
-    ? (stage: string, done: number, total: number) => process.stderr.write(JSON.stringify({ progress: stage, done, total }) + '\n')
+    ? (stage: string, done: number, total: number) =>
+        process.stderr.write(JSON.stringify({ progress: stage, done, total }) + '\n')
     : undefined;
   const allowed = COMMAND_FLAGS[command];
   if (!allowed) throw new InfluenceError('BAD_OPTION', `unknown command '${command}'; see --help`);
   for (const name of flags.keys()) {
-    if (!allowed.includes(name) && !COMMON_FLAGS.includes(name)) throw new InfluenceError('BAD_OPTION', `--${name} is not an option of ${command}; see --help`);
+    if (!allowed.includes(name) && !COMMON_FLAGS.includes(name))
+      throw new InfluenceError('BAD_OPTION', `--${name} is not an option of ${command}; see --help`);
   }
   if (command !== 'cache' && args.length) throw new InfluenceError('BAD_OPTION', `unexpected argument '${args[0]}'`);
   if (command === 'cache') {
-    if (args.length !== 1 || args[0] !== 'clear') throw new InfluenceError('BAD_OPTION', `usage: influence-lens cache clear [--cache-dir DIR]`);
+    if (args.length !== 1 || args[0] !== 'clear')
+      throw new InfluenceError('BAD_OPTION', `usage: influence-lens cache clear [--cache-dir DIR]`);
     const cache = new RowsCache(str(flags, 'cache-dir') ?? defaultCacheDir());
     const removed = await cache.clear();
-    process.stdout.write(flags.has('json') ? JSON.stringify({ version: 1, cleared: removed, dir: cache.dir }) + '\n' : `Removed ${removed} cache files from ${cache.dir}.\n`);
+    process.stdout.write(
+      flags.has('json')
+        ? JSON.stringify({ version: 1, cleared: removed, dir: cache.dir }) + '\n'
+        : `Removed ${removed} cache files from ${cache.dir}.\n`,
+    );
     return 0;
   }
   if (command === 'audit') return auditCommand(flags, signal, onProgress).then(() => 0);
@@ -152,7 +196,12 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       train: required(flags, 'train'),
       test: required(flags, 'test'),
       testRow,
-      table: { labelColumn: str(flags, 'label-column'), features: list(flags, 'features'), ignoreColumns: list(flags, 'ignore-columns'), classes: list(flags, 'classes') },
+      table: {
+        labelColumn: str(flags, 'label-column'),
+        features: list(flags, 'features'),
+        ignoreColumns: list(flags, 'ignore-columns'),
+        classes: list(flags, 'classes'),
+      },
       images: imageRequest(flags),
       damping: damping(flags),
       ...headOptions(flags),
@@ -204,25 +253,27 @@ export function run(): void {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
-  main(process.argv.slice(2), ac.signal).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (e: unknown) => {
-      if (e instanceof InfluenceError) {
-        process.stderr.write(e.format() + '\n');
-        process.exitCode = 2;
-      } else if (e instanceof CancelledError || ac.signal.aborted) {
-        process.stderr.write('cancelled\n');
-        process.exitCode = 130;
-      } else {
-        process.stderr.write(`internal error: ${firstLine(e)} (details in ${crashLog(e)})\n`);
-        process.exitCode = 1;
-      }
-    },
-  ).then(() => {
-    // Exit once stdout is flushed, rather than waiting for the event loop to drain: a CI run once
-    // hung after an audit with onnxruntime's threads idle in a futex wait.
-    process.stdout.write('', () => process.exit(process.exitCode));
-  });
+  main(process.argv.slice(2), ac.signal)
+    .then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (e: unknown) => {
+        if (e instanceof InfluenceError) {
+          process.stderr.write(e.format() + '\n');
+          process.exitCode = 2;
+        } else if (e instanceof CancelledError || ac.signal.aborted) {
+          process.stderr.write('cancelled\n');
+          process.exitCode = 130;
+        } else {
+          process.stderr.write(`internal error: ${firstLine(e)} (details in ${crashLog(e)})\n`);
+          process.exitCode = 1;
+        }
+      },
+    )
+    .then(() => {
+      // Exit once stdout is flushed, rather than waiting for the event loop to drain: a CI run once
+      // hung after an audit with onnxruntime's threads idle in a futex wait.
+      process.stdout.write('', () => process.exit(process.exitCode));
+    });
 }

@@ -76,32 +76,54 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
     // decide, and the held-out data follow them.
     const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
-    const heldOutTable = req.heldOut ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal }) : null;
+    const heldOutTable = req.heldOut
+      ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal })
+      : null;
     const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
-    if (rows.n === 0) throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
+    if (rows.n === 0)
+      throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
     const writes = [rows.written];
     if (req.heldOut) {
       const h = await readRows(eng, req.heldOut.path, heldOutTable!.options, run);
       writes.push(h.written);
-      if (h.n === 0) throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, { file: req.heldOut.path });
+      if (h.n === 0)
+        throw new InfluenceError('NO_ROWS', `the ${req.heldOut.source} file has a header but no data rows`, {
+          file: req.heldOut.path,
+        });
       heldOut = { ...req.heldOut, rows: h };
     }
     const forwardSeconds = (performance.now() - t0) / 1000;
     throwIfAborted(req.signal);
-    const prep = prepareHead(eng, rows, { damping: req.damping, head: req.head, signal: req.signal, onProgress: req.onProgress });
+    const prep = prepareHead(eng, rows, {
+      damping: req.damping,
+      head: req.head,
+      signal: req.signal,
+      onProgress: req.onProgress,
+    });
     const { damping, effective, rule } = prep.damping;
     // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
     const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
-    if (heldOut && prep.head.mode === 'refit') heldOut = { ...heldOut, rows: { ...heldOut.rows, ...rowsAt(heldOut.rows, prep.theta) } };
-    const opts = { damping: effective, tau: req.tau, solver: req.solver, selfInfluence: req.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
+    if (heldOut && prep.head.mode === 'refit')
+      heldOut = { ...heldOut, rows: { ...heldOut.rows, ...rowsAt(heldOut.rows, prep.theta) } };
+    const opts = {
+      damping: effective,
+      tau: req.tau,
+      solver: req.solver,
+      selfInfluence: req.selfInfluence,
+      store: train.store,
+      explicitHessian: train.explicitHessian,
+      signal: req.signal,
+      onProgress: req.onProgress,
+    };
     const curv = await Curvature.create(train, effective, opts);
     let scores: AuditScores;
     let stability: Stability | null = null;
     const ts = performance.now();
     try {
       scores = await auditScores(train, heldOut, opts, curv);
-      if (req.stability !== false) stability = await auditStability(train, heldOut, opts, curv, scores, req.stabilityTop ?? 10, damping);
+      if (req.stability !== false)
+        stability = await auditStability(train, heldOut, opts, curv, scores, req.stabilityTop ?? 10, damping);
     } finally {
       await curv.release();
     }
@@ -128,10 +150,39 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     const { lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion } = scores;
     const nonFinite = nonFiniteWarning({ lossWithout, marginWithout, selfInfluence, heldOutInfluence, suspicion });
     if (nonFinite) warnings.push(nonFinite);
-    const notes = mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? [], rows.source?.notes ?? [], heldOut?.rows.source?.notes ?? []);
+    const notes = mergeNotes(
+      eng.notes,
+      trainTable.notes,
+      heldOutTable?.notes ?? [],
+      rows.source?.notes ?? [],
+      heldOut?.rows.source?.notes ?? [],
+    );
     const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
-    const seconds = { forward: forwardSeconds, ...scores.seconds, ...(stability ? { stability: stabilitySeconds } : {}), total: (performance.now() - t0) / 1000 };
-    return { rows: train, heldOut, damping, effectiveDamping: effective, dampingRule: rule, impliedL2: prep.damping.implied, head: prep.head, stability, scores, notes, warnings, classes, labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn, tables, heldOutLoss, heldOutAccuracy, seconds };
+    const seconds = {
+      forward: forwardSeconds,
+      ...scores.seconds,
+      ...(stability ? { stability: stabilitySeconds } : {}),
+      total: (performance.now() - t0) / 1000,
+    };
+    return {
+      rows: train,
+      heldOut,
+      damping,
+      effectiveDamping: effective,
+      dampingRule: rule,
+      impliedL2: prep.damping.implied,
+      head: prep.head,
+      stability,
+      scores,
+      notes,
+      warnings,
+      classes,
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
+      tables,
+      heldOutLoss,
+      heldOutAccuracy,
+      seconds,
+    };
   } finally {
     if (own) await eng.release();
   }

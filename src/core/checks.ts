@@ -100,12 +100,26 @@ export function classOrderWarning(
     const bestClasses = new Array<string>(K);
     for (let y = 0; y < K; y++) bestClasses[order[y]] = classes[y];
     const list = bestClasses.join(',');
-    const fix = K <= 30 && list.length <= 400 ? `: pass --classes ${/[\s"'\\$`]/.test(list) ? JSON.stringify(list) : list}` : ' (bestClasses in the JSON)';
+    const fix =
+      K <= 30 && list.length <= 400
+        ? `: pass --classes ${/[\s"'\\$`]/.test(list) ? JSON.stringify(list) : list}`
+        : ' (bestClasses in the JSON)';
     return { code: 'CLASS_ORDER', accuracy, bestAccuracy, bestClasses, labelToClass: order, message: `${head}${fix}` };
   }
   const moved = order.map((c, y) => [y, c]).filter(([y, c]) => y !== c);
-  const shown = moved.slice(0, 6).map(([y, c]) => `label ${y} → class ${c}`).join(', ') + (moved.length > 6 ? ', …' : '');
-  return { code: 'CLASS_ORDER', accuracy, bestAccuracy, bestClasses: null, labelToClass: order, message: `${head} (${shown}): the labels seem encoded differently from the model's classes; check the label column and the encoding` };
+  const shown =
+    moved
+      .slice(0, 6)
+      .map(([y, c]) => `label ${y} → class ${c}`)
+      .join(', ') + (moved.length > 6 ? ', …' : '');
+  return {
+    code: 'CLASS_ORDER',
+    accuracy,
+    bestAccuracy,
+    bestClasses: null,
+    labelToClass: order,
+    message: `${head} (${shown}): the labels seem encoded differently from the model's classes; check the label column and the encoding`,
+  };
 }
 
 /** Why scores come out non-finite, as far as we know. */
@@ -113,7 +127,10 @@ const OVERFLOW =
   'the solves or the leave-one-out steps overflowed, which happens when the model is far from an optimum of its training loss on these labels (see the other warnings) or the damping is very small';
 
 /** NON_FINITE for the per-row scores that are not all finite numbers, or null. */
-export function nonFiniteWarning(scores: Record<string, ArrayLike<number> | null>, cause = OVERFLOW): NonFiniteWarning | null {
+export function nonFiniteWarning(
+  scores: Record<string, ArrayLike<number> | null>,
+  cause = OVERFLOW,
+): NonFiniteWarning | null {
   const found: NonFiniteWarning['scores'] = {};
   for (const [name, a] of Object.entries(scores)) {
     if (!a) continue;
@@ -128,6 +145,15 @@ export function nonFiniteWarning(scores: Record<string, ArrayLike<number> | null
   }
   const names = Object.keys(found);
   if (names.length === 0) return null;
-  const what = names.map((k) => `${k} of ${found[k].count} row${found[k].count === 1 ? '' : 's'} (${found[k].rows.join(', ')}${found[k].count > found[k].rows.length ? ', …' : ''})`).join('; ');
-  return { code: 'NON_FINITE', scores: found, message: `not finite: ${what}; ${cause}. They are null in the JSON and n/a in the table` };
+  const what = names
+    .map(
+      (k) =>
+        `${k} of ${found[k].count} row${found[k].count === 1 ? '' : 's'} (${found[k].rows.join(', ')}${found[k].count > found[k].rows.length ? ', …' : ''})`,
+    )
+    .join('; ');
+  return {
+    code: 'NON_FINITE',
+    scores: found,
+    message: `not finite: ${what}; ${cause}. They are null in the JSON and n/a in the table`,
+  };
 }

@@ -26,7 +26,13 @@ export interface CleanResult {
   out: string;
   /** First-order (group influence) change of the mean held-out loss; 0 without a held-out set. */
   predicted: { heldOutLossChange: number };
-  verified: { heldOutLossBefore: number; heldOutLossAfter: number; heldOutAccuracyBefore: number; heldOutAccuracyAfter: number; gradNorm: number } | null;
+  verified: {
+    heldOutLossBefore: number;
+    heldOutLossAfter: number;
+    heldOutAccuracyBefore: number;
+    heldOutAccuracyAfter: number;
+    gradNorm: number;
+  } | null;
   audit: AuditResult;
 }
 
@@ -39,7 +45,12 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
     const { n } = a.rows;
     const removed = selectRows(req.remove, n, a.scores.suspicion, a.scores.memorized, req.train);
     const heldOut = a.heldOut?.rows ?? null;
-    const predicted = { heldOutLossChange: heldOut && a.scores.heldOutInfluence ? heldOutChangeIfRemoved(a.scores.heldOutInfluence, removed, n, heldOut.n) : 0 };
+    const predicted = {
+      heldOutLossChange:
+        heldOut && a.scores.heldOutInfluence
+          ? heldOutChangeIfRemoved(a.scores.heldOutInfluence, removed, n, heldOut.n)
+          : 0,
+    };
     let verified: CleanResult['verified'] = null;
     if (req.verify) {
       if (!heldOut) throw new InfluenceError('BAD_OPTION', '--verify needs a held-out set (--validation)');
@@ -58,11 +69,27 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
       };
     }
     const loc = a.rows.locator;
-    if (loc?.kind === 'shards') throw new InfluenceError('BAD_OPTION', 'clean cannot write Parquet or Arrow files yet: the rows to remove are listed by --json (run audit); remove them with your own tools', { file: req.train });
+    if (loc?.kind === 'shards')
+      throw new InfluenceError(
+        'BAD_OPTION',
+        'clean cannot write Parquet or Arrow files yet: the rows to remove are listed by --json (run audit); remove them with your own tools',
+        { file: req.train },
+      );
     // A manifest is copied byte for byte (its paths stay right only in its own folder); other image sources get a new manifest.
-    const copy = !loc || (loc.manifest !== null && resolve(dirname(loc.manifest)) === resolve(dirname(req.out)) && extname(loc.manifest).toLowerCase() === extname(req.out).toLowerCase());
+    const copy =
+      !loc ||
+      (loc.manifest !== null &&
+        resolve(dirname(loc.manifest)) === resolve(dirname(req.out)) &&
+        extname(loc.manifest).toLowerCase() === extname(req.out).toLowerCase());
     const kept = copy
-      ? await writeWithout(loc?.manifest ?? req.train, a.rows.offsets, removed, req.out, loc?.manifest ? await manifestStamp(loc.manifest) : a.rows.summary, req.signal)
+      ? await writeWithout(
+          loc?.manifest ?? req.train,
+          a.rows.offsets,
+          removed,
+          req.out,
+          loc?.manifest ? await manifestStamp(loc.manifest) : a.rows.summary,
+          req.signal,
+        )
       : await writeManifestWithout(loc.files, loc.file, a.rows.labels, removed, req.out, req.signal);
     return { removed, kept, out: req.out, predicted, verified, audit: a };
   } finally {
@@ -76,7 +103,13 @@ async function manifestStamp(path: string): Promise<{ size: number; mtimeMs: num
 }
 
 /** The rows to drop, ascending. */
-export function selectRows(spec: RemoveSpec, n: number, suspicion: Float64Array, memorized: Uint8Array | null, trainPath: string): number[] {
+export function selectRows(
+  spec: RemoveSpec,
+  n: number,
+  suspicion: Float64Array,
+  memorized: Uint8Array | null,
+  trainPath: string,
+): number[] {
   switch (spec.kind) {
     case 'memorized': {
       if (!memorized) throw new InfluenceError('BAD_OPTION', '--remove memorized needs a held-out set (--validation)');
@@ -85,16 +118,26 @@ export function selectRows(spec: RemoveSpec, n: number, suspicion: Float64Array,
       return out;
     }
     case 'top': {
-      if (spec.k > n) throw new InfluenceError('ROW_OUT_OF_RANGE', `--remove top:${spec.k} asks for more rows than the ${n} in the training file`, { file: trainPath });
-      return suspicionOrder(suspicion).slice(0, spec.k).sort((a, b) => a - b);
+      if (spec.k > n)
+        throw new InfluenceError(
+          'ROW_OUT_OF_RANGE',
+          `--remove top:${spec.k} asks for more rows than the ${n} in the training file`,
+          { file: trainPath },
+        );
+      return suspicionOrder(suspicion)
+        .slice(0, spec.k)
+        .sort((a, b) => a - b);
     }
     case 'rows': {
       const missing = spec.rows.filter((r) => r >= n);
       if (missing.length) {
-        throw new InfluenceError('ROW_OUT_OF_RANGE', `--remove names row${missing.length > 1 ? 's' : ''} ${missing.slice(0, 10).join(', ')}, but the training file has rows 0–${n - 1}`, { file: trainPath });
+        throw new InfluenceError(
+          'ROW_OUT_OF_RANGE',
+          `--remove names row${missing.length > 1 ? 's' : ''} ${missing.slice(0, 10).join(', ')}, but the training file has rows 0–${n - 1}`,
+          { file: trainPath },
+        );
       }
       return spec.rows;
     }
   }
 }
-

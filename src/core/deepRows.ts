@@ -45,11 +45,22 @@ export function runRows(deep: DeepEngine, R: number): number {
 
 /** Growable per-row arrays. */
 class Collector {
-  readonly parts: { h: Float32Array; g: Float64Array; z: Float64Array; loss: Float64Array; labels: Int32Array; lines: Int32Array; offsets: Float64Array }[] = [];
+  readonly parts: {
+    h: Float32Array;
+    g: Float64Array;
+    z: Float64Array;
+    loss: Float64Array;
+    labels: Int32Array;
+    lines: Int32Array;
+    offsets: Float64Array;
+  }[] = [];
   add(part: Collector['parts'][number]): void {
     this.parts.push(part);
   }
-  join<K extends keyof Collector['parts'][number]>(key: K, make: (n: number) => Collector['parts'][number][K]): Collector['parts'][number][K] {
+  join<K extends keyof Collector['parts'][number]>(
+    key: K,
+    make: (n: number) => Collector['parts'][number][K],
+  ): Collector['parts'][number][K] {
     const n = this.parts.reduce((a, p) => a + p[key].length, 0);
     const out = make(n);
     let o = 0;
@@ -62,7 +73,12 @@ class Collector {
 }
 
 /** g and the loss of k rows of logits, in float64 from the logits (task/loss.ts). */
-export function signals(deep: DeepEngine, z: Float64Array, labels: Int32Array, k: number): { g: Float64Array; loss: Float64Array } {
+export function signals(
+  deep: DeepEngine,
+  z: Float64Array,
+  labels: Int32Array,
+  k: number,
+): { g: Float64Array; loss: Float64Array } {
   const g = new Float64Array(k * deep.K);
   const loss = new Float64Array(k);
   lossAndSignal(taskFor(deep.K), z, labels, k, loss, g);
@@ -92,7 +108,15 @@ export async function readDeepRows(
   const { table, summary } = await deep.pass(path, tableOpts, run, async (batch, fw) => {
     const k = batch.count;
     const { g, loss } = signals(deep, fw.z, batch.labels, k);
-    col.add({ h: fw.h, g, z: fw.z, loss, labels: batch.labels.slice(0, k), lines: batch.lines.slice(0, k), offsets: batch.offsets.slice(0, k + 1) });
+    col.add({
+      h: fw.h,
+      g,
+      z: fw.z,
+      loss,
+      labels: batch.labels.slice(0, k),
+      lines: batch.lines.slice(0, k),
+      offsets: batch.offsets.slice(0, k + 1),
+    });
     const R = opts.ggn ? K + 1 : 1;
     const step = runRows(deep, R);
     for (let s = 0; s < k; s += step) {
@@ -165,7 +189,14 @@ export async function readDeepRows(
  * Every row's loss gradient over the chosen layers in chunks (start, k, k×P): from memory when the
  * pass kept them, else by another pass over the file.
  */
-export async function rowGradients(deep: DeepEngine, rows: DeepRows, path: string, tableOpts: TableOptions, run: RunControl, onChunk: (start: number, k: number, G: Float64Array) => Promise<void>): Promise<void> {
+export async function rowGradients(
+  deep: DeepEngine,
+  rows: DeepRows,
+  path: string,
+  tableOpts: TableOptions,
+  run: RunControl,
+  onChunk: (start: number, k: number, G: Float64Array) => Promise<void>,
+): Promise<void> {
   const { P, K } = deep;
   if (rows.grads) {
     const step = Math.max(1, Math.floor(RUN_VALUES / P));

@@ -36,10 +36,15 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     if (!isHeadOnly(req.layers)) return await explainDeep(req, eng);
-    if (req.curvature === 'ekfac') throw new InfluenceError('BAD_OPTION', `--curvature ekfac is for --layers beyond the head; the head's own policy picks exact or EK-FAC-preconditioned solves by size (--solver, --self-influence)`);
+    if (req.curvature === 'ekfac')
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--curvature ekfac is for --layers beyond the head; the head's own policy picks exact or EK-FAC-preconditioned solves by size (--solver, --self-influence)`,
+      );
     // --curvature exact with the head: the explicit Hessian and exact self-influence, whatever the size (up to the exact limit).
     if (req.curvature === 'exact') ExactGgn.check(eng.info.parameters, `the head '${eng.info.head.node}'`);
-    const methods = req.curvature === 'exact' ? { ...req, solver: 'cholesky' as const, selfInfluence: 'exact' as const } : req;
+    const methods =
+      req.curvature === 'exact' ? { ...req, solver: 'cholesky' as const, selfInfluence: 'exact' as const } : req;
     lap('load');
     const images = req.images ?? {};
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
@@ -47,10 +52,17 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
     // decide, and the test data follow them.
     const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
-    const testTable = await eng.chooseSource(req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    const testTable = await eng.chooseSource(req.test, table, {
+      like: trainTable,
+      requireLabel: table.labelColumn !== undefined,
+      signal: req.signal,
+    });
     lap('chooseTables');
     // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test = testTable.kind === 'table' ? await eng.forwardRow(req.test, req.testRow, testTable.options, run) : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
+    const test =
+      testTable.kind === 'table'
+        ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
+        : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     lap('forwardTest');
     const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
     lap('forwardTrain');
@@ -62,14 +74,27 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
     throwIfAborted(req.signal);
-    const prep = prepareHead(eng, rows, { damping: req.damping, head: req.head, signal: req.signal, onProgress: req.onProgress });
+    const prep = prepareHead(eng, rows, {
+      damping: req.damping,
+      head: req.head,
+      signal: req.signal,
+      onProgress: req.onProgress,
+    });
     const { damping, effective, rule } = prep.damping;
     // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
     const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
     lap('head');
     const task = taskFor(rows.C);
     const point = testPoint(task, test, prep.theta, rows);
-    const opts = { damping: effective, solver: methods.solver, selfInfluence: methods.selfInfluence, store: train.store, explicitHessian: train.explicitHessian, signal: req.signal, onProgress: req.onProgress };
+    const opts = {
+      damping: effective,
+      solver: methods.solver,
+      selfInfluence: methods.selfInfluence,
+      store: train.store,
+      explicitHessian: train.explicitHessian,
+      signal: req.signal,
+      onProgress: req.onProgress,
+    };
     const curv = await Curvature.create(train, effective, opts);
     let scores: ExplainScores;
     let stability: Stability | null = null;
@@ -79,24 +104,56 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       Object.assign(seconds, scores.seconds);
       t = performance.now();
       if (req.stability !== false) {
-        stability = await explainStability(train, point, opts, curv, scores.lossChangeIfRemoved, req.stabilityTop ?? 10, damping);
+        stability = await explainStability(
+          train,
+          point,
+          opts,
+          curv,
+          scores.lossChangeIfRemoved,
+          req.stabilityTop ?? 10,
+          damping,
+        );
         lap('stability');
       }
       if (req.verifyTop) {
-        verified = await verifyRows(train, effective, eng, { h: test.h, label: point.label }, topRows(scores.lossChangeIfRemoved, req.verifyTop), scores, curv, req.signal);
+        verified = await verifyRows(
+          train,
+          effective,
+          eng,
+          { h: test.h, label: point.label },
+          topRows(scores.lossChangeIfRemoved, req.verifyTop),
+          scores,
+          curv,
+          req.signal,
+        );
         lap('verify');
       }
     } finally {
       await curv.release();
     }
     const predicted = new Int32Array(rows.n);
-    for (let i = 0; i < rows.n; i++) predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
+    for (let i = 0; i < rows.n; i++)
+      predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
     const classes = trainTable.options.classes ?? null;
     const warnings: Warning[] = [];
     const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
     if (order) warnings.push(order);
-    const { influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence } = scores;
-    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, lossChangeIfRemovedNewton, selfInfluence, relativeInfluence, classificationInfluence });
+    const {
+      influence,
+      lossChangeIfRemoved,
+      lossChangeIfRemovedNewton,
+      selfInfluence,
+      relativeInfluence,
+      classificationInfluence,
+    } = scores;
+    const nonFinite = nonFiniteWarning({
+      influence,
+      lossChangeIfRemoved,
+      lossChangeIfRemovedNewton,
+      selfInfluence,
+      relativeInfluence,
+      classificationInfluence,
+    });
     if (nonFinite) warnings.push(nonFinite);
     await rows.written();
     seconds.total = (performance.now() - t0) / 1000;
@@ -116,11 +173,26 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       solver: scores.solver,
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: scores.cgIterations,
-      train: { path: req.train, rows: rows.n, cache: rows.cache, ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}) },
-      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], rows.source?.notes ?? []),
+      train: {
+        path: req.train,
+        rows: rows.n,
+        cache: rows.cache,
+        ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}),
+      },
+      notes: mergeNotes(
+        eng.notes,
+        trainTable.notes,
+        testTable.notes,
+        'notes' in test ? test.notes : [],
+        rows.source?.notes ?? [],
+      ),
       warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
-      ...(rows.source?.preprocess ? { preprocess: rows.source.preprocess } : 'preprocess' in test && test.preprocess ? { preprocess: test.preprocess } : {}),
+      ...(rows.source?.preprocess
+        ? { preprocess: rows.source.preprocess }
+        : 'preprocess' in test && test.preprocess
+          ? { preprocess: test.preprocess }
+          : {}),
       test: {
         path: req.test,
         row: req.testRow,
@@ -136,7 +208,14 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
         featureNames: test.table.featureNames,
         ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: train.loss, offsets: rows.offsets, ...(rows.locator ? { locator: rows.locator } : {}) },
+      rows: {
+        line: rows.lines,
+        label: rows.labels,
+        predicted,
+        loss: train.loss,
+        offsets: rows.offsets,
+        ...(rows.locator ? { locator: rows.locator } : {}),
+      },
       scores,
       verified,
       seconds,
@@ -150,7 +229,12 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
  * The test row at the scored head: its logits θ'x̃_t, the label explained (its own, or when the
  * test file has none, the predicted class), and the loss and g for that label.
  */
-function testPoint(task: Task, test: { h: Float32Array; labelled: boolean; label: number }, theta: Float64Array, shape: HeadShape): TestPoint & { loss: number } {
+function testPoint(
+  task: Task,
+  test: { h: Float32Array; labelled: boolean; label: number },
+  theta: Float64Array,
+  shape: HeadShape,
+): TestPoint & { loss: number } {
   const z = new Float64Array(shape.C);
   logits(shape, theta, test.h, 0, z);
   const label = test.labelled ? test.label : task.prediction(z).predicted;

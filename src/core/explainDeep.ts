@@ -30,13 +30,23 @@ import { taskFor } from './task/loss';
 /** The scores that need the head's closed form, reported as null beyond the head. */
 export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
 
-const SOURCE_WORDS: Record<SourceKind, string> = { table: 'a table', imagefolder: 'an image folder', image: 'an image', manifest: 'an image manifest', columns: 'a Parquet/Arrow file' };
+const SOURCE_WORDS: Record<SourceKind, string> = {
+  table: 'a table',
+  imagefolder: 'an image folder',
+  image: 'an image',
+  manifest: 'an image manifest',
+  columns: 'a Parquet/Arrow file',
+};
 
 /** A text table's choice; the other sources are read for the head only so far. */
 async function tableOnly(eng: Engine, path: string, table: TableRequest, choose: ChooseOptions): Promise<SourceChoice> {
   const c = await eng.chooseSource(path, table, choose);
   if (c.kind !== 'table') {
-    throw new InfluenceError('BAD_OPTION', `--layers beyond the head reads CSV/TSV/JSONL tables for now; ${path} is ${SOURCE_WORDS[c.kind]}: use --layers head, or export the features to a table`, { file: path });
+    throw new InfluenceError(
+      'BAD_OPTION',
+      `--layers beyond the head reads CSV/TSV/JSONL tables for now; ${path} is ${SOURCE_WORDS[c.kind]}: use --layers head, or export the features to a table`,
+      { file: path },
+    );
   }
   return c;
 }
@@ -50,7 +60,11 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     seconds[name] = (now - t) / 1000;
     t = now;
   };
-  if (req.head === 'refit') throw new InfluenceError('BAD_OPTION', '--head refit refits the head alone; it cannot be combined with --layers beyond the head');
+  if (req.head === 'refit')
+    throw new InfluenceError(
+      'BAD_OPTION',
+      '--head refit refits the head alone; it cannot be combined with --layers beyond the head',
+    );
   const deep = await DeepEngine.open(eng, req.layers!);
   try {
     // Exact where it fits: per-layer EK-FAC agrees with the exact Gauss–Newton influence only
@@ -62,7 +76,11 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize };
     const table = req.table ?? {};
     const trainTable = await tableOnly(eng, req.train, table, { signal: req.signal });
-    const testTable = await tableOnly(eng, req.test, table, { like: trainTable, requireLabel: table.labelColumn !== undefined, signal: req.signal });
+    const testTable = await tableOnly(eng, req.test, table, {
+      like: trainTable,
+      requireLabel: table.labelColumn !== undefined,
+      signal: req.signal,
+    });
     lap('chooseTables');
     const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
     const task = taskFor(deep.K);
@@ -76,18 +94,28 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     const point: DeepTestPoint = { J: await deep.gradients(fwt, 0, 1, eye, K), g: tsig.g, z: fwt.z, label };
     lap('forwardTest');
     const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
-    const rows = await readDeepRows(deep, req.train, trainTable.options, run, { ggn: method === 'exact', onBatch: ekfac?.onBatch });
-    if (rows.n === 0) throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+    const rows = await readDeepRows(deep, req.train, trainTable.options, run, {
+      ggn: method === 'exact',
+      onBatch: ekfac?.onBatch,
+    });
+    if (rows.n === 0)
+      throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     lap('forwardTrain');
     throwIfAborted(req.signal);
     // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
-    const prep = prepareHead(eng, rows, { damping: req.damping, head: 'shipped', signal: req.signal, onProgress: req.onProgress });
+    const prep = prepareHead(eng, rows, {
+      damping: req.damping,
+      head: 'shipped',
+      signal: req.signal,
+      onProgress: req.onProgress,
+    });
     const { damping, rule } = prep.damping;
     lap('head');
     const chunks: GradientChunks = (onChunk) => rowGradients(deep, rows, req.train, trainTable.options, run, onChunk);
     let curv: DeepCurvature;
     if (method === 'exact') curv = await ExactGgn.create(rows.H0!, deep.P, damping, req.signal);
-    else curv = await ekfac!.finish(rows, damping, (fn) => deep.pass(req.train, trainTable.options, run, fn), req.signal);
+    else
+      curv = await ekfac!.finish(rows, damping, (fn) => deep.pass(req.train, trainTable.options, run, fn), req.signal);
     lap('curvature');
     let stability: Stability | null = null;
     let scores;
@@ -107,7 +135,10 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
         const low = await at(0.1);
         const high = await at(10);
         const mid = topRows(scores.lossChangeIfRemoved, k);
-        stability = summarise(k, damping, { helpful: [low.helpful, mid.helpful, high.helpful], harmful: [low.harmful, mid.harmful, high.harmful] });
+        stability = summarise(k, damping, {
+          helpful: [low.helpful, mid.helpful, high.helpful],
+          harmful: [low.harmful, mid.harmful, high.harmful],
+        });
         lap('stability');
       }
     } finally {
@@ -120,7 +151,13 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
     if (order) warnings.push(order);
     const { influence, lossChangeIfRemoved, selfInfluence, relativeInfluence, classificationInfluence } = scores;
-    const nonFinite = nonFiniteWarning({ influence, lossChangeIfRemoved, selfInfluence, relativeInfluence, classificationInfluence });
+    const nonFinite = nonFiniteWarning({
+      influence,
+      lossChangeIfRemoved,
+      selfInfluence,
+      relativeInfluence,
+      classificationInfluence,
+    });
     if (nonFinite) warnings.push(nonFinite);
     const notes = [
       `influence over the last layers: ${describeLayers(deep.chosen)}; ${deep.P} parameters; curvature: ${method === 'exact' ? 'the exact damped Gauss–Newton matrix' : 'EK-FAC per layer (block-diagonal across layers)'}`,
@@ -139,7 +176,12 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       dampingRule: rule === '--damping' ? rule : `${rule}; read on the head, applied to every chosen layer`,
       impliedL2: prep.damping.implied,
       // The head's stationarity, without the hint to --head refit (which refits the head alone).
-      head: { ...prep.head, message: prep.head.warning ? `this head is not at the optimum that influence assumes (relative gradient norm ${prep.head.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit model` : null },
+      head: {
+        ...prep.head,
+        message: prep.head.warning
+          ? `this head is not at the optimum that influence assumes (relative gradient norm ${prep.head.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit model`
+          : null,
+      },
       stability,
       solver: method === 'exact' ? 'cholesky' : 'ekfac',
       selfInfluenceMethod: scores.selfInfluenceMethod,

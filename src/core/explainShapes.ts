@@ -79,7 +79,14 @@ export interface ExplainResult {
   /** How the training and test files were read. */
   tables: { train: TableRead; test: TableRead };
   /** Per training row, in file order. */
-  rows: { line: Int32Array; label: Int32Array; predicted: Int32Array; loss: Float64Array; offsets: Float64Array; locator?: RowLocator };
+  rows: {
+    line: Int32Array;
+    label: Int32Array;
+    predicted: Int32Array;
+    loss: Float64Array;
+    offsets: Float64Array;
+    locator?: RowLocator;
+  };
   scores: ExplainScores;
   verified: Verified | null;
   seconds: Record<string, number>;
@@ -90,5 +97,10 @@ export interface Verified {
   /** ‖∇J‖ of the full-data refit that the changes are measured from. */
   gradNorm: number;
   testLossAtOptimum: number;
-  rows: { row: number; lossChangeIfRemoved: number; lossChangeIfRemovedNewton: number; actualLossChangeIfRemoved: number }[];
+  rows: {
+    row: number;
+    lossChangeIfRemoved: number;
+    lossChangeIfRemovedNewton: number;
+    actualLossChangeIfRemoved: number;
+  }[];
 }

@@ -31,7 +31,16 @@ export interface PreparedHead<R extends ScoredRows> {
 }
 
 /** The damping, the stationarity of the shipped head, and (refit mode) the refit head and its rows. */
-export function prepareHead<R extends ScoredRows>(eng: Engine, rows: R, opts: { damping?: DampingOption; head?: HeadMode; signal?: AbortSignal; onProgress?: (stage: string, done: number, total: number) => void }): PreparedHead<R> {
+export function prepareHead<R extends ScoredRows>(
+  eng: Engine,
+  rows: R,
+  opts: {
+    damping?: DampingOption;
+    head?: HeadMode;
+    signal?: AbortSignal;
+    onProgress?: (stage: string, done: number, total: number) => void;
+  },
+): PreparedHead<R> {
   const { W, b, C, D, scale } = eng.info.head;
   const theta0 = headTheta(W, b, C, D, scale);
   // One pass for the gradient, shared by the implied-L2 rule and the stationarity report.

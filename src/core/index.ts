@@ -1,5 +1,12 @@
 /** The engine's public API: what the CLI, the extension's engine process and the bench import. */
-export { CancelledError, InfluenceError, throwIfAborted, type ErrorCode, type ErrorPlace, type Progress } from './errors';
+export {
+  CancelledError,
+  InfluenceError,
+  throwIfAborted,
+  type ErrorCode,
+  type ErrorPlace,
+  type Progress,
+} from './errors';
 export { explain } from './explain';
 export type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 export { modelSummary, type ModelSummary } from './model/summary';
@@ -27,7 +34,15 @@ export type { FlipSet } from './scores/flip';
 export { heldOutChangeIfRemoved, suspicionOrder, topRows } from './scores/ranking';
 export { parsePreprocess, type PreprocessConfig, type Pipeline } from './data/images/preprocess';
 export type { RowLocator } from './data/locator';
-export { forwardSourceRow, isTable, readSourceRows, sourceColumns, type ImageRequest, type PreprocessSummary, type SourceRow } from './sources';
+export {
+  forwardSourceRow,
+  isTable,
+  readSourceRows,
+  sourceColumns,
+  type ImageRequest,
+  type PreprocessSummary,
+  type SourceRow,
+} from './sources';
 export { chooseSource, type SourceChoice } from './data/chooseSource';
 export { sourceKind, type SourceKind } from './data/source';
 export { rowDetail, rowFiles, type RowFileInfo } from './data/rowfiles';

@@ -8,7 +8,10 @@ export function cholesky(A: Float64Array, m: number): void {
     let d = A[rj + j];
     for (let k = 0; k < j; k++) d -= A[rj + k] * A[rj + k];
     if (!(d > 0)) {
-      throw new InfluenceError('BAD_OPTION', `the damped Hessian is not positive definite (pivot ${j} = ${d}); increase --damping`);
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `the damped Hessian is not positive definite (pivot ${j} = ${d}); increase --damping`,
+      );
     }
     const ljj = Math.sqrt(d);
     A[rj + j] = ljj;

@@ -74,7 +74,10 @@ export interface RefitResult {
 export type RefitRows = Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'labels' | 'h'>;
 
 /** Per-row loss, mean loss, accuracy and predictions at θ. Rows without a valid label get NaN and are left out of the means. */
-export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64Array; meanLoss: number; accuracy: number; predicted: Int32Array } {
+export function evaluate(
+  rows: RefitRows,
+  theta: Float64Array,
+): { loss: Float64Array; meanLoss: number; accuracy: number; predicted: Int32Array } {
   const { n, C } = rows;
   const task = taskFor(C);
   checkTheta(rows, theta);
@@ -103,7 +106,8 @@ export function evaluate(rows: RefitRows, theta: Float64Array): { loss: Float64A
 
 function checkTheta(rows: Pick<HeadRows, 'C' | 'D' | 'bias'>, theta: Float64Array): void {
   const { P } = headDims(rows);
-  if (theta.length !== P) throw new InfluenceError('BAD_OPTION', `θ has ${theta.length} entries; the head has ${P} parameters`);
+  if (theta.length !== P)
+    throw new InfluenceError('BAD_OPTION', `θ has ${theta.length} entries; the head has ${P} parameters`);
 }
 
 interface Point {
@@ -115,7 +119,13 @@ interface Point {
 }
 
 /** J, ∇J and the per-row g at θ. The gradient is summed in blocks of rows (float64 throughout). */
-function objectiveAt(rows: RefitRows, include: Uint8Array | null, damping: number, theta: Float64Array, g: Float64Array): Point {
+function objectiveAt(
+  rows: RefitRows,
+  include: Uint8Array | null,
+  damping: number,
+  theta: Float64Array,
+  g: Float64Array,
+): Point {
   const { n, C, D, bias, h, labels } = rows;
   const { Dt, P } = headDims(rows);
   const task = taskFor(C);
@@ -176,25 +186,37 @@ function choleskySolve(L: Float64Array, m: number, b: Float64Array): void {
 }
 
 /** Minimises J from θ₀ by damped Newton; throws BAD_OPTION when it does not converge. */
-export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array, opts: RefitOptions = {}): RefitResult {
+export function refitHead(
+  rows: RefitRows,
+  damping: number,
+  theta0: Float64Array,
+  opts: RefitOptions = {},
+): RefitResult {
   const { n, C, labels } = rows;
   const { P } = headDims(rows);
-  if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be positive; got ${damping}`);
+  if (!(damping > 0) || !Number.isFinite(damping))
+    throw new InfluenceError('BAD_OPTION', `damping must be positive; got ${damping}`);
   checkTheta(rows, theta0);
-  if (rows.h.length !== n * rows.D) throw new InfluenceError('BAD_OPTION', `h has ${rows.h.length} entries; expected ${n}×${rows.D}`);
+  if (rows.h.length !== n * rows.D)
+    throw new InfluenceError('BAD_OPTION', `h has ${rows.h.length} entries; expected ${n}×${rows.D}`);
   const include = opts.include ?? null;
-  if (include && include.length !== n) throw new InfluenceError('BAD_OPTION', `include has ${include.length} entries; expected ${n}`);
+  if (include && include.length !== n)
+    throw new InfluenceError('BAD_OPTION', `include has ${include.length} entries; expected ${n}`);
   const classes = taskFor(C).classes;
   for (let i = 0; i < n; i++) {
     if ((!include || include[i]) && !(labels[i] >= 0 && labels[i] < classes)) {
-      throw new InfluenceError('BAD_OPTION', `row ${i} has no valid label (${labels[i]}); it cannot be part of the refit`);
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `row ${i} has no valid label (${labels[i]}); it cannot be part of the refit`,
+      );
     }
   }
   const tol = opts.tol ?? 1e-10;
   const maxIter = opts.maxIter ?? 50;
   const polish = opts.polish ?? true;
   const { signal, onProgress } = opts;
-  const method: RefitMethod = opts.method ?? (n * P * P <= EXACT_BUDGET && P <= REFIT_DENSE_MAX_P ? 'newton' : 'newton-cg');
+  const method: RefitMethod =
+    opts.method ?? (n * P * P <= EXACT_BUDGET && P <= REFIT_DENSE_MAX_P ? 'newton' : 'newton-cg');
 
   let theta: Float64Array = Float64Array.from(theta0);
   let cur = objectiveAt(rows, include, damping, theta, new Float64Array(n * C));
@@ -228,7 +250,8 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
       const point = objectiveAt(rows, include, damping, cand, spare);
       const armijo = point.J <= cur.J + 1e-4 * t * slope;
       const tiny = -t * slope <= roundingJ && point.gradNorm < cur.gradNorm;
-      if (Number.isFinite(point.J) && Number.isFinite(point.gradNorm) && (armijo || tiny)) return { point, theta: cand };
+      if (Number.isFinite(point.J) && Number.isFinite(point.gradNorm) && (armijo || tiny))
+        return { point, theta: cand };
       if (fullOnly) break;
     }
     return null;
@@ -237,7 +260,8 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
   for (;;) {
     throwIfAborted(signal);
     onProgress?.('refit', iterations, maxIter);
-    if (!Number.isFinite(cur.J) || !Number.isFinite(cur.gradNorm)) throw notConverged('the objective became non-finite');
+    if (!Number.isFinite(cur.J) || !Number.isFinite(cur.gradNorm))
+      throw notConverged('the objective became non-finite');
     if (cur.gradNorm <= tol) {
       // Converged. Polishing: more steps, each kept only if it lowers ‖∇J‖ (dense: cheap steps with
       // the last factor while they at least halve it; newton-cg: one step). They reach rounding level.
@@ -301,10 +325,20 @@ export function refitHead(rows: RefitRows, damping: number, theta0: Float64Array
 }
 
 /** Refit without the rows in `remove` (their terms dropped, 1/n kept), warm-started from the full-data optimum. */
-export function refitWithout(rows: RefitRows, damping: number, thetaFull: Float64Array, remove: number[], opts: Omit<RefitOptions, 'include'> = {}): RefitResult {
+export function refitWithout(
+  rows: RefitRows,
+  damping: number,
+  thetaFull: Float64Array,
+  remove: number[],
+  opts: Omit<RefitOptions, 'include'> = {},
+): RefitResult {
   const include = new Uint8Array(rows.n).fill(1);
   for (const i of remove) {
-    if (!Number.isInteger(i) || i < 0 || i >= rows.n) throw new InfluenceError('ROW_OUT_OF_RANGE', `row ${i} does not exist: the training data has ${rows.n} rows (0-based)`);
+    if (!Number.isInteger(i) || i < 0 || i >= rows.n)
+      throw new InfluenceError(
+        'ROW_OUT_OF_RANGE',
+        `row ${i} does not exist: the training data has ${rows.n} rows (0-based)`,
+      );
     include[i] = 0;
   }
   return refitHead(rows, damping, thetaFull, { ...opts, include });
@@ -321,7 +355,10 @@ export interface RefitChange {
 }
 
 /** The rows' logits, g and loss at head θ (their inputs h unchanged). Rows without a label are taken for class 0. */
-export function rowsAt(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h' | 'labels'>, theta: Float64Array): { z: Float64Array; g: Float64Array; loss: Float64Array } {
+export function rowsAt(
+  rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h' | 'labels'>,
+  theta: Float64Array,
+): { z: Float64Array; g: Float64Array; loss: Float64Array } {
   const { n, C } = rows;
   const z = new Float64Array(n * C);
   const g = new Float64Array(n * C);
@@ -335,7 +372,13 @@ export function rowsAt(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h' | 'la
  * The head refit to the exact optimum of J at λ' (float64 Newton), and the rows as that head sees
  * them: the same inputs h, with z, g and the loss recomputed.
  */
-export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64Array }>(rows: R, theta0: Float64Array, effectiveDamping: number, scale: number, opts: Pick<RefitOptions, 'signal' | 'onProgress'> = {}): { rows: R; theta: Float64Array; change: Omit<RefitChange, 'gradNormBefore'> } {
+export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64Array }>(
+  rows: R,
+  theta0: Float64Array,
+  effectiveDamping: number,
+  scale: number,
+  opts: Pick<RefitOptions, 'signal' | 'onProgress'> = {},
+): { rows: R; theta: Float64Array; change: Omit<RefitChange, 'gradNormBefore'> } {
   const { n, C } = rows;
   const task = taskFor(C);
   const fit = refitHead(rows, effectiveDamping, theta0, opts);
@@ -347,7 +390,11 @@ export function refitRows<R extends HeadRows & { z: Float64Array; loss: Float64A
     if (task.prediction(z.subarray(i * C, (i + 1) * C)).predicted !== before) changed++;
     for (let c = 0; c < C; c++) maxLogitChange = Math.max(maxLogitChange, Math.abs(z[i * C + c] - rows.z[i * C + c]));
   }
-  return { rows: { ...rows, z, g, loss }, theta: fit.theta, change: { gradNormAfter: Math.abs(scale) * fit.gradNorm, trainPredictionsChanged: changed, maxLogitChange } };
+  return {
+    rows: { ...rows, z, g, loss },
+    theta: fit.theta,
+    change: { gradNormAfter: Math.abs(scale) * fit.gradNorm, trainPredictionsChanged: changed, maxLogitChange },
+  };
 }
 
 /**
@@ -363,7 +410,13 @@ export async function refitWithCurvature(
   damping: number,
   theta0: Float64Array,
   curv: Curvature,
-  opts: { remove?: number[]; tol?: number; maxIter?: number; signal?: AbortSignal; rebuild?: (theta: Float64Array) => Promise<Curvature> } = {},
+  opts: {
+    remove?: number[];
+    tol?: number;
+    maxIter?: number;
+    signal?: AbortSignal;
+    rebuild?: (theta: Float64Array) => Promise<Curvature>;
+  } = {},
 ): Promise<{ theta: Float64Array; gradNorm: number; iterations: number; curv: Curvature }> {
   const { n, C, D, bias } = rows;
   const { P } = headDims(rows);
@@ -380,7 +433,12 @@ export async function refitWithCurvature(
     for (let start = 0; start < n; start += CHUNK) {
       throwIfAborted(opts.signal);
       const k = Math.min(CHUNK, n - start);
-      const feed: Feed = { h: f32(h32.subarray(start * D, (start + k) * D), [k, D]), theta: f64(theta, [C, P / C]), labels: i32(rows.labels.subarray(start, start + k), [k]), w: f64(w.subarray(start, start + k), [k, 1]) };
+      const feed: Feed = {
+        h: f32(h32.subarray(start * D, (start + k) * D), [k, D]),
+        theta: f64(theta, [C, P / C]),
+        labels: i32(rows.labels.subarray(start, start + k), [k]),
+        w: f64(w.subarray(start, start + k), [k, 1]),
+      };
       if (bias) feed.ones = f32(ones.subarray(0, k), [k, 1]);
       const out = await kernel.run(feed);
       addInto(grad, out.grad.data as Float64Array);
@@ -396,7 +454,8 @@ export async function refitWithCurvature(
     for (let t = 1; t >= 1e-6; t /= 2) {
       const cand = theta.map((v, q) => v - t * d[q]);
       const next = await at(cand);
-      if (next.J <= cur.J + 1e-4 * t * slope || (-t * slope <= 1e-13 * Math.abs(cur.J) && next.norm < cur.norm)) return { theta: cand, next };
+      if (next.J <= cur.J + 1e-4 * t * slope || (-t * slope <= 1e-13 * Math.abs(cur.J) && next.norm < cur.norm))
+        return { theta: cand, next };
     }
     return null;
   };

@@ -41,11 +41,18 @@ export interface ReadOptions extends Omit<RunOptions, 'onRows'> {
 }
 
 /** The forward rows of a file, through the cache when one is given. */
-export async function readRows(engine: Engine, path: string, table: TableOptions, run: ReadOptions, onRows?: RunOptions['onRows']): Promise<RunRows> {
+export async function readRows(
+  engine: Engine,
+  path: string,
+  table: TableOptions,
+  run: ReadOptions,
+  onRows?: RunOptions['onRows'],
+): Promise<RunRows> {
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
   if (!(await isTable(path, table))) return readSource(engine, path, table, run, onRows, pending, written);
-  const forward = () => engine.forward(path, table, { signal: run.signal, onProgress: run.onProgress, batchSize: run.batchSize, onRows });
+  const forward = () =>
+    engine.forward(path, table, { signal: run.signal, onProgress: run.onProgress, batchSize: run.batchSize, onRows });
   if (!run.cache) return { ...(await forward()), cache: 'off', store: null, written };
   const cache = run.cache;
   const key = rowsKey(engine.info.sha256, path, engine.tableOptions(table));
@@ -68,7 +75,13 @@ export async function readRows(engine: Engine, path: string, table: TableOptions
  * (explicitHessianFrom), it is summed in a worker thread during the pass, on the core that the
  * parse leaves idle.
  */
-export async function readTrainingRows(engine: Engine, path: string, table: TableOptions, run: ReadOptions, methods: MethodOptions): Promise<TrainingRows> {
+export async function readTrainingRows(
+  engine: Engine,
+  path: string,
+  table: TableOptions,
+  run: ReadOptions,
+  methods: MethodOptions,
+): Promise<TrainingRows> {
   const { C, D, b } = engine.info.head;
   const shape = { C, D, bias: b !== null };
   const startAt = explicitHessianFrom(shape, methods);
@@ -84,7 +97,15 @@ export async function readTrainingRows(engine: Engine, path: string, table: Tabl
 }
 
 /** readRows for a source other than a text table (sources.ts): per-file reuse through the cache. */
-async function readSource(engine: Engine, path: string, table: TableOptions, run: ReadOptions, onRows: RunOptions['onRows'], pending: Promise<unknown>[], written: () => Promise<void>): Promise<RunRows> {
+async function readSource(
+  engine: Engine,
+  path: string,
+  table: TableOptions,
+  run: ReadOptions,
+  onRows: RunOptions['onRows'],
+  pending: Promise<unknown>[],
+  written: () => Promise<void>,
+): Promise<RunRows> {
   const cache = run.cache ?? null;
   const src = await readSourceRows(engine, path, table, run.images ?? {}, { ...run, cache });
   const { kind, read, reused, notes, preprocess, key, changed, ...rows } = src;

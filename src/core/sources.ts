@@ -17,7 +17,18 @@ import { imagePool } from './data/images/pool';
 import { describePipeline, resolvePipeline, type PreprocessConfig, type Pipeline } from './data/images/preprocess';
 import { LabelMap } from './data/columnLabels';
 import type { RowLocator, StampSha } from './data/locator';
-import { columnFiles, listImages, numbersOfRow, planColumns, sourceKind, type ColumnPlan, type ImageListing, type SourceInfo, type SourceKind, type SourceOptions } from './data/source';
+import {
+  columnFiles,
+  listImages,
+  numbersOfRow,
+  planColumns,
+  sourceKind,
+  type ColumnPlan,
+  type ImageListing,
+  type SourceInfo,
+  type SourceKind,
+  type SourceOptions,
+} from './data/source';
 import { formatFromPath, readHeader, type TableSummary } from './data/table';
 import type { Engine, ForwardRows } from './model/engine';
 import { lossAndSignal } from './task/loss';
@@ -68,10 +79,16 @@ export async function isTable(path: string, table: SourceOptions): Promise<boole
   }
 }
 
-function modelPipeline(engine: Engine, preprocess: PreprocessConfig | undefined): { pipeline: Pipeline; notes: string[] } {
+function modelPipeline(
+  engine: Engine,
+  preprocess: PreprocessConfig | undefined,
+): { pipeline: Pipeline; notes: string[] } {
   const info = engine.info;
   const metadata = engine.model.proto.metadataProps.find((m) => m.key === 'influence_lens.preprocess')?.value;
-  return resolvePipeline({ path: info.path, inputDims: info.inputDims, F: info.F, float64: info.inputType === 'float64', metadata }, preprocess);
+  return resolvePipeline(
+    { path: info.path, inputDims: info.inputDims, F: info.F, float64: info.inputType === 'float64', metadata },
+    preprocess,
+  );
 }
 
 export function summarize(p: Pipeline, hf: boolean): PreprocessSummary {
@@ -98,11 +115,27 @@ async function unchanged(path: string, was: StampSha, signal?: AbortSignal): Pro
   return sha === was.sha256 ? { ...now, sha256: sha } : null;
 }
 
-function sourceKey(engine: Engine, path: string, kind: SourceKind, table: SourceOptions, extra: unknown): CacheKeyParts {
+function sourceKey(
+  engine: Engine,
+  path: string,
+  kind: SourceKind,
+  table: SourceOptions,
+  extra: unknown,
+): CacheKeyParts {
   return {
     modelSha256: engine.info.sha256,
     dataPath: path,
-    options: { source: kind, labelColumn: table.labelColumn ?? 'label', features: table.features ?? null, ignoreColumns: table.ignoreColumns, classes: table.classes ?? null, numClasses: table.numClasses, imageColumn: table.imageColumn ?? null, requireLabel: table.requireLabel ?? true, extra },
+    options: {
+      source: kind,
+      labelColumn: table.labelColumn ?? 'label',
+      features: table.features ?? null,
+      ignoreColumns: table.ignoreColumns,
+      classes: table.classes ?? null,
+      numClasses: table.numClasses,
+      imageColumn: table.imageColumn ?? null,
+      requireLabel: table.requireLabel ?? true,
+      extra,
+    },
   };
 }
 
@@ -139,8 +172,14 @@ function conversionNotes(kinds: (string | null)[], p: Pipeline, what: string): s
     if ((p.channels === 'rgb' || p.channels === 'bgr') && grey) toRgb++;
   }
   const notes: string[] = [];
-  if (toGrey) notes.push(`${toGrey.toLocaleString('en-US')} colour image${toGrey === 1 ? '' : 's'} in ${what} ${toGrey === 1 ? 'was' : 'were'} converted to grey for the model's one channel (ITU-R 601-2 luma, as Pillow's convert("L"))`);
-  if (toRgb) notes.push(`${toRgb.toLocaleString('en-US')} grey image${toRgb === 1 ? '' : 's'} in ${what} ${toRgb === 1 ? 'was' : 'were'} converted to RGB for the model's three channels (the grey value in each channel, as Pillow's convert("RGB"))`);
+  if (toGrey)
+    notes.push(
+      `${toGrey.toLocaleString('en-US')} colour image${toGrey === 1 ? '' : 's'} in ${what} ${toGrey === 1 ? 'was' : 'were'} converted to grey for the model's one channel (ITU-R 601-2 luma, as Pillow's convert("L"))`,
+    );
+  if (toRgb)
+    notes.push(
+      `${toRgb.toLocaleString('en-US')} grey image${toRgb === 1 ? '' : 's'} in ${what} ${toRgb === 1 ? 'was' : 'were'} converted to RGB for the model's three channels (the grey value in each channel, as Pillow's convert("RGB"))`,
+    );
   return notes;
 }
 
@@ -177,7 +216,12 @@ class Forwarder {
     const out = await this.engine.runBatch(this.feats, new Int32Array(k), k);
     for (let r = 0; r < k; r++) {
       for (let c = 0; c < C; c++) {
-        if (!Number.isFinite(out.z[r * C + c])) throw new InfluenceError('MODEL_NOT_FINITE', 'the model produced a non-finite logit for this row', this.where(this.targets[r][0]));
+        if (!Number.isFinite(out.z[r * C + c]))
+          throw new InfluenceError(
+            'MODEL_NOT_FINITE',
+            'the model produced a non-finite logit for this row',
+            this.where(this.targets[r][0]),
+          );
       }
       for (const i of this.targets[r]) {
         this.h.set(out.h.subarray(r * D, (r + 1) * D), i * D);
@@ -189,8 +233,28 @@ class Forwarder {
   }
 }
 
-function sourceInfo(path: string, format: SourceInfo['format'], columns: string[], labelColumn: string, hasLabel: boolean, F: number, s: TableSummary): SourceInfo {
-  return { path, format, columns, labelColumn, hasLabel, featureNames: [], featureCount: F, size: s.size, mtimeMs: s.mtimeMs, ctimeMs: s.ctimeMs, ino: s.ino };
+function sourceInfo(
+  path: string,
+  format: SourceInfo['format'],
+  columns: string[],
+  labelColumn: string,
+  hasLabel: boolean,
+  F: number,
+  s: TableSummary,
+): SourceInfo {
+  return {
+    path,
+    format,
+    columns,
+    labelColumn,
+    hasLabel,
+    featureNames: [],
+    featureCount: F,
+    size: s.size,
+    mtimeMs: s.mtimeMs,
+    ctimeMs: s.ctimeMs,
+    ino: s.ino,
+  };
 }
 
 function formatOf(kind: SourceKind, path: string): SourceInfo['format'] {
@@ -202,7 +266,13 @@ function formatOf(kind: SourceKind, path: string): SourceInfo['format'] {
  * The forward rows of a non-table source, through the cache: files unchanged since the cached run
  * keep their rows; the others are read again.
  */
-export async function readSourceRows(engine: Engine, path: string, table: SourceOptions, request: ImageRequest, run: RunOpts): Promise<SourceRows> {
+export async function readSourceRows(
+  engine: Engine,
+  path: string,
+  table: SourceOptions,
+  request: ImageRequest,
+  run: RunOpts,
+): Promise<SourceRows> {
   const opts: SourceOptions = { ...engine.tableOptions(table), imageColumn: request.imageColumn ?? table.imageColumn };
   let kind = await sourceKind(path, opts);
   if (kind === 'columns') {
@@ -219,7 +289,14 @@ export async function readSourceRows(engine: Engine, path: string, table: Source
   return readImageRows(engine, path, kind as ImageListing['kind'], opts, request, run);
 }
 
-async function readImageRows(engine: Engine, path: string, kind: ImageListing['kind'], opts: SourceOptions, request: ImageRequest, run: RunOpts): Promise<SourceRows> {
+async function readImageRows(
+  engine: Engine,
+  path: string,
+  kind: ImageListing['kind'],
+  opts: SourceOptions,
+  request: ImageRequest,
+  run: RunOpts,
+): Promise<SourceRows> {
   const listing = await listImages(path, kind, opts);
   const { pipeline, notes: configNotes } = modelPipeline(engine, request.preprocess);
   const { C, D, b } = engine.info.head;
@@ -262,8 +339,16 @@ async function readImageRows(engine: Engine, path: string, kind: ImageListing['k
       z.set(prev!.z.subarray(r * C, (r + 1) * C), i * C);
     }
   }
-  const where = (f: number) => (listing.manifest ? { file: listing.manifest, line: listing.lines[rowsOf[f][0]] } : { file: files[f] });
-  const tasks: ImageTask[] = todo.map((f) => ({ path: files[f], ...(listing.manifest ? { place: { file: listing.manifest, line: listing.lines[rowsOf[f][0]] } } : kind === 'manifest' ? { place: { file: path, line: 0 } } : {}) }));
+  const where = (f: number) =>
+    listing.manifest ? { file: listing.manifest, line: listing.lines[rowsOf[f][0]] } : { file: files[f] };
+  const tasks: ImageTask[] = todo.map((f) => ({
+    path: files[f],
+    ...(listing.manifest
+      ? { place: { file: listing.manifest, line: listing.lines[rowsOf[f][0]] } }
+      : kind === 'manifest'
+        ? { place: { file: path, line: 0 } }
+        : {}),
+  }));
   const fwd = new Forwarder(engine, h, z, Math.min(run.batchSize ?? 512, 512), (f) => where(f));
   for await (const chunk of imagePool().load(tasks, pipeline, { signal: run.signal, onProgress: run.onProgress })) {
     throwIfAborted(run.signal);
@@ -280,20 +365,68 @@ async function readImageRows(engine: Engine, path: string, kind: ImageListing['k
   const loss = new Float64Array(n);
   const g = new Float64Array(n * C);
   lossAndSignal(engine.task, z, labels, n, loss, g);
-  const locator: RowLocator = { kind: 'images', files, stamps: stamps as StampSha[], kinds: kinds as string[], file: listing.file, fileRow: null, manifest: listing.manifest };
+  const locator: RowLocator = {
+    kind: 'images',
+    files,
+    stamps: stamps as StampSha[],
+    kinds: kinds as string[],
+    file: listing.file,
+    fileRow: null,
+    manifest: listing.manifest,
+  };
   const summary = summaryOf(n, locator, labels);
-  const info = sourceInfo(path, formatOf(kind, path), listing.columns, listing.labelColumn, listing.labelled, engine.info.F, summary);
+  const info = sourceInfo(
+    path,
+    formatOf(kind, path),
+    listing.columns,
+    listing.labelColumn,
+    listing.labelled,
+    engine.info.F,
+    summary,
+  );
   const notes = [...configNotes, ...listing.notes, ...conversionNotes(kinds, pipeline, path)];
   return {
-    n, C, D, bias: b !== null, h, g, z, loss, labels,
-    lines: listing.lines, offsets: listing.offsets, locator, table: info, summary,
-    kind, read: todo.length, reused, notes, preprocess: summarize(pipeline, false),
-    key, changed: !prev || todo.length > 0 || prev.n !== n || stamps.some((st, f) => !sameStamp(st, prev.locator?.stamps[prev.locator.file[reuseRow[f]]])),
+    n,
+    C,
+    D,
+    bias: b !== null,
+    h,
+    g,
+    z,
+    loss,
+    labels,
+    lines: listing.lines,
+    offsets: listing.offsets,
+    locator,
+    table: info,
+    summary,
+    kind,
+    read: todo.length,
+    reused,
+    notes,
+    preprocess: summarize(pipeline, false),
+    key,
+    changed:
+      !prev ||
+      todo.length > 0 ||
+      prev.n !== n ||
+      stamps.some((st, f) => !sameStamp(st, prev.locator?.stamps[prev.locator.file[reuseRow[f]]])),
   };
 }
 
 /** Rows of one columnar file as features and labels, chunk by chunk (images decoded in the pool). */
-async function* readShard(cf: ColumnFile, plan: Exclude<ColumnPlan, { mode: 'manifest' }>, labels: LabelMap | null, pipeline: Pipeline | null, run: RunOpts): AsyncGenerator<{ features: Float32Array | Float64Array; labels: Int32Array; count: number; facts: ImageFacts[] | null }> {
+async function* readShard(
+  cf: ColumnFile,
+  plan: Exclude<ColumnPlan, { mode: 'manifest' }>,
+  labels: LabelMap | null,
+  pipeline: Pipeline | null,
+  run: RunOpts,
+): AsyncGenerator<{
+  features: Float32Array | Float64Array;
+  labels: Int32Array;
+  count: number;
+  facts: ImageFacts[] | null;
+}> {
   const cols = plan.mode === 'numbers' ? plan.columns : [plan.column];
   const ask = plan.label ? [plan.label, ...cols] : cols;
   const offset = plan.label ? 1 : 0;
@@ -311,20 +444,36 @@ async function* readShard(cf: ColumnFile, plan: Exclude<ColumnPlan, { mode: 'man
     } else {
       const tasks: ImageTask[] = rows.map((row, r) => {
         const v = row[offset] as Uint8Array | { bytes?: Uint8Array | null; path?: string | null } | null;
-        const bytes = v instanceof Uint8Array ? v : v?.bytes ?? null;
+        const bytes = v instanceof Uint8Array ? v : (v?.bytes ?? null);
         const name = `${cf.path} row ${at + r}${!(v instanceof Uint8Array) && v?.path ? ` (${v.path})` : ''}`;
-        if (!bytes) throw new InfluenceError('IMAGE_CORRUPT', `row ${at + r} (0-based): the image column ${JSON.stringify(plan.column)} holds no image bytes`, { file: cf.path });
+        if (!bytes)
+          throw new InfluenceError(
+            'IMAGE_CORRUPT',
+            `row ${at + r} (0-based): the image column ${JSON.stringify(plan.column)} holds no image bytes`,
+            { file: cf.path },
+          );
         return { path: name, bytes, hf: plan.hf };
       });
       for await (const chunk of imagePool().load(tasks, pipeline!, { signal: run.signal })) {
-        yield { features: chunk.features, labels: y.subarray(chunk.start, chunk.start + chunk.count), count: chunk.count, facts: chunk.facts };
+        yield {
+          features: chunk.features,
+          labels: y.subarray(chunk.start, chunk.start + chunk.count),
+          count: chunk.count,
+          facts: chunk.facts,
+        };
       }
     }
     at += k;
   }
 }
 
-async function readColumnRows(engine: Engine, path: string, opts: SourceOptions, request: ImageRequest, run: RunOpts): Promise<SourceRows> {
+async function readColumnRows(
+  engine: Engine,
+  path: string,
+  opts: SourceOptions,
+  request: ImageRequest,
+  run: RunOpts,
+): Promise<SourceRows> {
   const shards = columnFiles(path);
   const { C, D, b } = engine.info.head;
   const first = await openColumns(shards[0]);
@@ -338,12 +487,34 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
   const image = plan.mode === 'images' ? modelPipeline(engine, request.preprocess) : null;
   const F = plan.mode === 'numbers' ? plan.featureCount : engine.info.F;
   const info0 = first;
-  const classes = opts.classes ?? (plan.label ? info0.hf?.classNames[plan.label] ?? null : null);
+  const classes = opts.classes ?? (plan.label ? (info0.hf?.classNames[plan.label] ?? null) : null);
   const notes: string[] = [...(image?.notes ?? [])];
-  if (plan.mode === 'numbers' && plan.skipped.length) notes.push(`column${plan.skipped.length === 1 ? '' : 's'} ${plan.skipped.map((c) => `"${c.name}" (${c.type})`).join(', ')} of ${path} ${plan.skipped.length === 1 ? 'is' : 'are'} not numeric and not a feature`);
-  if (plan.mode === 'images') notes.push(`reading encoded images from the column "${plan.column}" of ${path}${plan.hf ? ' (a Hugging Face datasets Image column)' : ''}`);
-  engine.checkWidth({ path, format: 'parquet', columns: info0.columns.map((c) => c.name), labelColumn: opts.labelColumn ?? 'label', hasLabel: plan.label !== null, featureNames: plan.mode === 'numbers' ? plan.columns : [], featureCount: F, size: 0, mtimeMs: 0, ctimeMs: 0, ino: 0 });
-  const key = sourceKey(engine, path, 'columns', opts, { plan, pipeline: image ? { ...image.pipeline, from: undefined } : null, classes });
+  if (plan.mode === 'numbers' && plan.skipped.length)
+    notes.push(
+      `column${plan.skipped.length === 1 ? '' : 's'} ${plan.skipped.map((c) => `"${c.name}" (${c.type})`).join(', ')} of ${path} ${plan.skipped.length === 1 ? 'is' : 'are'} not numeric and not a feature`,
+    );
+  if (plan.mode === 'images')
+    notes.push(
+      `reading encoded images from the column "${plan.column}" of ${path}${plan.hf ? ' (a Hugging Face datasets Image column)' : ''}`,
+    );
+  engine.checkWidth({
+    path,
+    format: 'parquet',
+    columns: info0.columns.map((c) => c.name),
+    labelColumn: opts.labelColumn ?? 'label',
+    hasLabel: plan.label !== null,
+    featureNames: plan.mode === 'numbers' ? plan.columns : [],
+    featureCount: F,
+    size: 0,
+    mtimeMs: 0,
+    ctimeMs: 0,
+    ino: 0,
+  });
+  const key = sourceKey(engine, path, 'columns', opts, {
+    plan,
+    pipeline: image ? { ...image.pipeline, from: undefined } : null,
+    classes,
+  });
   const prev = run.cache ? await run.cache.loadSource(key, run.signal) : null;
   const old = prev?.locator?.kind === 'shards' ? prev.locator : null;
   // Per shard: its rows [from, to) in the final order, filled from the cache or read.
@@ -383,7 +554,10 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
     const cf = await openColumns(file);
     try {
       const shardPlan: ColumnPlan = s === 0 ? plan : await planColumns(cf, opts);
-      if (shardPlan.mode !== plan.mode || (plan.mode === 'numbers' && shardPlan.mode === 'numbers' && shardPlan.featureCount !== plan.featureCount)) {
+      if (
+        shardPlan.mode !== plan.mode ||
+        (plan.mode === 'numbers' && shardPlan.mode === 'numbers' && shardPlan.featureCount !== plan.featureCount)
+      ) {
         throw new InfluenceError('FEATURE_SHAPE', `this file's columns do not match those of ${shards[0]}`, { file });
       }
       const labels = plan.label ? new LabelMap(file, plan.label, classes, opts.numClasses) : null;
@@ -391,7 +565,13 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
       const zs: Float64Array[] = [];
       const ys: Int32Array[] = [];
       let count = 0;
-      for await (const part of readShard(cf, shardPlan as Exclude<ColumnPlan, { mode: 'manifest' }>, labels, image?.pipeline ?? null, run)) {
+      for await (const part of readShard(
+        cf,
+        shardPlan as Exclude<ColumnPlan, { mode: 'manifest' }>,
+        labels,
+        image?.pipeline ?? null,
+        run,
+      )) {
         const hp = new Float32Array(part.count * D);
         const zp = new Float64Array(part.count * C);
         const B = Math.max(1, run.batchSize ?? 4096);
@@ -399,7 +579,12 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
           const k = Math.min(B, part.count - a);
           const out = await engine.runBatch(part.features.subarray(a * F, (a + k) * F), new Int32Array(k), k);
           for (let q = 0; q < k * C; q++) {
-            if (!Number.isFinite(out.z[q])) throw new InfluenceError('MODEL_NOT_FINITE', `the model produced a non-finite logit for row ${count + a + Math.floor(q / C)}`, { file });
+            if (!Number.isFinite(out.z[q]))
+              throw new InfluenceError(
+                'MODEL_NOT_FINITE',
+                `the model produced a non-finite logit for row ${count + a + Math.floor(q / C)}`,
+                { file },
+              );
           }
           hp.set(out.h, a * D);
           zp.set(out.z, a * C);
@@ -415,7 +600,13 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
       yParts.push(concat(ys, (l) => new Int32Array(l)));
       counts.push(count);
       const sha = await hashFile(file, run.signal);
-      stamps.push({ size: st?.size ?? 0, mtimeMs: st?.mtimeMs ?? 0, ctimeMs: st?.ctimeMs ?? 0, ino: st?.ino ?? 0, sha256: sha });
+      stamps.push({
+        size: st?.size ?? 0,
+        mtimeMs: st?.mtimeMs ?? 0,
+        ctimeMs: st?.ctimeMs ?? 0,
+        ino: st?.ino ?? 0,
+        sha256: sha,
+      });
     } finally {
       await cf.close();
     }
@@ -437,21 +628,66 @@ async function readColumnRows(engine: Engine, path: string, opts: SourceOptions,
   const loss = new Float64Array(n);
   const g = new Float64Array(n * C);
   lossAndSignal(engine.task, z, labels, n, loss, g);
-  const locator: RowLocator = { kind: 'shards', files: shards.map((s) => resolve(s)), stamps, kinds: null, file, fileRow, manifest: null };
+  const locator: RowLocator = {
+    kind: 'shards',
+    files: shards.map((s) => resolve(s)),
+    stamps,
+    kinds: null,
+    file,
+    fileRow,
+    manifest: null,
+  };
   const summary = summaryOf(n, locator, labels);
   const format = /\.(parquet|pq)$/i.test(shards[0]) ? 'parquet' : 'arrow';
-  const info = sourceInfo(path, format, info0.columns.map((c) => c.name), opts.labelColumn ?? 'label', plan.label !== null, F, summary);
+  const info = sourceInfo(
+    path,
+    format,
+    info0.columns.map((c) => c.name),
+    opts.labelColumn ?? 'label',
+    plan.label !== null,
+    F,
+    summary,
+  );
   if (plan.mode === 'numbers') info.featureNames = plan.columns;
   return {
-    n, C, D, bias: b !== null, h, g, z, loss, labels,
-    lines: new Int32Array(n), offsets: new Float64Array(n + 1), locator, table: info, summary,
-    kind: 'columns', read, reused, notes, preprocess: image ? summarize(image.pipeline, plan.mode === 'images' && plan.hf) : null,
-    key, changed: !prev || read > 0 || prev.n !== n || stamps.some((st, f) => !sameStamp(st, old?.stamps[old.files.indexOf(resolve(shards[f]))])),
+    n,
+    C,
+    D,
+    bias: b !== null,
+    h,
+    g,
+    z,
+    loss,
+    labels,
+    lines: new Int32Array(n),
+    offsets: new Float64Array(n + 1),
+    locator,
+    table: info,
+    summary,
+    kind: 'columns',
+    read,
+    reused,
+    notes,
+    preprocess: image ? summarize(image.pipeline, plan.mode === 'images' && plan.hf) : null,
+    key,
+    changed:
+      !prev ||
+      read > 0 ||
+      prev.n !== n ||
+      stamps.some((st, f) => !sameStamp(st, old?.stamps[old.files.indexOf(resolve(shards[f]))])),
   };
 }
 
 function sameStamp(a: StampSha | null | undefined, b: StampSha | null | undefined): boolean {
-  return !!a && !!b && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino && a.sha256 === b.sha256;
+  return (
+    !!a &&
+    !!b &&
+    a.size === b.size &&
+    a.mtimeMs === b.mtimeMs &&
+    a.ctimeMs === b.ctimeMs &&
+    a.ino === b.ino &&
+    a.sha256 === b.sha256
+  );
 }
 
 function concat<T extends Float32Array | Float64Array | Int32Array>(parts: T[], make: (len: number) => T): T {
@@ -484,13 +720,26 @@ export interface SourceRow {
 }
 
 /** Reads row k of a non-table source and runs it (an unlabelled row is explained for its predicted class). */
-export async function forwardSourceRow(engine: Engine, path: string, k: number, table: SourceOptions, request: ImageRequest, run: RunOpts = {}): Promise<SourceRow> {
+export async function forwardSourceRow(
+  engine: Engine,
+  path: string,
+  k: number,
+  table: SourceOptions,
+  request: ImageRequest,
+  run: RunOpts = {},
+): Promise<SourceRow> {
   // Unless the options say otherwise, only a label column the user named explicitly must exist in the test data.
-  const opts: SourceOptions = { ...engine.tableOptions({ ...table, requireLabel: table.requireLabel ?? table.labelColumn !== undefined }), imageColumn: request.imageColumn ?? table.imageColumn };
+  const opts: SourceOptions = {
+    ...engine.tableOptions({ ...table, requireLabel: table.requireLabel ?? table.labelColumn !== undefined }),
+    imageColumn: request.imageColumn ?? table.imageColumn,
+  };
   let kind = await sourceKind(path, opts);
   let plan: ColumnPlan | null = null;
   let cf: ColumnFile | null = null;
-  const outOfRange = (rows: number) => new InfluenceError('ROW_OUT_OF_RANGE', `row ${k} does not exist: ${path} has ${rows} rows (0-based)`, { file: path });
+  const outOfRange = (rows: number) =>
+    new InfluenceError('ROW_OUT_OF_RANGE', `row ${k} does not exist: ${path} has ${rows} rows (0-based)`, {
+      file: path,
+    });
   try {
     if (kind === 'columns') {
       cf = await openColumns(columnFiles(path)[0]);
@@ -498,7 +747,8 @@ export async function forwardSourceRow(engine: Engine, path: string, k: number, 
       if (plan.mode === 'manifest') kind = 'manifest';
     }
     const F = engine.info.F;
-    let features: Float32Array | Float64Array = engine.info.inputType === 'float64' ? new Float64Array(F) : new Float32Array(F);
+    let features: Float32Array | Float64Array =
+      engine.info.inputType === 'float64' ? new Float64Array(F) : new Float32Array(F);
     let label = -1;
     let labelled = false;
     let line = 0;
@@ -521,23 +771,44 @@ export async function forwardSourceRow(engine: Engine, path: string, k: number, 
             const cols = plan.mode === 'numbers' ? plan.columns : [plan.column];
             const ask = plan.label ? [plan.label, ...cols] : cols;
             const [row] = await c.rowsAt(ask, found.row, found.row + 1);
-            const classes = opts.classes ?? (plan.label ? c.hf?.classNames[plan.label] ?? null : null);
+            const classes = opts.classes ?? (plan.label ? (c.hf?.classNames[plan.label] ?? null) : null);
             if (plan.label) {
               label = new LabelMap(shard, plan.label, classes, opts.numClasses).id(row[0], found.row);
               labelled = true;
             }
             const off = plan.label ? 1 : 0;
             if (plan.mode === 'numbers') {
-              if (plan.featureCount !== F) engine.checkWidth({ path, format: 'parquet', columns: c.columns.map((x) => x.name), labelColumn: opts.labelColumn ?? 'label', hasLabel: !!plan.label, featureNames: plan.columns, featureCount: plan.featureCount, size: 0, mtimeMs: 0, ctimeMs: 0, ino: 0 });
+              if (plan.featureCount !== F)
+                engine.checkWidth({
+                  path,
+                  format: 'parquet',
+                  columns: c.columns.map((x) => x.name),
+                  labelColumn: opts.labelColumn ?? 'label',
+                  hasLabel: !!plan.label,
+                  featureNames: plan.columns,
+                  featureCount: plan.featureCount,
+                  size: 0,
+                  mtimeMs: 0,
+                  ctimeMs: 0,
+                  ino: 0,
+                });
               numbersOfRow(plan, row, off, features, 0, shard, found.row);
             } else {
               const { pipeline, notes: n } = modelPipeline(engine, request.preprocess);
               notes = n;
               preprocess = summarize(pipeline, plan.hf);
               const v = row[off] as Uint8Array | { bytes?: Uint8Array | null } | null;
-              const bytes = v instanceof Uint8Array ? v : v?.bytes ?? null;
-              if (!bytes) throw new InfluenceError('IMAGE_CORRUPT', `row ${found.row}: the image column holds no image bytes`, { file: shard });
-              for await (const ch of imagePool().load([{ path: `${shard} row ${found.row}`, bytes, hf: plan.hf }], pipeline, { signal: run.signal })) features = ch.features;
+              const bytes = v instanceof Uint8Array ? v : (v?.bytes ?? null);
+              if (!bytes)
+                throw new InfluenceError('IMAGE_CORRUPT', `row ${found.row}: the image column holds no image bytes`, {
+                  file: shard,
+                });
+              for await (const ch of imagePool().load(
+                [{ path: `${shard} row ${found.row}`, bytes, hf: plan.hf }],
+                pipeline,
+                { signal: run.signal },
+              ))
+                features = ch.features;
             }
             break;
           }
@@ -549,7 +820,19 @@ export async function forwardSourceRow(engine: Engine, path: string, k: number, 
       if (!found) throw outOfRange(at);
       file = resolve(found.shard);
       fileRow = found.row;
-      info = { path, format: /\.(parquet|pq)$/i.test(found.shard) ? 'parquet' : 'arrow', columns: cf!.columns.map((x) => x.name), labelColumn: opts.labelColumn ?? 'label', hasLabel: labelled, featureNames: plan.mode === 'numbers' ? plan.columns : [], featureCount: F, size: 0, mtimeMs: 0, ctimeMs: 0, ino: 0 };
+      info = {
+        path,
+        format: /\.(parquet|pq)$/i.test(found.shard) ? 'parquet' : 'arrow',
+        columns: cf!.columns.map((x) => x.name),
+        labelColumn: opts.labelColumn ?? 'label',
+        hasLabel: labelled,
+        featureNames: plan.mode === 'numbers' ? plan.columns : [],
+        featureCount: F,
+        size: 0,
+        mtimeMs: 0,
+        ctimeMs: 0,
+        ino: 0,
+      };
     } else {
       const listing = await listImages(path, kind as ImageListing['kind'], opts);
       if (k >= listing.n) throw outOfRange(listing.n);
@@ -566,16 +849,38 @@ export async function forwardSourceRow(engine: Engine, path: string, k: number, 
       notes = [...n, ...conversionNotes([facts?.kind ?? null], pipeline, path)];
       labelled = listing.labelled;
       label = listing.labels[k];
-      info = sourceInfo(path, formatOf(kind, path), listing.columns, listing.labelColumn, labelled, F, { rows: listing.n, sha256: '', size: 0, mtimeMs: 0, ctimeMs: 0, ino: 0 });
+      info = sourceInfo(path, formatOf(kind, path), listing.columns, listing.labelColumn, labelled, F, {
+        rows: listing.n,
+        sha256: '',
+        size: 0,
+        mtimeMs: 0,
+        ctimeMs: 0,
+        ino: 0,
+      });
     }
     const one = Int32Array.of(labelled ? label : 0);
     const out = await engine.runBatch(features, one, 1);
-    if (!out.z.every(Number.isFinite)) throw new InfluenceError('MODEL_NOT_FINITE', `the model produced a non-finite logit for row ${k}`, { file });
+    if (!out.z.every(Number.isFinite))
+      throw new InfluenceError('MODEL_NOT_FINITE', `the model produced a non-finite logit for row ${k}`, { file });
     if (!labelled) {
       one[0] = engine.task.prediction(out.z).predicted;
       lossAndSignal(engine.task, out.z, one, 1, out.loss, out.g);
     }
-    return { table: info, line, label: one[0], labelled, features, h: out.h, z: out.z, loss: out.loss[0], g: out.g, file, fileRow, notes, preprocess };
+    return {
+      table: info,
+      line,
+      label: one[0],
+      labelled,
+      features,
+      h: out.h,
+      z: out.z,
+      loss: out.loss[0],
+      g: out.g,
+      file,
+      fileRow,
+      notes,
+      preprocess,
+    };
   } finally {
     await cf?.close();
   }

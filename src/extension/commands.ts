@@ -29,14 +29,30 @@ async function pickFile(role: Role): Promise<string | undefined> {
   const glob = role === 'model' ? '**/*.onnx' : DATA_GLOB;
   const found = await vscode.workspace.findFiles(glob, '**/{node_modules,.git}/**', 200);
   const browse = '$(folder-opened) Browse…';
-  const items = [...found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { label: browse, uri: undefined }];
+  const items = [
+    ...found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })),
+    { label: browse, uri: undefined },
+  ];
   const folder = '$(file-directory) An image folder…';
   if (role !== 'model') items.splice(items.length - 1, 0, { label: folder, uri: undefined });
-  const pick = await vscode.window.showQuickPick(items, { title: `Influence Lens: choose the ${ROLE_NAMES[role].toLowerCase()}`, placeHolder: role === 'model' ? 'an .onnx classifier' : 'a CSV, TSV, JSONL, Parquet or Arrow file, or an image folder' });
+  const pick = await vscode.window.showQuickPick(items, {
+    title: `Influence Lens: choose the ${ROLE_NAMES[role].toLowerCase()}`,
+    placeHolder:
+      role === 'model' ? 'an .onnx classifier' : 'a CSV, TSV, JSONL, Parquet or Arrow file, or an image folder',
+  });
   if (!pick) return undefined;
   if (pick.uri) return pick.uri.fsPath;
   const folders = pick.label === folder;
-  const uris = await vscode.window.showOpenDialog({ canSelectMany: false, canSelectFolders: folders, canSelectFiles: !folders, filters: folders ? undefined : role === 'model' ? { 'ONNX model': ['onnx'] } : { Data: ['csv', 'tsv', 'jsonl', 'parquet', 'arrow', 'feather'] } });
+  const uris = await vscode.window.showOpenDialog({
+    canSelectMany: false,
+    canSelectFolders: folders,
+    canSelectFiles: !folders,
+    filters: folders
+      ? undefined
+      : role === 'model'
+        ? { 'ONNX model': ['onnx'] }
+        : { Data: ['csv', 'tsv', 'jsonl', 'parquet', 'arrow', 'feather'] },
+  });
   return uris?.[0]?.fsPath;
 }
 
@@ -49,7 +65,8 @@ async function ensure(s: Services, roles: Role[]): Promise<boolean> {
     if (!chosen) return false;
     await s.controller.project.update({ [role]: chosen });
     // A text table's label column is asked for; an image folder's labels are its folders.
-    if (role === 'train' && !s.controller.project.get().labelColumn && isDataFile(vscode.Uri.file(chosen))) await chooseLabelColumn(s)();
+    if (role === 'train' && !s.controller.project.get().labelColumn && isDataFile(vscode.Uri.file(chosen)))
+      await chooseLabelColumn(s)();
   }
   return true;
 }
@@ -61,7 +78,10 @@ const useAs =
     const file = uri?.fsPath ?? (await pickFile(role));
     if (!file) return;
     await s.controller.project.update({ [role]: file });
-    void vscode.window.setStatusBarMessage(`Influence Lens: ${ROLE_NAMES[role].toLowerCase()} is ${vscode.workspace.asRelativePath(file)}`, 4000);
+    void vscode.window.setStatusBarMessage(
+      `Influence Lens: ${ROLE_NAMES[role].toLowerCase()} is ${vscode.workspace.asRelativePath(file)}`,
+      4000,
+    );
   };
 
 const choose =
@@ -89,10 +109,20 @@ const chooseLabelColumn: Factory = (s) => async () => {
   const chosen = s.controller.project.get().labelColumn;
   const current = chosen ?? header.labelGuess ?? 'label';
   const guessed = chosen === undefined && header.labelGuess !== null && header.labelGuess !== 'label';
-  const items = header.columns.map((c) => ({ label: c, description: c === current ? (guessed ? 'guessed: press Enter to confirm' : 'current') : c === 'label' ? 'default' : undefined, picked: c === current }));
+  const items = header.columns.map((c) => ({
+    label: c,
+    description:
+      c === current ? (guessed ? 'guessed: press Enter to confirm' : 'current') : c === 'label' ? 'default' : undefined,
+    picked: c === current,
+  }));
   items.sort((a, b) => Number(b.label === current) - Number(a.label === current));
-  const title = guessed ? `Influence Lens: confirm the label column of ${path.basename(train)}` : `Influence Lens: label column of ${path.basename(train)}`;
-  const pick = await vscode.window.showQuickPick(items, { title, placeHolder: 'The column holding the class of each row' });
+  const title = guessed
+    ? `Influence Lens: confirm the label column of ${path.basename(train)}`
+    : `Influence Lens: label column of ${path.basename(train)}`;
+  const pick = await vscode.window.showQuickPick(items, {
+    title,
+    placeHolder: 'The column holding the class of each row',
+  });
   if (pick) await s.controller.project.update({ labelColumn: pick.label });
 };
 
@@ -101,7 +131,9 @@ const explainRow: Factory = (s) => async (uri?: vscode.Uri, line?: number) => {
   const editor = vscode.window.activeTextEditor;
   const target = uri instanceof vscode.Uri ? uri : editor?.document.uri;
   if (!target || !isDataFile(target)) {
-    void vscode.window.showWarningMessage("Influence Lens: open a test or training data file and put the cursor on a row to explain its prediction.");
+    void vscode.window.showWarningMessage(
+      'Influence Lens: open a test or training data file and put the cursor on a row to explain its prediction.',
+    );
     return;
   }
   const ln = typeof line === 'number' ? line : (editor?.selection.active.line ?? 0) + 1;
@@ -126,8 +158,11 @@ async function runExplain(s: Services, testPath: string, testRow: number): Promi
   const model = c.path('model')!;
   const train = c.path('train')!;
   // A single image is explained on its own: it does not become the project's test data.
-  if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train) && !isImageFile(testPath)) await c.project.update({ test: testPath });
-  const r = await c.run(`explaining row ${testRow} of ${path.basename(testPath)}`, (signal, onProgress) => c.engine.request('explain', { ...c.common(model, train), test: testPath, testRow }, { signal, onProgress }));
+  if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train) && !isImageFile(testPath))
+    await c.project.update({ test: testPath });
+  const r = await c.run(`explaining row ${testRow} of ${path.basename(testPath)}`, (signal, onProgress) =>
+    c.engine.request('explain', { ...c.common(model, train), test: testPath, testRow }, { signal, onProgress }),
+  );
   if (!r) return;
   c.logRun(`explain row ${testRow} of ${testPath}`, r.log);
   c.setExplain({ view: r.view, marks: r.marks, trainPath: train, testPath, testRow });
@@ -136,9 +171,14 @@ async function runExplain(s: Services, testPath: string, testRow: number): Promi
 
 /** Explains an image file that sits in no data file (unlabelled: its predicted class). */
 const explainImage: Factory = (s) => async (uri?: vscode.Uri) => {
-  const target = uri instanceof vscode.Uri ? uri : (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri;
+  const target =
+    uri instanceof vscode.Uri
+      ? uri
+      : (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri;
   if (!target || target.scheme !== 'file' || !isImageFile(target.fsPath)) {
-    void vscode.window.showWarningMessage('Influence Lens: right-click a PNG, JPEG, BMP or WebP image to explain its prediction.');
+    void vscode.window.showWarningMessage(
+      'Influence Lens: right-click a PNG, JPEG, BMP or WebP image to explain its prediction.',
+    );
     return;
   }
   if (!(await ensure(s, ['model', 'train']))) return;
@@ -158,7 +198,14 @@ function listedRow(s: Services, which: 'train' | 'test', row: number): ListedRow
   const ex = s.controller.results.explain?.view;
   if (which === 'test') return ex && ex.test.row === row ? ex.test : undefined;
   const lists: ListedRow[][] = [];
-  if (ex) lists.push(ex.byInfluence.helpful, ex.byInfluence.harmful, ex.byRelative.helpful, ex.byRelative.harmful, ex.flip?.rows ?? []);
+  if (ex)
+    lists.push(
+      ex.byInfluence.helpful,
+      ex.byInfluence.harmful,
+      ex.byRelative.helpful,
+      ex.byRelative.harmful,
+      ex.flip?.rows ?? [],
+    );
   const au = s.controller.results.audit?.view;
   if (au) lists.push(au.flagged);
   for (const l of lists) {
@@ -191,7 +238,11 @@ const revealRow: Factory = (s) => async (which: 'train' | 'test', row: number, l
     return;
   }
   if (r.line > 0) await s.editor.reveal(vscode.Uri.file(dataPath), r.line);
-  if (r.file !== undefined) await vscode.commands.executeCommand('vscode.open', vscode.Uri.file(r.file), { viewColumn: vscode.ViewColumn.One, preview: true });
+  if (r.file !== undefined)
+    await vscode.commands.executeCommand('vscode.open', vscode.Uri.file(r.file), {
+      viewColumn: vscode.ViewColumn.One,
+      preview: true,
+    });
 };
 
 const explainRowNumber: Factory = (s) => async (row?: number) => {
@@ -216,14 +267,27 @@ const runAudit: Factory = (s) => async () => {
   const train = c.path('train')!;
   const validation = c.path('validation');
   const test = c.path('test');
-  const heldOut = validation ? { path: validation, source: 'validation' as const } : test && path.resolve(test) !== path.resolve(train) ? { path: test, source: 'test' as const } : null;
-  const r = await c.run(`auditing ${path.basename(train)}`, (signal, onProgress) => c.engine.request('audit', { ...c.common(model, train), heldOut, tau: c.settings().memorizationTau }, { signal, onProgress }));
+  const heldOut = validation
+    ? { path: validation, source: 'validation' as const }
+    : test && path.resolve(test) !== path.resolve(train)
+      ? { path: test, source: 'test' as const }
+      : null;
+  const r = await c.run(`auditing ${path.basename(train)}`, (signal, onProgress) =>
+    c.engine.request(
+      'audit',
+      { ...c.common(model, train), heldOut, tau: c.settings().memorizationTau },
+      { signal, onProgress },
+    ),
+  );
   if (!r) return;
   c.logRun(`audit of ${train}`, r.log);
   c.setAudit({ view: r.view, marks: r.marks, trainPath: train });
   s.panel.show(true);
   const mem = r.view.memorizedCount;
-  void vscode.window.setStatusBarMessage(`Influence Lens: audit done${mem !== null ? `, ${mem} memorized rows` : ''}`, 5000);
+  void vscode.window.setStatusBarMessage(
+    `Influence Lens: audit done${mem !== null ? `, ${mem} memorized rows` : ''}`,
+    5000,
+  );
 };
 
 const auditFile: Factory = (s) => async (uri?: vscode.Uri) => {
@@ -243,7 +307,10 @@ const exportCleaned: Factory = (s) => async (): Promise<ExportResult | undefined
   const dropped = s.sets.get('dropped', au.trainPath);
   const memorized = au.view.flagged.filter((f) => f.memorized && !reviewed.has(f.row)).map((f) => f.row);
   const options = [
-    { label: `Memorized rows and rows you dropped (${new Set([...memorized, ...dropped]).size})`, rows: [...new Set([...memorized, ...dropped])] },
+    {
+      label: `Memorized rows and rows you dropped (${new Set([...memorized, ...dropped]).size})`,
+      rows: [...new Set([...memorized, ...dropped])],
+    },
     { label: `Memorized rows (${memorized.length})`, rows: memorized },
     { label: `Rows you dropped from the Problems panel (${dropped.size})`, rows: [...dropped] },
   ].filter((o) => o.rows.length > 0);
@@ -251,30 +318,56 @@ const exportCleaned: Factory = (s) => async (): Promise<ExportResult | undefined
     void vscode.window.showInformationMessage('Influence Lens: no memorized or dropped rows to remove.');
     return { ok: false, message: 'No memorized or dropped rows to remove.' };
   }
-  const pick = options.length === 1 ? options[0] : await vscode.window.showQuickPick(options, { title: 'Influence Lens: rows to leave out of the cleaned dataset' });
+  const pick =
+    options.length === 1
+      ? options[0]
+      : await vscode.window.showQuickPick(options, {
+          title: 'Influence Lens: rows to leave out of the cleaned dataset',
+        });
   if (!pick) return undefined;
   // Image data are exported as a new manifest of the kept images (the images are never touched).
   const text = isDataFile(vscode.Uri.file(au.trainPath));
   const ext = text ? path.extname(au.trainPath) : '.csv';
-  const suggestion = vscode.Uri.file(path.join(path.dirname(au.trainPath), `${path.basename(au.trainPath, path.extname(au.trainPath))}.cleaned${ext}`));
-  const out = await vscode.window.showSaveDialog({ defaultUri: suggestion, title: text ? 'Save the cleaned dataset as' : 'Save a manifest of the kept images as', filters: { Data: [ext.slice(1)] } });
+  const suggestion = vscode.Uri.file(
+    path.join(path.dirname(au.trainPath), `${path.basename(au.trainPath, path.extname(au.trainPath))}.cleaned${ext}`),
+  );
+  const out = await vscode.window.showSaveDialog({
+    defaultUri: suggestion,
+    title: text ? 'Save the cleaned dataset as' : 'Save a manifest of the kept images as',
+    filters: { Data: [ext.slice(1)] },
+  });
   if (!out) return undefined;
   if (path.resolve(out.fsPath) === path.resolve(au.trainPath)) {
-    void vscode.window.showErrorMessage('Influence Lens: the cleaned dataset never overwrites the original; choose another file.');
+    void vscode.window.showErrorMessage(
+      'Influence Lens: the cleaned dataset never overwrites the original; choose another file.',
+    );
     return { ok: false, message: 'Choose a file other than the original.' };
   }
   const validation = c.path('validation');
   const r = await c.run('writing the cleaned dataset', (signal, onProgress) =>
-    c.engine.request('clean', { ...c.common(c.path('model')!, au.trainPath), heldOut: validation ? { path: validation, source: 'validation' } : null, tau: c.settings().memorizationTau, remove: pick.rows.sort((a, b) => a - b), out: out.fsPath }, { signal, onProgress }),
+    c.engine.request(
+      'clean',
+      {
+        ...c.common(c.path('model')!, au.trainPath),
+        heldOut: validation ? { path: validation, source: 'validation' } : null,
+        tau: c.settings().memorizationTau,
+        remove: pick.rows.sort((a, b) => a - b),
+        out: out.fsPath,
+      },
+      { signal, onProgress },
+    ),
   );
   if (!r) return { ok: false, message: c.lastError?.message ?? 'Export cancelled.' };
   const message = `Wrote ${vscode.workspace.asRelativePath(r.out)}: ${r.kept} rows kept, ${r.removed.length} removed; predicted change of the mean held-out loss ${r.predictedHeldOutLossChange.toPrecision(3)} (first-order).`;
   c.log(message);
-  void vscode.window.showInformationMessage(`Influence Lens: ${message}`, 'Open').then((a) => a && vscode.window.showTextDocument(out));
+  void vscode.window
+    .showInformationMessage(`Influence Lens: ${message}`, 'Open')
+    .then((a) => a && vscode.window.showTextDocument(out));
   return { ok: true, message };
 };
 
-const revealLine: Factory = (s) => async (uri: vscode.Uri, line: number, col?: number) => s.editor.reveal(uri, line, col);
+const revealLine: Factory = (s) => async (uri: vscode.Uri, line: number, col?: number) =>
+  s.editor.reveal(uri, line, col);
 
 const rowSet =
   (kind: 'reviewed' | 'dropped'): Factory =>
@@ -282,7 +375,10 @@ const rowSet =
   async (file: string, row: number) => {
     await s.sets.add(kind, file, row);
     s.editor.refresh();
-    void vscode.window.setStatusBarMessage(`Influence Lens: row ${row} ${kind === 'reviewed' ? 'marked as reviewed' : 'will be left out of the cleaned export'}`, 4000);
+    void vscode.window.setStatusBarMessage(
+      `Influence Lens: row ${row} ${kind === 'reviewed' ? 'marked as reviewed' : 'will be left out of the cleaned export'}`,
+      4000,
+    );
   };
 
 const refresh: Factory = (s) => async () => {
@@ -313,7 +409,22 @@ const openSample: Factory = (s) => async () => {
     }
   }
   const cfg = vscode.Uri.joinPath(dst, '.vscode', 'influence-lens.json');
-  await vscode.workspace.fs.writeFile(cfg, new TextEncoder().encode(JSON.stringify({ model: 'model.onnx', train: 'train.csv', test: 'test.csv', validation: 'validation.csv', labelColumn: 'label' }, null, 2) + '\n'));
+  await vscode.workspace.fs.writeFile(
+    cfg,
+    new TextEncoder().encode(
+      JSON.stringify(
+        {
+          model: 'model.onnx',
+          train: 'train.csv',
+          test: 'test.csv',
+          validation: 'validation.csv',
+          labelColumn: 'label',
+        },
+        null,
+        2,
+      ) + '\n',
+    ),
+  );
   await vscode.commands.executeCommand('vscode.openFolder', dst, { forceNewWindow: false });
 };
 
@@ -348,4 +459,3 @@ export const COMMANDS: Record<CommandId, Factory> = {
 export function registerCommands(s: Services): vscode.Disposable[] {
   return Object.entries(COMMANDS).map(([id, make]) => vscode.commands.registerCommand(id, make(s)));
 }
-

@@ -57,8 +57,20 @@ export class Controller implements vscode.Disposable {
 
   common(model: string, train: string): CommonParams {
     const s = this.settings();
-    const images = s.imageColumn || s.preprocess ? { images: { imageColumn: s.imageColumn, preprocess: s.preprocess } } : {};
-    return { model, train, table: this.table(), damping: s.damping, head: s.head, topK: s.topK, imageShape: s.imageShape, cacheDir: s.cacheDirectory, batchSize: s.batchSize, ...images };
+    const images =
+      s.imageColumn || s.preprocess ? { images: { imageColumn: s.imageColumn, preprocess: s.preprocess } } : {};
+    return {
+      model,
+      train,
+      table: this.table(),
+      damping: s.damping,
+      head: s.head,
+      topK: s.topK,
+      imageShape: s.imageShape,
+      cacheDir: s.cacheDirectory,
+      batchSize: s.batchSize,
+      ...images,
+    };
   }
 
   setExplain(r: Results['explain']): void {
@@ -73,7 +85,9 @@ export class Controller implements vscode.Disposable {
 
   private setStatus(text?: string): void {
     const a = this.results.audit?.view;
-    this.status.text = this.busy ? `$(sync~spin) Influence Lens: ${text ?? 'working…'}` : `$(beaker) Influence Lens${a?.memorizedCount ? `: ${a.memorizedCount} memorized` : ''}`;
+    this.status.text = this.busy
+      ? `$(sync~spin) Influence Lens: ${text ?? 'working…'}`
+      : `$(beaker) Influence Lens${a?.memorizedCount ? `: ${a.memorizedCount} memorized` : ''}`;
     this.status.tooltip = this.busy ? 'Influence Lens is computing: click to cancel' : 'Influence Lens: open the panel';
     this.status.command = this.busy ? COMMAND.cancel : COMMAND.openPanel;
     this.status.show();
@@ -94,36 +108,48 @@ export class Controller implements vscode.Disposable {
   trusted(): boolean {
     if (vscode.workspace.isTrusted) return true;
     void vscode.window
-      .showWarningMessage('Influence Lens runs no model in a restricted workspace: an ONNX model is code that onnxruntime executes. Trust this workspace to compute influence.', 'Manage Workspace Trust')
+      .showWarningMessage(
+        'Influence Lens runs no model in a restricted workspace: an ONNX model is code that onnxruntime executes. Trust this workspace to compute influence.',
+        'Manage Workspace Trust',
+      )
       .then((a) => a && vscode.commands.executeCommand('workbench.trust.manage'));
     return false;
   }
 
   /** Runs a task with a cancellable progress notification. Undefined when cancelled or failed. */
-  async run<T>(title: string, task: (signal: AbortSignal, progress: (stage: string, done: number, total: number) => void) => Promise<T>): Promise<T | undefined> {
+  async run<T>(
+    title: string,
+    task: (signal: AbortSignal, progress: (stage: string, done: number, total: number) => void) => Promise<T>,
+  ): Promise<T | undefined> {
     if (!this.trusted()) return undefined;
     this.busy++;
     this.setStatus(title);
     try {
-      return await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Influence Lens: ${title}`, cancellable: true }, async (progress, token) => {
-        let last = 0;
-        const report = (stage: string, done: number, total: number) => {
-          const pct = total > 0 ? Math.round((100 * done) / total) : 0;
-          progress.report({ message: `${stage} ${pct}%`, increment: stage === 'read' || stage === 'scores' ? Math.max(0, pct - last) / 2 : undefined });
-          last = pct;
-        };
-        const ac = new AbortController();
-        this.running.add(ac);
-        try {
-          this.lastError = null;
-          return await task(AbortSignal.any([toAbortSignal(token), ac.signal]), report);
-        } catch (e) {
-          this.showError(e);
-          return undefined;
-        } finally {
-          this.running.delete(ac);
-        }
-      });
+      return await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Influence Lens: ${title}`, cancellable: true },
+        async (progress, token) => {
+          let last = 0;
+          const report = (stage: string, done: number, total: number) => {
+            const pct = total > 0 ? Math.round((100 * done) / total) : 0;
+            progress.report({
+              message: `${stage} ${pct}%`,
+              increment: stage === 'read' || stage === 'scores' ? Math.max(0, pct - last) / 2 : undefined,
+            });
+            last = pct;
+          };
+          const ac = new AbortController();
+          this.running.add(ac);
+          try {
+            this.lastError = null;
+            return await task(AbortSignal.any([toAbortSignal(token), ac.signal]), report);
+          } catch (e) {
+            this.showError(e);
+            return undefined;
+          } finally {
+            this.running.delete(ac);
+          }
+        },
+      );
     } finally {
       this.busy--;
       this.setStatus();
@@ -152,7 +178,8 @@ export class Controller implements vscode.Disposable {
       const actions = [fix?.title, d.file && d.line ? 'Go to Problem' : undefined].filter((x): x is string => !!x);
       void vscode.window.showErrorMessage(`Influence Lens: ${e.message}${where} [${e.code}]`, ...actions).then((a) => {
         if (!a) return;
-        if (a === 'Go to Problem' && d.file && d.line) void vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(d.file), d.line, d.col);
+        if (a === 'Go to Problem' && d.file && d.line)
+          void vscode.commands.executeCommand(COMMAND.revealLine, vscode.Uri.file(d.file), d.line, d.col);
         else if (fix && a === fix.title) void vscode.commands.executeCommand(fix.command, ...(fix.args ?? []));
       });
       return;
@@ -160,7 +187,9 @@ export class Controller implements vscode.Disposable {
     const err = e as Error;
     this.lastError = { code: 'INTERNAL', message: err?.message ?? String(e) };
     this.log(`internal error: ${err?.stack ?? String(e)}`);
-    void vscode.window.showErrorMessage(`Influence Lens: internal error: ${err?.message ?? String(e)}`, 'Show Log').then((a) => a && this.output.show());
+    void vscode.window
+      .showErrorMessage(`Influence Lens: internal error: ${err?.message ?? String(e)}`, 'Show Log')
+      .then((a) => a && this.output.show());
   }
 
   /** Marks for one data file, explain's and audit's. */

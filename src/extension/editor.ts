@@ -18,8 +18,18 @@ export function isDataFile(uri: vscode.Uri): boolean {
   return uri.scheme === 'file' && ['.csv', '.tsv', '.jsonl'].includes(path.extname(uri.fsPath).toLowerCase());
 }
 
-const COLORS: Record<RowMark['kind'], string> = { helpful: 'charts.green', harmful: 'charts.red', memorized: 'charts.orange', suspicious: 'charts.yellow' };
-const HINTS: Record<RowMark['kind'], string> = { helpful: 'helps', harmful: 'hurts', memorized: 'memorized', suspicious: 'suspicious' };
+const COLORS: Record<RowMark['kind'], string> = {
+  helpful: 'charts.green',
+  harmful: 'charts.red',
+  memorized: 'charts.orange',
+  suspicious: 'charts.yellow',
+};
+const HINTS: Record<RowMark['kind'], string> = {
+  helpful: 'helps',
+  harmful: 'hurts',
+  memorized: 'memorized',
+  suspicious: 'suspicious',
+};
 
 /** Workspace-state sets of rows per training file: reviewed (hidden from Problems) and dropped (left out of exports). */
 export class RowSets {
@@ -36,11 +46,16 @@ export class RowSets {
   async add(kind: 'reviewed' | 'dropped', file: string, row: number): Promise<void> {
     const s = this.get(kind, file);
     s.add(row);
-    await this.state.update(this.key(kind, file), [...s].sort((a, b) => a - b));
+    await this.state.update(
+      this.key(kind, file),
+      [...s].sort((a, b) => a - b),
+    );
   }
 }
 
-export class EditorIntegration implements vscode.Disposable, vscode.HoverProvider, vscode.CodeLensProvider, vscode.CodeActionProvider {
+export class EditorIntegration
+  implements vscode.Disposable, vscode.HoverProvider, vscode.CodeLensProvider, vscode.CodeActionProvider
+{
   private readonly types: Record<RowMark['kind'], vscode.TextEditorDecorationType>;
   private readonly flashType: vscode.TextEditorDecorationType;
   private readonly diagnostics = vscode.languages.createDiagnosticCollection('influence-lens');
@@ -62,16 +77,28 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
         borderColor: new vscode.ThemeColor(COLORS[kind]),
         after: { color: new vscode.ThemeColor(COLORS[kind]), margin: '0 0 0 2em', fontStyle: 'italic' },
       });
-    this.types = { helpful: make('helpful'), harmful: make('harmful'), memorized: make('memorized'), suspicious: make('suspicious') };
-    this.flashType = vscode.window.createTextEditorDecorationType({ isWholeLine: true, backgroundColor: new vscode.ThemeColor('editor.findMatchHighlightBackground') });
+    this.types = {
+      helpful: make('helpful'),
+      harmful: make('harmful'),
+      memorized: make('memorized'),
+      suspicious: make('suspicious'),
+    };
+    this.flashType = vscode.window.createTextEditorDecorationType({
+      isWholeLine: true,
+      backgroundColor: new vscode.ThemeColor('editor.findMatchHighlightBackground'),
+    });
     this.subs.push(
       this.diagnostics,
       controller.onDidChange(() => this.refresh()),
       vscode.window.onDidChangeVisibleTextEditors(() => this.decorateAll()),
-      vscode.window.onDidChangeTextEditorSelection((e) => isDataFile(e.textEditor.document.uri) && this.lensEmitter.fire()),
+      vscode.window.onDidChangeTextEditorSelection(
+        (e) => isDataFile(e.textEditor.document.uri) && this.lensEmitter.fire(),
+      ),
       vscode.languages.registerHoverProvider(DATA_SELECTOR, this),
       vscode.languages.registerCodeLensProvider(DATA_SELECTOR, this),
-      vscode.languages.registerCodeActionsProvider(DATA_SELECTOR, this, { providedCodeActionKinds: [vscode.CodeActionKind.QuickFix] }),
+      vscode.languages.registerCodeActionsProvider(DATA_SELECTOR, this, {
+        providedCodeActionKinds: [vscode.CodeActionKind.QuickFix],
+      }),
     );
   }
 
@@ -89,7 +116,11 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
           .filter((m) => m.kind === kind && m.line > 0 && m.line - 1 < editor.document.lineCount)
           .map((m) => ({
             range: new vscode.Range(m.line - 1, 0, m.line - 1, 0),
-            renderOptions: { after: { contentText: `◀ row ${m.row} ${HINTS[kind]}${kind === 'helpful' || kind === 'harmful' ? ` (${m.value > 0 ? '+' : ''}${m.value.toPrecision(3)} if removed)` : ''}` } },
+            renderOptions: {
+              after: {
+                contentText: `◀ row ${m.row} ${HINTS[kind]}${kind === 'helpful' || kind === 'harmful' ? ` (${m.value > 0 ? '+' : ''}${m.value.toPrecision(3)} if removed)` : ''}`,
+              },
+            },
           }));
         editor.setDecorations(this.types[kind], opts);
       }
@@ -108,8 +139,14 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
       if (reviewed.has(m.row)) continue;
       const onLine = m.line > 0;
       if (!onLine && !m.file) continue;
-      const range = onLine ? new vscode.Range(m.line - 1, 0, m.line - 1, Number.MAX_SAFE_INTEGER) : new vscode.Range(0, 0, 0, 0);
-      const d = new vscode.Diagnostic(range, m.message, m.kind === 'memorized' ? vscode.DiagnosticSeverity.Warning : vscode.DiagnosticSeverity.Information);
+      const range = onLine
+        ? new vscode.Range(m.line - 1, 0, m.line - 1, Number.MAX_SAFE_INTEGER)
+        : new vscode.Range(0, 0, 0, 0);
+      const d = new vscode.Diagnostic(
+        range,
+        m.message,
+        m.kind === 'memorized' ? vscode.DiagnosticSeverity.Warning : vscode.DiagnosticSeverity.Information,
+      );
       d.source = 'Influence Lens';
       d.code = m.kind;
       const file = onLine ? au.trainPath : m.file!;
@@ -121,10 +158,15 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
   /** Opens a file at a 1-based line, selects it and flashes it. */
   async reveal(uri: vscode.Uri, line: number, col?: number): Promise<vscode.TextEditor> {
     const doc = await vscode.workspace.openTextDocument(uri);
-    const editor = await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.One, preserveFocus: false });
+    const editor = await vscode.window.showTextDocument(doc, {
+      viewColumn: vscode.ViewColumn.One,
+      preserveFocus: false,
+    });
     const l = Math.max(0, Math.min(line - 1, doc.lineCount - 1));
     const range = doc.lineAt(l).range;
-    editor.selection = col ? new vscode.Selection(l, col - 1, l, col - 1) : new vscode.Selection(range.start, range.end);
+    editor.selection = col
+      ? new vscode.Selection(l, col - 1, l, col - 1)
+      : new vscode.Selection(range.start, range.end);
     editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
     editor.setDecorations(this.flashType, [range]);
     setTimeout(() => editor.setDecorations(this.flashType, []), 1500);
@@ -154,10 +196,20 @@ export class EditorIntegration implements vscode.Disposable, vscode.HoverProvide
     const line = editor.selection.active.line;
     if (line === 0) return []; // the header
     const range = new vscode.Range(line, 0, line, 0);
-    return [new vscode.CodeLens(range, { title: "$(beaker) Explain this row's prediction", command: COMMAND.explainRow, arguments: [doc.uri, line + 1] })];
+    return [
+      new vscode.CodeLens(range, {
+        title: "$(beaker) Explain this row's prediction",
+        command: COMMAND.explainRow,
+        arguments: [doc.uri, line + 1],
+      }),
+    ];
   }
 
-  provideCodeActions(doc: vscode.TextDocument, _range: vscode.Range, ctx: vscode.CodeActionContext): vscode.CodeAction[] {
+  provideCodeActions(
+    doc: vscode.TextDocument,
+    _range: vscode.Range,
+    ctx: vscode.CodeActionContext,
+  ): vscode.CodeAction[] {
     const out: vscode.CodeAction[] = [];
     for (const d of ctx.diagnostics) {
       if (d.source !== 'Influence Lens') continue;

@@ -51,10 +51,19 @@ export class EngineClient {
       if (this.pending.size === 0 || this.disposed) return;
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       // Only a crash dies of these signals (a cancel that takes too long is a SIGKILL).
-      const crash = signal !== null && signal !== 'SIGKILL' && signal !== 'SIGTERM' ? ' (a native crash, for example in onnxruntime on this model)' : '';
+      const crash =
+        signal !== null && signal !== 'SIGKILL' && signal !== 'SIGTERM'
+          ? ' (a native crash, for example in onnxruntime on this model)'
+          : '';
       this.log(`engine process ${why}; it restarts on the next request`);
       for (const p of this.pending.takeAll()) {
-        p.reject(new EngineError({ code: 'ENGINE_CRASHED', message: `the engine process ${why}${crash}; it restarts on the next run`, formatted: `engine ${why}` }));
+        p.reject(
+          new EngineError({
+            code: 'ENGINE_CRASHED',
+            message: `the engine process ${why}${crash}; it restarts on the next run`,
+            formatted: `engine ${why}`,
+          }),
+        );
       }
     });
     this.log(`engine process started (pid ${child.pid})`);
@@ -80,7 +89,8 @@ export class EngineClient {
     opts: { signal?: AbortSignal; onProgress?: OnProgress } = {},
   ): Promise<Requests[M]['result']> {
     if (this.disposed) return Promise.reject(new Error('the engine is shut down'));
-    if (opts.signal?.aborted) return Promise.reject(new EngineError({ code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' }));
+    if (opts.signal?.aborted)
+      return Promise.reject(new EngineError({ code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' }));
     this.child ??= this.start();
     const child = this.child;
     const { id, reply } = this.pending.open(opts.onProgress);

@@ -18,7 +18,9 @@ export interface Api {
 
 export async function activate(ctx: vscode.ExtensionContext): Promise<Api> {
   const output = vscode.window.createOutputChannel('Influence Lens');
-  const engine = new EngineClient(vscode.Uri.joinPath(ctx.extensionUri, 'dist', 'worker.js').fsPath, (l) => output.appendLine(l));
+  const engine = new EngineClient(vscode.Uri.joinPath(ctx.extensionUri, 'dist', 'worker.js').fsPath, (l) =>
+    output.appendLine(l),
+  );
   const project = new ProjectStore();
   await project.load();
   const status = vscode.window.createStatusBarItem('influenceLens.status', vscode.StatusBarAlignment.Left, 0);

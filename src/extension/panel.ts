@@ -1,7 +1,13 @@
 /** The results panel (webview): CSP with a fresh nonce, data only by postMessage, restores after reload. */
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import { isWebviewMessage, type ExportResult, type HostMessage, type PanelState, type Ranking } from '../protocol/webview';
+import {
+  isWebviewMessage,
+  type ExportResult,
+  type HostMessage,
+  type PanelState,
+  type Ranking,
+} from '../protocol/webview';
 import { COMMAND } from './commandIds';
 import type { Controller } from './controller';
 
@@ -35,7 +41,11 @@ export class PanelController implements vscode.Disposable {
   }
 
   state(): PanelState {
-    return { explain: this.controller.results.explain?.view ?? null, audit: this.controller.results.audit?.view ?? null, ranking: this.ranking() };
+    return {
+      explain: this.controller.results.explain?.view ?? null,
+      audit: this.controller.results.audit?.view ?? null,
+      ranking: this.ranking(),
+    };
   }
 
   show(preserveFocus = false): void {
@@ -43,7 +53,12 @@ export class PanelController implements vscode.Disposable {
       this.panel.reveal(undefined, preserveFocus);
       return;
     }
-    const panel = vscode.window.createWebviewPanel(PANEL_TYPE, 'Influence Lens', { viewColumn: vscode.ViewColumn.Beside, preserveFocus }, this.options());
+    const panel = vscode.window.createWebviewPanel(
+      PANEL_TYPE,
+      'Influence Lens',
+      { viewColumn: vscode.ViewColumn.Beside, preserveFocus },
+      this.options(),
+    );
     this.attach(panel);
   }
 
@@ -51,7 +66,10 @@ export class PanelController implements vscode.Disposable {
     return {
       enableScripts: true,
       retainContextWhenHidden: false,
-      localResourceRoots: [vscode.Uri.joinPath(this.ctx.extensionUri, 'dist'), vscode.Uri.joinPath(this.ctx.extensionUri, 'media')],
+      localResourceRoots: [
+        vscode.Uri.joinPath(this.ctx.extensionUri, 'dist'),
+        vscode.Uri.joinPath(this.ctx.extensionUri, 'media'),
+      ],
     };
   }
 
@@ -98,7 +116,12 @@ export class PanelController implements vscode.Disposable {
     const nonce = randomBytes(16).toString('base64');
     const script = webview.asWebviewUri(vscode.Uri.joinPath(this.ctx.extensionUri, 'dist', 'webview.js'));
     const style = webview.asWebviewUri(vscode.Uri.joinPath(this.ctx.extensionUri, 'media', 'panel.css'));
-    const csp = [`default-src 'none'`, `img-src ${webview.cspSource} data:`, `style-src ${webview.cspSource}`, `script-src 'nonce-${nonce}'`].join('; ');
+    const csp = [
+      `default-src 'none'`,
+      `img-src ${webview.cspSource} data:`,
+      `style-src ${webview.cspSource}`,
+      `script-src 'nonce-${nonce}'`,
+    ].join('; ');
     // The page is a fixed shell: no data is pasted into it; everything arrives by postMessage.
     return `<!DOCTYPE html>
 <html lang="en">

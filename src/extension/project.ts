@@ -4,7 +4,12 @@ import * as vscode from 'vscode';
 
 export type Role = 'model' | 'train' | 'test' | 'validation';
 export const ROLES: Role[] = ['model', 'train', 'test', 'validation'];
-export const ROLE_NAMES: Record<Role, string> = { model: 'Model', train: 'Training data', test: 'Test data', validation: 'Validation data' };
+export const ROLE_NAMES: Record<Role, string> = {
+  model: 'Model',
+  train: 'Training data',
+  test: 'Test data',
+  validation: 'Validation data',
+};
 
 export interface ProjectChoices {
   model?: string;
@@ -27,7 +32,9 @@ export class ProjectStore implements vscode.Disposable {
   constructor() {
     const folder = this.folder();
     if (folder) {
-      this.watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(folder, '.vscode/influence-lens.json'));
+      this.watcher = vscode.workspace.createFileSystemWatcher(
+        new vscode.RelativePattern(folder, '.vscode/influence-lens.json'),
+      );
       const reload = () => void this.load().then((changed) => changed && this.emitter.fire());
       this.watcher.onDidChange(reload);
       this.watcher.onDidCreate(reload);

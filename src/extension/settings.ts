@@ -18,12 +18,21 @@ export interface Settings {
   preprocess?: Record<string, unknown>;
 }
 
-export const DEFAULTS: Settings = { damping: 'auto', head: 'shipped', topK: 10, imageShape: 'auto', cacheDirectory: '', batchSize: 4096, memorizationTau: 0 };
+export const DEFAULTS: Settings = {
+  damping: 'auto',
+  head: 'shipped',
+  topK: 10,
+  imageShape: 'auto',
+  cacheDirectory: '',
+  batchSize: 4096,
+  memorizationTau: 0,
+};
 
 /** Reads settings through `get`, replacing invalid values by defaults and reporting each. */
 export function readSettings(get: (key: string) => unknown): { settings: Settings; problems: string[] } {
   const problems: string[] = [];
-  const bad = (key: string, value: unknown, why: string) => problems.push(`influenceLens.${key}: ${JSON.stringify(value)} ${why}; using the default`);
+  const bad = (key: string, value: unknown, why: string) =>
+    problems.push(`influenceLens.${key}: ${JSON.stringify(value)} ${why}; using the default`);
 
   let damping: Settings['damping'] = DEFAULTS.damping;
   const d = get('damping');
@@ -70,11 +79,22 @@ export function readSettings(get: (key: string) => unknown): { settings: Setting
   if (typeof ic === 'string' && ic.trim() !== '') images.imageColumn = ic.trim();
   else if (ic !== undefined && ic !== null && ic !== '') bad('imageColumn', ic, 'is not a column name');
   const pre = get('preprocess');
-  if (pre && typeof pre === 'object' && !Array.isArray(pre) && Object.keys(pre).length) images.preprocess = pre as Record<string, unknown>;
-  else if (pre !== undefined && pre !== null && (typeof pre !== 'object' || Array.isArray(pre))) bad('preprocess', pre, 'is not an object');
+  if (pre && typeof pre === 'object' && !Array.isArray(pre) && Object.keys(pre).length)
+    images.preprocess = pre as Record<string, unknown>;
+  else if (pre !== undefined && pre !== null && (typeof pre !== 'object' || Array.isArray(pre)))
+    bad('preprocess', pre, 'is not an object');
 
   return {
-    settings: { damping, head, topK: int('topK', 1, 200), imageShape, cacheDirectory, batchSize: int('batchSize', 1, 1 << 20), memorizationTau, ...images },
+    settings: {
+      damping,
+      head,
+      topK: int('topK', 1, 200),
+      imageShape,
+      cacheDirectory,
+      batchSize: int('batchSize', 1, 1 << 20),
+      memorizationTau,
+      ...images,
+    },
     problems,
   };
 }

@@ -27,7 +27,10 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
   private readonly subs: vscode.Disposable[];
 
   constructor(private readonly controller: Controller) {
-    this.subs = [controller.onDidChange(() => this.emitter.fire(undefined)), controller.project.onDidChange(() => this.emitter.fire(undefined))];
+    this.subs = [
+      controller.onDidChange(() => this.emitter.fire(undefined)),
+      controller.project.onDidChange(() => this.emitter.fire(undefined)),
+    ];
   }
 
   getChildren(node?: Node): Node[] {
@@ -49,28 +52,52 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
       case 'project':
         return [
           ...ROLES.map((role) => ({ kind: 'file' as const, role })),
-          { kind: 'info', label: 'Label column', description: c.project.get().labelColumn ?? 'label (default)', tooltip: 'Run "Influence Lens: Choose Label Column…" to change it' },
+          {
+            kind: 'info',
+            label: 'Label column',
+            description: c.project.get().labelColumn ?? 'label (default)',
+            tooltip: 'Run "Influence Lens: Choose Label Column…" to change it',
+          },
         ];
       case 'prediction': {
-        if (!ex) return [{ kind: 'info', label: 'No prediction explained yet', tooltip: 'Open a test file and run "Explain This Row\'s Prediction"' }];
+        if (!ex)
+          return [
+            {
+              kind: 'info',
+              label: 'No prediction explained yet',
+              tooltip: 'Open a test file and run "Explain This Row\'s Prediction"',
+            },
+          ];
         const t = ex.view.test;
         const cls = (k: number) => className(ex.view.classes, k);
         return [
           { kind: 'info', label: `Row ${t.row} (${where(t)})`, description: path.basename(ex.testPath) },
-          { kind: 'info', label: `Predicted ${cls(t.predicted)}`, description: `p = ${t.probabilities[t.predicted].toFixed(3)}` },
-          { kind: 'info', label: t.labelled ? `Label ${cls(t.label)}` : 'No label', description: `loss ${t.loss.toPrecision(3)}` },
+          {
+            kind: 'info',
+            label: `Predicted ${cls(t.predicted)}`,
+            description: `p = ${t.probabilities[t.predicted].toFixed(3)}`,
+          },
+          {
+            kind: 'info',
+            label: t.labelled ? `Label ${cls(t.label)}` : 'No label',
+            description: `loss ${t.loss.toPrecision(3)}`,
+          },
         ];
       }
       case 'helpful':
       case 'harmful': {
         if (!ex) return [{ kind: 'info', label: 'Explain a prediction to list rows' }];
         const rows = ex.view.byInfluence[node.id].slice(0, topK);
-        return rows.length ? rows.map((row) => ({ kind: 'row' as const, file: ex.trainPath, row })) : [{ kind: 'info', label: '(none)' }];
+        return rows.length
+          ? rows.map((row) => ({ kind: 'row' as const, file: ex.trainPath, row }))
+          : [{ kind: 'info', label: '(none)' }];
       }
       case 'flagged': {
         if (!au) return [{ kind: 'info', label: 'Run an audit to flag rows', tooltip: 'Influence Lens: Run Audit' }];
         const rows = au.view.flagged.slice(0, Math.max(topK, au.view.memorizedCount ?? 0));
-        return rows.length ? rows.map((row) => ({ kind: 'flagged' as const, file: au.trainPath, row })) : [{ kind: 'info', label: '(none)' }];
+        return rows.length
+          ? rows.map((row) => ({ kind: 'flagged' as const, file: au.trainPath, row }))
+          : [{ kind: 'info', label: '(none)' }];
       }
     }
   }
@@ -106,9 +133,19 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         const helpful = r.lossChangeIfRemoved > 0;
         const item = new vscode.TreeItem(`Row ${r.row} (${where(r)})`);
         item.description = `${fmt(r.lossChangeIfRemoved)} if removed · label ${r.label}`;
-        item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${r.label}, predicted ${r.predicted}\n\n${describeLossChange(r.lossChangeIfRemoved)}; leverage-corrected ${fmt(r.lossChangeIfRemovedNewton)}.\n\nRelative influence ${fmt(r.relativeInfluence)}; margin change if removed ${fmt(r.classificationInfluence)}.`);
-        item.iconPath = r.file && r.fileRow === undefined ? vscode.Uri.file(r.file) : new vscode.ThemeIcon(helpful ? 'arrow-up' : 'arrow-down', new vscode.ThemeColor(helpful ? 'charts.green' : 'charts.red'));
-        item.command = r.file ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] } : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.tooltip = new vscode.MarkdownString(
+          `**Row ${r.row}**, line ${r.line}: label ${r.label}, predicted ${r.predicted}\n\n${describeLossChange(r.lossChangeIfRemoved)}; leverage-corrected ${fmt(r.lossChangeIfRemovedNewton)}.\n\nRelative influence ${fmt(r.relativeInfluence)}; margin change if removed ${fmt(r.classificationInfluence)}.`,
+        );
+        item.iconPath =
+          r.file && r.fileRow === undefined
+            ? vscode.Uri.file(r.file)
+            : new vscode.ThemeIcon(
+                helpful ? 'arrow-up' : 'arrow-down',
+                new vscode.ThemeColor(helpful ? 'charts.green' : 'charts.red'),
+              );
+        item.command = r.file
+          ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] }
+          : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
       case 'flagged': {
@@ -116,9 +153,19 @@ export class InfluenceTree implements vscode.TreeDataProvider<Node>, vscode.Disp
         const classes = c.results.audit?.view.classes ?? null;
         const item = new vscode.TreeItem(`Row ${r.row} (${where(r)})`);
         item.description = `${r.memorized ? 'memorized · ' : ''}suspicion ${r.suspicion.toFixed(2)}`;
-        item.tooltip = new vscode.MarkdownString(`**Row ${r.row}**, line ${r.line}: label ${className(classes, r.label)}, predicted ${className(classes, r.predicted)}\n\n${r.reasons.map((x) => `- ${describeReason(x, classes)}`).join('\n')}`);
-        item.iconPath = r.file && r.fileRow === undefined ? vscode.Uri.file(r.file) : new vscode.ThemeIcon(r.memorized ? 'warning' : 'search', new vscode.ThemeColor(r.memorized ? 'charts.orange' : 'charts.yellow'));
-        item.command = r.file ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] } : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
+        item.tooltip = new vscode.MarkdownString(
+          `**Row ${r.row}**, line ${r.line}: label ${className(classes, r.label)}, predicted ${className(classes, r.predicted)}\n\n${r.reasons.map((x) => `- ${describeReason(x, classes)}`).join('\n')}`,
+        );
+        item.iconPath =
+          r.file && r.fileRow === undefined
+            ? vscode.Uri.file(r.file)
+            : new vscode.ThemeIcon(
+                r.memorized ? 'warning' : 'search',
+                new vscode.ThemeColor(r.memorized ? 'charts.orange' : 'charts.yellow'),
+              );
+        item.command = r.file
+          ? { command: COMMAND.revealRow, title: 'Open', arguments: ['train', r.row, r.line] }
+          : { command: COMMAND.revealLine, title: 'Reveal', arguments: [vscode.Uri.file(node.file), r.line] };
         return item;
       }
     }

@@ -79,13 +79,23 @@ export function listedRows(r: ExplainResult, k: number): ListedRows {
 
 /** Every row of the lists, for their thumbnails (a row may be in several lists). */
 export function allListed(listed: ListedRows): number[] {
-  return [...listed.byInfluence.helpful, ...listed.byInfluence.harmful, ...listed.byRelative.helpful, ...listed.byRelative.harmful];
+  return [
+    ...listed.byInfluence.helpful,
+    ...listed.byInfluence.harmful,
+    ...listed.byRelative.helpful,
+    ...listed.byRelative.harmful,
+  ];
 }
 
 /** The head, stability and notes of a result, as the panel shows them. */
 function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warnings'>): TrustView {
   const { mode, gradNorm, relGradNorm, warning, message } = r.head;
-  return { head: { mode, gradNorm, relGradNorm, warning, message }, stability: r.stability, warnings: r.warnings.map((w) => w.message), notes: r.notes };
+  return {
+    head: { mode, gradNorm, relGradNorm, warning, message },
+    stability: r.stability,
+    warnings: r.warnings.map((w) => w.message),
+    notes: r.notes,
+  };
 }
 
 /**
@@ -93,12 +103,26 @@ function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warn
  * reads their thumbnails: `features` for rows of a text file drawn as images, `files` for rows that
  * are image files or rows of Parquet/Arrow files, with the test row's as `testFile`).
  */
-export function explainView(r: ExplainResult, listed: ListedRows, opts: { image: ImageShape | null; features: Map<number, number[]>; files?: Map<number, RowFile>; testFile?: RowFile }): ExplainView {
+export function explainView(
+  r: ExplainResult,
+  listed: ListedRows,
+  opts: { image: ImageShape | null; features: Map<number, number[]>; files?: Map<number, RowFile>; testFile?: RowFile },
+): ExplainView {
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features, opts.files));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
   const marked = [
-    ...listed.byInfluence.helpful.map((row) => ({ row, line: r.rows.line[row], value: r.scores.lossChangeIfRemoved[row], kind: 'helpful' as const })),
-    ...listed.byInfluence.harmful.map((row) => ({ row, line: r.rows.line[row], value: r.scores.lossChangeIfRemoved[row], kind: 'harmful' as const })),
+    ...listed.byInfluence.helpful.map((row) => ({
+      row,
+      line: r.rows.line[row],
+      value: r.scores.lossChangeIfRemoved[row],
+      kind: 'helpful' as const,
+    })),
+    ...listed.byInfluence.harmful.map((row) => ({
+      row,
+      line: r.rows.line[row],
+      value: r.scores.lossChangeIfRemoved[row],
+      kind: 'harmful' as const,
+    })),
   ];
   return {
     model: { path: r.model.path, layer: r.model.layer, parameters: r.model.parameters, output: r.model.output },
@@ -113,7 +137,12 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
     ...(r.preprocess ? { preprocess: r.preprocess.steps } : {}),
     byInfluence: { helpful: rv(listed.byInfluence.helpful), harmful: rv(listed.byInfluence.harmful) },
     byRelative: { helpful: rv(listed.byRelative.helpful), harmful: rv(listed.byRelative.harmful) },
-    flip: r.scores.flip ? { rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row], ...opts.files?.get(row) })), newClass: r.scores.flip.newClass } : null,
+    flip: r.scores.flip
+      ? {
+          rows: r.scores.flip.rows.map((row) => ({ row, line: r.rows.line[row], ...opts.files?.get(row) })),
+          newClass: r.scores.flip.newClass,
+        }
+      : null,
     histogram: { ...hist, marked },
     seconds: r.seconds.total,
     ...trustView(r),
@@ -123,7 +152,14 @@ export function explainView(r: ExplainResult, listed: ListedRows, opts: { image:
 /** The training file's marks: the histogram's marked rows (the top helpful and harmful), each worded. */
 export function explainMarks(view: ExplainView): RowMark[] {
   const listed = new Map([...view.byInfluence.helpful, ...view.byInfluence.harmful].map((v) => [v.row, v]));
-  return view.histogram.marked.map(({ row, line, kind, value }) => ({ row, line, kind, value, message: describeLossChange(value), ...fileOf(listed.get(row)) }));
+  return view.histogram.marked.map(({ row, line, kind, value }) => ({
+    row,
+    line,
+    kind,
+    value,
+    message: describeLossChange(value),
+    ...fileOf(listed.get(row)),
+  }));
 }
 
 /** A mark's file and thumbnail, from its listed row. */
@@ -141,7 +177,17 @@ export function flaggedRows(a: AuditResult, k: number): number[] {
 }
 
 /** The panel's view of an audit, with the `flagged` rows (ranked once, by the caller, who also reads their thumbnails). */
-export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes: string[] | null; image: ImageShape | null; trainPath: string; features: Map<number, number[]>; files?: Map<number, RowFile> }): AuditView {
+export function auditView(
+  a: AuditResult,
+  flaggedIds: number[],
+  opts: {
+    classes: string[] | null;
+    image: ImageShape | null;
+    trainPath: string;
+    features: Map<number, number[]>;
+    files?: Map<number, RowFile>;
+  },
+): AuditView {
   const s = a.scores;
   const p95 = quantile(s.selfInfluence, 0.95);
   const flagged: FlaggedRow[] = flaggedIds.map((i) => ({
@@ -157,7 +203,15 @@ export function auditView(a: AuditResult, flaggedIds: number[], opts: { classes:
   }));
   return {
     train: { path: opts.trainPath, rows: a.rows.n },
-    heldOut: a.heldOut ? { path: a.heldOut.path, rows: a.heldOut.rows.n, source: a.heldOut.source, loss: a.heldOutLoss!, accuracy: a.heldOutAccuracy! } : null,
+    heldOut: a.heldOut
+      ? {
+          path: a.heldOut.path,
+          rows: a.heldOut.rows.n,
+          source: a.heldOut.source,
+          loss: a.heldOutLoss!,
+          accuracy: a.heldOutAccuracy!,
+        }
+      : null,
     classes: opts.classes,
     image: opts.image,
     ...(a.rows.locator?.kind === 'images' ? { images: true } : {}),

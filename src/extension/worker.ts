@@ -3,10 +3,48 @@
  * cannot take the extension host down. Requests arrive by IPC; every reply carries the id.
  */
 import { promises as fsp } from 'node:fs';
-import { audit, CancelledError, clean, defaultCacheDir, Engine, explain, InfluenceError, guessLabelColumn, parsePreprocess, readRecords, rowAtLine, rowDetail, rowFiles, RowsCache, sourceColumns, type ImageRequest, type RowLocator, type TableRead } from '../core';
-import type { AuditParams, CleanParams, CommonParams, ExplainParams, FromWorker, ImageParams, Method, Requests, ToWorker } from '../protocol/engine';
+import {
+  audit,
+  CancelledError,
+  clean,
+  defaultCacheDir,
+  Engine,
+  explain,
+  InfluenceError,
+  guessLabelColumn,
+  parsePreprocess,
+  readRecords,
+  rowAtLine,
+  rowDetail,
+  rowFiles,
+  RowsCache,
+  sourceColumns,
+  type ImageRequest,
+  type RowLocator,
+  type TableRead,
+} from '../core';
+import type {
+  AuditParams,
+  CleanParams,
+  CommonParams,
+  ExplainParams,
+  FromWorker,
+  ImageParams,
+  Method,
+  Requests,
+  ToWorker,
+} from '../protocol/engine';
 import type { RowFile } from '../protocol/webview';
-import { allListed, auditMarks, auditView, explainMarks, explainView, flaggedRows, imageShape, listedRows } from './viewmodel';
+import {
+  allListed,
+  auditMarks,
+  auditView,
+  explainMarks,
+  explainView,
+  flaggedRows,
+  imageShape,
+  listedRows,
+} from './viewmodel';
 
 const running = new Map<number, AbortController>();
 
@@ -31,7 +69,12 @@ function cacheOf(p: CommonParams): RowsCache | null {
 }
 
 /** Features of a few rows, for thumbnails: their records are re-read by byte offset. */
-async function rowFeatures(path: string, table: TableRead, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, number[]>> {
+async function rowFeatures(
+  path: string,
+  table: TableRead,
+  offsets: ArrayLike<number>,
+  rows: number[],
+): Promise<Map<number, number[]>> {
   const out = new Map<number, number[]>();
   for (const [row, f] of await readRecords(path, table, offsets, rows)) out.set(row, Array.from(f));
   return out;
@@ -40,7 +83,12 @@ async function rowFeatures(path: string, table: TableRead, offsets: ArrayLike<nu
 /** The settings' image options for the engine (the preprocessing checked as the command line's is). */
 function imagesOf(p: ImageParams | undefined): ImageRequest {
   if (!p) return {};
-  return { ...(p.imageColumn ? { imageColumn: p.imageColumn } : {}), ...(p.preprocess && Object.keys(p.preprocess).length ? { preprocess: parsePreprocess(p.preprocess, 'the setting influenceLens.preprocess') } : {}) };
+  return {
+    ...(p.imageColumn ? { imageColumn: p.imageColumn } : {}),
+    ...(p.preprocess && Object.keys(p.preprocess).length
+      ? { preprocess: parsePreprocess(p.preprocess, 'the setting influenceLens.preprocess') }
+      : {}),
+  };
 }
 
 /** Listed rows' files and real thumbnails, for rows that are images or rows of Parquet/Arrow files. */
@@ -77,26 +125,77 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
   const engine = await openEngine(p.model);
   try {
     const r = await explain(
-      { model: p.model, train: p.train, test: p.test, testRow: p.testRow, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) },
+      {
+        model: p.model,
+        train: p.train,
+        test: p.test,
+        testRow: p.testRow,
+        table: p.table,
+        images: imagesOf(p.images),
+        damping: p.damping,
+        head: p.head,
+        stabilityTop: p.topK,
+        batchSize: p.batchSize,
+        cache: cacheOf(p),
+        signal,
+        onProgress: progress(id),
+      },
       engine,
     );
     const locator = r.rows.locator;
     const image = locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const listed = listedRows(r, p.topK);
-    const features = image ? await rowFeatures(p.train, r.tables.train, r.rows.offsets, allListed(listed)) : new Map<number, number[]>();
+    const features = image
+      ? await rowFeatures(p.train, r.tables.train, r.rows.offsets, allListed(listed))
+      : new Map<number, number[]>();
     const files = await filesOf(locator, [...allListed(listed), ...(r.scores.flip?.rows ?? [])]);
     const t = r.test;
-    const testFile = t.file === undefined ? undefined : (await rowFiles({ kind: t.fileRow === undefined ? 'images' : 'shards', files: [t.file], stamps: [], kinds: null, file: Int32Array.of(0), fileRow: t.fileRow === undefined ? null : Int32Array.of(t.fileRow), manifest: null }, [0], 112)).get(0);
+    const testFile =
+      t.file === undefined
+        ? undefined
+        : (
+            await rowFiles(
+              {
+                kind: t.fileRow === undefined ? 'images' : 'shards',
+                files: [t.file],
+                stamps: [],
+                kinds: null,
+                file: Int32Array.of(0),
+                fileRow: t.fileRow === undefined ? null : Int32Array.of(t.fileRow),
+                manifest: null,
+              },
+              [0],
+              112,
+            )
+          ).get(0);
     const view = explainView(r, listed, { image, features, files, testFile });
     const marks = explainMarks(view);
-    return { view, marks, log: { damping: r.damping, dampingRule: r.dampingRule, seconds: r.seconds, cache: r.train.cache } };
+    return {
+      view,
+      marks,
+      log: { damping: r.damping, dampingRule: r.dampingRule, seconds: r.seconds, cache: r.train.cache },
+    };
   } finally {
     await releaseEngine(engine);
   }
 }
 
 function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
-  return { model: p.model, train: p.train, heldOut: p.heldOut, table: p.table, images: imagesOf(p.images), damping: p.damping, head: p.head, stabilityTop: p.topK, tau: p.tau, batchSize: p.batchSize, cache: cacheOf(p), signal, onProgress: progress(id) };
+  return {
+    model: p.model,
+    train: p.train,
+    heldOut: p.heldOut,
+    table: p.table,
+    images: imagesOf(p.images),
+    damping: p.damping,
+    head: p.head,
+    stabilityTop: p.topK,
+    tau: p.tau,
+    batchSize: p.batchSize,
+    cache: cacheOf(p),
+    signal,
+    onProgress: progress(id),
+  };
 }
 
 async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise<Requests['audit']['result']> {
@@ -106,18 +205,28 @@ async function doAudit(p: AuditParams, signal: AbortSignal, id: number): Promise
     const image = a.rows.locator ? null : imageShape(p.imageShape, engine.info.inputDims, engine.info.F);
     const { classes } = a;
     const flagged = flaggedRows(a, p.topK);
-    const features = image ? await rowFeatures(p.train, a.tables.train, a.rows.offsets, flagged) : new Map<number, number[]>();
+    const features = image
+      ? await rowFeatures(p.train, a.tables.train, a.rows.offsets, flagged)
+      : new Map<number, number[]>();
     const files = await filesOf(a.rows.locator, flagged);
     const view = auditView(a, flagged, { classes, image, trainPath: p.train, features, files });
     const marks = auditMarks(view);
-    return { view, marks, log: { damping: a.damping, dampingRule: a.dampingRule, seconds: a.seconds, cache: a.rows.cache } };
+    return {
+      view,
+      marks,
+      log: { damping: a.damping, dampingRule: a.dampingRule, seconds: a.seconds, cache: a.rows.cache },
+    };
   } finally {
     await releaseEngine(engine);
   }
 }
 
 async function doClean(p: CleanParams, signal: AbortSignal, id: number): Promise<Requests['clean']['result']> {
-  const r = await clean({ ...auditRequest(p, signal, id), remove: { kind: 'rows', rows: [...new Set(p.remove)].sort((a, b) => a - b) }, out: p.out });
+  const r = await clean({
+    ...auditRequest(p, signal, id),
+    remove: { kind: 'rows', rows: [...new Set(p.remove)].sort((a, b) => a - b) },
+    out: p.out,
+  });
   return { kept: r.kept, removed: r.removed, out: r.out, predictedHeldOutLossChange: r.predicted.heldOutLossChange };
 }
 
@@ -131,7 +240,9 @@ function progress(id: number) {
   };
 }
 
-const handlers: { [M in Method]: (p: Requests[M]['params'], signal: AbortSignal, id: number) => Promise<Requests[M]['result']> } = {
+const handlers: {
+  [M in Method]: (p: Requests[M]['params'], signal: AbortSignal, id: number) => Promise<Requests[M]['result']>;
+} = {
   explain: doExplain,
   audit: doAudit,
   clean: doClean,
@@ -163,13 +274,21 @@ process.on('message', (m: ToWorker) => {
           send({ id: m.id, error: { code: 'CANCELLED', message: 'cancelled', formatted: 'cancelled' } });
         } else {
           const err = e as Error;
-          send({ id: m.id, error: { code: 'INTERNAL', message: err?.message ?? String(e), formatted: `internal error: ${err?.stack ?? String(e)}` } });
+          send({
+            id: m.id,
+            error: {
+              code: 'INTERNAL',
+              message: err?.message ?? String(e),
+              formatted: `internal error: ${err?.stack ?? String(e)}`,
+            },
+          });
         }
       },
     )
     .finally(() => {
       running.delete(m.id);
-      if (running.size === 0) forgetTimer = setTimeout(() => caches.forEach((c) => c.forget()), FORGET_AFTER_MS).unref();
+      if (running.size === 0)
+        forgetTimer = setTimeout(() => caches.forEach((c) => c.forget()), FORGET_AFTER_MS).unref();
     });
 });
 

@@ -68,7 +68,10 @@ export interface RunLog {
 export interface Requests {
   explain: { params: ExplainParams; result: { view: ExplainView; marks: RowMark[]; log: RunLog } };
   audit: { params: AuditParams; result: { view: AuditView; marks: RowMark[]; log: RunLog } };
-  clean: { params: CleanParams; result: { kept: number; removed: number[]; out: string; predictedHeldOutLossChange: number } };
+  clean: {
+    params: CleanParams;
+    result: { kept: number; removed: number[]; out: string; predictedHeldOutLossChange: number };
+  };
   /** The columns, and the label column the engine's rules would take (null: none, or several could be it). */
   header: { params: { path: string }; result: { columns: string[]; labelGuess: string | null } };
   /** The 0-based data row whose record covers a 1-based line, or null (header, blank). */

@@ -15,8 +15,11 @@ export function isRecord(x: unknown): x is Record<string, unknown> {
  * A guard for a union of messages told apart by `type`: `fields[type]` checks the rest of a
  * message of that type. Other types, including names inherited from Object.prototype, fail.
  */
-export function messageGuard<M extends { type: string }>(fields: { [T in M['type']]: (m: Record<string, unknown>) => boolean }): Guard<M> {
-  return (x): x is M => isRecord(x) && typeof x.type === 'string' && Object.hasOwn(fields, x.type) && fields[x.type as M['type']](x);
+export function messageGuard<M extends { type: string }>(fields: {
+  [T in M['type']]: (m: Record<string, unknown>) => boolean;
+}): Guard<M> {
+  return (x): x is M =>
+    isRecord(x) && typeof x.type === 'string' && Object.hasOwn(fields, x.type) && fields[x.type as M['type']](x);
 }
 
 /** A request that still waits for its reply, with what the sender keeps beside it. */

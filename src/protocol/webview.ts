@@ -105,7 +105,11 @@ export interface ExplainView extends TrustView {
   byRelative: { helpful: RowView[]; harmful: RowView[] };
   flip: { rows: ({ row: number; line: number } & RowFile)[]; newClass: number } | null;
   /** Distribution of lossChangeIfRemoved over all rows, with the listed rows marked. */
-  histogram: { edges: number[]; counts: number[]; marked: { row: number; line: number; value: number; kind: 'helpful' | 'harmful' }[] };
+  histogram: {
+    edges: number[];
+    counts: number[];
+    marked: { row: number; line: number; value: number; kind: 'helpful' | 'harmful' }[];
+  };
   seconds: number;
 }
 

@@ -40,7 +40,9 @@ export function describeReason(r: Reason, classes: string[] | null): string {
 
 /** The meaning of a first-order loss change, in words. */
 export function describeLossChange(change: number): string {
-  if (change > 0) return `removing this row would raise the test loss by ${fmt(change).slice(1)} (first-order estimate): it helps this prediction`;
-  if (change < 0) return `removing this row would lower the test loss by ${fmt(-change).slice(1)} (first-order estimate): it hurts this prediction`;
+  if (change > 0)
+    return `removing this row would raise the test loss by ${fmt(change).slice(1)} (first-order estimate): it helps this prediction`;
+  if (change < 0)
+    return `removing this row would lower the test loss by ${fmt(-change).slice(1)} (first-order estimate): it hurts this prediction`;
   return 'removing this row would not change the test loss (first-order estimate)';
 }

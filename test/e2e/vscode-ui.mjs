@@ -17,7 +17,9 @@ export async function poll(fn, { timeoutMs = 30_000, intervalMs = 250, message =
       lastErr = e;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${(timeoutMs / 1000).toFixed(0)}s waiting for ${message}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`);
+      throw new Error(
+        `timed out after ${(timeoutMs / 1000).toFixed(0)}s waiting for ${message}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`,
+      );
     }
     await sleep(intervalMs);
   }
@@ -34,9 +36,12 @@ export async function waitForWorkbench(page, { timeoutMs = 90_000, file = 'train
 
 /** The explorer row of a file or folder (by its displayed name). */
 export function explorerItem(page, name) {
-  return page.locator('.explorer-folders-view .monaco-list-row').filter({
-    has: page.locator('.label-name', { hasText: new RegExp(`^${escapeRe(name)}$`) }),
-  }).first();
+  return page
+    .locator('.explorer-folders-view .monaco-list-row')
+    .filter({
+      has: page.locator('.label-name', { hasText: new RegExp(`^${escapeRe(name)}$`) }),
+    })
+    .first();
 }
 
 /** Closes every notification toast (they steal clicks on a small viewport). */
@@ -53,12 +58,21 @@ export function quickInput(page) {
 export async function quickInputShows(page, re) {
   const qi = quickInput(page);
   if (!(await qi.isVisible().catch(() => false))) return false;
-  const placeholder = (await qi.locator('input').getAttribute('placeholder').catch(() => '')) ?? '';
+  const placeholder =
+    (await qi
+      .locator('input')
+      .getAttribute('placeholder')
+      .catch(() => '')) ?? '';
   return re.test(`${await qi.innerText().catch(() => '')}\n${placeholder}`);
 }
 
 async function closeQuickInput(page) {
-  if (await quickInput(page).isVisible().catch(() => false)) await page.keyboard.press('Escape');
+  if (
+    await quickInput(page)
+      .isVisible()
+      .catch(() => false)
+  )
+    await page.keyboard.press('Escape');
 }
 
 /**
@@ -78,7 +92,10 @@ export async function runCommand(page, title, { timeoutMs = 60_000, run = true }
     await input.waitFor({ state: 'visible', timeout: 10_000 });
     await input.fill(`>${title}`);
     const row = quickInput(page).locator('.monaco-list-row').filter({ hasText: title }).first();
-    const found = await row.waitFor({ state: 'visible', timeout: 3_000 }).then(() => true, () => false);
+    const found = await row.waitFor({ state: 'visible', timeout: 3_000 }).then(
+      () => true,
+      () => false,
+    );
     if (found) {
       // The palette's list reorders while it filters: check the row about to run is ours.
       const label = (await row.getAttribute('aria-label').catch(() => '')) ?? '';
@@ -90,8 +107,10 @@ export async function runCommand(page, title, { timeoutMs = 60_000, run = true }
     }
     if (Date.now() > deadline) {
       await closeQuickInput(page);
-      throw new Error(`command "${title}" is not in the command palette after ${attempt} attempts (${(timeoutMs / 1000).toFixed(0)}s): ` +
-        'is the extension installed (the VSIX), and does its package.json contribute this command title?');
+      throw new Error(
+        `command "${title}" is not in the command palette after ${attempt} attempts (${(timeoutMs / 1000).toFixed(0)}s): ` +
+          'is the extension installed (the VSIX), and does its package.json contribute this command title?',
+      );
     }
     await sleep(1000);
   }
@@ -104,7 +123,10 @@ export async function findCommand(page, title, { timeoutMs = 60_000 } = {}) {
 
 async function focusWorkbench(page) {
   // Keys go to whatever has focus; a webview iframe swallows F1. Focus the workbench first.
-  await page.locator('.part.statusbar').click({ position: { x: 2, y: 2 } }).catch(() => {});
+  await page
+    .locator('.part.statusbar')
+    .click({ position: { x: 2, y: 2 } })
+    .catch(() => {});
 }
 
 /**
@@ -112,18 +134,24 @@ async function focusWorkbench(page) {
  * (a plain click on the entry does nothing in this workbench).
  */
 export async function contextMenu(page, target, entry, { timeoutMs = 20_000 } = {}) {
-  await poll(async () => {
-    await page.keyboard.press('Escape');
-    await target.click({ button: 'right' });
-    const item = page.locator('.monaco-menu .action-item').filter({
-      has: page.locator('.action-label', { hasText: new RegExp(`^${escapeRe(entry)}$`) }),
-    }).first();
-    await item.waitFor({ state: 'visible', timeout: 3_000 });
-    await item.hover();
-    await sleep(150);
-    await page.keyboard.press('Enter');
-    return true;
-  }, { timeoutMs, message: `the context-menu entry "${entry}"` });
+  await poll(
+    async () => {
+      await page.keyboard.press('Escape');
+      await target.click({ button: 'right' });
+      const item = page
+        .locator('.monaco-menu .action-item')
+        .filter({
+          has: page.locator('.action-label', { hasText: new RegExp(`^${escapeRe(entry)}$`) }),
+        })
+        .first();
+      await item.waitFor({ state: 'visible', timeout: 3_000 });
+      await item.hover();
+      await sleep(150);
+      await page.keyboard.press('Enter');
+      return true;
+    },
+    { timeoutMs, message: `the context-menu entry "${entry}"` },
+  );
 }
 
 /** Opens a workspace file in an editor through Quick Open (Ctrl+P). */
@@ -165,7 +193,10 @@ export async function goToLine(page, line) {
   await input.waitFor({ state: 'visible', timeout: 10_000 });
   await input.fill(`:${line}`);
   await page.keyboard.press('Enter');
-  await poll(async () => (await cursorPosition(page))?.line === line, { timeoutMs: 10_000, message: `the cursor on line ${line}` });
+  await poll(async () => (await cursorPosition(page))?.line === line, {
+    timeoutMs: 10_000,
+    message: `the cursor on line ${line}`,
+  });
 }
 
 /** The active editor's cursor from the status bar's "Ln X, Col Y" ({ line, col }), or null. */
@@ -181,10 +212,13 @@ export async function cursorPosition(page) {
 
 /** Polls until the status bar shows the cursor on line (1-based); returns the position. */
 export async function waitForCursorLine(page, line, { timeoutMs = 20_000 } = {}) {
-  return poll(async () => {
-    const p = await cursorPosition(page);
-    return p && p.line === line ? p : null;
-  }, { timeoutMs, message: `the status bar to show "Ln ${line}"` });
+  return poll(
+    async () => {
+      const p = await cursorPosition(page);
+      return p && p.line === line ? p : null;
+    },
+    { timeoutMs, message: `the status bar to show "Ln ${line}"` },
+  );
 }
 
 /**
@@ -194,19 +228,27 @@ export async function waitForCursorLine(page, line, { timeoutMs = 20_000 } = {})
  * has a child frame whose document contains `selector` (default body).
  */
 export async function webviewFrame(page, { match = 'influence-lens', selector = 'body', timeoutMs = 60_000 } = {}) {
-  return poll(async () => {
-    for (const outer of page.frames()) {
-      const url = outer.url();
-      if (!url.includes('webview') || !decodeURIComponent(url).includes(match)) continue;
-      for (const inner of outer.childFrames()) {
-        const isActive = inner.name() === 'active-frame' || inner.url().includes('fake.html')
-          || (await inner.frameElement().then((el) => el.getAttribute('id')).catch(() => null)) === 'active-frame';
-        if (!isActive) continue;
-        if (await inner.locator(selector).first().count()) return inner;
+  return poll(
+    async () => {
+      for (const outer of page.frames()) {
+        const url = outer.url();
+        if (!url.includes('webview') || !decodeURIComponent(url).includes(match)) continue;
+        for (const inner of outer.childFrames()) {
+          const isActive =
+            inner.name() === 'active-frame' ||
+            inner.url().includes('fake.html') ||
+            (await inner
+              .frameElement()
+              .then((el) => el.getAttribute('id'))
+              .catch(() => null)) === 'active-frame';
+          if (!isActive) continue;
+          if (await inner.locator(selector).first().count()) return inner;
+        }
       }
-    }
-    return null;
-  }, { timeoutMs, message: `a webview matching "${match}" that contains ${selector}` });
+      return null;
+    },
+    { timeoutMs, message: `a webview matching "${match}" that contains ${selector}` },
+  );
 }
 
 /** Saves a screenshot of the whole window. */

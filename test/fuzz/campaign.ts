@@ -35,12 +35,18 @@ export async function campaign(o: CampaignOptions): Promise<ReaderStats[]> {
   try {
     for (const reader of o.readers) {
       const from = o.from ?? 0;
-      const specs: CaseSpec[] = Array.from({ length: o.count }, (_, k) => ({ kind: 'gen', reader, seed: o.seed, index: from + k }));
+      const specs: CaseSpec[] = Array.from({ length: o.count }, (_, k) => ({
+        kind: 'gen',
+        reader,
+        seed: o.seed,
+        index: from + k,
+      }));
       const t0 = performance.now();
       const step = Math.max(1, Math.floor(o.count / 10));
       const results = await pool.runAll(specs, (r, done) => {
         if (isBad(r.result)) o.log?.(`  ${specName(r.spec)}: ${briefly(r.result)}`);
-        if (done % step === 0) o.log?.(`  ${reader}: ${done}/${o.count} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+        if (done % step === 0)
+          o.log?.(`  ${reader}: ${done}/${o.count} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
       });
       const seconds = (performance.now() - t0) / 1000;
       stats.push(await summarize(reader, results, seconds, o.confirm ?? true, timeLimitMs));
@@ -51,7 +57,13 @@ export async function campaign(o: CampaignOptions): Promise<ReaderStats[]> {
   return stats;
 }
 
-async function summarize(reader: Reader, results: CaseResult[], seconds: number, again: boolean, timeLimitMs: number): Promise<ReaderStats> {
+async function summarize(
+  reader: Reader,
+  results: CaseResult[],
+  seconds: number,
+  again: boolean,
+  timeLimitMs: number,
+): Promise<ReaderStats> {
   const counts = new Map<string, number>();
   for (const r of results) counts.set(resultClass(r.result), (counts.get(resultClass(r.result)) ?? 0) + 1);
   const slowest = results
@@ -61,10 +73,18 @@ async function summarize(reader: Reader, results: CaseResult[], seconds: number,
     .map((r) => ({ ms: r.ms, name: specName(r.spec) }));
   const bad: ReaderStats['bad'] = [];
   for (const r of results.filter((x) => isBad(x.result))) {
-    const alone = again && (r.result.status === 'hang' || r.result.status === 'crash') ? await confirm(r.spec, timeLimitMs) : null;
+    const alone =
+      again && (r.result.status === 'hang' || r.result.status === 'crash') ? await confirm(r.spec, timeLimitMs) : null;
     bad.push({ spec: r.spec, result: r.result, alone });
   }
-  return { reader, cases: results.length, seconds, counts: new Map([...counts].sort((a, b) => b[1] - a[1])), slowest, bad };
+  return {
+    reader,
+    cases: results.length,
+    seconds,
+    counts: new Map([...counts].sort((a, b) => b[1] - a[1])),
+    slowest,
+    bad,
+  };
 }
 
 /** The counts as a small table. */
@@ -79,9 +99,16 @@ export function report(stats: ReaderStats[]): string {
       groups.set(g, (groups.get(g) ?? 0) + v);
     }
     lines.push('  ' + [...groups].map(([k, v]) => `${k} ${v}`).join(', '));
-    lines.push('  ' + [...s.counts].filter(([k]) => k.startsWith('error[')).map(([k, v]) => `${k.slice(6, -1)} ${v}`).join(', '));
+    lines.push(
+      '  ' +
+        [...s.counts]
+          .filter(([k]) => k.startsWith('error['))
+          .map(([k, v]) => `${k.slice(6, -1)} ${v}`)
+          .join(', '),
+    );
     for (const x of s.slowest) lines.push(`  slow: ${x.ms.toFixed(0)} ms ${x.name}`);
-    for (const b of s.bad) lines.push(`  BAD ${specName(b.spec)}: ${briefly(b.result)}${b.alone ? ` (alone: ${b.alone.status})` : ''}`);
+    for (const b of s.bad)
+      lines.push(`  BAD ${specName(b.spec)}: ${briefly(b.result)}${b.alone ? ` (alone: ${b.alone.status})` : ''}`);
   }
   return lines.join('\n');
 }

@@ -40,5 +40,11 @@ export function makeCase(s: Exclude<CaseSpec, { kind: 'selftest' }>): FuzzCase {
   const br = s.path.endsWith('.br');
   const bytes = br ? brotliDecompressSync(readFileSync(s.path)) : readFileSync(s.path);
   if (s.reader === 'onnx') return { reader: 'onnx', name: s.name, ext: '.onnx', bytes };
-  return { reader: s.reader, name: s.name, ext: s.ext ?? extname(br ? s.path.slice(0, -3) : s.path), bytes, opts: s.opts ?? {} };
+  return {
+    reader: s.reader,
+    name: s.name,
+    ext: s.ext ?? extname(br ? s.path.slice(0, -3) : s.path),
+    bytes,
+    opts: s.opts ?? {},
+  };
 }

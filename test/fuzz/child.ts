@@ -42,7 +42,10 @@ process.on('message', async (m: { id: number; spec: CaseSpec }) => {
   try {
     outcome = m.spec.kind === 'selftest' ? await selftest(m.spec.what) : await runCase(makeCase(m.spec), dir);
   } catch (e) {
-    outcome = { status: 'failure', why: `escaped the case: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}` };
+    outcome = {
+      status: 'failure',
+      why: `escaped the case: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`,
+    };
   }
   const ms = performance.now() - t0;
   if (m.spec.kind === 'selftest' && m.spec.what === 'late-throw') await new Promise((r) => setTimeout(r, 20));

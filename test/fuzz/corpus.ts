@@ -33,7 +33,15 @@ export function corpus(): CorpusEntry[] {
       if (f.endsWith('.json') || f.endsWith('.md')) continue;
       const notePath = join(dir, f + '.json');
       if (!existsSync(notePath)) throw new Error(`corpus entry ${reader}/${f} has no ${f}.json note`);
-      const note = JSON.parse(readFileSync(notePath, 'utf8')) as { expect: string; maxMs?: number; opts?: TableCaseOptions; ext?: string; found: string; symptom: string; fix: string };
+      const note = JSON.parse(readFileSync(notePath, 'utf8')) as {
+        expect: string;
+        maxMs?: number;
+        opts?: TableCaseOptions;
+        ext?: string;
+        found: string;
+        symptom: string;
+        fix: string;
+      };
       const path = join(dir, f);
       out.push({
         reader,

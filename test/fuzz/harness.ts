@@ -54,7 +54,8 @@ export function signature(r: Result): string {
 
 export function briefly(r: Result): string {
   if (r.status === 'error') return r.message.slice(0, 200);
-  if (r.status === 'failure' || r.status === 'hang' || r.status === 'crash') return `${r.status}: ${r.why.split('\n').slice(0, 4).join(' | ').slice(0, 600)}`;
+  if (r.status === 'failure' || r.status === 'hang' || r.status === 'crash')
+    return `${r.status}: ${r.why.split('\n').slice(0, 4).join(' | ').slice(0, 600)}`;
   return r.status;
 }
 
@@ -164,10 +165,17 @@ export class Pool {
       const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
       const tail = slot.stderr.trim().split('\n').slice(-6).join('\n');
       if (slot.job) {
-        this.finish(slot, { spec: slot.job.job.spec, result: { status: 'crash', why: `the process running the case ${how}${tail ? `\n${tail}` : ''}` }, ms: performance.now() - slot.job.t0 });
+        this.finish(slot, {
+          spec: slot.job.job.spec,
+          result: { status: 'crash', why: `the process running the case ${how}${tail ? `\n${tail}` : ''}` },
+          ms: performance.now() - slot.job.t0,
+        });
       } else if (slot.last && code !== 0 && !this.closed) {
         // Died between cases: something the last case left behind (a timer, a dangling promise) blew up.
-        slot.last.result = { status: 'crash', why: `the process ${how} after the case had answered${tail ? `\n${tail}` : ''}` };
+        slot.last.result = {
+          status: 'crash',
+          why: `the process ${how} after the case had answered${tail ? `\n${tail}` : ''}`,
+        };
       }
       this.pump();
     });
@@ -199,7 +207,11 @@ export class Pool {
           if (!slot.job || slot.job.id !== id) return;
           slot.child = null;
           child.kill('SIGKILL');
-          this.finish(slot, { spec: job.spec, result: { status: 'hang', why: `no answer within ${this.timeLimitMs} ms` }, ms: this.timeLimitMs });
+          this.finish(slot, {
+            spec: job.spec,
+            result: { status: 'hang', why: `no answer within ${this.timeLimitMs} ms` },
+            ms: this.timeLimitMs,
+          });
         }, this.timeLimitMs);
         if (child.connected) child.send({ id, spec: job.spec });
       });
@@ -271,7 +283,14 @@ export async function minimize(
     runs++;
     const path = join(dir, `cand${n++}${c.ext}`);
     writeFileSync(path, bytes);
-    const r = await pool.run({ kind: 'file', reader: c.reader, path, ext: c.ext, name: 'candidate', opts: c.reader === 'onnx' ? undefined : c.opts });
+    const r = await pool.run({
+      kind: 'file',
+      reader: c.reader,
+      path,
+      ext: c.ext,
+      name: 'candidate',
+      opts: c.reader === 'onnx' ? undefined : c.opts,
+    });
     rmSync(path, { force: true });
     // A runaway loop ends as a hang or, when it allocates as it goes, as a fatal out-of-memory crash.
     const got = signature(r.result);

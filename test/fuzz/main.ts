@@ -18,7 +18,9 @@ function args(argv: string[]): Map<string, string> {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const [k, v] = a.includes('=') ? [a.slice(2, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a.slice(2), argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[++i] : 'true'];
+    const [k, v] = a.includes('=')
+      ? [a.slice(2, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+      : [a.slice(2), argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[++i] : 'true'];
     m.set(k, v);
   }
   return m;
@@ -41,7 +43,9 @@ async function main(): Promise<number> {
   const readers = (a.get('readers') ?? READERS.join(',')).split(',') as Reader[];
   for (const r of readers) if (!READERS.includes(r)) throw new Error(`unknown reader ${r}; use ${READERS.join(', ')}`);
   const out = resolve(a.get('out') ?? join(__dirname, '../../.cache/fuzz-found'));
-  console.log(`fuzz: seed ${seed}, ${count} cases per reader (${readers.join(', ')}) from case ${from}, ${workers} processes, ${timeLimitMs} ms per case`);
+  console.log(
+    `fuzz: seed ${seed}, ${count} cases per reader (${readers.join(', ')}) from case ${from}, ${workers} processes, ${timeLimitMs} ms per case`,
+  );
   const t0 = performance.now();
   const stats = await campaign({ seed, count, readers, from, workers, timeLimitMs, log: (l) => console.log(l) });
   const seconds = (performance.now() - t0) / 1000;
@@ -52,7 +56,11 @@ async function main(): Promise<number> {
     for (const b of bad) {
       if (b.spec.kind !== 'gen') continue;
       const want = signature(b.result);
-      const m = await minimize(b.spec, want, { timeLimitMs: Math.min(timeLimitMs, 5000), workers, log: (l) => console.log(l) });
+      const m = await minimize(b.spec, want, {
+        timeLimitMs: Math.min(timeLimitMs, 5000),
+        workers,
+        log: (l) => console.log(l),
+      });
       const base = join(out, `${b.spec.reader}-seed${b.spec.seed}-case${b.spec.index}`);
       writeFileSync(base + m.fuzzCase.ext, m.bytes);
       // A note in the corpus's form (corpus.ts), to complete once the bug is fixed.

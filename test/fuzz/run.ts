@@ -50,7 +50,12 @@ interface ReadResult {
   digest: string;
 }
 
-async function readTable(path: string, bytes: Buffer, opts: TableOptions, cancelAfter: number | undefined): Promise<ReadResult> {
+async function readTable(
+  path: string,
+  bytes: Buffer,
+  opts: TableOptions,
+  cancelAfter: number | undefined,
+): Promise<ReadResult> {
   const ac = new AbortController();
   let reads = 0;
   const o: TableOptions = { ...opts };
@@ -75,10 +80,22 @@ async function readTable(path: string, bytes: Buffer, opts: TableOptions, cancel
   for await (const b of reader.batches()) {
     check(b.start === rows, `batch start ${b.start} after ${rows} rows`);
     check(b.count > 0 && b.count <= (opts.batchSize ?? 4096), `batch count ${b.count}`);
-    check(b.features.length === b.count * F && b.labels.length === b.count && b.lines.length === b.count && b.offsets.length === b.count + 1, 'batch array lengths');
-    check(lastOffset < 0 || b.offsets[0] === lastOffset, `batch starts at byte ${b.offsets[0]}, the previous one ended at ${lastOffset}`);
+    check(
+      b.features.length === b.count * F &&
+        b.labels.length === b.count &&
+        b.lines.length === b.count &&
+        b.offsets.length === b.count + 1,
+      'batch array lengths',
+    );
+    check(
+      lastOffset < 0 || b.offsets[0] === lastOffset,
+      `batch starts at byte ${b.offsets[0]}, the previous one ended at ${lastOffset}`,
+    );
     for (let i = 0; i < b.count; i++) {
-      check(b.offsets[i + 1] > b.offsets[i], `row ${rows + i}: offsets ${b.offsets[i]}..${b.offsets[i + 1]} do not rise`);
+      check(
+        b.offsets[i + 1] > b.offsets[i],
+        `row ${rows + i}: offsets ${b.offsets[i]}..${b.offsets[i + 1]} do not rise`,
+      );
       check(b.lines[i] > lastLine, `row ${rows + i}: line ${b.lines[i]} after line ${lastLine}`);
       lastLine = b.lines[i];
       const label = b.labels[i];
@@ -96,11 +113,16 @@ async function readTable(path: string, bytes: Buffer, opts: TableOptions, cancel
   const s = reader.summary();
   check(s.rows === rows, `summary rows ${s.rows} vs ${rows}`);
   check(s.sha256 === createHash('sha256').update(bytes).digest('hex'), 'summary sha256 is not the file digest');
-  check(lastOffset < 0 || lastOffset === bytes.length, `the last record ends at byte ${lastOffset}, the file at ${bytes.length}`);
+  check(
+    lastOffset < 0 || lastOffset === bytes.length,
+    `the last record ends at byte ${lastOffset}, the file at ${bytes.length}`,
+  );
   return { columns: info.columns, featureCount: F, rows, digest: h.digest('hex') };
 }
 
-async function attempt<T>(fn: () => Promise<T>): Promise<{ value: T; outcome: Outcome } | { value: null; outcome: Outcome }> {
+async function attempt<T>(
+  fn: () => Promise<T>,
+): Promise<{ value: T; outcome: Outcome } | { value: null; outcome: Outcome }> {
   try {
     return { value: await fn(), outcome: { status: 'ok' } };
   } catch (e) {
@@ -127,14 +149,20 @@ async function runTable(c: TableCase, path: string): Promise<Outcome> {
     const ref = await attempt(() => readTable(path, c.bytes, { ...opts, chunkSize: undefined }, undefined));
     if (ref.outcome.status === 'failure') return ref.outcome;
     if (!sameOutcome(main.outcome, ref.outcome)) {
-      return { status: 'failure', why: `chunkSize ${opts.chunkSize} gives ${describe(main.outcome)}, the default gives ${describe(ref.outcome)}` };
+      return {
+        status: 'failure',
+        why: `chunkSize ${opts.chunkSize} gives ${describe(main.outcome)}, the default gives ${describe(ref.outcome)}`,
+      };
     }
     if (main.value && ref.value && JSON.stringify(main.value) !== JSON.stringify(ref.value)) {
       return { status: 'failure', why: `chunkSize ${opts.chunkSize} reads other rows than the default chunk size` };
     }
   }
   if (main.value && header.value && JSON.stringify(header.value) !== JSON.stringify(main.value.columns)) {
-    return { status: 'failure', why: `readHeader gives ${JSON.stringify(header.value).slice(0, 200)}, the reader ${JSON.stringify(main.value.columns).slice(0, 200)}` };
+    return {
+      status: 'failure',
+      why: `readHeader gives ${JSON.stringify(header.value).slice(0, 200)}, the reader ${JSON.stringify(main.value.columns).slice(0, 200)}`,
+    };
   }
   if (main.value) return { status: 'ok', note: `${main.value.rows} rows` };
   return main.outcome;
@@ -169,7 +197,10 @@ async function runModel(path: string): Promise<Outcome> {
     // One small batch, as a data file of the model's width would give it (only for widths a file can have).
     if (info.F <= 100000) {
       const rows = 2;
-      const x = info.inputType === 'float64' ? new Float64Array(rows * info.F).fill(0.5) : new Float32Array(rows * info.F).fill(0.5);
+      const x =
+        info.inputType === 'float64'
+          ? new Float64Array(rows * info.F).fill(0.5)
+          : new Float32Array(rows * info.F).fill(0.5);
       const run = await attempt(() => engine.runBatch(x, new Int32Array(rows), rows));
       if (run.outcome.status !== 'ok') return run.outcome;
     }

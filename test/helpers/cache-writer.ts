@@ -102,7 +102,10 @@ async function main(): Promise<void> {
     };
   }
   const rows = await synthRows(dataPath, Number(n), Number(D), Number(C), Number(seed));
-  const ok = await new RowsCache(dir).store({ modelSha256, dataPath, options: JSON.parse(options) as Record<string, unknown> }, rows);
+  const ok = await new RowsCache(dir).store(
+    { modelSha256, dataPath, options: JSON.parse(options) as Record<string, unknown> },
+    rows,
+  );
   process.stdout.write(`STORED ${ok}\n`);
 }
 

@@ -28,7 +28,16 @@ export interface OpModel {
   name: string;
   file: string;
   layers: { node: string; params: number }[];
-  depths: { k: number; params: number; layerOffsets: number[]; perExampleGradient: Stored; testGradient: Stored; lambda: number; selfInfluence: Stored; lossChangeIfRemoved: Stored }[];
+  depths: {
+    k: number;
+    params: number;
+    layerOffsets: number[];
+    perExampleGradient: Stored;
+    testGradient: Stored;
+    lambda: number;
+    selfInfluence: Stored;
+    lossChangeIfRemoved: Stored;
+  }[];
   rows: { train: string; test: string; n: number; T: number };
 }
 
@@ -50,7 +59,13 @@ export interface LdsReference {
   lossChangeIfRemoved: ByLambda<Stored>;
   selfInfluence: ByLambda<Stored>;
   kinks: { onnxruntimeMasks: { lds: ByLambda<number> } };
-  kinkFree: { lambda: number; excludedTrainRows: number[]; n: number; testRowIndices: number[]; lossChangeIfRemoved: Stored };
+  kinkFree: {
+    lambda: number;
+    excludedTrainRows: number[];
+    n: number;
+    testRowIndices: number[];
+    lossChangeIfRemoved: Stored;
+  };
   lds: { lambdas: ByLambda<number> };
 }
 
@@ -92,8 +107,21 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function softplusModelBytes(): Uint8Array {
   const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
   return serialize(
-    [mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }), mkNode('Softplus', ['a1'], ['s1']), mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }), mkNode('Relu', ['a2'], ['h']), mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 })],
-    [floatTensor('W1', [3, 4], W(3, 4, 0.7)), floatTensor('b1', [3], [0.1, 0.2, 0.3]), floatTensor('W2', [3, 3], W(3, 3, 1.3)), floatTensor('b2', [3], [0.3, 0.1, 0.2]), floatTensor('W', [2, 3], W(2, 3, 2.1)), floatTensor('b', [2], [0, 0.5])],
+    [
+      mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }),
+      mkNode('Softplus', ['a1'], ['s1']),
+      mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }),
+      mkNode('Relu', ['a2'], ['h']),
+      mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 }),
+    ],
+    [
+      floatTensor('W1', [3, 4], W(3, 4, 0.7)),
+      floatTensor('b1', [3], [0.1, 0.2, 0.3]),
+      floatTensor('W2', [3, 3], W(3, 3, 1.3)),
+      floatTensor('b2', [3], [0.3, 0.1, 0.2]),
+      floatTensor('W', [2, 3], W(2, 3, 2.1)),
+      floatTensor('b', [2], [0, 0.5]),
+    ],
     [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
     [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
   );

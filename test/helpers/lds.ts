@@ -49,7 +49,10 @@ export function lds(truth: Truth, lossChange: Float64Array[]): number {
       for (let i = 0; i < truth.n; i++) if (s[i]) f -= lc[i];
       return f;
     });
-    sum += spearman(predicted, truth.meanLoss.map((m) => m[t]));
+    sum += spearman(
+      predicted,
+      truth.meanLoss.map((m) => m[t]),
+    );
   });
   return sum / lossChange.length;
 }
@@ -161,6 +164,17 @@ export function randomLossChanges(s: Setup, seed: number): Float64Array[] {
 
 /** The memorized flags of an audit under an option, with the validation set held out. */
 export async function optionMemorized(s: Setup, o: Option): Promise<Uint8Array> {
-  const a = await audit({ model: s.model, train: join(LDS_DIR, 'train.csv'), heldOut: { path: join(LDS_DIR, 'validation.csv'), source: 'validation' }, damping: o.damping, head: o.head, tau: 0, stability: false }, s.engine);
+  const a = await audit(
+    {
+      model: s.model,
+      train: join(LDS_DIR, 'train.csv'),
+      heldOut: { path: join(LDS_DIR, 'validation.csv'), source: 'validation' },
+      damping: o.damping,
+      head: o.head,
+      tau: 0,
+      stability: false,
+    },
+    s.engine,
+  );
   return a.scores.memorized!;
 }

@@ -51,25 +51,52 @@ export function rng(seed: number): () => number {
 
 export function floatTensor(name: string, dims: number[], values: ArrayLike<number>): TensorProto {
   const f = Float32Array.from(values);
-  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: TensorProto_DataType.FLOAT, rawData: new Uint8Array(f.buffer) });
+  return create(TensorProtoSchema, {
+    name,
+    dims: dims.map(BigInt),
+    dataType: TensorProto_DataType.FLOAT,
+    rawData: new Uint8Array(f.buffer),
+  });
 }
 
-export function mkNode(opType: string, input: string[], output: string[], attrs: Record<string, number> = {}, floats: Record<string, number> = {}): NodeProto {
+export function mkNode(
+  opType: string,
+  input: string[],
+  output: string[],
+  attrs: Record<string, number> = {},
+  floats: Record<string, number> = {},
+): NodeProto {
   return create(NodeProtoSchema, {
     opType,
     name: `${opType}_${output[0]}`,
     input,
     output,
     attribute: [
-      ...Object.entries(attrs).map(([name, i]) => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(i) })),
-      ...Object.entries(floats).map(([name, f]) => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f })),
+      ...Object.entries(attrs).map(([name, i]) =>
+        create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(i) }),
+      ),
+      ...Object.entries(floats).map(([name, f]) =>
+        create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f }),
+      ),
     ],
   });
 }
 
-
-export function serialize(nodes: NodeProto[], inits: TensorProto[], inputs: ReturnType<typeof valueInfo>[], outputs: ReturnType<typeof valueInfo>[], opset = 13, metadata: Record<string, string> = {}): Uint8Array {
-  const graph = create(GraphProtoSchema, { name: 'g', node: nodes, initializer: inits, input: inputs, output: outputs });
+export function serialize(
+  nodes: NodeProto[],
+  inits: TensorProto[],
+  inputs: ReturnType<typeof valueInfo>[],
+  outputs: ReturnType<typeof valueInfo>[],
+  opset = 13,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const graph = create(GraphProtoSchema, {
+    name: 'g',
+    node: nodes,
+    initializer: inits,
+    input: inputs,
+    output: outputs,
+  });
   const model = create(ModelProtoSchema, {
     irVersion: 8n,
     opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: BigInt(opset) })],
@@ -87,7 +114,7 @@ export function serialize(nodes: NodeProto[], inits: TensorProto[], inputs: Retu
 export function buildModel(spec: ModelSpec): { bytes: Uint8Array; W: Float32Array; b: Float32Array } {
   const r = rng(spec.seed ?? 7);
   const { F, D, C } = spec;
-  const W1 = Float32Array.from({ length: D * F }, () => r() / Math.sqrt(F) * 2);
+  const W1 = Float32Array.from({ length: D * F }, () => (r() / Math.sqrt(F)) * 2);
   const b1 = Float32Array.from({ length: D }, () => r() * 0.1);
   const W = Float32Array.from({ length: C * D }, () => r());
   const b = Float32Array.from({ length: C }, () => r() * 0.5);
@@ -95,12 +122,30 @@ export function buildModel(spec: ModelSpec): { bytes: Uint8Array; W: Float32Arra
   const inits: TensorProto[] = [floatTensor('W1', [D, F], W1), floatTensor('b1', [D], b1)];
   let x = 'input';
   if (spec.inputDims && spec.inputDims.length > 1) {
-    inits.push(create(TensorProtoSchema, { name: 'flat', dims: [2n], dataType: TensorProto_DataType.INT64, rawData: new Uint8Array(new BigInt64Array([-1n, BigInt(F)]).buffer) }));
+    inits.push(
+      create(TensorProtoSchema, {
+        name: 'flat',
+        dims: [2n],
+        dataType: TensorProto_DataType.INT64,
+        rawData: new Uint8Array(new BigInt64Array([-1n, BigInt(F)]).buffer),
+      }),
+    );
     nodes.push(mkNode('Reshape', [x, 'flat'], ['x_flat']));
     x = 'x_flat';
   }
   if (spec.pre) {
-    inits.push(floatTensor('mean', [F], Array.from({ length: F }, (_, i) => 0.1 * i)), floatTensor('scale', [F], Array.from({ length: F }, (_, i) => 1 + 0.05 * i)));
+    inits.push(
+      floatTensor(
+        'mean',
+        [F],
+        Array.from({ length: F }, (_, i) => 0.1 * i),
+      ),
+      floatTensor(
+        'scale',
+        [F],
+        Array.from({ length: F }, (_, i) => 1 + 0.05 * i),
+      ),
+    );
     nodes.push(mkNode('Sub', [x, 'mean'], ['x_c']), mkNode('Div', ['x_c', 'scale'], ['x_s']));
     x = 'x_s';
   }
@@ -122,13 +167,27 @@ export function buildModel(spec: ModelSpec): { bytes: Uint8Array; W: Float32Arra
       nodes.push(mkNode('Gemm', ['h', 'W', 'b'], ['z']));
       break;
     case 'gemmScaled': // alpha·h·Wᵀ + beta·b with the stored tensors scaled to compensate
-      inits.push(floatTensor('W', [C, D], W.map((v) => v / 2)), floatTensor('b', [C], b.map((v) => v * 4)));
+      inits.push(
+        floatTensor(
+          'W',
+          [C, D],
+          W.map((v) => v / 2),
+        ),
+        floatTensor(
+          'b',
+          [C],
+          b.map((v) => v * 4),
+        ),
+      );
       nodes.push(mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 }, { alpha: 2, beta: 0.25 }));
       break;
     case 'matmulAdd':
     case 'addReversed':
       inits.push(floatTensor('W', [D, C], WT), floatTensor('b', [C], b));
-      nodes.push(mkNode('MatMul', ['h', 'W'], ['hw']), mkNode('Add', spec.head === 'matmulAdd' ? ['hw', 'b'] : ['b', 'hw'], ['z']));
+      nodes.push(
+        mkNode('MatMul', ['h', 'W'], ['hw']),
+        mkNode('Add', spec.head === 'matmulAdd' ? ['hw', 'b'] : ['b', 'hw'], ['z']),
+      );
       break;
     case 'matmulNoBias':
       inits.push(floatTensor('W', [D, C], WT));

@@ -53,10 +53,11 @@ export function auc(score: ArrayLike<number>, pos: boolean[]): number {
     let j = k;
     while (j + 1 < idx.length && score[idx[j + 1]] === score[idx[k]]) j++;
     const mid = (k + j) / 2 + 1;
-    for (let t = k; t <= j; t++) if (pos[idx[t]]) {
-      rankSum += mid;
-      np++;
-    }
+    for (let t = k; t <= j; t++)
+      if (pos[idx[t]]) {
+        rankSum += mid;
+        np++;
+      }
     k = j + 1;
   }
   return (rankSum - (np * (np + 1)) / 2) / (np * (pos.length - np));
@@ -66,7 +67,7 @@ export function auc(score: ArrayLike<number>, pos: boolean[]): number {
 function ranks(x: ArrayLike<number>): Float64Array {
   const idx = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
   const r = new Float64Array(x.length);
-  for (let k = 0; k < idx.length; ) {
+  for (let k = 0; k < idx.length;) {
     let j = k;
     while (j + 1 < idx.length && x[idx[j + 1]] === x[idx[k]]) j++;
     for (let t = k; t <= j; t++) r[idx[t]] = (k + j) / 2 + 1;

@@ -1,5 +1,11 @@
 /** Reads a whole data file with the engine's TableReader (tests only): every batch, concatenated. */
-import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../../src/core/data/table';
+import {
+  TableReader,
+  type Batch,
+  type TableInfo,
+  type TableOptions,
+  type TableSummary,
+} from '../../src/core/data/table';
 
 export async function readAll(
   path: string,
@@ -34,4 +40,3 @@ export async function readAll(
   }
   return { info: reader.info, features, labels, lines, offsets, summary };
 }
-

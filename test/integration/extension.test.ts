@@ -38,7 +38,12 @@ suite('Influence Lens in VS Code', function () {
   test('registers its commands', async () => {
     await api();
     const all = await vscode.commands.getCommands(true);
-    const pkg = JSON.parse(fs.readFileSync(path.join(vscode.extensions.getExtension('influence-lens.influence-lens')!.extensionPath, 'package.json'), 'utf8'));
+    const pkg = JSON.parse(
+      fs.readFileSync(
+        path.join(vscode.extensions.getExtension('influence-lens.influence-lens')!.extensionPath, 'package.json'),
+        'utf8',
+      ),
+    );
     const declared: string[] = pkg.contributes.commands.map((c: { command: string }) => c.command);
     assert.ok(declared.length >= 20);
     for (const id of declared) assert.ok(all.includes(id), `${id} registered`);
@@ -52,7 +57,13 @@ suite('Influence Lens in VS Code', function () {
     await vscode.commands.executeCommand(COMMAND.useAsValidation, file('validation.csv'));
     const a = await api();
     await a.controller.project.update({ labelColumn: 'label' });
-    assert.deepEqual(projectFile(), { model: 'model.onnx', train: 'train.csv', test: 'test.csv', validation: 'validation.csv', labelColumn: 'label' });
+    assert.deepEqual(projectFile(), {
+      model: 'model.onnx',
+      train: 'train.csv',
+      test: 'test.csv',
+      validation: 'validation.csv',
+      labelColumn: 'label',
+    });
     assert.equal(a.controller.path('train'), file('train.csv').fsPath);
   });
 
@@ -67,7 +78,11 @@ suite('Influence Lens in VS Code', function () {
     assert.equal(ex.view.image?.width, 8);
     assert.equal(ex.view.byInfluence.helpful[0].features?.length, 64);
     await until('the panel', () => a.panel.webviewPanel);
-    const tab = await until('a webview tab', () => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'Influence Lens'));
+    const tab = await until('a webview tab', () =>
+      vscode.window.tabGroups.all
+        .flatMap((g) => g.tabs)
+        .find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'Influence Lens'),
+    );
     assert.ok(tab);
     assert.ok(ex.marks.some((m) => m.kind === 'helpful'));
     // How far to trust it: the sample's head is at its optimum, and the stability check ran.
@@ -102,9 +117,16 @@ suite('Influence Lens in VS Code', function () {
     // Quick fixes exist and "Mark as reviewed" removes the diagnostic without touching the file.
     const before = fs.readFileSync(file('train.csv').fsPath);
     const d0 = diags[0];
-    const actions = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', file('train.csv'), d0.range);
+    const actions = await vscode.commands.executeCommand<vscode.CodeAction[]>(
+      'vscode.executeCodeActionProvider',
+      file('train.csv'),
+      d0.range,
+    );
     const titles = actions.map((x) => x.title);
-    assert.ok(titles.some((t) => /^Drop row \d+ from cleaned export$/.test(t)), titles.join('; '));
+    assert.ok(
+      titles.some((t) => /^Drop row \d+ from cleaned export$/.test(t)),
+      titles.join('; '),
+    );
     const reviewed = actions.find((x) => /^Mark row \d+ as reviewed$/.test(x.title))!;
     await vscode.commands.executeCommand(reviewed.command!.command, ...(reviewed.command!.arguments ?? []));
     const after = vscode.languages.getDiagnostics(file('train.csv')).filter((x) => x.source === 'Influence Lens');
@@ -115,7 +137,9 @@ suite('Influence Lens in VS Code', function () {
   test('cancel stops a run', async () => {
     const a = await api();
     a.controller.setAudit(null);
-    await vscode.workspace.getConfiguration('influenceLens').update('cache.enabled', false, vscode.ConfigurationTarget.Workspace);
+    await vscode.workspace
+      .getConfiguration('influenceLens')
+      .update('cache.enabled', false, vscode.ConfigurationTarget.Workspace);
     try {
       const t0 = Date.now();
       const run = vscode.commands.executeCommand(COMMAND.runAudit);
@@ -127,7 +151,9 @@ suite('Influence Lens in VS Code', function () {
       assert.equal(a.controller.results.audit, null, 'no result from a cancelled run');
       assert.equal(a.controller.lastError, null, 'cancelling is not an error');
     } finally {
-      await vscode.workspace.getConfiguration('influenceLens').update('cache.enabled', undefined, vscode.ConfigurationTarget.Workspace);
+      await vscode.workspace
+        .getConfiguration('influenceLens')
+        .update('cache.enabled', undefined, vscode.ConfigurationTarget.Workspace);
     }
   });
 
@@ -143,7 +169,7 @@ suite('Influence Lens in VS Code', function () {
       await a.controller.project.update({ labelColumn: 'label' });
     }
   });
-  test('an image folder: explain an image, open a row\'s image, and the audit diagnoses the images themselves', async () => {
+  test("an image folder: explain an image, open a row's image, and the audit diagnoses the images themselves", async () => {
     const a = await api();
     const before = a.controller.path('train');
     await vscode.commands.executeCommand(COMMAND.useAsTrain, file('images/train'));
@@ -151,19 +177,35 @@ suite('Influence Lens in VS Code', function () {
       const dir = path.join(ws().fsPath, 'images', 'test', '3');
       const img = vscode.Uri.file(path.join(dir, fs.readdirSync(dir).sort()[0]));
       await vscode.commands.executeCommand(COMMAND.explainImage, img);
-      const ex = await until('an explanation of the image', () => a.controller.results.explain?.testPath === img.fsPath && a.controller.results.explain);
+      const ex = await until(
+        'an explanation of the image',
+        () => a.controller.results.explain?.testPath === img.fsPath && a.controller.results.explain,
+      );
       assert.equal(ex.view.test.labelled, false);
       assert.ok(ex.view.images && ex.view.test.thumb, 'the test image');
       const row = ex.view.byInfluence.helpful[0];
-      assert.ok(row.file && row.thumb?.startsWith('data:image/png;base64,'), 'a listed row is an image with its thumbnail');
+      assert.ok(
+        row.file && row.thumb?.startsWith('data:image/png;base64,'),
+        'a listed row is an image with its thumbnail',
+      );
       await vscode.commands.executeCommand(COMMAND.revealRow, 'train', row.row, row.line);
-      await until('the row\'s image open', () => (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri?.fsPath === row.file);
+      await until(
+        "the row's image open",
+        () =>
+          (vscode.window.tabGroups.activeTabGroup.activeTab?.input as { uri?: vscode.Uri } | undefined)?.uri?.fsPath ===
+          row.file,
+      );
       await vscode.commands.executeCommand(COMMAND.runAudit);
-      const au = await until('an audit of the images', () => a.controller.results.audit?.trainPath === file('images/train').fsPath && a.controller.results.audit);
+      const au = await until(
+        'an audit of the images',
+        () => a.controller.results.audit?.trainPath === file('images/train').fsPath && a.controller.results.audit,
+      );
       const flagged = au.view.flagged.filter((f) => f.file);
       assert.equal(flagged.length, au.view.flagged.length, 'every flagged row is an image');
       const diags = await until('diagnostics on an image file', () => {
-        const d = vscode.languages.getDiagnostics(vscode.Uri.file(flagged[0].file!)).filter((x) => x.source === 'Influence Lens');
+        const d = vscode.languages
+          .getDiagnostics(vscode.Uri.file(flagged[0].file!))
+          .filter((x) => x.source === 'Influence Lens');
         return d.length ? d : undefined;
       });
       assert.match(diags[0].message, /row \d+/);

@@ -13,7 +13,12 @@ export const MOCHA_MARK = '[mocha] ';
 export function run(): Promise<void> {
   // The extension host forwards console.log to the workbench's console among its own messages.
   (Mocha.reporters.Base as unknown as { consoleLog: (...a: unknown[]) => void }).consoleLog = (...a: unknown[]) =>
-    console.log(MOCHA_MARK + format(...a).split('\n').join('\n' + MOCHA_MARK));
+    console.log(
+      MOCHA_MARK +
+        format(...a)
+          .split('\n')
+          .join('\n' + MOCHA_MARK),
+    );
   const mocha = new Mocha({
     ui: 'tdd',
     reporter: 'spec',
@@ -24,9 +29,7 @@ export function run(): Promise<void> {
     grep: process.env.IL_TEST_GREP || undefined,
   });
   const dir = __dirname;
-  const files = (readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => f.endsWith('.test.js'))
-    .sort();
+  const files = (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith('.test.js')).sort();
   for (const f of files) mocha.addFile(join(dir, f));
   return new Promise((resolve, reject) => {
     try {

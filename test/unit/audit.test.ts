@@ -23,7 +23,6 @@ function cli(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-
 /** Positives found among the top `frac` of rows by score. */
 function found(score: ArrayLike<number>, pos: boolean[], frac: number): number {
   const k = Math.round(frac * pos.length);
@@ -40,7 +39,16 @@ describe('audit on the noisy-label fixture', () => {
   before(async () => {
     const engine = await Engine.open(fx('model.onnx'));
     try {
-      r = await audit({ model: fx('model.onnx'), train: fx('train.csv'), heldOut: { path: fx('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 }, engine);
+      r = await audit(
+        {
+          model: fx('model.onnx'),
+          train: fx('train.csv'),
+          heldOut: { path: fx('validation.csv'), source: 'validation' },
+          damping: 'auto',
+          tau: 0,
+        },
+        engine,
+      );
     } finally {
       await engine.release();
     }
@@ -54,13 +62,17 @@ describe('audit on the noisy-label fixture', () => {
     const s = r.scores;
     const scores = { suspicion: s.suspicion, trainingLoss: r.rows.loss, selfInfluence: s.selfInfluence };
     const table: Record<string, { at10: number; at20: number; auc: number }> = {};
-    for (const [k, v] of Object.entries(scores)) table[k] = { at10: found(v, flipped, 0.1), at20: found(v, flipped, 0.2), auc: auc(v, flipped) };
+    for (const [k, v] of Object.entries(scores))
+      table[k] = { at10: found(v, flipped, 0.1), at20: found(v, flipped, 0.2), auc: auc(v, flipped) };
     console.log(`flipped rows found (of ${flipped.filter(Boolean).length}) and ROC AUC:`, JSON.stringify(table));
     const best10 = Math.max(table.trainingLoss.at10, table.selfInfluence.at10);
     const best20 = Math.max(table.trainingLoss.at20, table.selfInfluence.at20);
     assert.ok(table.suspicion.at10 >= best10 - 1, `@10%: ${table.suspicion.at10} vs ${best10}`);
     assert.ok(table.suspicion.at20 >= best20 - 1, `@20%: ${table.suspicion.at20} vs ${best20}`);
-    assert.ok(table.suspicion.at10 > best10 || table.suspicion.at20 > best20, 'beats the better baseline at 10% or 20%');
+    assert.ok(
+      table.suspicion.at10 > best10 || table.suspicion.at20 > best20,
+      'beats the better baseline at 10% or 20%',
+    );
   });
 
   it('flags memorized rows that the Feldman–Zhang estimate confirms, and ranks them', () => {
@@ -68,7 +80,9 @@ describe('audit on the noisy-label fixture', () => {
     const confirmed = flagged.filter((i) => fzMem[i]).length;
     const precision = confirmed / flagged.length;
     const a = auc(r.scores.suspicion, fzMem);
-    console.log(`memorized: ${flagged.length} flagged, precision ${precision.toFixed(3)} against FZ mem > 0.25 (${fzMem.filter(Boolean).length} rows); suspicion AUC ${a.toFixed(4)}`);
+    console.log(
+      `memorized: ${flagged.length} flagged, precision ${precision.toFixed(3)} against FZ mem > 0.25 (${fzMem.filter(Boolean).length} rows); suspicion AUC ${a.toFixed(4)}`,
+    );
     assert.ok(flagged.length >= 2);
     assert.ok(precision >= 0.8, `precision ${precision}`);
     assert.ok(a >= 0.9, `AUC ${a}`);
@@ -83,19 +97,44 @@ describe('audit on the noisy-label fixture', () => {
   });
 
   it('the JSON lists every row with reasons in file order', () => {
-    const out = cli('audit', '--model', fx('model.onnx'), '--train', fx('train.csv'), '--validation', fx('validation.csv'), '--json');
+    const out = cli(
+      'audit',
+      '--model',
+      fx('model.onnx'),
+      '--train',
+      fx('train.csv'),
+      '--validation',
+      fx('validation.csv'),
+      '--json',
+    );
     assert.equal(out.code, 0, out.stderr);
     const j = JSON.parse(out.stdout);
     assert.equal(j.version, 1);
     assert.equal(j.rows.length, 1000);
     assert.deepEqual(j.heldOut.source, 'validation');
     assert.equal(j.heldOut.rows, 400);
-    assert.deepEqual(j.rows.slice(0, 3).map((x: { row: number; line: number }) => [x.row, x.line]), [[0, 2], [1, 3], [2, 4]]);
+    assert.deepEqual(
+      j.rows.slice(0, 3).map((x: { row: number; line: number }) => [x.row, x.line]),
+      [
+        [0, 2],
+        [1, 3],
+        [2, 4],
+      ],
+    );
     const mem = j.rows.filter((x: { memorized: boolean }) => x.memorized);
     assert.equal(mem.length, j.memorizedCount);
-    for (const x of mem) assert.ok(x.reasons.some((q: { code: string }) => q.code === 'SELF_FLIP'), `row ${x.row} has a SELF_FLIP reason`);
+    for (const x of mem)
+      assert.ok(
+        x.reasons.some((q: { code: string }) => q.code === 'SELF_FLIP'),
+        `row ${x.row} has a SELF_FLIP reason`,
+      );
     const wrong = j.rows.find((x: { predicted: number; label: number }) => x.predicted !== x.label);
-    assert.ok(wrong.reasons.some((q: { code: string; predicted: number; p: number }) => q.code === 'LABEL_DISAGREES' && q.predicted === wrong.predicted && q.p > 0));
+    assert.ok(
+      wrong.reasons.some(
+        (q: { code: string; predicted: number; p: number }) =>
+          q.code === 'LABEL_DISAGREES' && q.predicted === wrong.predicted && q.p > 0,
+      ),
+    );
   });
 
   it('without a held-out set, held-out terms are null and nothing is flagged memorized', () => {
@@ -110,11 +149,27 @@ describe('audit on the noisy-label fixture', () => {
 describe('clean', () => {
   it('removing the memorized rows improves held-out accuracy, and the predicted loss change has the right sign', () => {
     const out = join(tmp, 'clean.csv');
-    const r = cli('clean', '--model', fx('model.onnx'), '--train', fx('train.csv'), '--validation', fx('validation.csv'), '--remove', 'memorized', '--out', out, '--verify', '--json');
+    const r = cli(
+      'clean',
+      '--model',
+      fx('model.onnx'),
+      '--train',
+      fx('train.csv'),
+      '--validation',
+      fx('validation.csv'),
+      '--remove',
+      'memorized',
+      '--out',
+      out,
+      '--verify',
+      '--json',
+    );
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     const v = j.verified;
-    console.log(`clean --remove memorized: ${j.removed.length} rows; held-out loss ${v.heldOutLossBefore.toFixed(5)} → ${v.heldOutLossAfter.toFixed(5)} (predicted change ${j.predicted.heldOutLossChange.toExponential(3)}), accuracy ${v.heldOutAccuracyBefore} → ${v.heldOutAccuracyAfter}`);
+    console.log(
+      `clean --remove memorized: ${j.removed.length} rows; held-out loss ${v.heldOutLossBefore.toFixed(5)} → ${v.heldOutLossAfter.toFixed(5)} (predicted change ${j.predicted.heldOutLossChange.toExponential(3)}), accuracy ${v.heldOutAccuracyBefore} → ${v.heldOutAccuracyAfter}`,
+    );
     assert.ok(j.removed.length >= 2);
     assert.ok(v.heldOutAccuracyAfter > v.heldOutAccuracyBefore, 'accuracy improves');
     assert.equal(Math.sign(j.predicted.heldOutLossChange), Math.sign(v.heldOutLossAfter - v.heldOutLossBefore));
@@ -123,16 +178,49 @@ describe('clean', () => {
     const orig = readFileSync(fx('train.csv'), 'utf8').split('\n');
     const kept = readFileSync(out, 'utf8').split('\n');
     const removed = new Set<number>(j.removed);
-    assert.deepEqual(kept, orig.filter((_, k) => k === 0 || !removed.has(k - 1)));
+    assert.deepEqual(
+      kept,
+      orig.filter((_, k) => k === 0 || !removed.has(k - 1)),
+    );
     assert.equal(j.kept, 1000 - j.removed.length);
   });
 
   it('top:K and rows: choose the rows to drop', () => {
     const out = join(tmp, 'top.csv');
-    const top = JSON.parse(cli('clean', '--model', fx('model.onnx'), '--train', fx('train.csv'), '--validation', fx('validation.csv'), '--remove', 'top:5', '--out', out, '--json').stdout);
+    const top = JSON.parse(
+      cli(
+        'clean',
+        '--model',
+        fx('model.onnx'),
+        '--train',
+        fx('train.csv'),
+        '--validation',
+        fx('validation.csv'),
+        '--remove',
+        'top:5',
+        '--out',
+        out,
+        '--json',
+      ).stdout,
+    );
     assert.equal(top.removed.length, 5);
     assert.equal(top.verified, null);
-    const rows = JSON.parse(cli('clean', '--model', fx('model.onnx'), '--train', fx('train.csv'), '--validation', fx('validation.csv'), '--remove', 'rows:9,1,5', '--out', out, '--json').stdout);
+    const rows = JSON.parse(
+      cli(
+        'clean',
+        '--model',
+        fx('model.onnx'),
+        '--train',
+        fx('train.csv'),
+        '--validation',
+        fx('validation.csv'),
+        '--remove',
+        'rows:9,1,5',
+        '--out',
+        out,
+        '--json',
+      ).stdout,
+    );
     assert.deepEqual(rows.removed, [1, 5, 9]);
   });
 
@@ -156,7 +244,8 @@ describe('clean', () => {
         ['--remove', 'top:3'],
         ['--out', join(tmp, 'x.csv')],
       ]);
-      for (let k = 0; k < over.length; k += 2) args.set(over[k], over[k + 1] === 'EMPTY' ? empty : over[k + 1] === 'OTHER' ? other : over[k + 1]);
+      for (let k = 0; k < over.length; k += 2)
+        args.set(over[k], over[k + 1] === 'EMPTY' ? empty : over[k + 1] === 'OTHER' ? other : over[k + 1]);
       const before = readFileSync(fx('train.csv'));
       const r = cli('clean', ...[...args].flat());
       assert.equal(r.code, 2, r.stderr);

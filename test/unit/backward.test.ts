@@ -12,7 +12,15 @@ import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import { parseLayerSpec, type LayerSpec } from '../../src/core/model/layers';
 import { taskFor } from '../../src/core/task/loss';
-import { DEEP_DIR, decode, ldsReference, manifest, maxRowRelError, relError, softplusModelBytes } from '../helpers/deep';
+import {
+  DEEP_DIR,
+  decode,
+  ldsReference,
+  manifest,
+  maxRowRelError,
+  relError,
+  softplusModelBytes,
+} from '../helpers/deep';
 import { floatTensor, mkNode, rng, serialize, valueInfo } from '../helpers/models';
 import { create } from '@bufbuild/protobuf';
 import { AttributeProto_AttributeType, AttributeProtoSchema, TensorProto_DataType, TensorProtoSchema } from 'onnx-buf';
@@ -41,7 +49,8 @@ async function gradients(deep: DeepEngine, file: string, rows?: number[]): Promi
     const sig = new Float64Array(b.count * K);
     for (let r = 0; r < b.count; r++) task.lossAndSignal(fw.z, r * K, b.labels[r], sig, r * K);
     const G = await deep.gradients(fw, 0, b.count, sig, 1);
-    for (let r = 0; r < b.count; r++) if (!want || want.has(b.start + r)) out.push(...G.subarray(r * deep.P, (r + 1) * deep.P));
+    for (let r = 0; r < b.count; r++)
+      if (!want || want.has(b.start + r)) out.push(...G.subarray(r * deep.P, (r + 1) * deep.P));
   });
   return Float64Array.from(out);
 }
@@ -56,8 +65,14 @@ describe('per-example gradients vs autograd: op-coverage models', () => {
         const deep = await DeepEngine.open(eng, k);
         try {
           const depth = mod.depths.find((d: { k: number }) => d.k === Math.max(k, 2))!;
-          assert.deepEqual(deep.chosen.map((l) => l.name), mod.layers.slice(0, k).map((l: { node: string }) => l.node));
-          for (const [file, key, n] of [['rows.csv', 'perExampleGradient', mod.rows.n], ['rows_test.csv', 'testGradient', mod.rows.T]] as const) {
+          assert.deepEqual(
+            deep.chosen.map((l) => l.name),
+            mod.layers.slice(0, k).map((l: { node: string }) => l.node),
+          );
+          for (const [file, key, n] of [
+            ['rows.csv', 'perExampleGradient', mod.rows.n],
+            ['rows_test.csv', 'testGradient', mod.rows.T],
+          ] as const) {
             const full = decode(depth[key]);
             const ref = new Float64Array(n * deep.P);
             for (let i = 0; i < n; i++) ref.set(full.subarray(i * depth.params, i * depth.params + deep.P), i * deep.P);
@@ -143,7 +158,10 @@ describe('layer choices and paths the backward pass refuses', () => {
   it('layers by name: the MatMul, its bias Add or its weight name, in index order', async () => {
     const eng = await open(join(DEEP_DIR, 'mlp_chain.onnx'));
     const deep = await DeepEngine.open(eng, parseLayerSpec('/fc1/Gemm,/Add,/head/Gemm'));
-    assert.deepEqual(deep.chosen.map((l) => l.index), [1, 2, 4]);
+    assert.deepEqual(
+      deep.chosen.map((l) => l.index),
+      [1, 2, 4],
+    );
     // Layer 3 is crossed but not chosen: the gradient is the depth-4 reference without its block.
     const mod = manifest().ops.models.find((x: { name: string }) => x.name === 'mlp_chain')!;
     const d4 = mod.depths.find((d: { k: number }) => d.k === 4)!;
@@ -169,8 +187,19 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
   const F = 6;
   const C = 3;
   const dbl = (name: string, dims: number[], values: ArrayLike<number>) =>
-    create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: TensorProto_DataType.DOUBLE, rawData: new Uint8Array(Float64Array.from(values).buffer) });
-  const i64 = (name: string, values: number[]) => create(TensorProtoSchema, { name, dims: [BigInt(values.length)], dataType: TensorProto_DataType.INT64, rawData: new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer) });
+    create(TensorProtoSchema, {
+      name,
+      dims: dims.map(BigInt),
+      dataType: TensorProto_DataType.DOUBLE,
+      rawData: new Uint8Array(Float64Array.from(values).buffer),
+    });
+  const i64 = (name: string, values: number[]) =>
+    create(TensorProtoSchema, {
+      name,
+      dims: [BigInt(values.length)],
+      dataType: TensorProto_DataType.INT64,
+      rawData: new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer),
+    });
 
   /**
    * θ as the layers hold it (head first, each [W | b] out × (in + 1)): 1 head Gemm 3×5, 2 Gemm 5×6,
@@ -222,13 +251,26 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
       mkNode('Softmax', ['z'], ['output'], { axis: 1 }),
     ];
     const inits = [
-      dbl('W4', [6, 8], L4.Wt), dbl('b4', [8], L4.b),
-      i64('shape3', [-1, 2, 4]), i64('axes1', [1]), i64('shape2', [-1, 6]),
-      dbl('W3', [4, 3], L3.Wt), dbl('b3', [3], L3.b), dbl('one', [], [1]),
-      dbl('W2', [6, 5], L2.Wt), dbl('b2', [5], L2.b),
-      dbl('W1', [3, 5], L1.W), dbl('b1', [3], L1.b),
+      dbl('W4', [6, 8], L4.Wt),
+      dbl('b4', [8], L4.b),
+      i64('shape3', [-1, 2, 4]),
+      i64('axes1', [1]),
+      i64('shape2', [-1, 6]),
+      dbl('W3', [4, 3], L3.Wt),
+      dbl('b3', [3], L3.b),
+      dbl('one', [], [1]),
+      dbl('W2', [6, 5], L2.Wt),
+      dbl('b2', [5], L2.b),
+      dbl('W1', [3, 5], L1.W),
+      dbl('b1', [3], L1.b),
     ];
-    const bytes = serialize(nodes, inits, [valueInfo('input', TensorProto_DataType.DOUBLE, ['batch', F])], [valueInfo('output', TensorProto_DataType.DOUBLE, ['batch', C])], 13);
+    const bytes = serialize(
+      nodes,
+      inits,
+      [valueInfo('input', TensorProto_DataType.DOUBLE, ['batch', F])],
+      [valueInfo('output', TensorProto_DataType.DOUBLE, ['batch', C])],
+      13,
+    );
     const p = join(dir, `${name}.onnx`);
     writeFileSync(p, bytes);
     return p;
@@ -237,12 +279,20 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
   it('Softmax and LogSoftmax between layers, Squeeze/Unsqueeze, Cast, a product and a quotient of two path values, a MatMul on a 3-D input, Gemm with transB = 0', async () => {
     const r = rng(11);
     const theta = Float64Array.from({ length: P }, () => r() * 0.8);
-    const rows = ['a,b,c,d,e,f,label', ...Array.from({ length: 12 }, (_, i) => [...Array.from({ length: F }, () => (r() * 2).toFixed(4)), i % C].join(','))];
+    const rows = [
+      'a,b,c,d,e,f,label',
+      ...Array.from({ length: 12 }, (_, i) =>
+        [...Array.from({ length: F }, () => (r() * 2).toFixed(4)), i % C].join(','),
+      ),
+    ];
     const data = join(dir, 'rows.csv');
     writeFileSync(data, rows.join('\n') + '\n');
     const eng = await open(model(theta, 'base'));
     const deep = await DeepEngine.open(eng, 'all');
-    assert.deepEqual(deep.chosen.map((l) => l.parameters), shapes.map((s) => s.out * (s.in + 1)));
+    assert.deepEqual(
+      deep.chosen.map((l) => l.parameters),
+      shapes.map((s) => s.out * (s.in + 1)),
+    );
     const G = await gradients(deep, data);
     await deep.release();
     const n = rows.length - 1;
@@ -257,8 +307,14 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
       const len = d < shapes.length ? shapes[d].out * (shapes[d].in + 1) : P;
       const dir = new Float64Array(P);
       for (let q = d < shapes.length ? off : 0; q < (d < shapes.length ? off + len : P); q++) dir[q] = r();
-      const plus = await loss(theta.map((v, q) => v + eps * dir[q]), `p${d}`);
-      const minus = await loss(theta.map((v, q) => v - eps * dir[q]), `m${d}`);
+      const plus = await loss(
+        theta.map((v, q) => v + eps * dir[q]),
+        `p${d}`,
+      );
+      const minus = await loss(
+        theta.map((v, q) => v - eps * dir[q]),
+        `m${d}`,
+      );
       const fd = Float64Array.from({ length: n }, (_, i) => (plus[i] - minus[i]) / (2 * eps));
       const an = Float64Array.from({ length: n }, (_, i) => {
         let s = 0;
@@ -266,7 +322,10 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
         return s;
       });
       const err = relError(an, fd);
-      assert.ok(err <= 1e-7, `${d < shapes.length ? `layer ${d + 1}` : 'all layers'}: directional derivatives off by ${err.toExponential(2)}`);
+      assert.ok(
+        err <= 1e-7,
+        `${d < shapes.length ? `layer ${d + 1}` : 'all layers'}: directional derivatives off by ${err.toExponential(2)}`,
+      );
     }
   });
 
@@ -278,7 +337,12 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
       const W2 = Float64Array.from({ length: 12 }, (_, q) => t[4 + Math.floor(q / 4) * 5 + (q % 4)]);
       const b2 = Float64Array.from({ length: 3 }, (_, o) => t[4 + o * 5 + 4]);
       const bytes = serialize(
-        [mkNode('Gemm', ['input', 'W2', 'b2'], ['a'], { transB: 1 }), mkNode('Tanh', ['a'], ['h']), mkNode('MatMul', ['h', 'w'], ['m']), mkNode('Add', ['m', 'b'], ['z'])],
+        [
+          mkNode('Gemm', ['input', 'W2', 'b2'], ['a'], { transB: 1 }),
+          mkNode('Tanh', ['a'], ['h']),
+          mkNode('MatMul', ['h', 'w'], ['m']),
+          mkNode('Add', ['m', 'b'], ['z']),
+        ],
         [dbl('W2', [3, 4], W2), dbl('b2', [3], b2), dbl('w', [3], t.subarray(0, 3)), dbl('b', [1], t.subarray(3, 4))],
         [valueInfo('input', TensorProto_DataType.DOUBLE, ['batch', 4])],
         [valueInfo('z', TensorProto_DataType.DOUBLE, ['batch'])],
@@ -287,7 +351,12 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
       writeFileSync(p, bytes);
       return p;
     };
-    const rows = ['a,b,c,d,label', ...Array.from({ length: 8 }, (_, i) => [...Array.from({ length: 4 }, () => (r() * 2).toFixed(4)), i % 2].join(','))];
+    const rows = [
+      'a,b,c,d,label',
+      ...Array.from({ length: 8 }, (_, i) =>
+        [...Array.from({ length: 4 }, () => (r() * 2).toFixed(4)), i % 2].join(','),
+      ),
+    ];
     const data = join(dir, 'binary.csv');
     writeFileSync(data, rows.join('\n') + '\n');
     const deep = await DeepEngine.open(await open(build(theta, 'base')), 2);
@@ -299,7 +368,17 @@ describe('ops beyond the fixtures, against central differences of a float64 mode
     const eps = 1e-6;
     const fd = new Float64Array(n * P);
     for (let q = 0; q < P; q++) {
-      const at = async (sign: number) => (await (await open(build(theta.map((v, k) => (k === q ? v + sign * eps : v)), `${q}${sign}`))).forward(data, {})).loss;
+      const at = async (sign: number) =>
+        (
+          await (
+            await open(
+              build(
+                theta.map((v, k) => (k === q ? v + sign * eps : v)),
+                `${q}${sign}`,
+              ),
+            )
+          ).forward(data, {})
+        ).loss;
       const [plus, minus] = [await at(1), await at(-1)];
       for (let i = 0; i < n; i++) fd[i * P + q] = (plus[i] - minus[i]) / (2 * eps);
     }
@@ -316,16 +395,28 @@ describe('Conv and pooling geometry, against central differences of a float64 ev
     { name: 'conv1', n: 3 * (1 * 4 + 1) },
   ];
   const P = shapes.reduce((a, s) => a + s.n, 0);
-  const attr = (name: string, ints: number[]) => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: ints.map(BigInt) });
-  const str = (name: string, s: string) => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(s) });
-  const node = (op: string, input: string[], output: string, attrs: ReturnType<typeof attr>[], ints: Record<string, number> = {}) => {
+  const attr = (name: string, ints: number[]) =>
+    create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: ints.map(BigInt) });
+  const str = (name: string, s: string) =>
+    create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(s) });
+  const node = (
+    op: string,
+    input: string[],
+    output: string,
+    attrs: ReturnType<typeof attr>[],
+    ints: Record<string, number> = {},
+  ) => {
     const n = mkNode(op, input, [output], ints);
     n.attribute.push(...attrs);
     return n;
   };
   /** θ (head first, each [W | b]) as the layers' weights: head 3×16, conv2 4×27 ([4, 3, 3, 3]), conv1 3×4 ([3, 1, 2, 2]). */
   const parts = (theta: Float64Array) => {
-    const part = (l: number) => theta.subarray(shapes.slice(0, l).reduce((a, s) => a + s.n, 0), shapes.slice(0, l + 1).reduce((a, s) => a + s.n, 0));
+    const part = (l: number) =>
+      theta.subarray(
+        shapes.slice(0, l).reduce((a, s) => a + s.n, 0),
+        shapes.slice(0, l + 1).reduce((a, s) => a + s.n, 0),
+      );
     const split = (v: Float64Array, out: number, fanIn: number) => ({
       W: Float64Array.from({ length: out * fanIn }, (_, q) => v[Math.floor(q / fanIn) * (fanIn + 1) + (q % fanIn)]),
       b: Float64Array.from({ length: out }, (_, o) => v[o * (fanIn + 1) + fanIn]),
@@ -342,54 +433,104 @@ describe('Conv and pooling geometry, against central differences of a float64 ev
     const { h, c2, c1 } = parts(theta);
     const nodes = [
       node('Conv', ['input', 'C1', 'c1'], 'a1', [attr('kernel_shape', [2, 2]), str('auto_pad', 'SAME_LOWER')]),
-      node('MaxPool', ['a1'], 'p1', [attr('kernel_shape', [3, 3]), attr('strides', [2, 2]), attr('pads', [1, 1, 1, 1])], { ceil_mode: 1 }),
+      node(
+        'MaxPool',
+        ['a1'],
+        'p1',
+        [attr('kernel_shape', [3, 3]), attr('strides', [2, 2]), attr('pads', [1, 1, 1, 1])],
+        { ceil_mode: 1 },
+      ),
       mkNode('Tanh', ['p1'], ['t1']),
-      node('Conv', ['t1', 'C2', 'c2'], 'a2', [attr('kernel_shape', [3, 3]), attr('strides', [2, 2]), str('auto_pad', 'SAME_UPPER')]),
+      node('Conv', ['t1', 'C2', 'c2'], 'a2', [
+        attr('kernel_shape', [3, 3]),
+        attr('strides', [2, 2]),
+        str('auto_pad', 'SAME_UPPER'),
+      ]),
       mkNode('Sigmoid', ['a2'], ['s2']),
-      node('AveragePool', ['s2'], 'p2', [attr('kernel_shape', [2, 2]), attr('pads', [0, 0, 1, 1])], { count_include_pad: 1 }),
+      node('AveragePool', ['s2'], 'p2', [attr('kernel_shape', [2, 2]), attr('pads', [0, 0, 1, 1])], {
+        count_include_pad: 1,
+      }),
       mkNode('Flatten', ['p2'], ['f'], { axis: 1 }),
       mkNode('Gemm', ['f', 'W', 'b'], ['z'], { transB: 1 }),
     ];
-    const inits = [floatTensor('C1', [3, 1, 2, 2], c1.W), floatTensor('c1', [3], c1.b), floatTensor('C2', [4, 3, 3, 3], c2.W), floatTensor('c2', [4], c2.b), floatTensor('W', [3, 16], h.W), floatTensor('b', [3], h.b)];
+    const inits = [
+      floatTensor('C1', [3, 1, 2, 2], c1.W),
+      floatTensor('c1', [3], c1.b),
+      floatTensor('C2', [4, 3, 3, 3], c2.W),
+      floatTensor('c2', [4], c2.b),
+      floatTensor('W', [3, 16], h.W),
+      floatTensor('b', [3], h.b),
+    ];
     const p = join(dir, 'geometry.onnx');
-    writeFileSync(p, serialize(nodes, inits, [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 1, 7, 7])], [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 3])]));
+    writeFileSync(
+      p,
+      serialize(
+        nodes,
+        inits,
+        [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 1, 7, 7])],
+        [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 3])],
+      ),
+    );
     return p;
   }
 
   /** The same model evaluated in float64 with plain loops (pads spelled out: SAME_LOWER 2×2 pads [1,1,0,0], SAME_UPPER 3×3 stride 2 on 4×4 pads [0,0,1,1]). */
   function logits(theta: Float64Array, x: Float64Array): Float64Array {
     const { h, c2, c1 } = parts(theta);
-    const conv = (inp: Float64Array, C: number, H: number, W: Float64Array, b: Float64Array, O: number, k: number, s: number, pt: number, pl: number, Ho: number) => {
+    const conv = (
+      inp: Float64Array,
+      C: number,
+      H: number,
+      W: Float64Array,
+      b: Float64Array,
+      O: number,
+      k: number,
+      s: number,
+      pt: number,
+      pl: number,
+      Ho: number,
+    ) => {
       const out = new Float64Array(O * Ho * Ho);
-      for (let o = 0; o < O; o++) for (let y = 0; y < Ho; y++) for (let xx = 0; xx < Ho; xx++) {
-        let v = b[o];
-        for (let c = 0; c < C; c++) for (let u = 0; u < k; u++) for (let w = 0; w < k; w++) {
-          const iy = y * s - pt + u;
-          const ix = xx * s - pl + w;
-          if (iy >= 0 && iy < H && ix >= 0 && ix < H) v += W[((o * C + c) * k + u) * k + w] * inp[(c * H + iy) * H + ix];
-        }
-        out[(o * Ho + y) * Ho + xx] = v;
-      }
+      for (let o = 0; o < O; o++)
+        for (let y = 0; y < Ho; y++)
+          for (let xx = 0; xx < Ho; xx++) {
+            let v = b[o];
+            for (let c = 0; c < C; c++)
+              for (let u = 0; u < k; u++)
+                for (let w = 0; w < k; w++) {
+                  const iy = y * s - pt + u;
+                  const ix = xx * s - pl + w;
+                  if (iy >= 0 && iy < H && ix >= 0 && ix < H)
+                    v += W[((o * C + c) * k + u) * k + w] * inp[(c * H + iy) * H + ix];
+                }
+            out[(o * Ho + y) * Ho + xx] = v;
+          }
       return out;
     };
     const a1 = conv(x, 1, 7, c1.W, c1.b, 3, 2, 1, 1, 1, 7);
     const p1 = new Float64Array(3 * 16);
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 4; y++) for (let xx = 0; xx < 4; xx++) {
-      let m = -Infinity;
-      for (let u = 0; u < 3; u++) for (let w = 0; w < 3; w++) {
-        const iy = y * 2 - 1 + u;
-        const ix = xx * 2 - 1 + w;
-        if (iy >= 0 && iy < 7 && ix >= 0 && ix < 7) m = Math.max(m, a1[(c * 7 + iy) * 7 + ix]);
-      }
-      p1[(c * 4 + y) * 4 + xx] = Math.tanh(m);
-    }
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 4; y++)
+        for (let xx = 0; xx < 4; xx++) {
+          let m = -Infinity;
+          for (let u = 0; u < 3; u++)
+            for (let w = 0; w < 3; w++) {
+              const iy = y * 2 - 1 + u;
+              const ix = xx * 2 - 1 + w;
+              if (iy >= 0 && iy < 7 && ix >= 0 && ix < 7) m = Math.max(m, a1[(c * 7 + iy) * 7 + ix]);
+            }
+          p1[(c * 4 + y) * 4 + xx] = Math.tanh(m);
+        }
     const s2 = conv(p1, 3, 4, c2.W, c2.b, 4, 3, 2, 0, 0, 2).map((v) => 1 / (1 + Math.exp(-v)));
     const f = new Float64Array(16);
-    for (let c = 0; c < 4; c++) for (let y = 0; y < 2; y++) for (let xx = 0; xx < 2; xx++) {
-      let v = 0;
-      for (let u = 0; u < 2; u++) for (let w = 0; w < 2; w++) if (y + u < 2 && xx + w < 2) v += s2[(c * 2 + y + u) * 2 + xx + w];
-      f[(c * 2 + y) * 2 + xx] = v / 4;
-    }
+    for (let c = 0; c < 4; c++)
+      for (let y = 0; y < 2; y++)
+        for (let xx = 0; xx < 2; xx++) {
+          let v = 0;
+          for (let u = 0; u < 2; u++)
+            for (let w = 0; w < 2; w++) if (y + u < 2 && xx + w < 2) v += s2[(c * 2 + y + u) * 2 + xx + w];
+          f[(c * 2 + y) * 2 + xx] = v / 4;
+        }
     return Float64Array.from({ length: 3 }, (_, k) => h.b[k] + f.reduce((a, v, j) => a + v * h.W[k * 16 + j], 0));
   }
 
@@ -399,18 +540,28 @@ describe('Conv and pooling geometry, against central differences of a float64 ev
     const X = Array.from({ length: 10 }, () => Float64Array.from({ length: 49 }, () => Number((r() * 2).toFixed(3))));
     const labels = X.map((_, i) => i % 3);
     const data = join(dir, 'rows.csv');
-    writeFileSync(data, [[...Array.from({ length: 49 }, (_, j) => `p${j}`), 'label'].join(','), ...X.map((x, i) => [...x, labels[i]].join(','))].join('\n') + '\n');
+    writeFileSync(
+      data,
+      [
+        [...Array.from({ length: 49 }, (_, j) => `p${j}`), 'label'].join(','),
+        ...X.map((x, i) => [...x, labels[i]].join(',')),
+      ].join('\n') + '\n',
+    );
     const eng = await open(model(theta));
     // The float64 loops compute the model onnxruntime runs.
     const fwd = await eng.forward(data, {});
     const zf = Float64Array.from(X.flatMap((x) => Array.from(logits(theta, Float64Array.from(x, Math.fround)))));
     assert.ok(relError(fwd.z, zf) <= 1e-5, `float64 loops vs onnxruntime: ${relError(fwd.z, zf)}`);
     const deep = await DeepEngine.open(eng, 'all');
-    assert.deepEqual(deep.chosen.map((l) => l.parameters), shapes.map((s) => s.n));
+    assert.deepEqual(
+      deep.chosen.map((l) => l.parameters),
+      shapes.map((s) => s.n),
+    );
     const G = await gradients(deep, data);
     await deep.release();
     const task = taskFor(3);
-    const loss = (t: Float64Array, i: number) => task.lossAndSignal(logits(t, Float64Array.from(X[i], Math.fround)), 0, labels[i], null, 0);
+    const loss = (t: Float64Array, i: number) =>
+      task.lossAndSignal(logits(t, Float64Array.from(X[i], Math.fround)), 0, labels[i], null, 0);
     const eps = 1e-6;
     const fd = new Float64Array(X.length * P);
     for (let i = 0; i < X.length; i++) {

@@ -31,7 +31,12 @@ const entryPath = (cache: RowsCache, key: CacheKeyParts) => path.join(cache.dir,
 
 const MODEL = 'a'.repeat(64);
 function keyFor(data: string, extra: Partial<CacheKeyParts> = {}): CacheKeyParts {
-  return { modelSha256: MODEL, dataPath: data, options: { labelColumn: 'label', features: null, classes: ['a', 'b', 'c'] }, ...extra };
+  return {
+    modelSha256: MODEL,
+    dataPath: data,
+    options: { labelColumn: 'label', features: null, classes: ['a', 'b', 'c'] },
+    ...extra,
+  };
 }
 
 function bytes(a: Float32Array | Float64Array | Int32Array): Buffer {
@@ -74,7 +79,10 @@ describe('hashFile and keys', () => {
   });
 
   test('canonical JSON sorts keys at every level', () => {
-    assert.equal(canonicalJson({ b: 1, a: { d: [3, { y: 1, x: 2 }], c: undefined } }), '{"a":{"d":[3,{"x":2,"y":1}]},"b":1}');
+    assert.equal(
+      canonicalJson({ b: 1, a: { d: [3, { y: 1, x: 2 }], c: undefined } }),
+      '{"a":{"d":[3,{"x":2,"y":1}]},"b":1}',
+    );
   });
 
   test('the entry name depends on model, options and the resolved data path only', () => {
@@ -83,7 +91,10 @@ describe('hashFile and keys', () => {
     assert.match(path.basename(p), /^[0-9a-f]{64}\.ilcache$/);
     assert.equal(path.dirname(p), path.resolve(dir));
     // option order is not significant; values are
-    assert.equal(entryPath(cache, keyFor(data, { options: { classes: ['a', 'b', 'c'], features: null, labelColumn: 'label' } })), p);
+    assert.equal(
+      entryPath(cache, keyFor(data, { options: { classes: ['a', 'b', 'c'], features: null, labelColumn: 'label' } })),
+      p,
+    );
     assert.notEqual(entryPath(cache, keyFor(data, { options: { labelColumn: 'y' } })), p);
     assert.notEqual(entryPath(cache, keyFor(data, { modelSha256: 'b'.repeat(64) })), p);
     // another spelling of the same file, and a symlink to it, share the entry
@@ -176,7 +187,10 @@ describe('misses', () => {
   test('a different model sha or different options miss', async () => {
     const { data, cache, entry } = await stored();
     assert.equal(await cache.load(keyFor(data, { modelSha256: 'b'.repeat(64) })), null);
-    assert.equal(await cache.load(keyFor(data, { options: { labelColumn: 'label', features: ['f0'], classes: ['a', 'b', 'c'] } })), null);
+    assert.equal(
+      await cache.load(keyFor(data, { options: { labelColumn: 'label', features: ['f0'], classes: ['a', 'b', 'c'] } })),
+      null,
+    );
     assert.ok(fs.existsSync(entry), 'other keys leave the entry alone');
     assert.ok(await cache.load(keyFor(data)));
   });
@@ -354,12 +368,36 @@ describe('corruption', () => {
 describe('killed mid-write', () => {
   const WRITER = path.join(root, 'test/helpers/cache-writer.ts');
 
-  function runWriter(dir: string, data: string, n: number, D: number, C: number, seed: number, pauseAfter?: number): Promise<{ stdout: string; code: number | null; signal: NodeJS.Signals | null; tmpSeen: string[] }> {
+  function runWriter(
+    dir: string,
+    data: string,
+    n: number,
+    D: number,
+    C: number,
+    seed: number,
+    pauseAfter?: number,
+  ): Promise<{ stdout: string; code: number | null; signal: NodeJS.Signals | null; tmpSeen: string[] }> {
     return new Promise((resolve, reject) => {
       const env = { ...process.env };
       if (pauseAfter !== undefined) env.IL_CACHE_WRITER_PAUSE_AFTER = String(pauseAfter);
       else delete env.IL_CACHE_WRITER_PAUSE_AFTER;
-      const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, data, MODEL, String(n), String(D), String(C), String(seed), JSON.stringify(keyFor(data).options)], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          WRITER,
+          dir,
+          data,
+          MODEL,
+          String(n),
+          String(D),
+          String(C),
+          String(seed),
+          JSON.stringify(keyFor(data).options),
+        ],
+        { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       let stdout = '';
       let stderr = '';
       let tmpSeen: string[] = [];
@@ -434,8 +472,13 @@ describe('killed mid-write', () => {
 });
 
 describe('derived entries (the curvature beside its rows)', () => {
-  const arrays = () => [Float64Array.from({ length: 7 }, (_, i) => i / 3), new Float64Array(0), Float64Array.from({ length: 3_000_000 }, (_, i) => Math.sin(i))];
-  const derivedPath = (cache: RowsCache, data: string, name: string) => entryPath(cache, keyFor(data)).replace(/\.ilcache$/, `.${name}.ilcache`);
+  const arrays = () => [
+    Float64Array.from({ length: 7 }, (_, i) => i / 3),
+    new Float64Array(0),
+    Float64Array.from({ length: 3_000_000 }, (_, i) => Math.sin(i)),
+  ];
+  const derivedPath = (cache: RowsCache, data: string, name: string) =>
+    entryPath(cache, keyFor(data)).replace(/\.ilcache$/, `.${name}.ilcache`);
 
   test('round-trip bit for bit, for the same data sha only', async () => {
     const { data, cache } = setup();
@@ -454,7 +497,13 @@ describe('derived entries (the curvature beside its rows)', () => {
 
   test('a flipped byte or a truncation is caught, and the entry removed', async () => {
     const { data, cache } = setup();
-    for (const damage of [(b: Buffer) => { b[b.length - 100] ^= 1; return b; }, (b: Buffer) => b.subarray(0, b.length - 8)]) {
+    for (const damage of [
+      (b: Buffer) => {
+        b[b.length - 100] ^= 1;
+        return b;
+      },
+      (b: Buffer) => b.subarray(0, b.length - 8),
+    ]) {
       assert.equal(await cache.storeDerived(keyFor(data), 'curv', 'f'.repeat(64), arrays()), true);
       const file = derivedPath(cache, data, 'curv');
       fs.writeFileSync(file, damage(fs.readFileSync(file)));
@@ -541,7 +590,11 @@ describe('defaultCacheDir', () => {
     const want = path.join(os.homedir(), '.cache', 'influence-lens');
     assert.equal(defaultCacheDir({}), want);
     assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '' }), want);
-    assert.equal(defaultCacheDir({ XDG_CACHE_HOME: 'relative/dir' }), want, 'relative XDG paths are ignored, per the spec');
+    assert.equal(
+      defaultCacheDir({ XDG_CACHE_HOME: 'relative/dir' }),
+      want,
+      'relative XDG paths are ignored, per the spec',
+    );
   });
   test('reads process.env by default', () => {
     const saved = process.env.XDG_CACHE_HOME;

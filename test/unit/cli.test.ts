@@ -25,12 +25,18 @@ function csv(n: number, seed: number): string {
   return rows.join('\n') + '\n';
 }
 
-const model = file('m.onnx', buildModel({ F, D: 5, C, head: 'gemmTransB', trailing: 'softmax', metadata: { 'influence_lens.l2': '0.01' } }).bytes);
+const model = file(
+  'm.onnx',
+  buildModel({ F, D: 5, C, head: 'gemmTransB', trailing: 'softmax', metadata: { 'influence_lens.l2': '0.01' } }).bytes,
+);
 const train = file('train.csv', csv(30, 1));
 const test = file('test.csv', csv(5, 2));
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg') } });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg') },
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -59,8 +65,14 @@ describe('explain JSON contract', () => {
     assert.equal(j.version, 1);
     assert.equal(j.train.rows, 30);
     assert.equal(j.scores.length, 30);
-    assert.deepEqual(j.scores.map((s: { row: number }) => s.row), Array.from({ length: 30 }, (_, i) => i));
-    assert.deepEqual(j.scores.slice(0, 2).map((s: { line: number }) => s.line), [2, 3]);
+    assert.deepEqual(
+      j.scores.map((s: { row: number }) => s.row),
+      Array.from({ length: 30 }, (_, i) => i),
+    );
+    assert.deepEqual(
+      j.scores.slice(0, 2).map((s: { line: number }) => s.line),
+      [2, 3],
+    );
     assert.equal(j.damping, 0.01);
     assert.equal(j.model.output, 'probabilities');
     assert.equal(j.model.parameters, C * 6);
@@ -69,7 +81,10 @@ describe('explain JSON contract', () => {
     for (const s of j.scores) {
       assert.ok(Math.abs(s.lossChangeIfRemoved + s.influence / 30) <= 1e-12 * Math.abs(s.influence) + 1e-300);
       assert.ok(s.selfInfluence >= 0);
-      assert.ok(Math.abs(s.relativeInfluence - s.influence / Math.sqrt(s.selfInfluence)) <= 1e-9 * Math.abs(s.relativeInfluence));
+      assert.ok(
+        Math.abs(s.relativeInfluence - s.influence / Math.sqrt(s.selfInfluence)) <=
+          1e-9 * Math.abs(s.relativeInfluence),
+      );
     }
     assert.ok(['exact', 'ekfac'].includes(j.selfInfluenceMethod));
     assert.ok(typeof j.seconds.total === 'number');
@@ -79,10 +94,22 @@ describe('explain JSON contract', () => {
     const all = JSON.parse(explain({}, '--json').stdout);
     const j = JSON.parse(explain({ top: '3' }, '--json').stdout);
     const byChange = [...all.scores].sort((a, b) => b.lossChangeIfRemoved - a.lossChangeIfRemoved);
-    assert.deepEqual(j.helpful, byChange.slice(0, 3).map((s) => s.row));
-    assert.deepEqual(j.harmful, byChange.slice(-3).reverse().map((s) => s.row));
+    assert.deepEqual(
+      j.helpful,
+      byChange.slice(0, 3).map((s) => s.row),
+    );
+    assert.deepEqual(
+      j.harmful,
+      byChange
+        .slice(-3)
+        .reverse()
+        .map((s) => s.row),
+    );
     assert.equal(j.scores.length, 6);
-    assert.deepEqual(j.scores.map((s: { row: number }) => s.row), [...j.helpful, ...j.harmful].sort((a: number, b: number) => a - b));
+    assert.deepEqual(
+      j.scores.map((s: { row: number }) => s.row),
+      [...j.helpful, ...j.harmful].sort((a: number, b: number) => a - b),
+    );
   });
 
   it('prints a readable table with meanings by default', () => {
@@ -105,11 +132,19 @@ describe('data files as pandas and sklearn write them', () => {
   /** The training rows' features with other label columns: `name` holds what label(i) gives. */
   function relabel(name: string, label: (i: number) => string, extra = ''): string {
     const lines = csv(30, 1).trim().split('\n');
-    return [`${extra}${lines[0].replace(/label$/, name)}`, ...lines.slice(1).map((l, i) => `${extra ? `${i},` : ''}${l.replace(/[^,]*$/, label(i))}`)].join('\n') + '\n';
+    return (
+      [
+        `${extra}${lines[0].replace(/label$/, name)}`,
+        ...lines.slice(1).map((l, i) => `${extra ? `${i},` : ''}${l.replace(/[^,]*$/, label(i))}`),
+      ].join('\n') + '\n'
+    );
   }
 
   it('a `target` column is the label: a note on stderr, labelColumn in the JSON', () => {
-    const t = file('target.csv', relabel('target', (i) => String(i % C)));
+    const t = file(
+      'target.csv',
+      relabel('target', (i) => String(i % C)),
+    );
     const r = explain({ train: t }, '--json');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /^note: target\.csv: the label column is "target" \(there is no "label" column\)/m);
@@ -124,13 +159,21 @@ describe('data files as pandas and sklearn write them', () => {
 
   it('--ignore-columns leaves columns out of the features; a pandas index is skipped without it', () => {
     const ref = JSON.parse(explain({}, '--json').stdout);
-    const noted = file('noted.csv', csv(30, 1).replace(/^a,b,/, 'a,note,b,').replace(/\n(-?[\d.]+),/g, '\n$1,7,'));
+    const noted = file(
+      'noted.csv',
+      csv(30, 1)
+        .replace(/^a,b,/, 'a,note,b,')
+        .replace(/\n(-?[\d.]+),/g, '\n$1,7,'),
+    );
     const r = explain({ train: noted, 'ignore-columns': 'note' }, '--json');
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout).scores, ref.scores);
     assertUserError(explain({ train: noted }), 'FEATURE_COUNT_MISMATCH', /--ignore-columns/);
     assertUserError(explain({ 'ignore-columns': 'nope' }), 'FEATURE_COLUMN_MISSING', /"nope"/);
-    const indexed = file('indexed.csv', relabel('label', (i) => String(i % C), ','));
+    const indexed = file(
+      'indexed.csv',
+      relabel('label', (i) => String(i % C), ','),
+    );
     const p = explain({ train: indexed }, '--json');
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stderr, /note: indexed\.csv: the first column "" \(a pandas index\) is skipped/);
@@ -143,10 +186,15 @@ describe('data files as pandas and sklearn write them', () => {
   it('--classes in the wrong order: a warning naming the order that fits, on stderr and in the JSON', () => {
     const names = ['x', 'y', 'z'];
     // Labels that the model fits (its own predictions), with every class present.
-    const labels: number[] = JSON.parse(explain({}, '--json').stdout).scores.map((s: { predicted: number }) => s.predicted);
+    const labels: number[] = JSON.parse(explain({}, '--json').stdout).scores.map(
+      (s: { predicted: number }) => s.predicted,
+    );
     let row = 0;
     for (let c = 0; c < C; c++) if (!labels.includes(c)) labels[row++] = c;
-    const named = file('named.csv', relabel('label', (i) => names[labels[i]]));
+    const named = file(
+      'named.csv',
+      relabel('label', (i) => names[labels[i]]),
+    );
     const right = explain({ train: named, test: named }, '--json');
     assert.equal(right.code, 0, right.stderr);
     assert.match(right.stderr, /note: named\.csv: the labels are class names: mapped to class ids in sorted order/);
@@ -154,9 +202,15 @@ describe('data files as pandas and sklearn write them', () => {
     assert.deepEqual(JSON.parse(right.stdout).classes, names);
     const wrong = explain({ train: named, test: named, classes: 'z,x,y' }, '--json');
     assert.equal(wrong.code, 0, wrong.stderr);
-    assert.match(wrong.stderr, /^warning: training accuracy under the --classes order is [\d.]+%, below 1\.5\/C = 50\.0%; another class order gives [\d.]+%: pass --classes x,y,z$/m);
+    assert.match(
+      wrong.stderr,
+      /^warning: training accuracy under the --classes order is [\d.]+%, below 1\.5\/C = 50\.0%; another class order gives [\d.]+%: pass --classes x,y,z$/m,
+    );
     const w = JSON.parse(wrong.stdout).warnings;
-    assert.deepEqual(w.map((x: { code: string }) => x.code), ['CLASS_ORDER']);
+    assert.deepEqual(
+      w.map((x: { code: string }) => x.code),
+      ['CLASS_ORDER'],
+    );
     assert.deepEqual(w[0].bestClasses, names);
     assert.ok(w[0].accuracy < 0.2 && w[0].bestAccuracy > 0.85, `${w[0].accuracy} → ${w[0].bestAccuracy}`);
     const text = explain({ train: named, test: named, classes: 'z,x,y' });
@@ -201,7 +255,12 @@ describe('bad input gives a clear error and exit code 2', () => {
     assert.match(line, /has 5 feature columns/);
   });
   it('a model with no linear head', () => {
-    const bytes = serialize([mkNode('Relu', ['input'], ['output'])], [], [valueInfo('input', 1, ['batch', F])], [valueInfo('output', 1, ['batch', F])]);
+    const bytes = serialize(
+      [mkNode('Relu', ['input'], ['output'])],
+      [],
+      [valueInfo('input', 1, ['batch', F])],
+      [valueInfo('output', 1, ['batch', F])],
+    );
     const line = assertUserError(explain({ model: file('relu.onnx', bytes) }), 'NO_LINEAR_HEAD', /relu\.onnx/);
     assert.match(line, /Relu/);
   });

@@ -10,7 +10,13 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { rowsKey } from '../../src/core/cache/keys';
 import { classOrderWarning, nonFiniteWarning } from '../../src/core/checks';
-import { chooseTable, guessLabelColumn, indexColumnOf, type ModelShape, type TableChoice } from '../../src/core/data/choose';
+import {
+  chooseTable,
+  guessLabelColumn,
+  indexColumnOf,
+  type ModelShape,
+  type TableChoice,
+} from '../../src/core/data/choose';
 import { compareCodePoints, scanLabelNames, sortedClassNames } from '../../src/core/data/labels';
 import type { TableOptions } from '../../src/core/data/table';
 import { InfluenceError } from '../../src/core/errors';
@@ -31,7 +37,12 @@ function write(name: string, content: string | Uint8Array): string {
   return p;
 }
 
-const shape = (F: number, classes = 3, classNames: string[] | null = null, inputName = 'input'): ModelShape => ({ F, classes, inputName, classNames });
+const shape = (F: number, classes = 3, classNames: string[] | null = null, inputName = 'input'): ModelShape => ({
+  F,
+  classes,
+  inputName,
+  classNames,
+});
 
 async function rejects(p: Promise<unknown>, code: string, msg?: RegExp): Promise<InfluenceError> {
   let err: unknown;
@@ -55,7 +66,11 @@ async function readChosen(p: string, user: TableOptions, model: ModelShape, like
 
 describe('label column', () => {
   test('label wins; else the one column named target, class, y or labels, in any case', async () => {
-    assert.deepEqual(guessLabelColumn(['a', 'target', 'label']), { name: 'label', guessed: false, candidates: ['label'] });
+    assert.deepEqual(guessLabelColumn(['a', 'target', 'label']), {
+      name: 'label',
+      guessed: false,
+      candidates: ['label'],
+    });
     for (const name of ['target', 'Target', 'class', 'CLASS', 'y', 'Y', 'labels', 'Label']) {
       assert.deepEqual(guessLabelColumn(['a', name, 'b']), { name, guessed: true, candidates: [name] }, name);
     }
@@ -75,12 +90,19 @@ describe('label column', () => {
     assert.deepEqual([...r.labels], [0, 2]);
     assert.deepEqual(r.info.featureNames, ['a', 'b']);
     assert.equal(r.choice.notes.length, 1);
-    assert.match(r.choice.notes[0], /^[^:]*t\.csv: the label column is "target" \(there is no "label" column\); name another with --label-column$/);
+    assert.match(
+      r.choice.notes[0],
+      /^[^:]*t\.csv: the label column is "target" \(there is no "label" column\); name another with --label-column$/,
+    );
   });
 
   test('two candidates: LABEL_COLUMN_MISSING naming them and suggesting --label-column (not --features)', async () => {
     const p = write('two.csv', 'a,target,y\n1,0,1\n');
-    const e = await rejects(chooseTable(p, {}, shape(1)), 'LABEL_COLUMN_MISSING', /2 columns could be it: "target", "y"/);
+    const e = await rejects(
+      chooseTable(p, {}, shape(1)),
+      'LABEL_COLUMN_MISSING',
+      /2 columns could be it: "target", "y"/,
+    );
     assert.match(e.message, /--label-column/);
     assert.doesNotMatch(e.message, /--features/);
     assert.equal(e.place.file, p);
@@ -102,7 +124,11 @@ describe('label column', () => {
     assert.deepEqual(r.choice.notes, []);
     assert.deepEqual(r.info.featureNames, ['a', 'target']);
     assert.deepEqual([...r.labels], [2]);
-    await rejects(chooseTable(p, { labelColumn: 'nope' }, shape(2)).then((c) => readAll(p, c.options)), 'LABEL_COLUMN_MISSING', /"nope".*--label-column/);
+    await rejects(
+      chooseTable(p, { labelColumn: 'nope' }, shape(2)).then((c) => readAll(p, c.options)),
+      'LABEL_COLUMN_MISSING',
+      /"nope".*--label-column/,
+    );
   });
 
   test('an ignored column is not a candidate', async () => {
@@ -125,7 +151,10 @@ describe('label column', () => {
     const other = await readChosen(write('te3.csv', 'a,b,label\n5,6,2\n'), {}, shape(2), train);
     assert.equal(other.choice.labelColumn, 'label');
     assert.deepEqual([...other.labels], [2]);
-    assert.match(other.choice.notes.join('\n'), /te3\.csv: the label column is "label" \(there is no "target" column\)/);
+    assert.match(
+      other.choice.notes.join('\n'),
+      /te3\.csv: the label column is "label" \(there is no "target" column\)/,
+    );
     const y = await chooseTable(write('te4.csv', 'a,b,y\n5,6,2\n'), {}, shape(2), { like: train, requireLabel: false });
     assert.equal(y.labelColumn, 'y');
     // But a test file whose columns match the model is unlabelled: its `y` is a feature.
@@ -134,7 +163,11 @@ describe('label column', () => {
     assert.deepEqual(xy.info.featureNames, ['x', 'y']);
     assert.deepEqual(xy.choice.notes, []);
     // A held-out file must have one: the error names what it found.
-    await rejects(chooseTable(write('te5.csv', 'a,b\n5,6\n'), {}, shape(2), { like: train, requireLabel: true }), 'LABEL_COLUMN_MISSING', /columns found: "a", "b"/);
+    await rejects(
+      chooseTable(write('te5.csv', 'a,b\n5,6\n'), {}, shape(2), { like: train, requireLabel: true }),
+      'LABEL_COLUMN_MISSING',
+      /columns found: "a", "b"/,
+    );
   });
 });
 
@@ -155,7 +188,10 @@ describe('index columns', () => {
       assert.deepEqual(r.choice.options.ignoreColumns, [head]);
       assert.deepEqual(r.info.featureNames, ['a', 'b']);
       assert.deepEqual([...r.features], [1, 2, 3, 4]);
-      assert.match(r.choice.notes.join('\n'), new RegExp(`the first column ${JSON.stringify(head)} \\(a pandas index\\) is skipped`));
+      assert.match(
+        r.choice.notes.join('\n'),
+        new RegExp(`the first column ${JSON.stringify(head)} \\(a pandas index\\) is skipped`),
+      );
     }
   });
 
@@ -180,15 +216,31 @@ describe('index columns', () => {
 
   test('an id column with a repeated integer is NOT skipped: the feature count does not match', async () => {
     const p = write('dup.csv', 'id,a,b,label\n7,1,2,0\n8,3,4,1\n7,5,6,2\n9,7,8,0\n');
-    const e = await rejects(readChosen(p, {}, shape(2)), 'FEATURE_COUNT_MISMATCH', /the value 7 appears on line 2 and again here/);
+    const e = await rejects(
+      readChosen(p, {}, shape(2)),
+      'FEATURE_COUNT_MISMATCH',
+      /the value 7 appears on line 2 and again here/,
+    );
     assert.equal(e.place.line, 4);
     assert.match(e.message, /makes 3 columns/);
     assert.match(e.message, /--ignore-columns/);
-    const f = await rejects(readChosen(write('frac.csv', 'index,a,b,label\n1,1,2,0\n2.5,3,4,1\n'), {}, shape(2)), 'FEATURE_COUNT_MISMATCH', /"2\.5", not an integer/);
+    const f = await rejects(
+      readChosen(write('frac.csv', 'index,a,b,label\n1,1,2,0\n2.5,3,4,1\n'), {}, shape(2)),
+      'FEATURE_COUNT_MISMATCH',
+      /"2\.5", not an integer/,
+    );
     assert.deepEqual([f.place.line, f.place.col], [3, 1]);
     // The same through the engine.
-    const model = write('m2.onnx', buildModel({ F: 2, D: 3, C: 3, head: 'gemmTransB', trailing: 'none', metadata: { 'influence_lens.l2': '0.01' } }).bytes);
-    await rejects(explain({ model, train: p, test: p, testRow: 0 }), 'FEATURE_COUNT_MISMATCH', /appears on line 2 and again here/);
+    const model = write(
+      'm2.onnx',
+      buildModel({ F: 2, D: 3, C: 3, head: 'gemmTransB', trailing: 'none', metadata: { 'influence_lens.l2': '0.01' } })
+        .bytes,
+    );
+    await rejects(
+      explain({ model, train: p, test: p, testRow: 0 }),
+      'FEATURE_COUNT_MISMATCH',
+      /appears on line 2 and again here/,
+    );
   });
 
   test('JSONL: an id key of distinct integers is skipped too', async () => {
@@ -224,30 +276,69 @@ describe('--ignore-columns', () => {
 
   test('a name that is not a column, the label column, or a listed feature is an error', async () => {
     const p = write('ig2.csv', 'a,b,label\n1,2,0\n');
-    await rejects(readChosen(p, { ignoreColumns: ['zzz'] }, shape(2)), 'FEATURE_COLUMN_MISSING', /to ignore "zzz" not found; available columns: "a", "b", "label"/);
-    await rejects(readChosen(p, { ignoreColumns: ['label'], labelColumn: 'label' }, shape(1)), 'BAD_OPTION', /cannot also be ignored/);
-    await rejects(readChosen(p, { ignoreColumns: ['a'], features: ['a', 'b'] }, shape(2)), 'BAD_OPTION', /both a feature and ignored/);
+    await rejects(
+      readChosen(p, { ignoreColumns: ['zzz'] }, shape(2)),
+      'FEATURE_COLUMN_MISSING',
+      /to ignore "zzz" not found; available columns: "a", "b", "label"/,
+    );
+    await rejects(
+      readChosen(p, { ignoreColumns: ['label'], labelColumn: 'label' }, shape(1)),
+      'BAD_OPTION',
+      /cannot also be ignored/,
+    );
+    await rejects(
+      readChosen(p, { ignoreColumns: ['a'], features: ['a', 'b'] }, shape(2)),
+      'BAD_OPTION',
+      /both a feature and ignored/,
+    );
   });
 
   test('a test file without an ignored column is read all the same', async () => {
-    const train = await chooseTable(write('tr.csv', 'a,note,b,label\n1,9,2,0\n'), { ignoreColumns: ['note'] }, shape(2));
+    const train = await chooseTable(
+      write('tr.csv', 'a,note,b,label\n1,9,2,0\n'),
+      { ignoreColumns: ['note'] },
+      shape(2),
+    );
     const t = await readChosen(write('te.csv', 'a,b,label\n3,4,1\n'), { ignoreColumns: ['note'] }, shape(2), train);
     assert.deepEqual([...t.features], [3, 4]);
   });
 
   test('the rows cache key changes with every option that changes the rows', () => {
     const base: TableOptions = { labelColumn: 'label', numClasses: 3 };
-    const keys = [base, { ...base, ignoreColumns: ['id'] }, { ...base, indexColumn: 'id' }, { ...base, ignoreColumns: ['x'] }, { ...base, classes: ['a', 'b', 'c'] }, { ...base, features: ['a'] }, { ...base, labelColumn: 'target' }, { ...base, requireLabel: false }].map((t) => JSON.stringify(rowsKey('m', '/d.csv', t).options));
+    const keys = [
+      base,
+      { ...base, ignoreColumns: ['id'] },
+      { ...base, indexColumn: 'id' },
+      { ...base, ignoreColumns: ['x'] },
+      { ...base, classes: ['a', 'b', 'c'] },
+      { ...base, features: ['a'] },
+      { ...base, labelColumn: 'target' },
+      { ...base, requireLabel: false },
+    ].map((t) => JSON.stringify(rowsKey('m', '/d.csv', t).options));
     assert.equal(new Set(keys).size, keys.length);
     // Options that do not change the rows leave the key alone.
-    assert.equal(JSON.stringify(rowsKey('m', '/d.csv', { ...base, batchSize: 7, ignoreColumns: undefined }).options), keys[0]);
+    assert.equal(
+      JSON.stringify(rowsKey('m', '/d.csv', { ...base, batchSize: 7, ignoreColumns: undefined }).options),
+      keys[0],
+    );
   });
 });
 
 describe('class names from the labels', () => {
   test('sorted in code-point order, as numpy sorts strings', () => {
-    assert.deepEqual(sortedClassNames(['b', 'a', 'C', 'b', 'é', '\u{1F600}', '\uFF5E', 'aa']), ['C', 'a', 'aa', 'b', 'é', '\uFF5E', '\u{1F600}']);
-    assert.ok(compareCodePoints('\u{1F600}', '\uFF5E') > 0, 'an astral character sorts after U+FF5E (UTF-16 order would put it first)');
+    assert.deepEqual(sortedClassNames(['b', 'a', 'C', 'b', 'é', '\u{1F600}', '\uFF5E', 'aa']), [
+      'C',
+      'a',
+      'aa',
+      'b',
+      'é',
+      '\uFF5E',
+      '\u{1F600}',
+    ]);
+    assert.ok(
+      compareCodePoints('\u{1F600}', '\uFF5E') > 0,
+      'an astral character sorts after U+FF5E (UTF-16 order would put it first)',
+    );
   });
 
   test('names whose count equals C map in sorted order, said in a note', async () => {
@@ -256,13 +347,23 @@ describe('class names from the labels', () => {
     assert.deepEqual(r.choice.options.classes, ['ant', 'cat', 'dog']);
     assert.equal(r.choice.classesFrom, 'labels');
     assert.deepEqual([...r.labels], [1, 2, 0, 1]);
-    assert.match(r.choice.notes.join('\n'), /the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does \(0 = "ant", 1 = "cat", 2 = "dog"\); pass --classes/);
+    assert.match(
+      r.choice.notes.join('\n'),
+      /the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does \(0 = "ant", 1 = "cat", 2 = "dog"\); pass --classes/,
+    );
   });
 
   test('a count other than C: CLASS_COUNT_MISMATCH suggesting --classes', async () => {
     const few = write('few.csv', 'a,label\n1,cat\n2,dog\n');
-    await rejects(chooseTable(few, {}, shape(1)), 'CLASS_COUNT_MISMATCH', /class names, 2 distinct ones \("cat", "dog"\), but the model has 3 classes; pass --classes/);
-    const many = write('many.csv', 'a,label\n' + ['a', 'b', 'c', 'd', 'e'].map((c, i) => `${i},${c}`).join('\n') + '\n');
+    await rejects(
+      chooseTable(few, {}, shape(1)),
+      'CLASS_COUNT_MISMATCH',
+      /class names, 2 distinct ones \("cat", "dog"\), but the model has 3 classes; pass --classes/,
+    );
+    const many = write(
+      'many.csv',
+      'a,label\n' + ['a', 'b', 'c', 'd', 'e'].map((c, i) => `${i},${c}`).join('\n') + '\n',
+    );
     await rejects(chooseTable(many, {}, shape(1)), 'CLASS_COUNT_MISMATCH', /more than 3 distinct ones.*pass --classes/);
   });
 
@@ -272,14 +373,22 @@ describe('class names from the labels', () => {
     assert.equal(c.options.classes, null);
     assert.equal(c.classesFrom, null);
     const names = write('names.csv', 'a,label\n1,dog\n2,cat\n');
-    assert.deepEqual((await chooseTable(names, { classes: ['dog', 'cat', 'x'] }, shape(1))).options.classes, ['dog', 'cat', 'x']);
+    assert.deepEqual((await chooseTable(names, { classes: ['dog', 'cat', 'x'] }, shape(1))).options.classes, [
+      'dog',
+      'cat',
+      'x',
+    ]);
     const meta = await chooseTable(names, {}, shape(1, 3, ['dog', 'cat', 'x']));
     assert.deepEqual([meta.options.classes, meta.classesFrom], [['dog', 'cat', 'x'], 'metadata']);
   });
 
   test('names mixed with integer ids: LABEL_INVALID suggesting --classes', async () => {
     const p = write('mixed.csv', 'a,label\n1,cat\n2,3\n3,dog\n');
-    const e = await rejects(chooseTable(p, {}, shape(1)), 'LABEL_INVALID', /mix class names \("cat", line 2\) and integer class ids \("3", line 3\).*--classes/);
+    const e = await rejects(
+      chooseTable(p, {}, shape(1)),
+      'LABEL_INVALID',
+      /mix class names \("cat", line 2\) and integer class ids \("3", line 3\).*--classes/,
+    );
     assert.equal(e.place.line, 3);
   });
 
@@ -300,8 +409,14 @@ describe('class names from the labels', () => {
       ['first.csv', 'label,x,y\nb,1,2\na c,3,4\né,5,6\nd,7,8\n'],
       ['middle.csv', 'x,label,y,z,w\n1,b,2,3,4\n1,a c,2,3,4\n1,é,2,3,4\n1,d,2,3,4\n'],
       ['tabs.tsv', 'x\tlabel\n1\tb\n2\ta c\n3\té\n4\td\n'],
-      ['keys.jsonl', '{"label": "b", "x": [1, 2]}\n{"x": [1, 2], "label": "a c"}\n{"x": {"label": "zz"}, "label": "é"}\n{"x": 1, "label": "d", "y": 2}\n{"x": [1], "label":"b"}\n'],
-      ['escaped.jsonl', '{"x": "\\"label\\": \\"q\\"}", "label": "b"}\n{"label": "a c"}\n{"la\\u0062el": "é"}\n{"label": "d"}\n'],
+      [
+        'keys.jsonl',
+        '{"label": "b", "x": [1, 2]}\n{"x": [1, 2], "label": "a c"}\n{"x": {"label": "zz"}, "label": "é"}\n{"x": 1, "label": "d", "y": 2}\n{"x": [1], "label":"b"}\n',
+      ],
+      [
+        'escaped.jsonl',
+        '{"x": "\\"label\\": \\"q\\"}", "label": "b"}\n{"label": "a c"}\n{"la\\u0062el": "é"}\n{"label": "d"}\n',
+      ],
     ];
     for (const [name, content] of cases) {
       const p = write(name, content);
@@ -326,11 +441,17 @@ describe('class names from the labels', () => {
 
 describe('JSONL feature key', () => {
   test('the one key holding an array of F numbers is the features; the others are ignored', async () => {
-    const p = write('k.jsonl', '{"id": 7, "pixels": [[1, 2], [3, 4]], "note": 5, "label": 1}\n{"id": 8, "pixels": [[5, 6], [7, 8]], "note": 5, "label": 0}\n');
+    const p = write(
+      'k.jsonl',
+      '{"id": 7, "pixels": [[1, 2], [3, 4]], "note": 5, "label": 1}\n{"id": 8, "pixels": [[5, 6], [7, 8]], "note": 5, "label": 0}\n',
+    );
     const r = await readChosen(p, {}, shape(4));
     assert.deepEqual(r.choice.options.features, ['pixels']);
     assert.deepEqual([...r.features], [1, 2, 3, 4, 5, 6, 7, 8]);
-    assert.match(r.choice.notes.join('\n'), /the features are the key "pixels" \(the one key holding 4 numbers\); the other keys \("id", "note"\) are ignored; choose others with --features/);
+    assert.match(
+      r.choice.notes.join('\n'),
+      /the features are the key "pixels" \(the one key holding 4 numbers\); the other keys \("id", "note"\) are ignored; choose others with --features/,
+    );
   });
 
   test('the key named like the model input, when several arrays fit', async () => {
@@ -345,7 +466,11 @@ describe('JSONL feature key', () => {
 
   test('several arrays of F numbers and none named like the input: a clear error', async () => {
     const p = write('k4.jsonl', '{"a": [1, 2], "b": [3, 4], "label": 0}\n');
-    await rejects(chooseTable(p, {}, shape(2)), 'FEATURE_COUNT_MISMATCH', /the keys "a", "b" each hold 2 numbers; choose one with --features/);
+    await rejects(
+      chooseTable(p, {}, shape(2)),
+      'FEATURE_COUNT_MISMATCH',
+      /the keys "a", "b" each hold 2 numbers; choose one with --features/,
+    );
   });
 
   test('keys that already match the model are read as they are', async () => {
@@ -360,7 +485,8 @@ describe('class order', () => {
   function perms(m: number): number[][] {
     if (m === 0) return [[]];
     const out: number[][] = [];
-    for (const p of perms(m - 1)) for (let i = 0; i <= p.length; i++) out.push([...p.slice(0, i), m - 1, ...p.slice(i)]);
+    for (const p of perms(m - 1))
+      for (let i = 0; i <= p.length; i++) out.push([...p.slice(0, i), m - 1, ...p.slice(i)]);
     return out;
   }
 
@@ -374,7 +500,11 @@ describe('class order', () => {
       assert.equal(new Set(a).size, m, 'a permutation');
       const got = Array.from(a).reduce((s, c, row) => s + W[row * m + c], 0);
       let best = -Infinity;
-      for (const p of perms(m)) best = Math.max(best, p.reduce((s, c, row) => s + W[row * m + c], 0));
+      for (const p of perms(m))
+        best = Math.max(
+          best,
+          p.reduce((s, c, row) => s + W[row * m + c], 0),
+        );
       assert.equal(got, best, `m = ${m}, trial ${t}`);
     }
   });
@@ -418,7 +548,8 @@ describe('class order', () => {
       pred.push(c);
       labels.push(c === 0 ? 1 : c === 1 ? 0 : c);
     }
-    for (let i = 0; i < 100; i++) if (labels[i] >= 6) labels[i] = labels[i] === 6 ? 7 : labels[i] === 7 ? 6 : labels[i] === 8 ? 9 : 8;
+    for (let i = 0; i < 100; i++)
+      if (labels[i] >= 6) labels[i] = labels[i] === 6 ? 7 : labels[i] === 7 ? 6 : labels[i] === 8 ? 9 : 8;
     const names = Array.from({ length: C }, (_, i) => `c${i}`);
     const w = classOrderWarning(rowsOf(labels, pred, C), taskFor(C), names, 'option');
     assert.ok(w && w.code === 'CLASS_ORDER');
@@ -433,7 +564,16 @@ describe('class order', () => {
     const pred = Array.from({ length: 50 }, (_, i) => i % C);
     assert.equal(classOrderWarning(rowsOf(pred, pred, C), taskFor(C), null, null), null);
     // A model that predicts class 0 for every row: 20% right, and no permutation does better.
-    const w = classOrderWarning(rowsOf(pred, pred.map(() => 0), C), taskFor(C), null, null);
+    const w = classOrderWarning(
+      rowsOf(
+        pred,
+        pred.map(() => 0),
+        C,
+      ),
+      taskFor(C),
+      null,
+      null,
+    );
     if (w && w.code === 'CLASS_ORDER') assert.fail(`unexpected ${w.message}`);
     assert.equal(w?.code, 'LOW_ACCURACY');
   });
@@ -441,7 +581,12 @@ describe('class order', () => {
   test('a binary head with its two classes swapped', () => {
     const labels = Array.from({ length: 20 }, (_, i) => i % 2);
     const z = Float64Array.from(labels, (y) => (y ? -3 : 3));
-    const w = classOrderWarning({ n: 20, C: 1, z, labels: Int32Array.from(labels) }, taskFor(1), ['no', 'yes'], 'labels');
+    const w = classOrderWarning(
+      { n: 20, C: 1, z, labels: Int32Array.from(labels) },
+      taskFor(1),
+      ['no', 'yes'],
+      'labels',
+    );
     assert.ok(w && w.code === 'CLASS_ORDER');
     assert.deepEqual(w.bestClasses, ['yes', 'no']);
   });
@@ -460,11 +605,20 @@ describe('non-finite numbers are never printed', () => {
   });
 
   test('NON_FINITE names the scores and rows; the JSON has null for them', () => {
-    const w = nonFiniteWarning({ a: Float64Array.of(1, Infinity, 2, NaN), b: Float64Array.of(1, 2, 3, 4), c: null }, 'because');
+    const w = nonFiniteWarning(
+      { a: Float64Array.of(1, Infinity, 2, NaN), b: Float64Array.of(1, 2, 3, 4), c: null },
+      'because',
+    );
     assert.ok(w);
     assert.deepEqual(w.scores, { a: { count: 2, rows: [1, 3] } });
-    assert.match(w.message, /^not finite: a of 2 rows \(1, 3\); because\. They are null in the JSON and n\/a in the table$/);
+    assert.match(
+      w.message,
+      /^not finite: a of 2 rows \(1, 3\); because\. They are null in the JSON and n\/a in the table$/,
+    );
     assert.equal(nonFiniteWarning({ a: Float64Array.of(1, 2) }, 'x'), null);
-    assert.equal(jsonText({ a: [1, Infinity, -Infinity, NaN], b: { c: NaN } }), '{"a":[1,null,null,null],"b":{"c":null}}');
+    assert.equal(
+      jsonText({ a: [1, Infinity, -Infinity, NaN], b: { c: NaN } }),
+      '{"a":[1,null,null,null],"b":{"c":null}}',
+    );
   });
 });

@@ -53,16 +53,29 @@ async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Pro
     const { g } = signals(deep, fw.z, b.labels, b.count);
     for (let r = 0; r < b.count; r++) {
       const t = wanted.indexOf(b.start + r);
-      if (t >= 0) out[t] = { J: await deep.gradients(fw, r, 1, eye, K), g: g.slice(r * K, (r + 1) * K), z: fw.z.slice(r * K, (r + 1) * K), label: b.labels[r] };
+      if (t >= 0)
+        out[t] = {
+          J: await deep.gradients(fw, r, 1, eye, K),
+          g: g.slice(r * K, (r + 1) * K),
+          z: fw.z.slice(r * K, (r + 1) * K),
+          label: b.labels[r],
+        };
     }
   });
   return out;
 }
 
 /** lossChangeIfRemoved of every training row for each test point, T×n. */
-async function lossChanges(deep: DeepEngine, rows: DeepRows, train: string, points: DeepTestPoint[], curv: DeepCurvature): Promise<Float64Array[]> {
+async function lossChanges(
+  deep: DeepEngine,
+  rows: DeepRows,
+  train: string,
+  points: DeepTestPoint[],
+  curv: DeepCurvature,
+): Promise<Float64Array[]> {
   const out: Float64Array[] = [];
-  for (const p of points) out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
+  for (const p of points)
+    out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
   return out;
 }
 
@@ -91,7 +104,9 @@ describe('exact GGN influence over the last 2 layers', () => {
         const got = await lossChanges(deep, rows, ref.train, points, curv);
         const e = worstRowError(got, decode(ref.lossChangeIfRemoved[String(lambda)]), rows.n);
         assert.ok(e <= TOL, `λ ${lambda}: lossChangeIfRemoved ${e.toExponential(2)}`);
-        const s = await deepExplainScores(rows.n, taskFor(deep.K), points[0], curv, (f) => rowGradients(deep, rows, ref.train, {}, {}, f));
+        const s = await deepExplainScores(rows.n, taskFor(deep.K), points[0], curv, (f) =>
+          rowGradients(deep, rows, ref.train, {}, {}, f),
+        );
         const es = relError(s.selfInfluence, decode(ref.selfInfluence[String(lambda)]));
         assert.ok(es <= TOL, `λ ${lambda}: selfInfluence ${es.toExponential(2)}`);
         assert.ok(relError(s.lossChangeIfRemoved, got[0]) <= 1e-12);
@@ -116,7 +131,10 @@ describe('exact GGN influence over the last 2 layers', () => {
         const e = worstRowError(got, decode(ref.lossChangeIfRemoved[String(lambda)]), rows.n);
         assert.ok(e <= 0.15, `λ ${lambda}: ${e.toExponential(2)}`);
         const L = lds(loadTruth('cnn'), got);
-        assert.ok(Math.abs(L - ref.kinks.onnxruntimeMasks.lds[String(lambda)]) <= 1e-3, `λ ${lambda}: LDS ${L} vs ${ref.kinks.onnxruntimeMasks.lds[String(lambda)]}`);
+        assert.ok(
+          Math.abs(L - ref.kinks.onnxruntimeMasks.lds[String(lambda)]) <= 1e-3,
+          `λ ${lambda}: LDS ${L} vs ${ref.kinks.onnxruntimeMasks.lds[String(lambda)]}`,
+        );
       } finally {
         await curv.release();
       }
@@ -131,10 +149,18 @@ describe('exact GGN influence over the last 2 layers', () => {
       const deep = await deepEngine(ref.model, 2);
       const rows = await readDeepRows(deep, train, {}, {}, { ggn: true });
       assert.equal(rows.n, kf.n);
-      const points = await testPoints(deep, ref.test, kf.testRowIndices.map((j: number) => ref.testRows[j]));
+      const points = await testPoints(
+        deep,
+        ref.test,
+        kf.testRowIndices.map((j: number) => ref.testRows[j]),
+      );
       const curv = await ExactGgn.create(rows.H0!, deep.P, kf.lambda);
       try {
-        const e = worstRowError(await lossChanges(deep, rows, train, points, curv), decode(kf.lossChangeIfRemoved), rows.n);
+        const e = worstRowError(
+          await lossChanges(deep, rows, train, points, curv),
+          decode(kf.lossChangeIfRemoved),
+          rows.n,
+        );
         assert.ok(e <= TOL, `${e.toExponential(2)}`);
       } finally {
         await curv.release();
@@ -150,10 +176,18 @@ describe('exact GGN scores on the op-coverage models (test/fixtures/deep/manifes
         const deep = await deepEngine(join(DEEP_DIR, mod.file), depth.k);
         const train = join(DEEP_DIR, 'rows.csv');
         const rows = await readDeepRows(deep, train, {}, {}, { ggn: true });
-        const points = await testPoints(deep, join(DEEP_DIR, 'rows_test.csv'), Array.from({ length: mod.rows.T }, (_, t) => t));
+        const points = await testPoints(
+          deep,
+          join(DEEP_DIR, 'rows_test.csv'),
+          Array.from({ length: mod.rows.T }, (_, t) => t),
+        );
         const curv = await ExactGgn.create(rows.H0!, deep.P, depth.lambda);
         try {
-          const e = worstRowError(await lossChanges(deep, rows, train, points, curv), decode(depth.lossChangeIfRemoved), rows.n);
+          const e = worstRowError(
+            await lossChanges(deep, rows, train, points, curv),
+            decode(depth.lossChangeIfRemoved),
+            rows.n,
+          );
           assert.ok(e <= TOL, `depth ${depth.k}: lossChangeIfRemoved ${e.toExponential(2)}`);
           const es = relError(await curv.quad(rows.grads!, rows.n), decode(depth.selfInfluence));
           assert.ok(es <= TOL, `depth ${depth.k}: selfInfluence ${es.toExponential(2)}`);
@@ -165,7 +199,7 @@ describe('exact GGN scores on the op-coverage models (test/fixtures/deep/manifes
   }
 });
 
-describe('the GGN on the head alone is the head\'s Hessian', () => {
+describe("the GGN on the head alone is the head's Hessian", () => {
   it('softmax (LDS MLP) and binary heads', async () => {
     const ref = ldsReference('mlp', 'last2');
     const deep = await deepEngine(ref.model, 'head');
@@ -176,7 +210,13 @@ describe('the GGN on the head alone is the head\'s Hessian', () => {
     writeFileSync(bin, buildModel({ F: 4, D: 5, C: 1, head: 'matmulAdd', trailing: 'none' }).bytes);
     const data = join(dir, 'binary.csv');
     const r = rng(9);
-    writeFileSync(data, ['a,b,c,d,label', ...Array.from({ length: 30 }, (_, i) => `${[r(), r(), r(), r()].map((v) => v.toFixed(3)).join(',')},${i % 2}`)].join('\n') + '\n');
+    writeFileSync(
+      data,
+      [
+        'a,b,c,d,label',
+        ...Array.from({ length: 30 }, (_, i) => `${[r(), r(), r(), r()].map((v) => v.toFixed(3)).join(',')},${i % 2}`),
+      ].join('\n') + '\n',
+    );
     const bdeep = await deepEngine(bin, 'head');
     const brows = await readDeepRows(bdeep, data, {}, {}, { ggn: true });
     const bwant = denseHessian(brows, 0);

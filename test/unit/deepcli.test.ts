@@ -25,7 +25,10 @@ function csv(n: number, F: number, C: number, seed: number): string {
 }
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg') } });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg') },
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -48,7 +51,25 @@ const mlp = ldsReference('mlp', 'last2');
 describe('explain --layers beyond the head', () => {
   it('--layers 2 --curvature exact: the exact-GGN scores of the reference, layers and headOnly in the JSON', () => {
     // testRows[0] of the reference is row 2 of test.csv.
-    const r = cli('explain', '--model', mlp.model, '--train', mlp.train, '--test', mlp.test, '--test-row', String(mlp.testRows[0]), '--layers', '2', '--curvature', 'exact', '--damping', '0.001', '--no-stability', '--json');
+    const r = cli(
+      'explain',
+      '--model',
+      mlp.model,
+      '--train',
+      mlp.train,
+      '--test',
+      mlp.test,
+      '--test-row',
+      String(mlp.testRows[0]),
+      '--layers',
+      '2',
+      '--curvature',
+      'exact',
+      '--damping',
+      '0.001',
+      '--no-stability',
+      '--json',
+    );
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     assert.deepEqual(j.layers, [
@@ -77,69 +98,241 @@ describe('explain --layers beyond the head', () => {
   });
 
   it('exact Gauss–Newton by default up to 5,000 parameters, EK-FAC beyond; the table says which layers and that the Newton column is head-only', () => {
-    const r = cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '2', '--top', '2', '--verify-top', '1');
+    const r = cli(
+      'explain',
+      '--model',
+      softplus,
+      '--train',
+      train4,
+      '--test',
+      test4,
+      '--test-row',
+      '0',
+      '--layers',
+      '2',
+      '--top',
+      '2',
+      '--verify-top',
+      '1',
+    );
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /layers: 1 'Gemm_z' \(Gemm, 8\), 2 'Gemm_a2' \(Gemm, 12\); 20 parameters; curvature exact Gauss–Newton/);
+    assert.match(
+      r.stdout,
+      /layers: 1 'Gemm_z' \(Gemm, 8\), 2 'Gemm_a2' \(Gemm, 12\); 20 parameters; curvature exact Gauss–Newton/,
+    );
     assert.match(r.stdout, /n\/a/);
     assert.doesNotMatch(r.stdout, /Verified by exact refits/);
     assert.match(r.stderr, /refits of --verify-top/);
-    const j = JSON.parse(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'Gemm_a2', '--curvature', 'ekfac', '--json').stdout);
+    const j = JSON.parse(
+      cli(
+        'explain',
+        '--model',
+        softplus,
+        '--train',
+        train4,
+        '--test',
+        test4,
+        '--test-row',
+        '0',
+        '--layers',
+        'Gemm_a2',
+        '--curvature',
+        'ekfac',
+        '--json',
+      ).stdout,
+    );
     assert.equal(j.curvature, 'ekfac');
     assert.equal(j.selfInfluenceMethod, 'ekfac');
-    assert.deepEqual(j.layers.map((l: { index: number }) => l.index), [2]);
+    assert.deepEqual(
+      j.layers.map((l: { index: number }) => l.index),
+      [2],
+    );
     assert.equal(j.stability.dampings.length, 3);
   });
 
   it('EK-FAC by default beyond 5,000 parameters', () => {
-    const j = JSON.parse(cli('explain', '--model', mlp.model, '--train', mlp.train, '--test', mlp.test, '--test-row', '0', '--layers', 'all', '--no-stability', '--json').stdout);
+    const j = JSON.parse(
+      cli(
+        'explain',
+        '--model',
+        mlp.model,
+        '--train',
+        mlp.train,
+        '--test',
+        mlp.test,
+        '--test-row',
+        '0',
+        '--layers',
+        'all',
+        '--no-stability',
+        '--json',
+      ).stdout,
+    );
     assert.equal(j.curvature, 'ekfac');
-    assert.equal(j.layers.reduce((a: number, l: { parameters: number }) => a + l.parameters, 0), 6570);
+    assert.equal(
+      j.layers.reduce((a: number, l: { parameters: number }) => a + l.parameters, 0),
+      6570,
+    );
   });
 
   it('--curvature exact on the head alone: the exact path, the head as the one layer', () => {
-    const model = file('head.onnx', buildModel({ F: 4, D: 5, C: 3, head: 'gemmTransB', trailing: 'softmax', metadata: { 'influence_lens.l2': '0.01' } }).bytes);
+    const model = file(
+      'head.onnx',
+      buildModel({
+        F: 4,
+        D: 5,
+        C: 3,
+        head: 'gemmTransB',
+        trailing: 'softmax',
+        metadata: { 'influence_lens.l2': '0.01' },
+      }).bytes,
+    );
     const tr = file('train3.csv', csv(30, 4, 3, 3));
     const te = file('test3.csv', csv(2, 4, 3, 4));
-    const j = JSON.parse(cli('explain', '--model', model, '--train', tr, '--test', te, '--test-row', '0', '--curvature', 'exact', '--json').stdout);
+    const j = JSON.parse(
+      cli('explain', '--model', model, '--train', tr, '--test', te, '--test-row', '0', '--curvature', 'exact', '--json')
+        .stdout,
+    );
     assert.equal(j.curvature, 'exact');
     assert.deepEqual(j.headOnly, []);
     assert.deepEqual(j.layers, [{ name: 'Gemm_z', kind: 'Gemm', index: 1, parameters: 18 }]);
     assert.equal(j.solver, 'cholesky');
     assert.equal(j.selfInfluenceMethod, 'exact');
-    assert.ok(j.scores.every((s: { lossChangeIfRemovedNewton: number | null }) => typeof s.lossChangeIfRemovedNewton === 'number'));
+    assert.ok(
+      j.scores.every(
+        (s: { lossChangeIfRemovedNewton: number | null }) => typeof s.lossChangeIfRemovedNewton === 'number',
+      ),
+    );
   });
 });
 
 describe('explain --layers errors exit 2', () => {
   it('an unsupported op on the path names the op and node and suggests shallower layers', () => {
-    const line = assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'all'), 'UNSUPPORTED_OP');
+    const line = assertUserError(
+      cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'all'),
+      'UNSUPPORTED_OP',
+    );
     assert.match(line, /\(node Softplus_s1\)/);
     assert.match(line, /'Softplus_s1' \(Softplus\)/);
     assert.match(line, /--layers 2/);
   });
 
   it('--layers naming no layer lists the layers', () => {
-    const line = assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', 'Gemm_a2,nope'), 'BAD_OPTION');
-    assert.match(line, /'nope' names no parameterized layer; the layers, from the output: 1 'Gemm_z' \(Gemm, 8 parameters\), 2 'Gemm_a2' \(Gemm, 12 parameters\), 3 'Gemm_a1' \(Gemm, 15 parameters\)/);
-    assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '4'), 'BAD_OPTION');
-    assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '0'), 'BAD_OPTION');
+    const line = assertUserError(
+      cli(
+        'explain',
+        '--model',
+        softplus,
+        '--train',
+        train4,
+        '--test',
+        test4,
+        '--test-row',
+        '0',
+        '--layers',
+        'Gemm_a2,nope',
+      ),
+      'BAD_OPTION',
+    );
+    assert.match(
+      line,
+      /'nope' names no parameterized layer; the layers, from the output: 1 'Gemm_z' \(Gemm, 8 parameters\), 2 'Gemm_a2' \(Gemm, 12 parameters\), 3 'Gemm_a1' \(Gemm, 15 parameters\)/,
+    );
+    assertUserError(
+      cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '4'),
+      'BAD_OPTION',
+    );
+    assertUserError(
+      cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '0'),
+      'BAD_OPTION',
+    );
   });
 
   it('--layers beyond the head on an image folder says it reads tables only, for now', () => {
     const digits = resolve(__dirname, '../../samples/digits');
-    const line = assertUserError(cli('explain', '--model', join(digits, 'model.onnx'), '--train', join(digits, 'images/train'), '--test', join(digits, 'images/test'), '--test-row', '0', '--layers', '2'), 'BAD_OPTION');
+    const line = assertUserError(
+      cli(
+        'explain',
+        '--model',
+        join(digits, 'model.onnx'),
+        '--train',
+        join(digits, 'images/train'),
+        '--test',
+        join(digits, 'images/test'),
+        '--test-row',
+        '0',
+        '--layers',
+        '2',
+      ),
+      'BAD_OPTION',
+    );
     assert.match(line, /reads CSV\/TSV\/JSONL tables for now; .*images\/train is an image folder: use --layers head/);
   });
 
   it('a layer set too big for --curvature exact', () => {
-    const line = assertUserError(cli('explain', '--model', mlp.model, '--train', mlp.train, '--test', mlp.test, '--test-row', '0', '--layers', 'all', '--curvature', 'exact'), 'BAD_OPTION');
+    const line = assertUserError(
+      cli(
+        'explain',
+        '--model',
+        mlp.model,
+        '--train',
+        mlp.train,
+        '--test',
+        mlp.test,
+        '--test-row',
+        '0',
+        '--layers',
+        'all',
+        '--curvature',
+        'exact',
+      ),
+      'BAD_OPTION',
+    );
     assert.match(line, /6570×6570 Gauss–Newton matrix/);
     assert.match(line, /limited to 5,000 parameters/);
   });
 
   it('--curvature ekfac on the head, --head refit beyond it, and --layers on audit', () => {
-    assert.match(assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--curvature', 'ekfac'), 'BAD_OPTION'), /beyond the head/);
-    assert.match(assertUserError(cli('explain', '--model', softplus, '--train', train4, '--test', test4, '--test-row', '0', '--layers', '2', '--head', 'refit'), 'BAD_OPTION'), /--head refit/);
+    assert.match(
+      assertUserError(
+        cli(
+          'explain',
+          '--model',
+          softplus,
+          '--train',
+          train4,
+          '--test',
+          test4,
+          '--test-row',
+          '0',
+          '--curvature',
+          'ekfac',
+        ),
+        'BAD_OPTION',
+      ),
+      /beyond the head/,
+    );
+    assert.match(
+      assertUserError(
+        cli(
+          'explain',
+          '--model',
+          softplus,
+          '--train',
+          train4,
+          '--test',
+          test4,
+          '--test-row',
+          '0',
+          '--layers',
+          '2',
+          '--head',
+          'refit',
+        ),
+        'BAD_OPTION',
+      ),
+      /--head refit/,
+    );
     assertUserError(cli('audit', '--model', softplus, '--train', train4, '--layers', '2'), 'BAD_OPTION');
   });
 });

@@ -56,7 +56,9 @@ interface WrongOrder {
   trainAccuracyPassed: number;
   trainAccuracyBest: number;
 }
-const manifest: { cases: Case[]; wrongClassOrder: WrongOrder[] } = JSON.parse(readFileSync(at('manifest.json'), 'utf8'));
+const manifest: { cases: Case[]; wrongClassOrder: WrongOrder[] } = JSON.parse(
+  readFileSync(at('manifest.json'), 'utf8'),
+);
 const TOL = 1e-5;
 
 /** Every score within TOL (norm-wise) of the reference, and the same discrete answers. */
@@ -68,8 +70,14 @@ export function checkCase(c: Case, t: RefTest, r: ExplainResult): void {
   assert.equal(r.test.predicted, t.predicted, what);
   assert.equal(s.runnerUp, t.runnerUp, what);
   assert.ok(relErr(r.test.probabilities, t.probabilities) < TOL, `${what}: probabilities`);
-  assert.ok(Math.abs(r.test.loss - t.loss) <= TOL * Math.max(t.loss, 1e-3), `${what}: loss ${r.test.loss} vs ${t.loss}`);
-  assert.ok(Math.abs(s.margin - t.margin) <= TOL * Math.max(Math.abs(t.margin), 1), `${what}: margin ${s.margin} vs ${t.margin}`);
+  assert.ok(
+    Math.abs(r.test.loss - t.loss) <= TOL * Math.max(t.loss, 1e-3),
+    `${what}: loss ${r.test.loss} vs ${t.loss}`,
+  );
+  assert.ok(
+    Math.abs(s.margin - t.margin) <= TOL * Math.max(Math.abs(t.margin), 1),
+    `${what}: margin ${s.margin} vs ${t.margin}`,
+  );
   const checks: [string, ArrayLike<number>, ArrayLike<number>][] = [
     ['influence', s.influence, t.influence],
     ['lossChangeIfRemoved', s.lossChangeIfRemoved, t.lossChangeIfRemoved],
@@ -92,10 +100,19 @@ describe('real exports match their float64 references', () => {
   for (const c of modelCases) {
     it(`${c.name}: ${c.description}`, async () => {
       for (const t of c.tests) {
-        const r = await explain({ model: at(c.model), train: at(c.train), test: at(c.test), testRow: t.row, damping: c.l2From === '--damping' ? c.l2 : 'auto' });
+        const r = await explain({
+          model: at(c.model),
+          train: at(c.train),
+          test: at(c.test),
+          testRow: t.row,
+          damping: c.l2From === '--damping' ? c.l2 : 'auto',
+        });
         assert.equal(r.model.outputName, c.output, `${c.name}: output chosen`);
         assert.equal(r.model.task, c.task, `${c.name}: task`);
-        assert.ok(Math.abs(r.model.logitScale - c.scale) <= 1e-7 * c.scale, `${c.name}: logit scale ${r.model.logitScale}`);
+        assert.ok(
+          Math.abs(r.model.logitScale - c.scale) <= 1e-7 * c.scale,
+          `${c.name}: logit scale ${r.model.logitScale}`,
+        );
         checkCase(c, t, r);
       }
     });
@@ -115,7 +132,14 @@ describe('real exports match their float64 references', () => {
 describe('data files as pandas and sklearn write them: no flags needed', () => {
   const formCases = manifest.cases.filter((c) => c.name.startsWith('form_'));
   it('has every form', () => {
-    assert.deepEqual(formCases.map((c) => c.name).sort(), ['form_id_column', 'form_pandas_index', 'form_string_labels', 'form_target', 'form_unnamed_index', 'form_with_id']);
+    assert.deepEqual(formCases.map((c) => c.name).sort(), [
+      'form_id_column',
+      'form_pandas_index',
+      'form_string_labels',
+      'form_target',
+      'form_unnamed_index',
+      'form_with_id',
+    ]);
   });
   for (const c of formCases) {
     it(`${c.name}: ${c.description}`, async () => {
@@ -124,7 +148,10 @@ describe('data files as pandas and sklearn write them: no flags needed', () => {
         checkCase(c, t, r);
         if (c.classNames) assert.deepEqual(r.classes, c.classNames, `${c.name}: classes`);
         // Every decision is said: the model's notes plus one for the data rule that applied.
-        assert.ok(r.notes.some((n) => n.startsWith(`${c.train}: `)), `${c.name}: a note on the training file: ${r.notes.join(' | ')}`);
+        assert.ok(
+          r.notes.some((n) => n.startsWith(`${c.train}: `)),
+          `${c.name}: a note on the training file: ${r.notes.join(' | ')}`,
+        );
         assert.deepEqual(r.warnings, [], `${c.name}: no warnings`);
       }
     });
@@ -142,22 +169,44 @@ describe('data files as pandas and sklearn write them: no flags needed', () => {
   for (const w of manifest.wrongClassOrder) {
     it(`${w.name}: --classes in the wrong order is flagged, naming the order that fits`, async () => {
       assert.deepEqual(w.flags, ['--classes', w.passedClasses.join(',')]);
-      const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.passedClasses } });
+      const r = await explain({
+        model: at(w.model),
+        train: at(w.train),
+        test: at(w.test),
+        testRow: 0,
+        table: { classes: w.passedClasses },
+      });
       const order = r.warnings.find((x) => x.code === 'CLASS_ORDER');
       assert.ok(order && order.code === 'CLASS_ORDER', `warnings: ${JSON.stringify(r.warnings)}`);
       assert.deepEqual(order.bestClasses, w.bestClasses);
       assert.ok(Math.abs(order.accuracy - w.trainAccuracyPassed) < 1e-12, `accuracy ${order.accuracy}`);
       assert.ok(Math.abs(order.bestAccuracy - w.trainAccuracyBest) < 1e-12, `best accuracy ${order.bestAccuracy}`);
       assert.match(order.message, new RegExp(`--classes ${w.bestClasses.join(',')}`));
-      const a = await audit({ model: at(w.model), train: at(w.train), heldOut: null, table: { classes: w.passedClasses }, damping: 'auto', tau: 0 });
-      assert.deepEqual(a.warnings.map((x) => x.code), ['CLASS_ORDER']);
+      const a = await audit({
+        model: at(w.model),
+        train: at(w.train),
+        heldOut: null,
+        table: { classes: w.passedClasses },
+        damping: 'auto',
+        tau: 0,
+      });
+      assert.deepEqual(
+        a.warnings.map((x) => x.code),
+        ['CLASS_ORDER'],
+      );
       assert.deepEqual((a.warnings[0] as { bestClasses: string[] }).bestClasses, w.bestClasses);
     });
   }
 
   it('the order that fits gives no warning', async () => {
     const w = manifest.wrongClassOrder[0];
-    const r = await explain({ model: at(w.model), train: at(w.train), test: at(w.test), testRow: 0, table: { classes: w.bestClasses } });
+    const r = await explain({
+      model: at(w.model),
+      train: at(w.train),
+      test: at(w.test),
+      testRow: 0,
+      table: { classes: w.bestClasses },
+    });
     assert.deepEqual(r.warnings, []);
   });
 });

@@ -12,7 +12,16 @@ import { EngineClient, EngineError } from '../../src/extension/engineClient';
 import type { ExplainParams } from '../../src/protocol/engine';
 import { fixFor } from '../../src/extension/fixes';
 import { DEFAULTS, readSettings } from '../../src/extension/settings';
-import { auditMarks, auditView, explainMarks, explainView, flaggedRows, histogram, imageShape, listedRows } from '../../src/extension/viewmodel';
+import {
+  auditMarks,
+  auditView,
+  explainMarks,
+  explainView,
+  flaggedRows,
+  histogram,
+  imageShape,
+  listedRows,
+} from '../../src/extension/viewmodel';
 
 const root = resolve(__dirname, '../..');
 const sample = (f: string) => join(root, 'samples/digits', f);
@@ -52,14 +61,37 @@ describe('settings', () => {
     assert.deepEqual(problems, []);
   });
   it('reads valid values', () => {
-    const values: Record<string, unknown> = { damping: '0.01', head: 'refit', topK: 25, imageShape: '28x28', 'cache.directory': '/tmp/c', batchSize: 512, memorizationTau: 0.5 };
+    const values: Record<string, unknown> = {
+      damping: '0.01',
+      head: 'refit',
+      topK: 25,
+      imageShape: '28x28',
+      'cache.directory': '/tmp/c',
+      batchSize: 512,
+      memorizationTau: 0.5,
+    };
     const { settings, problems } = readSettings((k) => values[k]);
-    assert.deepEqual(settings, { damping: 0.01, head: 'refit', topK: 25, imageShape: '28x28', cacheDirectory: '/tmp/c', batchSize: 512, memorizationTau: 0.5 });
+    assert.deepEqual(settings, {
+      damping: 0.01,
+      head: 'refit',
+      topK: 25,
+      imageShape: '28x28',
+      cacheDirectory: '/tmp/c',
+      batchSize: 512,
+      memorizationTau: 0.5,
+    });
     assert.deepEqual(problems, []);
     assert.equal(readSettings((k) => (k === 'damping' ? 'implied' : undefined)).settings.damping, 'implied');
   });
   it('replaces invalid values by defaults and says which', () => {
-    const values: Record<string, unknown> = { damping: -1, head: 'best', topK: 0, imageShape: 'square', batchSize: 1.5, memorizationTau: -2 };
+    const values: Record<string, unknown> = {
+      damping: -1,
+      head: 'best',
+      topK: 0,
+      imageShape: 'square',
+      batchSize: 1.5,
+      memorizationTau: -2,
+    };
     const { settings, problems } = readSettings((k) => values[k]);
     assert.deepEqual(settings, DEFAULTS);
     assert.equal(problems.length, 6);
@@ -89,48 +121,97 @@ describe('view models', () => {
     assert.equal(h.edges.length, 5);
     assert.equal(h.edges[0], -2);
     assert.equal(h.edges[4], 5);
-    assert.equal(h.counts.reduce((a, b) => a + b, 0), 6);
+    assert.equal(
+      h.counts.reduce((a, b) => a + b, 0),
+      6,
+    );
     assert.deepEqual(h.counts, [2, 3, 0, 1]); // bins of width 1.75 from -2
   });
 
   it('lists the top rows of a real explanation, with the flip set and histogram marks', async () => {
-    const r = await explain({ model: sample('model.onnx'), train: sample('train.csv'), test: sample('test.csv'), testRow: 146 });
+    const r = await explain({
+      model: sample('model.onnx'),
+      train: sample('train.csv'),
+      test: sample('test.csv'),
+      testRow: 146,
+    });
     const listed = listedRows(r, 5);
     const v = explainView(r, listed, { image: { height: 8, width: 8 }, features: new Map([[0, [1, 2]]]) });
     assert.equal(v.byInfluence.helpful.length, 5);
     assert.equal(v.byInfluence.harmful.length, 5);
     const h = v.byInfluence.helpful.map((x) => x.lossChangeIfRemoved);
-    assert.deepEqual(h, [...h].sort((a, b) => b - a));
+    assert.deepEqual(
+      h,
+      [...h].sort((a, b) => b - a),
+    );
     assert.ok(h.every((x) => x > 0));
     assert.ok(v.byInfluence.harmful.every((x) => x.lossChangeIfRemoved < 0));
     const rel = v.byRelative.helpful.map((x) => x.relativeInfluence);
-    assert.deepEqual(rel, [...rel].sort((a, b) => a - b), 'relative ranking: most negative relative influence first');
+    assert.deepEqual(
+      rel,
+      [...rel].sort((a, b) => a - b),
+      'relative ranking: most negative relative influence first',
+    );
     assert.equal(v.histogram.marked.length, 10);
-    assert.equal(v.histogram.counts.reduce((a, b) => a + b, 0), 1000);
-    assert.deepEqual(v.flip?.rows.map((x) => x.row), r.scores.flip?.rows);
+    assert.equal(
+      v.histogram.counts.reduce((a, b) => a + b, 0),
+      1000,
+    );
+    assert.deepEqual(
+      v.flip?.rows.map((x) => x.row),
+      r.scores.flip?.rows,
+    );
     assert.equal(v.test.row, 146);
-    assert.deepEqual(v.byInfluence.helpful.map((x) => x.row), listed.byInfluence.helpful);
+    assert.deepEqual(
+      v.byInfluence.helpful.map((x) => x.row),
+      listed.byInfluence.helpful,
+    );
     const marks = explainMarks(v);
-    assert.deepEqual(marks.map((m) => [m.row, m.kind]), [...v.byInfluence.helpful.map((x) => [x.row, 'helpful']), ...v.byInfluence.harmful.map((x) => [x.row, 'harmful'])]);
+    assert.deepEqual(
+      marks.map((m) => [m.row, m.kind]),
+      [
+        ...v.byInfluence.helpful.map((x) => [x.row, 'helpful']),
+        ...v.byInfluence.harmful.map((x) => [x.row, 'harmful']),
+      ],
+    );
     assert.ok(marks.every((m) => /first-order estimate/.test(m.message)));
   });
 
   it('puts memorized rows first among the flagged rows', async () => {
     const engine = await Engine.open(sample('model.onnx'));
     try {
-      const a = await audit({ model: sample('model.onnx'), train: sample('train.csv'), heldOut: { path: sample('validation.csv'), source: 'validation' }, damping: 'auto', tau: 0 }, engine);
+      const a = await audit(
+        {
+          model: sample('model.onnx'),
+          train: sample('train.csv'),
+          heldOut: { path: sample('validation.csv'), source: 'validation' },
+          damping: 'auto',
+          tau: 0,
+        },
+        engine,
+      );
       const rows = flaggedRows(a, 3);
       const mem = Array.from(a.scores.memorized!).reduce((x, y) => x + y, 0);
       assert.equal(rows.length, Math.max(3, mem));
       const flags = rows.map((i) => a.scores.memorized![i]);
-      assert.deepEqual(flags, [...flags].sort((x, y) => y - x));
+      assert.deepEqual(
+        flags,
+        [...flags].sort((x, y) => y - x),
+      );
       const v = auditView(a, rows, { classes: null, image: null, trainPath: 'train.csv', features: new Map() });
       assert.equal(v.memorizedCount, mem);
       assert.ok(v.flagged.every((f) => Array.isArray(f.reasons)));
       assert.equal(v.heldOut?.rows, 400);
       const marks = auditMarks(v);
-      assert.deepEqual(marks.map((m) => [m.row, m.kind]), v.flagged.map((f) => [f.row, f.memorized ? 'memorized' : 'suspicious']));
-      assert.ok(marks.every((m) => m.message.startsWith(`${m.kind === 'memorized' ? 'Memorized' : 'Suspicious'} row ${m.row} `)));
+      assert.deepEqual(
+        marks.map((m) => [m.row, m.kind]),
+        v.flagged.map((f) => [f.row, f.memorized ? 'memorized' : 'suspicious']),
+      );
+      assert.ok(
+        marks.every((m) =>
+          m.message.startsWith(`${m.kind === 'memorized' ? 'Memorized' : 'Suspicious'} row ${m.row} `),
+        ),
+      );
     } finally {
       await engine.release();
     }
@@ -256,16 +337,22 @@ describe('engine child process that crashes natively', () => {
     const pid = Number(first.columns[1]);
     assert.equal(pid, client.pid);
     const stages: string[] = [];
-    await assert.rejects(client.request('header', { path: 'abort' }, { onProgress: (s) => stages.push(s) }), (e: EngineError) => {
-      assert.ok(e instanceof EngineError);
-      assert.equal(e.code, 'ENGINE_CRASHED');
-      assert.match(e.message, /engine process was killed by SIGABRT/);
-      assert.match(e.message, /native crash/);
-      assert.match(e.message, /restarts on the next run/);
-      return true;
-    });
+    await assert.rejects(
+      client.request('header', { path: 'abort' }, { onProgress: (s) => stages.push(s) }),
+      (e: EngineError) => {
+        assert.ok(e instanceof EngineError);
+        assert.equal(e.code, 'ENGINE_CRASHED');
+        assert.match(e.message, /engine process was killed by SIGABRT/);
+        assert.match(e.message, /native crash/);
+        assert.match(e.message, /restarts on the next run/);
+        return true;
+      },
+    );
     assert.deepEqual(stages, ['forward'], 'the request was under way when the engine died');
-    assert.ok(log.some((l) => /killed by SIGABRT; it restarts on the next request/.test(l)), log.join('\n'));
+    assert.ok(
+      log.some((l) => /killed by SIGABRT; it restarts on the next request/.test(l)),
+      log.join('\n'),
+    );
     // The next request starts a fresh engine process, and the host process is still here.
     const again = await client.request('header', { path: 'b.csv' });
     assert.equal(again.columns[0], 'b.csv');

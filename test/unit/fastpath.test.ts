@@ -15,7 +15,12 @@ import type { ForwardRows } from '../../src/core/model/engine';
 import { HessianFeeder } from '../../src/core/curvature/feeder';
 import { Curvature } from '../../src/core/curvature/curvature';
 import { denseHessian } from '../../src/core/curvature/exact';
-import { chooseMethods, explicitHessian, explicitHessianFrom, type CurvatureStore } from '../../src/core/curvature/policy';
+import {
+  chooseMethods,
+  explicitHessian,
+  explicitHessianFrom,
+  type CurvatureStore,
+} from '../../src/core/curvature/policy';
 import { explainScores, lossChangeOnly, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
 import { flipSet } from '../../src/core/scores/flip';
 import { headDims, type HeadRows } from '../../src/core/task/head';
@@ -31,7 +36,13 @@ function rng(seed: number): () => number {
 }
 
 /** A trained-looking head: logits of a random linear layer over correlated ReLU features, labels sampled from it (5% flipped). */
-function synth(n: number, D: number, C: number, scale: number, seed: number): { rows: ForwardRows; tests: TestPoint[] } {
+function synth(
+  n: number,
+  D: number,
+  C: number,
+  scale: number,
+  seed: number,
+): { rows: ForwardRows; tests: TestPoint[] } {
   const u = rng(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
   const W = Float64Array.from({ length: C * D }, () => (gauss() * scale) / Math.sqrt(D));
@@ -84,101 +95,122 @@ function synth(n: number, D: number, C: number, scale: number, seed: number): { 
     x[D] = 1;
     return { x, g: te.g.slice(t * C, (t + 1) * C), z: te.z.slice(t * C, (t + 1) * C), label: te.labels[t] };
   });
-  const rows = { n, C, D, bias: true, ...tr, lines: new Int32Array(n), offsets: new Float64Array(n + 1) } as unknown as ForwardRows;
+  const rows = {
+    n,
+    C,
+    D,
+    bias: true,
+    ...tr,
+    lines: new Int32Array(n),
+    offsets: new Float64Array(n + 1),
+  } as unknown as ForwardRows;
   return { rows, tests };
 }
 
 const damping = 1e-3;
 const { rows, tests } = synth(4000, 40, 8, 6, 11);
-const SCORES = ['influence', 'lossChangeIfRemoved', 'lossChangeIfRemovedNewton', 'classificationInfluence', 'relativeInfluence', 'selfInfluence'] as const;
+const SCORES = [
+  'influence',
+  'lossChangeIfRemoved',
+  'lossChangeIfRemovedNewton',
+  'classificationInfluence',
+  'relativeInfluence',
+  'selfInfluence',
+] as const;
 
 for (const hessian of ['explicit', 'matrix-free'] as const)
-describe(`fast path (${hessian} Hessian) against the exact float64 path`, () => {
-  const exact: ExplainScores[] = [];
-  const fast: ExplainScores[] = [];
-  before(async () => {
-    const ex = await Curvature.create(rows, damping, { solver: 'cholesky', selfInfluence: 'ekfac', path: 'exact' });
-    const fa = await Curvature.create(rows, damping, { path: 'fast', hessian });
-    assert.equal(fa.fast!.H0 !== null, hessian === 'explicit');
-    try {
-      for (const t of tests) {
-        exact.push(await explainScores(rows, t, { damping }, ex));
-        fast.push(await explainScores(rows, t, { damping }, fa));
+  describe(`fast path (${hessian} Hessian) against the exact float64 path`, () => {
+    const exact: ExplainScores[] = [];
+    const fast: ExplainScores[] = [];
+    before(async () => {
+      const ex = await Curvature.create(rows, damping, { solver: 'cholesky', selfInfluence: 'ekfac', path: 'exact' });
+      const fa = await Curvature.create(rows, damping, { path: 'fast', hessian });
+      assert.equal(fa.fast!.H0 !== null, hessian === 'explicit');
+      try {
+        for (const t of tests) {
+          exact.push(await explainScores(rows, t, { damping }, ex));
+          fast.push(await explainScores(rows, t, { damping }, fa));
+        }
+      } finally {
+        await fa.release();
       }
-    } finally {
-      await fa.release();
-    }
-  });
+    });
 
-  it('uses the fast path when asked, and by default only for large problems', () => {
-    assert.equal(fast[0].solver, 'cg');
-    assert.equal(fast[0].selfInfluenceMethod, 'ekfac');
-    assert.ok(fast[0].cgIterations! > 0);
-    assert.equal(exact[0].solver, 'cholesky');
-    assert.equal(chooseMethods(rows, {}).path, 'exact');
-    const large = { ...rows, n: 200_000, D: 128, C: 20 };
-    assert.deepEqual(chooseMethods(large, {}), { solver: 'cg', selfMethod: 'ekfac', path: 'fast' });
-    assert.equal(chooseMethods(large, { solver: 'cholesky' }).path, 'exact');
-    assert.equal(chooseMethods({ ...large, h: new Float64Array(0) }, {}).path, 'exact');
-    assert.throws(() => chooseMethods(large, { path: 'fast', selfInfluence: 'exact' }), /fast path/);
-  });
+    it('uses the fast path when asked, and by default only for large problems', () => {
+      assert.equal(fast[0].solver, 'cg');
+      assert.equal(fast[0].selfInfluenceMethod, 'ekfac');
+      assert.ok(fast[0].cgIterations! > 0);
+      assert.equal(exact[0].solver, 'cholesky');
+      assert.equal(chooseMethods(rows, {}).path, 'exact');
+      const large = { ...rows, n: 200_000, D: 128, C: 20 };
+      assert.deepEqual(chooseMethods(large, {}), { solver: 'cg', selfMethod: 'ekfac', path: 'fast' });
+      assert.equal(chooseMethods(large, { solver: 'cholesky' }).path, 'exact');
+      assert.equal(chooseMethods({ ...large, h: new Float64Array(0) }, {}).path, 'exact');
+      assert.throws(() => chooseMethods(large, { path: 'fast', selfInfluence: 'exact' }), /fast path/);
+    });
 
-  it('agrees on every score to 1e-5 relative, for every test row', (ctx) => {
-    tests.forEach((_, t) => {
-      const errs: string[] = [];
-      for (const k of SCORES) {
-        const e = relErr(fast[t][k], exact[t][k]);
-        errs.push(`${k} ${e.toExponential(1)}`);
-        assert.ok(e < 1e-5, `test ${t}: ${k} differs by ${e.toExponential(2)}`);
+    it('agrees on every score to 1e-5 relative, for every test row', (ctx) => {
+      tests.forEach((_, t) => {
+        const errs: string[] = [];
+        for (const k of SCORES) {
+          const e = relErr(fast[t][k], exact[t][k]);
+          errs.push(`${k} ${e.toExponential(1)}`);
+          assert.ok(e < 1e-5, `test ${t}: ${k} differs by ${e.toExponential(2)}`);
+        }
+        ctx.diagnostic(`test ${t} (block-CG iterations so far: ${fast[t].cgIterations}): ${errs.join(', ')}`);
+        assert.equal(fast[t].predicted, exact[t].predicted);
+        assert.equal(fast[t].runnerUp, exact[t].runnerUp);
+        assert.equal(fast[t].margin, exact[t].margin);
+      });
+    });
+
+    it('finds the same flip set (and the synthetic problem has one)', () => {
+      tests.forEach((_, t) => assert.deepEqual(fast[t].flip, exact[t].flip, `test ${t}`));
+      assert.ok(
+        exact.some((s) => s.flip !== null),
+        'at least one test row can be flipped',
+      );
+    });
+
+    it('agrees on the audit scores', async (ctx) => {
+      const v = synth(500, 40, 8, 6, 11);
+      const heldOut: HeldOut = { path: 'v', source: 'validation', rows: v.rows };
+      const ex = await auditScores(rows, heldOut, { damping, tau: 0, solver: 'cholesky', selfInfluence: 'ekfac' });
+      const fa = await auditScores(rows, heldOut, { damping, tau: 0, path: 'fast', hessian });
+      for (const k of ['selfInfluence', 'heldOutInfluence', 'marginWithout', 'lossWithout', 'suspicion'] as const) {
+        const e = relErr(fa[k]!, ex[k]!);
+        ctx.diagnostic(`${k} ${e.toExponential(1)}`);
+        assert.ok(e < 1e-5, `${k} differs by ${e.toExponential(2)}`);
       }
-      ctx.diagnostic(`test ${t} (block-CG iterations so far: ${fast[t].cgIterations}): ${errs.join(', ')}`);
-      assert.equal(fast[t].predicted, exact[t].predicted);
-      assert.equal(fast[t].runnerUp, exact[t].runnerUp);
-      assert.equal(fast[t].margin, exact[t].margin);
+      assert.deepEqual(fa.predictedWithout, ex.predictedWithout);
+      assert.deepEqual(fa.memorized, ex.memorized);
+    });
+
+    it('can be cancelled', async () => {
+      const ctl = new AbortController();
+      const stages = new Set<string>();
+      await assert.rejects(
+        explainScores(rows, tests[0], {
+          damping,
+          path: 'fast',
+          hessian,
+          signal: ctl.signal,
+          onProgress: (stage) => {
+            stages.add(stage);
+            if (stage === 'solve') ctl.abort();
+          },
+        }),
+        CancelledError,
+      );
+      assert.ok(stages.has(hessian === 'explicit' ? 'hessian' : 'ekfac') && stages.has('solve'));
     });
   });
 
-  it('finds the same flip set (and the synthetic problem has one)', () => {
-    tests.forEach((_, t) => assert.deepEqual(fast[t].flip, exact[t].flip, `test ${t}`));
-    assert.ok(exact.some((s) => s.flip !== null), 'at least one test row can be flipped');
-  });
-
-  it('agrees on the audit scores', async (ctx) => {
-    const v = synth(500, 40, 8, 6, 11);
-    const heldOut: HeldOut = { path: 'v', source: 'validation', rows: v.rows };
-    const ex = await auditScores(rows, heldOut, { damping, tau: 0, solver: 'cholesky', selfInfluence: 'ekfac' });
-    const fa = await auditScores(rows, heldOut, { damping, tau: 0, path: 'fast', hessian });
-    for (const k of ['selfInfluence', 'heldOutInfluence', 'marginWithout', 'lossWithout', 'suspicion'] as const) {
-      const e = relErr(fa[k]!, ex[k]!);
-      ctx.diagnostic(`${k} ${e.toExponential(1)}`);
-      assert.ok(e < 1e-5, `${k} differs by ${e.toExponential(2)}`);
-    }
-    assert.deepEqual(fa.predictedWithout, ex.predictedWithout);
-    assert.deepEqual(fa.memorized, ex.memorized);
-  });
-
-  it('can be cancelled', async () => {
-    const ctl = new AbortController();
-    const stages = new Set<string>();
-    await assert.rejects(
-      explainScores(rows, tests[0], {
-        damping,
-        path: 'fast',
-        hessian,
-        signal: ctl.signal,
-        onProgress: (stage) => {
-          stages.add(stage);
-          if (stage === 'solve') ctl.abort();
-        },
-      }),
-      CancelledError,
-    );
-    assert.ok(stages.has(hessian === 'explicit' ? 'hessian' : 'ekfac') && stages.has('solve'));
-  });
-});
-
 describe('first-order scores alone (the damping-stability check)', () => {
-  for (const opts of [{ solver: 'cholesky', selfInfluence: 'exact', path: 'exact' }, { path: 'fast', hessian: 'explicit' }] as const)
+  for (const opts of [
+    { solver: 'cholesky', selfInfluence: 'exact', path: 'exact' },
+    { path: 'fast', hessian: 'explicit' },
+  ] as const)
     it(`equal the full scores' lossChangeIfRemoved at λ/10 and 10λ (${opts.path} path)`, async () => {
       const curv = await Curvature.create(rows, damping, opts);
       try {
@@ -207,11 +239,19 @@ describe('fast path curvature store', () => {
     const saved = new Map<string, Float64Array[]>();
     const store: CurvatureStore = {
       load: async (name) => saved.get(name)?.map((a) => a.slice()) ?? null,
-      save: async (name, arrays) => void saved.set(name, arrays.map((a) => a.slice())),
+      save: async (name, arrays) =>
+        void saved.set(
+          name,
+          arrays.map((a) => a.slice()),
+        ),
     };
     const run = async (d: number, withStore: boolean) => {
       const stages = new Set<string>();
-      const curv = await Curvature.create(rows, d, { path: 'fast', store: withStore ? store : null, onProgress: (s) => stages.add(s) });
+      const curv = await Curvature.create(rows, d, {
+        path: 'fast',
+        store: withStore ? store : null,
+        onProgress: (s) => stages.add(s),
+      });
       try {
         return { stages, scores: await explainScores(rows, tests[1], { damping: d }, curv) };
       } finally {
@@ -238,7 +278,12 @@ describe('explicit Hessian summed in a worker thread during the forward pass', (
   const pass = (feeder: HessianFeeder, batch: number) => {
     for (let s = 0; s < rows.n; s += batch) {
       const e = Math.min(rows.n, s + batch);
-      feeder.onRows((rows.h as Float32Array).slice(s * rows.D, e * rows.D), rows.g.slice(s * rows.C, e * rows.C), rows.labels.slice(s, e), e - s);
+      feeder.onRows(
+        (rows.h as Float32Array).slice(s * rows.D, e * rows.D),
+        rows.g.slice(s * rows.C, e * rows.C),
+        rows.labels.slice(s, e),
+        e - s,
+      );
     }
   };
 
@@ -272,8 +317,20 @@ describe('explicit Hessian summed in a worker thread during the forward pass', (
   });
 
   it('is planned exactly when the fast path with the explicit Hessian is chosen', () => {
-    for (const head of [{ C: 8, D: 40, bias: true }, { C: 20, D: 128, bias: true }, { C: 10, D: 300, bias: false }, { C: 50, D: 100, bias: true }])
-      for (const opts of [{}, { solver: 'cholesky' as const }, { selfInfluence: 'exact' as const }, { path: 'fast' as const }, { path: 'exact' as const }, { hessian: 'matrix-free' as const }]) {
+    for (const head of [
+      { C: 8, D: 40, bias: true },
+      { C: 20, D: 128, bias: true },
+      { C: 10, D: 300, bias: false },
+      { C: 50, D: 100, bias: true },
+    ])
+      for (const opts of [
+        {},
+        { solver: 'cholesky' as const },
+        { selfInfluence: 'exact' as const },
+        { path: 'fast' as const },
+        { path: 'exact' as const },
+        { hessian: 'matrix-free' as const },
+      ]) {
         const from = explicitHessianFrom(head, opts);
         for (const n of [10, 1000, 7000, 8000, 50_000, 2_000_000]) {
           const m = chooseMethods({ ...head, n, h: new Float32Array(0) }, opts);
@@ -292,8 +349,14 @@ describe('top rows', () => {
       const v = Float64Array.from({ length: n }, () => Math.round((u() - 0.5) * 12) / 4);
       const top = Math.floor(u() * 20);
       const idx = Array.from(v.keys());
-      const helpful = idx.filter((i) => v[i] > 0).sort((a, b) => v[b] - v[a] || a - b).slice(0, top);
-      const harmful = idx.filter((i) => v[i] < 0).sort((a, b) => v[a] - v[b] || a - b).slice(0, top);
+      const helpful = idx
+        .filter((i) => v[i] > 0)
+        .sort((a, b) => v[b] - v[a] || a - b)
+        .slice(0, top);
+      const harmful = idx
+        .filter((i) => v[i] < 0)
+        .sort((a, b) => v[a] - v[b] || a - b)
+        .slice(0, top);
       assert.deepEqual(topRows(v, top), { helpful, harmful }, `trial ${trial}`);
     }
   });
@@ -311,7 +374,10 @@ describe('flip set', () => {
       for (let c = 1; c < C; c++) if (z[c] > z[predicted]) predicted = c;
       // flipSet takes one column per competitor (every class but the predicted one, in class order).
       const others = Array.from({ length: C }, (_, c) => c).filter((c) => c !== predicted);
-      const dj = Float64Array.from({ length: n * others.length }, (_, q) => d[Math.floor(q / others.length) * C + others[q % others.length]]);
+      const dj = Float64Array.from(
+        { length: n * others.length },
+        (_, q) => d[Math.floor(q / others.length) * C + others[q % others.length]],
+      );
       const competitors = others.map((c) => ({ cls: c, margin: z[predicted] - z[c] }));
       assert.deepEqual(flipSet(dj, n, competitors), naiveFlipSet(d, n, C, z, predicted), `trial ${trial}`);
     }
@@ -319,7 +385,13 @@ describe('flip set', () => {
 });
 
 /** The flip set exactly as specified: per class, all rows sorted by (value, row), the shortest prefix reaching the margin. */
-function naiveFlipSet(d: Float64Array, n: number, C: number, z: Float64Array, predicted: number): { rows: number[]; newClass: number } | null {
+function naiveFlipSet(
+  d: Float64Array,
+  n: number,
+  C: number,
+  z: Float64Array,
+  predicted: number,
+): { rows: number[]; newClass: number } | null {
   const limit = Math.ceil(0.05 * n);
   let best: { rows: number[]; newClass: number } | null = null;
   for (let c = 0; c < C; c++) {

@@ -36,7 +36,14 @@ describe('head fit', () => {
       const rows = randomRows(60, classes, 4, 3 + classes);
       assert.ok(relErr(meanLossGradient(rows), bruteGradient(rows, rows.g)) < 1e-14);
       const g0 = new Float64Array(rows.n * rows.C);
-      lossAndSignal(taskFor(rows.C), new Float64Array(rows.n * rows.C), rows.labels, rows.n, new Float64Array(rows.n), g0);
+      lossAndSignal(
+        taskFor(rows.C),
+        new Float64Array(rows.n * rows.C),
+        rows.labels,
+        rows.n,
+        new Float64Array(rows.n),
+        g0,
+      );
       assert.ok(relErr(zeroHeadGradient(rows), bruteGradient(rows, g0)) < 1e-14);
     });
   }
@@ -49,9 +56,21 @@ describe('head fit', () => {
     assert.ok(Math.abs(fit.lambda - lambda) < 1e-15 && fit.residual < 1e-15);
     const off = impliedL2(G, Float64Array.from([1, 0, 0, 0]));
     assert.ok(off.residual > 0.5, 'a head that is not stationary for any λ');
-    const s = stationarity(G, G.map((v) => 2 * v), theta, lambda, 0.5);
+    const s = stationarity(
+      G,
+      G.map((v) => 2 * v),
+      theta,
+      lambda,
+      0.5,
+    );
     assert.ok(s.gradNorm < 1e-15 && s.relGradNorm < 1e-15 && !s.warning);
-    const far = stationarity(G, G.map((v) => 2 * v), new Float64Array(4), lambda, 0.5);
+    const far = stationarity(
+      G,
+      G.map((v) => 2 * v),
+      new Float64Array(4),
+      lambda,
+      0.5,
+    );
     assert.ok(Math.abs(far.relGradNorm - 0.5) < 1e-15 && far.warning);
     assert.ok(Math.abs(far.gradNorm - 0.5 * Math.hypot(...G)) < 1e-15, 'on θ: the logits’ factor s');
   });

@@ -36,14 +36,22 @@ describe('fuzz corpus: found crashers stay fixed', () => {
   after(() => pool.close());
 
   it('has entries for every reader', () => {
-    for (const reader of ['csv', 'jsonl', 'onnx']) assert.ok(entries.some((e) => e.reader === reader), `no ${reader} entry`);
+    for (const reader of ['csv', 'jsonl', 'onnx'])
+      assert.ok(
+        entries.some((e) => e.reader === reader),
+        `no ${reader} entry`,
+      );
   });
   for (const e of entries) {
     it(`${e.reader}/${e.name} → ${e.expect}`, async () => {
       const { result, ms } = await pool.run(e.spec);
       const got = result.status === 'error' ? result.code : result.status;
       assert.equal(got, e.expect, `${e.reader}/${e.name}: ${briefly(result)}\n(found: ${e.found}; was: ${e.symptom})`);
-      if (e.maxMs !== undefined) assert.ok(ms < e.maxMs, `${e.reader}/${e.name} took ${ms.toFixed(0)} ms, more than ${e.maxMs} (was: ${e.symptom})`);
+      if (e.maxMs !== undefined)
+        assert.ok(
+          ms < e.maxMs,
+          `${e.reader}/${e.name} took ${ms.toFixed(0)} ms, more than ${e.maxMs} (was: ${e.symptom})`,
+        );
     });
   }
 });
@@ -52,16 +60,31 @@ describe('fuzz: short run', () => {
   it(`ends each of ${COUNT.csv} CSV/TSV, ${COUNT.jsonl} JSONL and ${COUNT.onnx} ONNX cases of seed ${SEED} in a result or an error[CODE]`, async () => {
     const stats = [];
     for (const reader of ['csv', 'jsonl', 'onnx'] as const) {
-      stats.push(...(await campaign({ seed: SEED, count: COUNT[reader], readers: [reader], workers: 2, timeLimitMs: 30000, confirm: false })));
+      stats.push(
+        ...(await campaign({
+          seed: SEED,
+          count: COUNT[reader],
+          readers: [reader],
+          workers: 2,
+          timeLimitMs: 30000,
+          confirm: false,
+        })),
+      );
     }
     const bad = stats.flatMap((s) => s.bad);
-    const how = bad.map((b) => `${specName(b.spec)}: ${briefly(b.result)}\n  repeat: npm run fuzz -- --seed ${SEED} --readers ${b.spec.kind === 'gen' ? `${b.spec.reader} --from ${b.spec.index}` : ''} --count 1`);
+    const how = bad.map(
+      (b) =>
+        `${specName(b.spec)}: ${briefly(b.result)}\n  repeat: npm run fuzz -- --seed ${SEED} --readers ${b.spec.kind === 'gen' ? `${b.spec.reader} --from ${b.spec.index}` : ''} --count 1`,
+    );
     assert.equal(bad.length, 0, `${report(stats)}\n${how.join('\n')}`);
     for (const s of stats) {
       assert.equal(s.cases, COUNT[s.reader]);
       // The generators must still reach both ends: rows read, and errors found.
       assert.ok((s.counts.get('ok') ?? 0) > 0, `${s.reader}: no case read cleanly`);
-      assert.ok([...s.counts.keys()].some((k) => k.startsWith('error[')), `${s.reader}: no case ended in an error`);
+      assert.ok(
+        [...s.counts.keys()].some((k) => k.startsWith('error[')),
+        `${s.reader}: no case ended in an error`,
+      );
     }
   });
 });

@@ -12,7 +12,13 @@ import { describe, it } from 'node:test';
 import { InfluenceError } from '../../src/core/errors';
 import { decodeImage } from '../../src/core/data/images/decode';
 import { orient, toRgb } from '../../src/core/data/images/pixels';
-import { parsePreprocess, prepareImage, resolvePipeline, type ModelInput, type PreprocessConfig } from '../../src/core/data/images/preprocess';
+import {
+  parsePreprocess,
+  prepareImage,
+  resolvePipeline,
+  type ModelInput,
+  type PreprocessConfig,
+} from '../../src/core/data/images/preprocess';
 import { centerCrop, resizeBilinear, roundHalfEven, shorterSideSize } from '../../src/core/data/images/resize';
 
 const FIX = resolve(__dirname, '../fixtures/images');
@@ -48,7 +54,11 @@ const GREY_MODES = new Set(['1', 'L', 'LA', 'I', 'I;16', 'I;16B']);
 describe('decoders against Pillow (convert("RGB"))', () => {
   const names = Object.keys(pillow.files);
   it('covers every format and PNG variant', () => {
-    for (const prefix of ['png_d1_', 'png_d2_', 'png_d4_', 'png_d8_', 'png_d16_', 'png_trns', 'jpg_', 'webp_', 'bmp_']) assert.ok(names.some((n) => n.startsWith(prefix)), prefix);
+    for (const prefix of ['png_d1_', 'png_d2_', 'png_d4_', 'png_d8_', 'png_d16_', 'png_trns', 'jpg_', 'webp_', 'bmp_'])
+      assert.ok(
+        names.some((n) => n.startsWith(prefix)),
+        prefix,
+      );
     assert.ok(names.filter((n) => /_i\.png$/.test(n)).length >= 15, 'interlaced PNGs');
   });
   for (const name of names) {
@@ -58,7 +68,8 @@ describe('decoders against Pillow (convert("RGB"))', () => {
       assert.equal(d.width, ref.width);
       assert.equal(d.height, ref.height);
       // Pillow opens 16-bit grey+alpha as RGBA (R = G = B): the same values either way.
-      if (!name.startsWith('png_d16_c4')) assert.equal(d.channels === 1, GREY_MODES.has(ref.mode), `grey: ours ${d.mode}, Pillow ${ref.mode}`);
+      if (!name.startsWith('png_d16_c4'))
+        assert.equal(d.channels === 1, GREY_MODES.has(ref.mode), `grey: ours ${d.mode}, Pillow ${ref.mode}`);
       const ours = toRgb(d).data;
       if (ref.highByte) {
         // 16-bit grey: Pillow 9.4 clips to 255 in convert(); the engine keeps the high byte (README).
@@ -105,18 +116,34 @@ describe('bad image files', () => {
     it(`${name}: ${code}, naming the file`, async () => {
       const p = join(dir, name);
       writeFileSync(p, data);
-      await assert.rejects(decodeImage(data, p), (e: unknown) => e instanceof InfluenceError && e.code === code && e.place.file === p && msg.test(e.message));
+      await assert.rejects(
+        decodeImage(data, p),
+        (e: unknown) => e instanceof InfluenceError && e.code === code && e.place.file === p && msg.test(e.message),
+      );
     });
   }
 });
 
 describe('Pillow BILINEAR and torchvision Resize / CenterCrop / Normalize', () => {
-  const tv: { cases: { file: string; config: PreprocessConfig & { resize?: number | [number, number] }; shape: number[]; data: string }[] } = JSON.parse(readFileSync(join(FIX, 'resize/torchvision.json'), 'utf8'));
+  const tv: {
+    cases: {
+      file: string;
+      config: PreprocessConfig & { resize?: number | [number, number] };
+      shape: number[];
+      data: string;
+    }[];
+  } = JSON.parse(readFileSync(join(FIX, 'resize/torchvision.json'), 'utf8'));
   for (const c of tv.cases) {
     it(`${c.file} ${JSON.stringify(c.config)}`, async () => {
       const [C, H, W] = c.shape;
       const d = await decodeImage(readFileSync(join(FIX, 'resize', c.file)), c.file);
-      const model: ModelInput = { path: '/nowhere/model.onnx', inputDims: [C, H, W], F: C * H * W, float64: false, metadata: undefined };
+      const model: ModelInput = {
+        path: '/nowhere/model.onnx',
+        inputDims: [C, H, W],
+        F: C * H * W,
+        float64: false,
+        metadata: undefined,
+      };
       const { pipeline } = resolvePipeline(model, parsePreprocess(c.config, 'test'));
       const out = new Float32Array(C * H * W);
       prepareImage(d, pipeline, c.file, false, out, 0);
@@ -149,9 +176,19 @@ describe('Pillow BILINEAR and torchvision Resize / CenterCrop / Normalize', () =
 });
 
 describe('preprocessing configuration', () => {
-  const model = (dims: number[], metadata?: string): ModelInput => ({ path: join(FIX, 'rgb/model.onnx'), inputDims: dims, F: dims.reduce((a, b) => a * b, 1), float64: false, metadata });
+  const model = (dims: number[], metadata?: string): ModelInput => ({
+    path: join(FIX, 'rgb/model.onnx'),
+    inputDims: dims,
+    F: dims.reduce((a, b) => a * b, 1),
+    float64: false,
+    metadata,
+  });
   it('takes each field from the model metadata first, then preprocess.json, then settings or flags, with a note on what is overridden', () => {
-    const { pipeline, notes } = resolvePipeline(model([3, 16, 16], JSON.stringify({ resize: 16, mean: [0.5] })), { resize: 20, std: [0.5], exif: 'apply' });
+    const { pipeline, notes } = resolvePipeline(model([3, 16, 16], JSON.stringify({ resize: 16, mean: [0.5] })), {
+      resize: 20,
+      std: [0.5],
+      exif: 'apply',
+    });
     assert.deepEqual(pipeline.resize, { kind: 'shorter', size: 16 });
     assert.equal(pipeline.from.resize, 'model metadata');
     assert.deepEqual(pipeline.std, [0.5]);
@@ -172,7 +209,10 @@ describe('preprocessing configuration', () => {
   });
   it('rejects bad configurations with PREPROCESS_INVALID', () => {
     for (const bad of [{ resize: 'big' }, { mean: 'x' }, { std: [0] }, { layout: 'chw' }, { colour: 'rgb' }]) {
-      assert.throws(() => parsePreprocess(bad, 'test'), (e: unknown) => e instanceof InfluenceError && e.code === 'PREPROCESS_INVALID');
+      assert.throws(
+        () => parsePreprocess(bad, 'test'),
+        (e: unknown) => e instanceof InfluenceError && e.code === 'PREPROCESS_INVALID',
+      );
     }
     assert.throws(() => resolvePipeline(model([1, 8, 8]), { channels: 'rgb' }), /one channel/);
     assert.throws(() => resolvePipeline(model([3, 8, 8]), { mean: [1, 2] }), /mean has 2 values/);
@@ -180,18 +220,50 @@ describe('preprocessing configuration', () => {
   it('an image of another size with no resize rule is an error naming the file and both sizes', async () => {
     const d = await decodeImage(readFileSync(join(FIX, 'decode/png_d8_c2_n.png')), 'x.png');
     const { pipeline } = resolvePipeline(model([3, 8, 8]));
-    assert.throws(() => prepareImage(d, pipeline, '/data/x.png', false, new Float32Array(192), 0), (e: unknown) => e instanceof InfluenceError && e.code === 'IMAGE_SIZE_MISMATCH' && e.place.file === '/data/x.png' && /13×11/.test(e.message) && /8×8/.test(e.message));
+    assert.throws(
+      () => prepareImage(d, pipeline, '/data/x.png', false, new Float32Array(192), 0),
+      (e: unknown) =>
+        e instanceof InfluenceError &&
+        e.code === 'IMAGE_SIZE_MISMATCH' &&
+        e.place.file === '/data/x.png' &&
+        /13×11/.test(e.message) &&
+        /8×8/.test(e.message),
+    );
   });
   it('BGR, NHWC, grey↔RGB conversion and the normalization land where the model reads them', async () => {
-    const d = { width: 2, height: 1, channels: 3 as const, data: Uint8Array.of(10, 20, 30, 40, 50, 60), format: 'png' as const, mode: 'RGB', orientation: 1 };
-    const bgr = resolvePipeline(model([1, 2, 3]), { layout: 'nhwc', channels: 'bgr', scale: 1, mean: [1, 2, 3], std: [2] }).pipeline;
+    const d = {
+      width: 2,
+      height: 1,
+      channels: 3 as const,
+      data: Uint8Array.of(10, 20, 30, 40, 50, 60),
+      format: 'png' as const,
+      mode: 'RGB',
+      orientation: 1,
+    };
+    const bgr = resolvePipeline(model([1, 2, 3]), {
+      layout: 'nhwc',
+      channels: 'bgr',
+      scale: 1,
+      mean: [1, 2, 3],
+      std: [2],
+    }).pipeline;
     const out = new Float32Array(6);
     prepareImage(d, bgr, 'x', false, out, 0);
-    assert.deepEqual(Array.from(out), [(30 - 1) / 2, (20 - 2) / 2, (10 - 3) / 2, (60 - 1) / 2, (50 - 2) / 2, (40 - 3) / 2]);
+    assert.deepEqual(Array.from(out), [
+      (30 - 1) / 2,
+      (20 - 2) / 2,
+      (10 - 3) / 2,
+      (60 - 1) / 2,
+      (50 - 2) / 2,
+      (40 - 3) / 2,
+    ]);
     const grey = resolvePipeline(model([1, 1, 2]), { scale: 1 }).pipeline;
     const g = new Float32Array(2);
     const r = prepareImage(d, grey, 'x', false, g, 0);
     assert.equal(r.converted, 'grey');
-    assert.deepEqual(Array.from(g), [(10 * 19595 + 20 * 38470 + 30 * 7471 + 0x8000) >>> 16, (40 * 19595 + 50 * 38470 + 60 * 7471 + 0x8000) >>> 16]);
+    assert.deepEqual(Array.from(g), [
+      (10 * 19595 + 20 * 38470 + 30 * 7471 + 0x8000) >>> 16,
+      (40 * 19595 + 50 * 38470 + 60 * 7471 + 0x8000) >>> 16,
+    ]);
   });
 });

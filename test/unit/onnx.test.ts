@@ -26,7 +26,10 @@ function writeModel(name: string, bytes: Uint8Array): string {
 function writeData(name: string, n: number, seed: number): string {
   const r = rng(seed);
   const lines = [[...Array.from({ length: F }, (_, j) => `f${j}`), 'label'].join(',')];
-  for (let i = 0; i < n; i++) lines.push([...Array.from({ length: F }, () => (r() * 2).toFixed(4)), String(Math.floor(((r() + 1) / 2) * C) % C)].join(','));
+  for (let i = 0; i < n; i++)
+    lines.push(
+      [...Array.from({ length: F }, () => (r() * 2).toFixed(4)), String(Math.floor(((r() + 1) / 2) * C) % C)].join(','),
+    );
   const p = join(dir, name);
   writeFileSync(p, lines.join('\n') + '\n');
   return p;
@@ -54,9 +57,11 @@ describe('final-layer detection', () => {
       assert.equal(info.head.C, C);
       assert.equal(info.head.D, D);
       assert.equal(info.F, F);
-      for (let q = 0; q < C * D; q++) assert.ok(Math.abs(info.head.W[q] - m.W[q]) <= 1e-6 * Math.abs(m.W[q]), `W[${q}]`);
+      for (let q = 0; q < C * D; q++)
+        assert.ok(Math.abs(info.head.W[q] - m.W[q]) <= 1e-6 * Math.abs(m.W[q]), `W[${q}]`);
       if (head === 'matmulNoBias') assert.equal(info.head.b, null);
-      else for (let c = 0; c < C; c++) assert.ok(Math.abs(info.head.b![c] - m.b[c]) <= 1e-6 * Math.abs(m.b[c]), `b[${c}]`);
+      else
+        for (let c = 0; c < C; c++) assert.ok(Math.abs(info.head.b![c] - m.b[c]) <= 1e-6 * Math.abs(m.b[c]), `b[${c}]`);
       assert.equal(info.parameters, head === 'matmulNoBias' ? C * D : C * (D + 1));
     });
   }
@@ -69,7 +74,9 @@ describe('final-layer detection', () => {
   ];
   for (const [trailing, kind] of trailings) {
     it(`steps back over a trailing ${trailing} and reports ${kind}`, async () => {
-      const { info } = await loadModel(writeModel(`t-${trailing}.onnx`, buildModel({ F, D, C, head: 'gemmTransB', trailing }).bytes));
+      const { info } = await loadModel(
+        writeModel(`t-${trailing}.onnx`, buildModel({ F, D, C, head: 'gemmTransB', trailing }).bytes),
+      );
       assert.equal(info.output, kind);
       assert.equal(info.head.zName, 'z');
       assert.equal(info.head.hName, 'h');
@@ -77,13 +84,25 @@ describe('final-layer detection', () => {
   }
 
   it('reads an image-shaped input [N,1,2,3] as 6 flat features', async () => {
-    const { info } = await loadModel(writeModel('img.onnx', buildModel({ F, D, C, head: 'gemmTransB', trailing: 'softmax', inputDims: [1, 2, 3] }).bytes));
+    const { info } = await loadModel(
+      writeModel(
+        'img.onnx',
+        buildModel({ F, D, C, head: 'gemmTransB', trailing: 'softmax', inputDims: [1, 2, 3] }).bytes,
+      ),
+    );
     assert.deepEqual(info.inputDims, [1, 2, 3]);
     assert.equal(info.F, 6);
   });
 
   it('reads l2 and class names from metadata', async () => {
-    const m = buildModel({ F, D, C, head: 'gemmTransB', trailing: 'none', metadata: { 'influence_lens.l2': '0.0125', 'influence_lens.classes': '["a","b","c","d"]' } });
+    const m = buildModel({
+      F,
+      D,
+      C,
+      head: 'gemmTransB',
+      trailing: 'none',
+      metadata: { 'influence_lens.l2': '0.0125', 'influence_lens.classes': '["a","b","c","d"]' },
+    });
     const { info } = await loadModel(writeModel('meta.onnx', m.bytes));
     assert.equal(info.l2, 0.0125);
     assert.deepEqual(info.classes, ['a', 'b', 'c', 'd']);
@@ -110,7 +129,9 @@ describe('final-layer detection', () => {
   });
 
   it('rejects a file that is not ONNX', async () => {
-    await assert.rejects(loadModel(writeModel('junk.onnx', new TextEncoder().encode('hello, not a model'))), { code: 'MODEL_INVALID' });
+    await assert.rejects(loadModel(writeModel('junk.onnx', new TextEncoder().encode('hello, not a model'))), {
+      code: 'MODEL_INVALID',
+    });
   });
 
   it('reports a missing model file', async () => {
@@ -151,7 +172,10 @@ describe('gradient graph', () => {
         rowInput(rows, i, x);
         const y = rows.labels[i];
         // Loss from the graph equals the direct float64 loss up to the float32 logits.
-        assert.ok(Math.abs(rows.loss[i] - lossAt(theta, x, y, Dt)) <= 1e-5 * Math.max(1, rows.loss[i]), `loss row ${i}`);
+        assert.ok(
+          Math.abs(rows.loss[i] - lossAt(theta, x, y, Dt)) <= 1e-5 * Math.max(1, rows.loss[i]),
+          `loss row ${i}`,
+        );
         let num = 0;
         let den = 0;
         for (let q = 0; q < C * Dt; q++) {
@@ -185,7 +209,9 @@ describe('gradient graph', () => {
       ['addReversed', 'none'],
     ];
     for (const [head, trailing] of combos) {
-      const engine = await Engine.open(writeModel(`same-${head}-${trailing}.onnx`, buildModel({ F, D, C, head, trailing, pre: true, seed: 21 }).bytes));
+      const engine = await Engine.open(
+        writeModel(`same-${head}-${trailing}.onnx`, buildModel({ F, D, C, head, trailing, pre: true, seed: 21 }).bytes),
+      );
       try {
         const rows = await engine.forward(train, {});
         const t = await engine.forwardRow(test, 1, {});
@@ -209,10 +235,20 @@ describe('gradient graph', () => {
 
 describe('batch dimension', () => {
   /** The audit's held-out influence and the explain's influence for a model, at a given batch size. */
-  async function scoresOf(modelPath: string, batchSize?: number): Promise<{ influence: Float64Array; heldOut: Float64Array; notes: string[] }> {
+  async function scoresOf(
+    modelPath: string,
+    batchSize?: number,
+  ): Promise<{ influence: Float64Array; heldOut: Float64Array; notes: string[] }> {
     const test = writeData('batch-test.csv', 5, 9);
     const e = await explain({ model: modelPath, train, test, testRow: 2, damping: 0.01, batchSize });
-    const a = await audit({ model: modelPath, train, heldOut: { path: test, source: 'test' }, damping: 0.01, tau: 0, batchSize });
+    const a = await audit({
+      model: modelPath,
+      train,
+      heldOut: { path: test, source: 'test' },
+      damping: 0.01,
+      tau: 0,
+      batchSize,
+    });
     return { influence: e.scores.influence, heldOut: a.scores.heldOutInfluence!, notes: e.notes };
   }
 
@@ -221,7 +257,10 @@ describe('batch dimension', () => {
     const free = await scoresOf(writeModel('batch-dynamic.onnx', buildModel(spec).bytes));
     const fixed = await scoresOf(writeModel('batch-fixed.onnx', buildModel({ ...spec, batch: 4 }).bytes), 7);
     assert.match(fixed.notes.join('\n'), /fixed batch size of 4; it runs with any batch size/);
-    const baked = await scoresOf(writeModel('batch-baked.onnx', buildModel({ ...spec, batch: 3, bakedBatch: true }).bytes), 5);
+    const baked = await scoresOf(
+      writeModel('batch-baked.onnx', buildModel({ ...spec, batch: 3, bakedBatch: true }).bytes),
+      5,
+    );
     assert.match(baked.notes.join('\n'), /runs 3 rows at a time, the last batch padded/);
     for (const other of [fixed, baked]) {
       assert.ok(relErr(other.influence, free.influence) < 1e-6, 'explain');

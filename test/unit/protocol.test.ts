@@ -11,10 +11,21 @@ describe('message helpers', () => {
   });
 
   test('messageGuard checks the fields of the known types and rejects inherited names', () => {
-    const guard = messageGuard<{ type: 'a'; n: number } | { type: 'b' }>({ a: (m) => typeof m.n === 'number', b: () => true });
+    const guard = messageGuard<{ type: 'a'; n: number } | { type: 'b' }>({
+      a: (m) => typeof m.n === 'number',
+      b: () => true,
+    });
     assert.equal(guard({ type: 'a', n: 1 }), true);
     assert.equal(guard({ type: 'b' }), true);
-    for (const m of [{ type: 'a' }, { type: 'c' }, { type: 'toString' }, { type: 'constructor' }, { type: '__proto__' }, { n: 1 }, [{ type: 'b' }]]) {
+    for (const m of [
+      { type: 'a' },
+      { type: 'c' },
+      { type: 'toString' },
+      { type: 'constructor' },
+      { type: '__proto__' },
+      { n: 1 },
+      [{ type: 'b' }],
+    ]) {
       assert.equal(guard(m), false, JSON.stringify(m));
     }
   });
@@ -53,7 +64,19 @@ describe('isWebviewMessage', () => {
   });
 
   test('rejects non-objects and unknown types', () => {
-    const invalid: unknown[] = [null, undefined, 0, 'ready', true, [], {}, { type: 'unknown' }, { type: 'READY' }, { type: 7 }, [{ type: 'ready' }]];
+    const invalid: unknown[] = [
+      null,
+      undefined,
+      0,
+      'ready',
+      true,
+      [],
+      {},
+      { type: 'unknown' },
+      { type: 'READY' },
+      { type: 7 },
+      [{ type: 'ready' }],
+    ];
     for (const m of invalid) assert.equal(isWebviewMessage(m), false, String(JSON.stringify(m)));
   });
 
@@ -90,8 +113,17 @@ describe('isHostMessage', () => {
     assert.ok(isHostMessage({ type: 'state', state: { explain: null, audit: null, ranking: 'influence' } }));
     assert.ok(isHostMessage({ type: 'reply', requestId: 1, ok: true }));
     // The host never sent busy or error messages: they are not part of the protocol.
-    for (const m of [null, 'state', {}, { type: 'state' }, { type: 'state', state: null }, { type: 'busy', busy: false }, { type: 'error', message: 'x' },
-      { type: 'reply', requestId: '1', ok: true }, { type: 'other' }]) {
+    for (const m of [
+      null,
+      'state',
+      {},
+      { type: 'state' },
+      { type: 'state', state: null },
+      { type: 'busy', busy: false },
+      { type: 'error', message: 'x' },
+      { type: 'reply', requestId: '1', ok: true },
+      { type: 'other' },
+    ]) {
       assert.equal(isHostMessage(m), false, JSON.stringify(m));
     }
   });

@@ -44,9 +44,6 @@ const ref: Ref = JSON.parse(readFileSync(at('test/fixtures/digits/reference.json
 const train = at('samples/digits/train.csv');
 const test = at('samples/digits/test.csv');
 
-
-
-
 const TOL = 1e-5;
 
 function checkAgainstReference(r: ExplainResult, t: RefTest): void {
@@ -57,7 +54,10 @@ function checkAgainstReference(r: ExplainResult, t: RefTest): void {
   assert.equal(r.test.predicted, t.predicted, what);
   assert.equal(s.runnerUp, t.runnerUp, what);
   assert.ok(relErr(r.test.probabilities, t.probabilities) < TOL, what);
-  assert.ok(Math.abs(r.test.loss - t.loss) <= TOL * Math.max(t.loss, 1e-3), `${what}: loss ${r.test.loss} vs ${t.loss}`);
+  assert.ok(
+    Math.abs(r.test.loss - t.loss) <= TOL * Math.max(t.loss, 1e-3),
+    `${what}: loss ${r.test.loss} vs ${t.loss}`,
+  );
   assert.ok(Math.abs(s.margin - t.margin) <= TOL * Math.max(Math.abs(t.margin), 1), `${what}: margin`);
   const checks: [string, ArrayLike<number>, ArrayLike<number>][] = [
     ['influence', s.influence, t.influence],
@@ -112,7 +112,13 @@ describe('digits reference: other paths', () => {
 
   it('EK-FAC self-influence tracks the exact values', async () => {
     const t = ref.tests[0];
-    const r = await explain({ model: at('samples/digits/model.onnx'), train, test, testRow: t.row, selfInfluence: 'ekfac' });
+    const r = await explain({
+      model: at('samples/digits/model.onnx'),
+      train,
+      test,
+      testRow: t.row,
+      selfInfluence: 'ekfac',
+    });
     assert.equal(r.scores.selfInfluenceMethod, 'ekfac');
     // An approximation: the ranking must agree well, the values need not be exact.
     const c = pearson(r.scores.selfInfluence, ref.selfInfluence);
@@ -122,11 +128,38 @@ describe('digits reference: other paths', () => {
 
   it('the JSON from the CLI carries the same numbers', () => {
     const t = ref.tests[0];
-    const out = spawnSync(process.execPath, [at('dist/cli.js'), 'explain', '--model', at('samples/digits/model.onnx'), '--train', train, '--test', test, '--test-row', String(t.row), '--json', '--no-cache'], { encoding: 'utf8' });
+    const out = spawnSync(
+      process.execPath,
+      [
+        at('dist/cli.js'),
+        'explain',
+        '--model',
+        at('samples/digits/model.onnx'),
+        '--train',
+        train,
+        '--test',
+        test,
+        '--test-row',
+        String(t.row),
+        '--json',
+        '--no-cache',
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(out.status, 0, out.stderr);
     const j = JSON.parse(out.stdout);
-    assert.ok(relErr(j.scores.map((s: { influence: number }) => s.influence), t.influence) < TOL);
-    assert.ok(relErr(j.scores.map((s: { lossChangeIfRemovedNewton: number }) => s.lossChangeIfRemovedNewton), t.lossChangeIfRemovedNewton) < TOL);
+    assert.ok(
+      relErr(
+        j.scores.map((s: { influence: number }) => s.influence),
+        t.influence,
+      ) < TOL,
+    );
+    assert.ok(
+      relErr(
+        j.scores.map((s: { lossChangeIfRemovedNewton: number }) => s.lossChangeIfRemovedNewton),
+        t.lossChangeIfRemovedNewton,
+      ) < TOL,
+    );
     assert.equal(j.model.parameters, ref.P);
     assert.deepEqual(j.flip, t.flip);
   });
@@ -158,7 +191,9 @@ describe('against actual leave-one-out refits', () => {
       const s2 = slope(newton, actual);
       assert.ok(c1 >= 0.98, `first-order Pearson ${c1}`);
       assert.ok(s1 >= 0.8 && s1 <= 2.5, `first-order slope ${s1}`);
-      console.log(`row ${t.row}: first-order Pearson ${c1.toFixed(4)} slope ${s1.toFixed(3)}; Newton Pearson ${c2.toFixed(4)} slope ${s2.toFixed(3)}`);
+      console.log(
+        `row ${t.row}: first-order Pearson ${c1.toFixed(4)} slope ${s1.toFixed(3)}; Newton Pearson ${c2.toFixed(4)} slope ${s2.toFixed(3)}`,
+      );
       assert.ok(c2 >= 0.98, `Newton Pearson ${c2}`);
       assert.ok(Math.abs(s2 - 1) < 0.1, `Newton slope ${s2}`);
       firstSlopes.push(s1);
@@ -168,7 +203,9 @@ describe('against actual leave-one-out refits', () => {
   it('the leverage correction brings the mean slope near 1', () => {
     const meanGap = (v: number[]) => v.reduce((a, b) => a + Math.abs(b - 1), 0) / v.length;
     assert.equal(newtonSlopes.length, ref.tests.length);
-    console.log(`mean |slope − 1|: first-order ${meanGap(firstSlopes).toFixed(3)}, Newton ${meanGap(newtonSlopes).toFixed(3)}`);
+    console.log(
+      `mean |slope − 1|: first-order ${meanGap(firstSlopes).toFixed(3)}, Newton ${meanGap(newtonSlopes).toFixed(3)}`,
+    );
     assert.ok(meanGap(newtonSlopes) < meanGap(firstSlopes), 'the correction brings the slopes nearer 1 on average');
   });
 });

@@ -14,7 +14,14 @@ import { Engine, type ForwardRows } from '../../src/core/model/engine';
 import { loadModel } from '../../src/core/model/info';
 import { tensorValues } from '../../src/core/model/onnx';
 import { Curvature } from '../../src/core/curvature/curvature';
-import { evaluate, refitHead, refitWithCurvature, refitWithout, type RefitResult, type RefitRows } from '../../src/core/refit';
+import {
+  evaluate,
+  refitHead,
+  refitWithCurvature,
+  refitWithout,
+  type RefitResult,
+  type RefitRows,
+} from '../../src/core/refit';
 import { headTheta, logits } from '../../src/core/task/head';
 import { taskFor } from '../../src/core/task/loss';
 import { relErr } from '../helpers/stats';
@@ -36,7 +43,6 @@ interface Ref {
   tests: { row: number; label: number; actualLossChange: number[] }[];
 }
 const ref: Ref = JSON.parse(readFileSync(at('test/fixtures/digits/reference.json'), 'utf8'));
-
 
 /** Reads the integer-valued digits CSV as float64 rows (the last column is the label). */
 function readCsv(path: string): Float64Array[] {
@@ -91,7 +97,13 @@ async function float64Features(path: string, X: Float64Array[], hName: string): 
 }
 
 /** L_t(θ') − L_t(θ) for one test input, without cancellation (lossShift from softmax at θ). */
-function lossChange(rows: Pick<RefitRows, 'C' | 'D' | 'bias'>, theta: Float64Array, thetaNew: Float64Array, x: Float32Array | Float64Array, y: number): number {
+function lossChange(
+  rows: Pick<RefitRows, 'C' | 'D' | 'bias'>,
+  theta: Float64Array,
+  thetaNew: Float64Array,
+  x: Float32Array | Float64Array,
+  y: number,
+): number {
   const { C } = rows;
   const z = new Float64Array(C);
   const z2 = new Float64Array(C);
@@ -101,7 +113,11 @@ function lossChange(rows: Pick<RefitRows, 'C' | 'D' | 'bias'>, theta: Float64Arr
   const p = z.map((v) => Math.exp(v - m));
   const s = p.reduce((a, b) => a + b, 0);
   for (let c = 0; c < C; c++) p[c] /= s;
-  return taskFor(z.length).lossShift(p, z2.map((v, c) => v - z[c]), y);
+  return taskFor(z.length).lossShift(
+    p,
+    z2.map((v, c) => v - z[c]),
+    y,
+  );
 }
 
 /** The rows whose actual LOO change for a reference test row is largest, plus fixed pseudo-random ones. */
@@ -151,17 +167,24 @@ describe('exact refit of the head (digits)', () => {
   });
 
   it('refit from the shipped head reaches the float64 optimum it was rounded from', () => {
-    for (const [what, r] of [['ORT features', full], ['float64 features', full64]] as const) {
+    for (const [what, r] of [
+      ['ORT features', full],
+      ['float64 features', full64],
+    ] as const) {
       assert.ok(r.gradNorm <= 1e-10, `${what}: ‖∇J‖ = ${r.gradNorm}`);
       assert.ok(r.iterations <= 3, `${what}: ${r.iterations} iterations from a warm start`);
       const e = relErr(r.theta, shipped);
-      console.log(`${what}: ${r.iterations} Newton steps, ‖∇J‖ ${r.gradNorm.toExponential(2)}, ‖θ̂ − θ_shipped‖/‖θ_shipped‖ ${e.toExponential(2)}`);
+      console.log(
+        `${what}: ${r.iterations} Newton steps, ‖∇J‖ ${r.gradNorm.toExponential(2)}, ‖θ̂ − θ_shipped‖/‖θ_shipped‖ ${e.toExponential(2)}`,
+      );
       assert.ok(e < 1e-6, `${what}: relative distance to the shipped head ${e}`);
     }
     // With the reference's own (float64) features, the optimum rounds to the stored float32 head.
     let mismatched = 0;
     for (let q = 0; q < shipped.length; q++) if (Math.fround(full64.theta[q]) !== shipped[q]) mismatched++;
-    console.log(`float64 features: ${mismatched}/${shipped.length} entries of θ̂ do not round to the stored float32 value`);
+    console.log(
+      `float64 features: ${mismatched}/${shipped.length} entries of θ̂ do not round to the stored float32 value`,
+    );
     assert.ok(mismatched <= 3, `${mismatched} entries differ after rounding to float32`);
     assert.ok(full.objective > 0 && Number.isFinite(full.objective));
   });
@@ -171,7 +194,9 @@ describe('exact refit of the head (digits)', () => {
     assert.ok(r.gradNorm <= 1e-10);
     assert.ok(r.iterations > full.iterations);
     const e = relErr(r.theta, full.theta);
-    console.log(`from θ = 0: ${r.iterations} Newton steps, relative distance to the warm-started optimum ${e.toExponential(2)}`);
+    console.log(
+      `from θ = 0: ${r.iterations} Newton steps, relative distance to the warm-started optimum ${e.toExponential(2)}`,
+    );
     assert.ok(e < 1e-8, `relative ${e}`);
   });
 
@@ -182,7 +207,9 @@ describe('exact refit of the head (digits)', () => {
     assert.ok(r.cgIterations > 0);
     assert.ok(r.gradNorm <= 1e-10, `‖∇J‖ = ${r.gradNorm}`);
     const e = relErr(r.theta, full.theta);
-    console.log(`Newton-CG from θ = 0: ${r.iterations} Newton steps, ${r.cgIterations} CG iterations, relative distance to dense ${e.toExponential(2)}`);
+    console.log(
+      `Newton-CG from θ = 0: ${r.iterations} Newton steps, ${r.cgIterations} CG iterations, relative distance to dense ${e.toExponential(2)}`,
+    );
     assert.ok(e < 1e-8, `relative ${e}`);
   });
 
@@ -213,9 +240,13 @@ describe('exact refit of the head (digits)', () => {
         worst32 = Math.max(worst32, err32 / Math.abs(want));
         note = `; ORT features ${r32.iterations} steps, rel err ${(err32 / Math.abs(want)).toExponential(2)}`;
       }
-      console.log(`LOO row ${i}: actual ${want.toExponential(4)}; float64 features ${r64.iterations} steps, rel err ${(err64 / Math.abs(want)).toExponential(2)}${note}`);
+      console.log(
+        `LOO row ${i}: actual ${want.toExponential(4)}; float64 features ${r64.iterations} steps, rel err ${(err64 / Math.abs(want)).toExponential(2)}${note}`,
+      );
     }
-    console.log(`LOO worst relative error: float64 features ${worst64.toExponential(2)}, ORT features ${worst32.toExponential(2)}`);
+    console.log(
+      `LOO worst relative error: float64 features ${worst64.toExponential(2)}, ORT features ${worst32.toExponential(2)}`,
+    );
   });
 
   it('the fast path’s refit (curvature-directed steps, ORT gradients) reaches the same optimum and leave-one-out refits', async () => {
@@ -229,9 +260,15 @@ describe('exact refit of the head (digits)', () => {
       for (const i of looRows(t.actualLossChange, 2, 2)) {
         const fast = await refitWithCurvature(rows, lam, f.theta, curv, { remove: [i] });
         const js = refitWithout(rows, lam, full.theta, [i]);
-        assert.ok(fast.gradNorm <= 1e-10 && fast.iterations <= 15, `row ${i}: ‖∇J‖ ${fast.gradNorm} after ${fast.iterations} steps`);
+        assert.ok(
+          fast.gradNorm <= 1e-10 && fast.iterations <= 15,
+          `row ${i}: ‖∇J‖ ${fast.gradNorm} after ${fast.iterations} steps`,
+        );
         const moved = relErr(js.theta, full.theta);
-        assert.ok(relErr(fast.theta, js.theta) < 1e-6 * moved + 1e-12, `row ${i}: ${relErr(fast.theta, js.theta)} of a move of ${moved}`);
+        assert.ok(
+          relErr(fast.theta, js.theta) < 1e-6 * moved + 1e-12,
+          `row ${i}: ${relErr(fast.theta, js.theta)} of a move of ${moved}`,
+        );
       }
     } finally {
       await curv.release();
@@ -275,13 +312,26 @@ describe('exact refit of the head (digits)', () => {
     const ac = new AbortController();
     ac.abort();
     assert.throws(() => refitHead(rows, lam, shipped, { signal: ac.signal }), CancelledError);
-    assert.throws(() => refitWithout(rows, lam, full.theta, [0], { signal: ac.signal, method: 'newton-cg' }), CancelledError);
+    assert.throws(
+      () => refitWithout(rows, lam, full.theta, [0], { signal: ac.signal, method: 'newton-cg' }),
+      CancelledError,
+    );
     assert.throws(
       () => refitHead(rows, lam, new Float64Array(shipped.length), { maxIter: 2 }),
-      (e: unknown) => e instanceof InfluenceError && e.code === 'BAD_OPTION' && /did not converge/.test(e.message) && /--damping/.test(e.message),
+      (e: unknown) =>
+        e instanceof InfluenceError &&
+        e.code === 'BAD_OPTION' &&
+        /did not converge/.test(e.message) &&
+        /--damping/.test(e.message),
     );
-    assert.throws(() => refitHead(rows, 0, shipped), (e: unknown) => e instanceof InfluenceError && e.code === 'BAD_OPTION');
-    assert.throws(() => refitWithout(rows, lam, shipped, [rows.n]), (e: unknown) => e instanceof InfluenceError && e.code === 'ROW_OUT_OF_RANGE');
+    assert.throws(
+      () => refitHead(rows, 0, shipped),
+      (e: unknown) => e instanceof InfluenceError && e.code === 'BAD_OPTION',
+    );
+    assert.throws(
+      () => refitWithout(rows, lam, shipped, [rows.n]),
+      (e: unknown) => e instanceof InfluenceError && e.code === 'ROW_OUT_OF_RANGE',
+    );
   });
 });
 
@@ -331,7 +381,10 @@ describe('exact refit on synthetic rows', () => {
       };
       for (let k = 0; k < 5; k++) {
         const v = Float64Array.from({ length: P }, () => r());
-        assert.ok(Math.abs(slope(dense.theta, v)) < 1e-8, `directional derivative ${slope(dense.theta, v)} at the optimum`);
+        assert.ok(
+          Math.abs(slope(dense.theta, v)) < 1e-8,
+          `directional derivative ${slope(dense.theta, v)} at the optimum`,
+        );
         assert.ok(Math.abs(slope(start, v)) > 1e-4, 'the start is not stationary');
       }
       // Including the excluded rows changes the optimum.

@@ -6,7 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
@@ -29,7 +40,10 @@ const DIGITS_STD = { std: [15 / 255] };
 /** The CSV row an image of the digits sample comes from: its file name. */
 const csvRow = (file: string) => Number(basename(file, '.png'));
 
-function permuted(r: ExplainResult, name: 'influence' | 'lossChangeIfRemoved' | 'classificationInfluence'): Float64Array {
+function permuted(
+  r: ExplainResult,
+  name: 'influence' | 'lossChangeIfRemoved' | 'classificationInfluence',
+): Float64Array {
   const out = new Float64Array(r.rows.line.length);
   const loc = r.rows.locator!;
   for (let i = 0; i < out.length; i++) out[csvRow(loc.files[loc.file[i]])] = r.scores[name][i];
@@ -44,16 +58,31 @@ describe('same pixels, same answer: the digits sample as images and as its CSV',
         // samples/digits/preprocess.json sets std 15/255 beside model.onnx; the CNN takes it from the request (settings or flags).
         const images = { preprocess: DIGITS_STD };
         for (const t of [3, 17]) {
-          const csv = await explain({ model: at(model), train: at('samples/digits/train.csv'), test: at('samples/digits/test.csv'), testRow: t, stability: false }, eng);
+          const csv = await explain(
+            {
+              model: at(model),
+              train: at('samples/digits/train.csv'),
+              test: at('samples/digits/test.csv'),
+              testRow: t,
+              stability: false,
+            },
+            eng,
+          );
           const variants = [
             { train: 'samples/digits/images/train', test: 'samples/digits/images/test.csv', folder: true },
             { train: 'samples/digits/images/train.csv', test: 'samples/digits/images/test.csv', folder: false },
             { train: 'samples/digits/images/train.parquet', test: 'samples/digits/images/test.parquet', folder: false },
           ];
           for (const v of variants) {
-            const r = await explain({ model: at(model), train: at(v.train), test: at(v.test), testRow: t, images, stability: false }, eng);
+            const r = await explain(
+              { model: at(model), train: at(v.train), test: at(v.test), testRow: t, images, stability: false },
+              eng,
+            );
             assert.equal(r.test.predicted, csv.test.predicted);
-            assert.ok(Math.abs(r.test.loss - csv.test.loss) <= 1e-9 * Math.max(1, csv.test.loss), `${v.train}: test loss`);
+            assert.ok(
+              Math.abs(r.test.loss - csv.test.loss) <= 1e-9 * Math.max(1, csv.test.loss),
+              `${v.train}: test loss`,
+            );
             for (const name of ['influence', 'lossChangeIfRemoved', 'classificationInfluence'] as const) {
               const got = v.folder ? permuted(r, name) : r.scores[name];
               const e = relErr(got, csv.scores[name]);
@@ -70,18 +99,49 @@ describe('same pixels, same answer: the digits sample as images and as its CSV',
 });
 
 describe('an RGB image folder with mean/std normalization against its float64 reference', () => {
-  interface RgbTest { row: number; label: number; predicted: number; runnerUp: number; probabilities: number[]; loss: number; influence: number[]; lossChangeIfRemoved: number[]; lossChangeIfRemovedNewton: number[]; classificationInfluence: number[] }
-  const ref: { l2: number; classes: string[]; trainFiles: string[]; trainLabels: number[]; selfInfluence: number[]; trainLoss: number[]; tests: RgbTest[] } = JSON.parse(readFileSync(at('test/fixtures/images/rgb/reference.json'), 'utf8'));
-  it('explain matches numpy on torchvision\'s tensors to 1e-5 (the preprocessing from the model metadata)', async () => {
+  interface RgbTest {
+    row: number;
+    label: number;
+    predicted: number;
+    runnerUp: number;
+    probabilities: number[];
+    loss: number;
+    influence: number[];
+    lossChangeIfRemoved: number[];
+    lossChangeIfRemovedNewton: number[];
+    classificationInfluence: number[];
+  }
+  const ref: {
+    l2: number;
+    classes: string[];
+    trainFiles: string[];
+    trainLabels: number[];
+    selfInfluence: number[];
+    trainLoss: number[];
+    tests: RgbTest[];
+  } = JSON.parse(readFileSync(at('test/fixtures/images/rgb/reference.json'), 'utf8'));
+  it("explain matches numpy on torchvision's tensors to 1e-5 (the preprocessing from the model metadata)", async () => {
     const model = at('test/fixtures/images/rgb/model.onnx');
     const eng = await Engine.open(model);
     try {
       for (const t of ref.tests) {
-        const r = await explain({ model, train: at('test/fixtures/images/rgb/train'), test: at('test/fixtures/images/rgb/test'), testRow: t.row, stability: false }, eng);
+        const r = await explain(
+          {
+            model,
+            train: at('test/fixtures/images/rgb/train'),
+            test: at('test/fixtures/images/rgb/test'),
+            testRow: t.row,
+            stability: false,
+          },
+          eng,
+        );
         assert.deepEqual(r.classes, ref.classes);
         assert.equal(r.damping, ref.l2);
         const loc = r.rows.locator!;
-        assert.deepEqual(Array.from(loc.file, (f) => relative(at('test/fixtures/images/rgb'), loc.files[f])), ref.trainFiles);
+        assert.deepEqual(
+          Array.from(loc.file, (f) => relative(at('test/fixtures/images/rgb'), loc.files[f])),
+          ref.trainFiles,
+        );
         assert.deepEqual(Array.from(r.rows.label), ref.trainLabels);
         assert.equal(r.test.label, t.label);
         assert.equal(r.test.predicted, t.predicted);
@@ -108,18 +168,38 @@ describe('an RGB image folder with mean/std normalization against its float64 re
   });
 });
 
-describe('Parquet and Arrow tables: the noisy fixture gives its CSV\'s audit', () => {
+describe("Parquet and Arrow tables: the noisy fixture gives its CSV's audit", () => {
   it('numeric columns, one list column, Parquet and Arrow (Feather v2)', async () => {
     const model = at('test/fixtures/noisy/model.onnx');
     const eng = await Engine.open(model);
     try {
-      const run = async (train: string, validation: string) => audit({ model, train: at(`test/fixtures/noisy/${train}`), heldOut: { path: at(`test/fixtures/noisy/${validation}`), source: 'validation' }, damping: 'auto', tau: 0, stability: false }, eng);
+      const run = async (train: string, validation: string) =>
+        audit(
+          {
+            model,
+            train: at(`test/fixtures/noisy/${train}`),
+            heldOut: { path: at(`test/fixtures/noisy/${validation}`), source: 'validation' },
+            damping: 'auto',
+            tau: 0,
+            stability: false,
+          },
+          eng,
+        );
       const csv = await run('train.csv', 'validation.csv');
-      for (const [train, validation] of [['train.parquet', 'validation.parquet'], ['train.arrow', 'validation.arrow'], ['train_list.parquet', 'validation.csv'], ['train_list.arrow', 'validation.parquet']]) {
+      for (const [train, validation] of [
+        ['train.parquet', 'validation.parquet'],
+        ['train.arrow', 'validation.arrow'],
+        ['train_list.parquet', 'validation.csv'],
+        ['train_list.arrow', 'validation.parquet'],
+      ]) {
         const a = await run(train, validation);
         assert.equal(a.rows.n, csv.rows.n);
         assert.deepEqual(Array.from(a.rows.labels), Array.from(csv.rows.labels));
-        assert.deepEqual(Array.from(a.scores.memorized!), Array.from(csv.scores.memorized!), `${train}: memorized rows`);
+        assert.deepEqual(
+          Array.from(a.scores.memorized!),
+          Array.from(csv.scores.memorized!),
+          `${train}: memorized rows`,
+        );
         for (const name of ['suspicion', 'selfInfluence', 'heldOutInfluence', 'lossWithout'] as const) {
           assert.ok(relErr(a.scores[name]!, csv.scores[name]!) < 1e-9, `${train}: ${name}`);
         }
@@ -199,7 +279,10 @@ describe('cache per image file', () => {
 
 const CLI = at('dist/cli.js');
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CACHE_HOME: join(tmp, 'xdg') } });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_CACHE_HOME: join(tmp, 'xdg') },
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const MODEL = at('samples/digits/model.onnx');
@@ -218,7 +301,10 @@ function folder(name: string): string {
 function userError(r: ReturnType<typeof cli>, code: string, names: RegExp): void {
   assert.equal(r.code, 2, r.stderr);
   assert.equal(r.stdout, '');
-  const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note:'));
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !l.startsWith('note:'));
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0], new RegExp(`^error\\[${code}\\] `));
   assert.match(lines[0], names);
@@ -236,14 +322,22 @@ describe('bad image input on the command line', () => {
     const m = join(tmp, 'manifest.csv');
     const imgs = at('samples/digits/images');
     writeFileSync(m, `path,label\n${imgs}/train/0/0004.png,0\n${imgs}/train/0/nope.png,0\n`);
-    userError(cli('audit', '--model', MODEL, '--train', m, '--no-cache'), 'IMAGE_NOT_FOUND', /manifest\.csv:3: .*nope\.png/);
+    userError(
+      cli('audit', '--model', MODEL, '--train', m, '--no-cache'),
+      'IMAGE_NOT_FOUND',
+      /manifest\.csv:3: .*nope\.png/,
+    );
   });
   it('a folder of mixed sizes with no resize rule: IMAGE_SIZE_MISMATCH naming the file and the sizes', () => {
     const dir = folder('mixed');
     const png = new PNG({ width: 9, height: 9, colorType: 0 });
     png.data.fill(40);
     writeFileSync(join(dir, '1', 'big.png'), PNG.sync.write(png, { colorType: 0 }));
-    userError(cli('audit', '--model', MODEL, '--train', dir, '--no-cache'), 'IMAGE_SIZE_MISMATCH', /1\/big\.png: this image is 9×9/);
+    userError(
+      cli('audit', '--model', MODEL, '--train', dir, '--no-cache'),
+      'IMAGE_SIZE_MISMATCH',
+      /1\/big\.png: this image is 9×9/,
+    );
   });
   it('an empty class folder: a note naming it, not an error', () => {
     const dir = folder('empty');
@@ -259,23 +353,57 @@ describe('bad image input on the command line', () => {
     userError(cli('audit', '--model', MODEL, '--train', dir, '--no-cache'), 'IMAGE_UNSUPPORTED', /0\/scan\.tif: TIFF/);
   });
   it('a Parquet file with no usable column: NO_USABLE_COLUMN naming it', () => {
-    userError(cli('audit', '--model', MODEL, '--train', at('test/fixtures/images/no_usable.parquet'), '--no-cache'), 'NO_USABLE_COLUMN', /no_usable\.parquet: no usable column/);
+    userError(
+      cli('audit', '--model', MODEL, '--train', at('test/fixtures/images/no_usable.parquet'), '--no-cache'),
+      'NO_USABLE_COLUMN',
+      /no_usable\.parquet: no usable column/,
+    );
   });
   it('explains a single image that sits in no data file, for its predicted class', () => {
     const image = (readdirSync(at('samples/digits/images/test/3')) as string[])[0];
-    const r = cli('explain', '--model', MODEL, '--train', at('samples/digits/images/train'), '--test', at(`samples/digits/images/test/3/${image}`), '--test-row', '0', '--top', '2', '--json', '--no-cache');
+    const r = cli(
+      'explain',
+      '--model',
+      MODEL,
+      '--train',
+      at('samples/digits/images/train'),
+      '--test',
+      at(`samples/digits/images/test/3/${image}`),
+      '--test-row',
+      '0',
+      '--top',
+      '2',
+      '--json',
+      '--no-cache',
+    );
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     assert.equal(j.test.labelled, false);
     assert.ok(j.test.file.endsWith(`test/3/${image}`));
-    assert.ok(j.scores.every((s: { file?: string; line?: number }) => typeof s.file === 'string' && s.line === undefined));
+    assert.ok(
+      j.scores.every((s: { file?: string; line?: number }) => typeof s.file === 'string' && s.line === undefined),
+    );
     assert.ok(j.preprocess.steps.length >= 4);
     void test;
   });
   it('clean on an image folder writes a new manifest, never touching the images', () => {
     const dir = folder('clean');
     const out = join(tmp, 'cleaned.csv');
-    const r = cli('clean', '--model', MODEL, '--train', dir, '--validation', at('samples/digits/images/test.csv'), '--remove', 'rows:0,4', '--out', out, '--json', '--no-cache');
+    const r = cli(
+      'clean',
+      '--model',
+      MODEL,
+      '--train',
+      dir,
+      '--validation',
+      at('samples/digits/images/test.csv'),
+      '--remove',
+      'rows:0,4',
+      '--out',
+      out,
+      '--json',
+      '--no-cache',
+    );
     assert.equal(r.code, 0, r.stderr);
     const lines = readFileSync(out, 'utf8').trim().split('\n');
     assert.equal(lines[0], 'path,label');
@@ -289,11 +417,25 @@ describe('what the extension shows of file rows', () => {
   it('a Hugging Face Parquet row: its fields in words and its image; listed rows: their file, row and thumbnail', async () => {
     const file = at('samples/digits/images/train.parquet');
     const d = await rowDetail(file, 5, 'Training row 5');
-    assert.deepEqual(d.fields.map((f) => f.name), ['image', 'label']);
+    assert.deepEqual(
+      d.fields.map((f) => f.name),
+      ['image', 'label'],
+    );
     assert.match(d.fields[0].value, /^PNG image, \d+ bytes, path 0005\.png$/);
     assert.equal(d.fields[1].value, '3');
     assert.ok(d.image?.startsWith('data:image/png;base64,'));
-    const files = await rowFiles({ kind: 'shards', files: [file], stamps: [], kinds: null, file: Int32Array.of(0, 0), fileRow: Int32Array.of(5, 7), manifest: null }, [0, 1]);
+    const files = await rowFiles(
+      {
+        kind: 'shards',
+        files: [file],
+        stamps: [],
+        kinds: null,
+        file: Int32Array.of(0, 0),
+        fileRow: Int32Array.of(5, 7),
+        manifest: null,
+      },
+      [0, 1],
+    );
     assert.equal(files.get(1)!.fileRow, 7);
     assert.ok(files.get(0)!.thumb!.startsWith('data:image/png;base64,'));
     const png = Buffer.from(files.get(0)!.thumb!.split(',')[1], 'base64');

@@ -5,12 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { CancelledError, InfluenceError, type ErrorPlace } from '../../src/core/errors';
-import {
-  TableReader,
-  readHeader,
-  type Batch,
-  type TableOptions,
-} from '../../src/core/data/table';
+import { TableReader, readHeader, type Batch, type TableOptions } from '../../src/core/data/table';
 import { parseNumber, parseNumBytes } from '../../src/core/data/numbers';
 import { readAll } from '../helpers/table';
 
@@ -238,8 +233,23 @@ describe('CSV basics', () => {
 describe('numbers', () => {
   test('accepted forms equal Math.fround(Number(text))', async () => {
     const values = [
-      ' 1.5 ', '+2', '-3e-2', '1E3', '.5', '5.', '0', '-0', '  -7\t', '123456789012345678',
-      '1.00000000000000000001', '3.4e38', '1e-50', '0.1', '-0.000123456789', '6.02214076e23', '00012',
+      ' 1.5 ',
+      '+2',
+      '-3e-2',
+      '1E3',
+      '.5',
+      '5.',
+      '0',
+      '-0',
+      '  -7\t',
+      '123456789012345678',
+      '1.00000000000000000001',
+      '3.4e38',
+      '1e-50',
+      '0.1',
+      '-0.000123456789',
+      '6.02214076e23',
+      '00012',
     ];
     const p = write('nums.csv', 'x,label\n' + values.map((v) => `${v},0`).join('\n') + '\n');
     const r = await readAll(p);
@@ -311,7 +321,8 @@ describe('numbers', () => {
 });
 
 describe('labels', () => {
-  const file = (labels: string[]): string => write('lab.csv', 'x,label\n' + labels.map((l) => `1,${l}`).join('\n') + '\n');
+  const file = (labels: string[]): string =>
+    write('lab.csv', 'x,label\n' + labels.map((l) => `1,${l}`).join('\n') + '\n');
 
   test('integer forms', async () => {
     const r = await readAll(file(['3', ' 3 ', '3.0', '+3', '1e0', '0', '"7"', '12.000']));
@@ -370,20 +381,39 @@ describe('CSV errors', () => {
   });
 
   test('duplicate column: CSV_DUPLICATE_COLUMN at the second occurrence', async () => {
-    await expectError(() => TableReader.open(write('dup.csv', 'a,b,a,label\n1,2,3,0\n')), 'CSV_DUPLICATE_COLUMN', { line: 1, col: 5 }, /"a"/);
+    await expectError(
+      () => TableReader.open(write('dup.csv', 'a,b,a,label\n1,2,3,0\n')),
+      'CSV_DUPLICATE_COLUMN',
+      { line: 1, col: 5 },
+      /"a"/,
+    );
     // A BOM does not count as a character of the first column name.
-    await expectError(() => readHeader(write('dupbom.csv', '\uFEFFab,ab\n')), 'CSV_DUPLICATE_COLUMN', { line: 1, col: 4 });
+    await expectError(() => readHeader(write('dupbom.csv', '\uFEFFab,ab\n')), 'CSV_DUPLICATE_COLUMN', {
+      line: 1,
+      col: 4,
+    });
   });
 
   test('ragged rows: CSV_RAGGED_ROW with expected and found counts', async () => {
-    const e1 = await expectError(() => readAll(write('rag.csv', 'a,b,label\n1,2,0\n1,2\n')), 'CSV_RAGGED_ROW', { line: 3 });
+    const e1 = await expectError(() => readAll(write('rag.csv', 'a,b,label\n1,2,0\n1,2\n')), 'CSV_RAGGED_ROW', {
+      line: 3,
+    });
     assert.match(e1.message, /expected 3 .*found 2/);
-    const e2 = await expectError(() => readAll(write('rag2.csv', 'a,b,label\n"x\ny",2,0,9\n')), 'CSV_RAGGED_ROW', { line: 2 });
+    const e2 = await expectError(() => readAll(write('rag2.csv', 'a,b,label\n"x\ny",2,0,9\n')), 'CSV_RAGGED_ROW', {
+      line: 2,
+    });
     assert.match(e2.message, /found 4/);
     // Line number after a multi-line quoted field.
-    await expectError(() => readAll(write('rag3.csv', 'n,a,label\n"x\n\ny",2,0\n1,2\n'), { features: ['a'] }), 'CSV_RAGGED_ROW', { line: 5 });
+    await expectError(
+      () => readAll(write('rag3.csv', 'n,a,label\n"x\n\ny",2,0\n1,2\n'), { features: ['a'] }),
+      'CSV_RAGGED_ROW',
+      { line: 5 },
+    );
     // Many fields (more than the initial field capacity).
-    const e4 = await expectError(() => readAll(write('rag4.csv', 'a,label\n' + '1,'.repeat(200) + '1\n')), 'CSV_RAGGED_ROW');
+    const e4 = await expectError(
+      () => readAll(write('rag4.csv', 'a,label\n' + '1,'.repeat(200) + '1\n')),
+      'CSV_RAGGED_ROW',
+    );
     assert.match(e4.message, /found 201/);
   });
 
@@ -410,7 +440,12 @@ describe('CSV errors', () => {
 
   test('unknown feature column: FEATURE_COLUMN_MISSING lists available columns', async () => {
     const p = write('nofeat.csv', 'a,b,label\n1,2,0\n');
-    await expectError(() => TableReader.open(p, { features: ['a', 'zzz'] }), 'FEATURE_COLUMN_MISSING', {}, /"zzz".*"a", "b", "label"/);
+    await expectError(
+      () => TableReader.open(p, { features: ['a', 'zzz'] }),
+      'FEATURE_COLUMN_MISSING',
+      {},
+      /"zzz".*"a", "b", "label"/,
+    );
   });
 
   test('bad options: BAD_OPTION', async () => {
@@ -460,7 +495,11 @@ describe('files and formats', () => {
   test('readHeader for CSV, TSV and JSONL does not need a label', async () => {
     assert.deepEqual(await readHeader(write('h.csv', 'x,"y z",w\n1,2,3\n')), ['x', 'y z', 'w']);
     assert.deepEqual(await readHeader(write('h.tsv', 'x\ty,z\n')), ['x', 'y,z']);
-    assert.deepEqual(await readHeader(write('h.jsonl', '\n{"b":1,"a":[1,2],"label":"x"}\n{"c":2}\n')), ['b', 'a', 'label']);
+    assert.deepEqual(await readHeader(write('h.jsonl', '\n{"b":1,"a":[1,2],"label":"x"}\n{"c":2}\n')), [
+      'b',
+      'a',
+      'label',
+    ]);
   });
 });
 
@@ -499,25 +538,56 @@ describe('JSONL', () => {
     const r = await readAll(p, { classes: ['cat', 'dog'] });
     assert.deepEqual([...r.labels], [1, 0]);
     await expectError(() => readAll(p), 'LABEL_INVALID', { line: 1 }, /--classes/);
-    await expectError(() => readAll(write('l2.jsonl', '{"a":1,"label":0}\n{"a":1,"label":2.5}\n')), 'LABEL_INVALID', { line: 2 });
+    await expectError(() => readAll(write('l2.jsonl', '{"a":1,"label":0}\n{"a":1,"label":2.5}\n')), 'LABEL_INVALID', {
+      line: 2,
+    });
     await expectError(() => readAll(write('l3.jsonl', '{"a":1,"label":true}\n')), 'LABEL_INVALID', { line: 1 });
     await expectError(() => readAll(write('l4.jsonl', '{"a":1,"label":null}\n')), 'LABEL_INVALID', { line: 1 });
     await expectError(() => readAll(write('l5.jsonl', '{"a":1,"label":-1}\n')), 'LABEL_OUT_OF_RANGE', { line: 1 });
-    await expectError(() => readAll(write('l6.jsonl', '{"a":1,"label":5}\n'), { numClasses: 5 }), 'LABEL_OUT_OF_RANGE', { line: 1 });
-    await expectError(() => readAll(write('l7.jsonl', '{"a":1,"label":"bird"}\n'), { classes: ['cat'] }), 'LABEL_UNKNOWN_CLASS', { line: 1 });
+    await expectError(
+      () => readAll(write('l6.jsonl', '{"a":1,"label":5}\n'), { numClasses: 5 }),
+      'LABEL_OUT_OF_RANGE',
+      { line: 1 },
+    );
+    await expectError(
+      () => readAll(write('l7.jsonl', '{"a":1,"label":"bird"}\n'), { classes: ['cat'] }),
+      'LABEL_UNKNOWN_CLASS',
+      { line: 1 },
+    );
   });
 
   test('JSONL_KEYS_DIFFER when a used key is missing (unused keys may vary)', async () => {
-    const ok = await readAll(write('k0.jsonl', '{"a":1,"note":"x","label":0}\n{"a":2,"label":1}\n'), { features: ['a'] });
+    const ok = await readAll(write('k0.jsonl', '{"a":1,"note":"x","label":0}\n{"a":2,"label":1}\n'), {
+      features: ['a'],
+    });
     assert.deepEqual([...ok.features], [1, 2]);
-    await expectError(() => readAll(write('k1.jsonl', '{"a":1,"b":2,"label":0}\n{"a":1,"label":0}\n')), 'JSONL_KEYS_DIFFER', { line: 2 }, /"b"/);
-    await expectError(() => readAll(write('k2.jsonl', '{"a":1,"label":0}\n\n{"a":1}\n')), 'JSONL_KEYS_DIFFER', { line: 3 }, /"label"/);
+    await expectError(
+      () => readAll(write('k1.jsonl', '{"a":1,"b":2,"label":0}\n{"a":1,"label":0}\n')),
+      'JSONL_KEYS_DIFFER',
+      { line: 2 },
+      /"b"/,
+    );
+    await expectError(
+      () => readAll(write('k2.jsonl', '{"a":1,"label":0}\n\n{"a":1}\n')),
+      'JSONL_KEYS_DIFFER',
+      { line: 3 },
+      /"label"/,
+    );
     // Keys that exist on Object.prototype must still be own keys.
-    await expectError(() => readAll(write('k3.jsonl', '{"constructor":1,"label":0}\n{"label":1}\n')), 'JSONL_KEYS_DIFFER', { line: 2 });
+    await expectError(
+      () => readAll(write('k3.jsonl', '{"constructor":1,"label":0}\n{"label":1}\n')),
+      'JSONL_KEYS_DIFFER',
+      { line: 2 },
+    );
   });
 
   test('JSONL_NOT_OBJECT and JSONL_PARSE', async () => {
-    await expectError(() => readAll(write('n1.jsonl', '{"a":1,"label":0}\n[1,2]\n')), 'JSONL_NOT_OBJECT', { line: 2 }, /array/);
+    await expectError(
+      () => readAll(write('n1.jsonl', '{"a":1,"label":0}\n[1,2]\n')),
+      'JSONL_NOT_OBJECT',
+      { line: 2 },
+      /array/,
+    );
     await expectError(() => readAll(write('n2.jsonl', '5\n')), 'JSONL_NOT_OBJECT', { line: 1 });
     await expectError(() => readAll(write('n3.jsonl', '{"a":1,"label":0}\nnull\n')), 'JSONL_NOT_OBJECT', { line: 2 });
     await expectError(() => readAll(write('p1.jsonl', '{"a":1,"label":0}\n\n{"a": 1,\n')), 'JSONL_PARSE', { line: 3 });
@@ -525,17 +595,39 @@ describe('JSONL', () => {
   });
 
   test('FEATURE_SHAPE when the flattened width differs from the first record', async () => {
-    await expectError(() => readAll(write('s1.jsonl', '{"v":[1,2,3],"label":0}\n{"v":[1,2],"label":0}\n')), 'FEATURE_SHAPE', { line: 2 }, /"v".*2.*3/);
-    await expectError(() => readAll(write('s2.jsonl', '{"v":[1,2,3],"label":0}\n{"v":[1,2,3,4],"label":0}\n')), 'FEATURE_SHAPE', { line: 2 });
-    await expectError(() => readAll(write('s3.jsonl', '{"v":[1,[2,3]],"label":0}\n{"v":5,"label":0}\n')), 'FEATURE_SHAPE', { line: 2 });
+    await expectError(
+      () => readAll(write('s1.jsonl', '{"v":[1,2,3],"label":0}\n{"v":[1,2],"label":0}\n')),
+      'FEATURE_SHAPE',
+      { line: 2 },
+      /"v".*2.*3/,
+    );
+    await expectError(
+      () => readAll(write('s2.jsonl', '{"v":[1,2,3],"label":0}\n{"v":[1,2,3,4],"label":0}\n')),
+      'FEATURE_SHAPE',
+      { line: 2 },
+    );
+    await expectError(
+      () => readAll(write('s3.jsonl', '{"v":[1,[2,3]],"label":0}\n{"v":5,"label":0}\n')),
+      'FEATURE_SHAPE',
+      { line: 2 },
+    );
   });
 
   test('non-numeric and non-finite JSONL values', async () => {
     for (const v of ['"abc"', 'true', 'null', '{"q":1}', '["1", false]', '""']) {
-      await expectError(() => readAll(write('nn.jsonl', `{"a":${v},"label":0}\n`)), 'FEATURE_NOT_NUMERIC', { line: 1 }, /"a"/);
+      await expectError(
+        () => readAll(write('nn.jsonl', `{"a":${v},"label":0}\n`)),
+        'FEATURE_NOT_NUMERIC',
+        { line: 1 },
+        /"a"/,
+      );
     }
     for (const v of ['1e400', '"NaN"', '"inf"', '[1, "-Infinity"]', '"1e39"']) {
-      await expectError(() => readAll(write('nf.jsonl', `{"a":1,"label":0}\n{"a":${v},"label":0}\n`)), 'FEATURE_NOT_FINITE', { line: 2 });
+      await expectError(
+        () => readAll(write('nf.jsonl', `{"a":1,"label":0}\n{"a":${v},"label":0}\n`)),
+        'FEATURE_NOT_FINITE',
+        { line: 2 },
+      );
     }
   });
 
@@ -554,15 +646,22 @@ describe('batching and chunking', () => {
   test('batchSize 2 with 5 rows gives 2+2+1 with chained offsets', async () => {
     const p = write('b.csv', content);
     const { batches } = await collect(p, { batchSize: 2 });
-    assert.deepEqual(batches.map((b) => b.count), [2, 2, 1]);
-    assert.deepEqual(batches.map((b) => b.start), [0, 2, 4]);
+    assert.deepEqual(
+      batches.map((b) => b.count),
+      [2, 2, 1],
+    );
+    assert.deepEqual(
+      batches.map((b) => b.start),
+      [0, 2, 4],
+    );
     for (const b of batches) {
       assert.equal(b.features.length, b.count * 2);
       assert.equal(b.labels.length, b.count);
       assert.equal(b.lines.length, b.count);
       assert.equal(b.offsets.length, b.count + 1);
     }
-    for (let k = 0; k + 1 < batches.length; k++) assert.equal(batches[k].offsets[batches[k].count], batches[k + 1].offsets[0]);
+    for (let k = 0; k + 1 < batches.length; k++)
+      assert.equal(batches[k].offsets[batches[k].count], batches[k + 1].offsets[0]);
     assert.deepEqual([...batches[1].features], [5, 6, 7, 8]);
     assert.deepEqual([...batches[2].lines], [6]);
     assert.deepEqual([...batches[2].offsets], [content.length - 7, content.length]);
@@ -580,7 +679,10 @@ describe('batching and chunking', () => {
     const row = (r: number) => Array.from({ length: n }, (_, k) => (k === 0 ? '1' : String((k + r) % 10))).join(',');
     const p = write('wide.csv', [header, row(0), row(1), row(2)].join('\n') + '\n');
     const { batches } = await collect(p);
-    assert.deepEqual(batches.map((b) => b.count), [3]);
+    assert.deepEqual(
+      batches.map((b) => b.count),
+      [3],
+    );
     const b = batches[0];
     assert.equal(b.features.length, 3 * (n - 1));
     assert.deepEqual([b.features[0], b.features[n - 1], b.features[2 * (n - 1) + 8]], [1, 2, 1]);
@@ -590,7 +692,10 @@ describe('batching and chunking', () => {
   test('rows an exact multiple of batchSize', async () => {
     const p = write('b4.csv', 'a,label\n1,0\n2,0\n3,0\n4,0\n');
     const { batches, reader } = await collect(p, { batchSize: 2 });
-    assert.deepEqual(batches.map((b) => b.count), [2, 2]);
+    assert.deepEqual(
+      batches.map((b) => b.count),
+      [2, 2],
+    );
     assert.equal(reader.summary().rows, 4);
   });
 
@@ -601,7 +706,9 @@ describe('batching and chunking', () => {
       '\r\n' +
       '-2e-3,ü,dog\r' +
       '3,"x",猫\n' +
-      '44444.5,' + 'y'.repeat(300) + ',dog';
+      '44444.5,' +
+      'y'.repeat(300) +
+      ',dog';
     const p = write('chunks.csv', csv);
     const opts: TableOptions = { features: ['id'], classes: ['dog', '猫'], batchSize: 3 };
     const ref = await readAll(p, opts);
@@ -645,7 +752,11 @@ describe('batching and chunking', () => {
     for (const chunkSize of [1, 3, 6]) {
       await expectError(() => readAll(p, { features: ['x'], chunkSize }), 'FEATURE_NOT_NUMERIC', { line: 5, col: 4 });
     }
-    await expectError(() => readAll(write('errchunk2.csv', 'a,label\n1,0\n2,"abc\n'), { chunkSize: 2 }), 'CSV_UNTERMINATED_QUOTE', { line: 3 });
+    await expectError(
+      () => readAll(write('errchunk2.csv', 'a,label\n1,0\n2,"abc\n'), { chunkSize: 2 }),
+      'CSV_UNTERMINATED_QUOTE',
+      { line: 3 },
+    );
   });
 
   test('a record much larger than the read chunk', async () => {

@@ -51,15 +51,32 @@ describe('sorting', () => {
   test('sortBy sorts ascending and descending without touching the input', () => {
     const xs = [3, 1, 2];
     const input = xs.slice();
-    assert.deepEqual(sortBy(xs, (x) => x, 'asc'), [1, 2, 3]);
-    assert.deepEqual(sortBy(xs, (x) => x, 'desc'), [3, 2, 1]);
+    assert.deepEqual(
+      sortBy(xs, (x) => x, 'asc'),
+      [1, 2, 3],
+    );
+    assert.deepEqual(
+      sortBy(xs, (x) => x, 'desc'),
+      [3, 2, 1],
+    );
     assert.deepEqual(xs, input);
   });
 
   test('sortBy is stable on ties in both directions and puts NaN last', () => {
-    const xs = [{ k: 1, id: 'a' }, { k: NaN, id: 'n' }, { k: 0, id: 'b' }, { k: 1, id: 'c' }];
-    assert.deepEqual(sortBy(xs, (x) => x.k, 'asc').map((x) => x.id), ['b', 'a', 'c', 'n']);
-    assert.deepEqual(sortBy(xs, (x) => x.k, 'desc').map((x) => x.id), ['a', 'c', 'b', 'n']);
+    const xs = [
+      { k: 1, id: 'a' },
+      { k: NaN, id: 'n' },
+      { k: 0, id: 'b' },
+      { k: 1, id: 'c' },
+    ];
+    assert.deepEqual(
+      sortBy(xs, (x) => x.k, 'asc').map((x) => x.id),
+      ['b', 'a', 'c', 'n'],
+    );
+    assert.deepEqual(
+      sortBy(xs, (x) => x.k, 'desc').map((x) => x.id),
+      ['a', 'c', 'b', 'n'],
+    );
   });
 
   test('sortBy without a value keeps or reverses the given order', () => {
@@ -81,14 +98,24 @@ describe('sorting', () => {
   });
 
   test('sortRows by relative influence and margin', () => {
-    const list = [rv(1, 0, { relativeInfluence: 2, classificationInfluence: -0.1 }), rv(2, 0, { relativeInfluence: -3, classificationInfluence: 0.4 })];
+    const list = [
+      rv(1, 0, { relativeInfluence: 2, classificationInfluence: -0.1 }),
+      rv(2, 0, { relativeInfluence: -3, classificationInfluence: 0.4 }),
+    ];
     assert.deepEqual(rows(sortRows(list, { key: 'relative', dir: 'asc' }, influenceValue)), [2, 1]);
     assert.deepEqual(rows(sortRows(list, { key: 'margin', dir: 'asc' }, influenceValue)), [1, 2]);
   });
 
   test('sortRows by a flagged column: suspicion and label', () => {
-    const f = (row: number, suspicion: number, label: number): FlaggedRow =>
-      ({ row, line: row + 2, label, predicted: 0, suspicion, memorized: false, reasons: [] });
+    const f = (row: number, suspicion: number, label: number): FlaggedRow => ({
+      row,
+      line: row + 2,
+      label,
+      predicted: 0,
+      suspicion,
+      memorized: false,
+      reasons: [],
+    });
     const list = [f(1, 0.2, 5), f(2, 0.9, 3), f(3, 0.5, 4)];
     assert.deepEqual(rows(sortRows(list, { key: 'suspicion', dir: 'desc' }, flaggedValue)), [2, 3, 1]);
     assert.deepEqual(rows(sortRows(list, { key: 'label', dir: 'asc' }, flaggedValue)), [2, 3, 1]);
@@ -103,7 +130,10 @@ describe('sorting', () => {
     assert.equal(firstDir('flagged', 'suspicion'), 'desc');
     assert.equal(firstDir('helpful', 'row'), 'asc');
     assert.deepEqual(nextSort(null, 'harmful', 'lossChange'), { key: 'lossChange', dir: 'asc' });
-    assert.deepEqual(nextSort({ key: 'lossChange', dir: 'asc' }, 'harmful', 'lossChange'), { key: 'lossChange', dir: 'desc' });
+    assert.deepEqual(nextSort({ key: 'lossChange', dir: 'asc' }, 'harmful', 'lossChange'), {
+      key: 'lossChange',
+      dir: 'desc',
+    });
     assert.deepEqual(nextSort({ key: 'lossChange', dir: 'asc' }, 'harmful', 'row'), { key: 'row', dir: 'asc' });
     // The rank column is already ascending by default, so its first click reverses it.
     assert.deepEqual(nextSort(null, 'helpful', 'rank'), { key: 'rank', dir: 'desc' });
@@ -121,13 +151,24 @@ describe('UI state', () => {
   test('parseUiState falls back to defaults for anything malformed', () => {
     const empty = { ranking: null, sort: { helpful: null, harmful: null, flagged: null }, scrollY: 0 };
     for (const x of [undefined, null, 3, 'x', [], {}]) assert.deepEqual(parseUiState(x), empty);
-    assert.deepEqual(parseUiState({ ranking: 'sideways', sort: { helpful: { key: 'row', dir: 'up' }, harmful: 5 }, scrollY: -4 }), empty);
+    assert.deepEqual(
+      parseUiState({ ranking: 'sideways', sort: { helpful: { key: 'row', dir: 'up' }, harmful: 5 }, scrollY: -4 }),
+      empty,
+    );
     assert.deepEqual(parseUiState({ scrollY: NaN }), empty);
   });
 
   test('parseUiState keeps valid parts', () => {
-    const ui = parseUiState({ ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, flagged: { key: 'suspicion', dir: 'asc' }, other: 1 }, scrollY: 640 });
-    assert.deepEqual(ui, { ranking: 'relative', sort: { helpful: { key: 'row', dir: 'desc' }, harmful: null, flagged: { key: 'suspicion', dir: 'asc' } }, scrollY: 640 });
+    const ui = parseUiState({
+      ranking: 'relative',
+      sort: { helpful: { key: 'row', dir: 'desc' }, flagged: { key: 'suspicion', dir: 'asc' }, other: 1 },
+      scrollY: 640,
+    });
+    assert.deepEqual(ui, {
+      ranking: 'relative',
+      sort: { helpful: { key: 'row', dir: 'desc' }, harmful: null, flagged: { key: 'suspicion', dir: 'asc' } },
+      scrollY: 640,
+    });
   });
 });
 
@@ -146,9 +187,22 @@ describe('histogram geometry', () => {
   test('bars span their edges and are linear in the count', () => {
     const g = histogramGeometry(h, 330, 200, { margins });
     assert.deepEqual(g.plot, { left: 30, top: 0, width: 300, height: 200 });
-    assert.deepEqual(g.bars.map((b) => [b.x, b.width]), [[30, 100], [130, 100], [230, 100]]);
-    assert.deepEqual(g.bars.map((b) => Math.round(b.height * 100) / 100), [66.67, 0, 200]);
-    assert.deepEqual(g.bars.map((b) => Math.round((b.y + b.height) * 100) / 100), [200, 200, 200]);
+    assert.deepEqual(
+      g.bars.map((b) => [b.x, b.width]),
+      [
+        [30, 100],
+        [130, 100],
+        [230, 100],
+      ],
+    );
+    assert.deepEqual(
+      g.bars.map((b) => Math.round(b.height * 100) / 100),
+      [66.67, 0, 200],
+    );
+    assert.deepEqual(
+      g.bars.map((b) => Math.round((b.y + b.height) * 100) / 100),
+      [200, 200, 200],
+    );
     assert.equal(g.maxCount, 3);
     assert.equal(g.total, 4);
     assert.equal(g.zeroX, 130);
@@ -161,19 +215,31 @@ describe('histogram geometry', () => {
   });
 
   test('a non-empty bin is at least one unit high', () => {
-    const g = histogramGeometry({ edges: [0, 1, 2], counts: [1, 100000], marked: [] }, 100, 100, { margins: { left: 0, right: 0, top: 0, bottom: 0 } });
+    const g = histogramGeometry({ edges: [0, 1, 2], counts: [1, 100000], marked: [] }, 100, 100, {
+      margins: { left: 0, right: 0, top: 0, bottom: 0 },
+    });
     assert.equal(g.bars[0].height, 1);
   });
 
   test('markers sit at their values and are clamped to the edges', () => {
     const g = histogramGeometry(h, 330, 200, { margins });
-    assert.deepEqual(g.markers.map((m) => [m.row, m.x, m.kind, m.clamped]), [[4, 280, 'helpful', false], [5, 30, 'harmful', false], [6, 330, 'helpful', true]]);
+    assert.deepEqual(
+      g.markers.map((m) => [m.row, m.x, m.kind, m.clamped]),
+      [
+        [4, 280, 'helpful', false],
+        [5, 30, 'harmful', false],
+        [6, 330, 'helpful', true],
+      ],
+    );
   });
 
   test('zero outside the edges has no zero line', () => {
     const g = histogramGeometry({ edges: [1, 2, 3], counts: [2, 2], marked: [] }, 330, 200, { margins });
     assert.equal(g.zeroX, null);
-    assert.equal(g.xTicks.some((t) => t.label === '0'), false);
+    assert.equal(
+      g.xTicks.some((t) => t.label === '0'),
+      false,
+    );
   });
 
   test('malformed histograms give no bars', () => {
@@ -188,16 +254,27 @@ describe('histogram geometry', () => {
   });
 
   test('equal edges put everything in the middle', () => {
-    const g = histogramGeometry({ edges: [0.5, 0.5], counts: [10], marked: [{ row: 1, line: 3, value: 0.5, kind: 'helpful' }] }, 230, 100, { margins });
+    const g = histogramGeometry(
+      { edges: [0.5, 0.5], counts: [10], marked: [{ row: 1, line: 3, value: 0.5, kind: 'helpful' }] },
+      230,
+      100,
+      { margins },
+    );
     assert.equal(g.markers[0].x, 130);
     assert.equal(g.bars[0].width, 200);
   });
 
   test('x ticks: both ends, and zero unless it crowds an end', () => {
     const g = histogramGeometry(h, 330, 200, { margins });
-    assert.deepEqual(g.xTicks.map((t) => t.label), ['−1', '0', '+2']);
+    assert.deepEqual(
+      g.xTicks.map((t) => t.label),
+      ['−1', '0', '+2'],
+    );
     const near = histogramGeometry({ edges: [-0.01, 1, 2], counts: [1, 1], marked: [] }, 330, 200, { margins });
-    assert.deepEqual(near.xTicks.map((t) => t.label), ['−0.01', '+2']);
+    assert.deepEqual(
+      near.xTicks.map((t) => t.label),
+      ['−0.01', '+2'],
+    );
   });
 
   test('summary names the total, the range and the marked rows', () => {
@@ -222,7 +299,12 @@ describe('thumbnails', () => {
     const px = thumbnailPixels([0, 8, 16, 4], { height: 2, width: 2 });
     assert.equal(px.length, 16);
     const gray = [0, 1, 2, 3].map((i) => px[4 * i]);
-    assert.deepEqual(gray, [PAPER, Math.round(PAPER - 0.5 * (PAPER - INK)), INK, Math.round(PAPER - 0.25 * (PAPER - INK))]);
+    assert.deepEqual(gray, [
+      PAPER,
+      Math.round(PAPER - 0.5 * (PAPER - INK)),
+      INK,
+      Math.round(PAPER - 0.25 * (PAPER - INK)),
+    ]);
     for (let i = 0; i < 4; i++) {
       assert.equal(px[4 * i + 1], px[4 * i]);
       assert.equal(px[4 * i + 2], px[4 * i]);
@@ -232,12 +314,18 @@ describe('thumbnails', () => {
 
   test('negative values, NaN and missing features', () => {
     const px = thumbnailPixels([-2, NaN, 2], { height: 1, width: 4 }, 200, 0);
-    assert.deepEqual([0, 1, 2, 3].map((i) => px[4 * i]), [200, 200, 0, 200]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((i) => px[4 * i]),
+      [200, 200, 0, 200],
+    );
   });
 
   test('a constant image is blank paper', () => {
     const px = thumbnailPixels([5, 5, 5, 5], { height: 2, width: 2 });
-    assert.deepEqual([0, 1, 2, 3].map((i) => px[4 * i]), [PAPER, PAPER, PAPER, PAPER]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((i) => px[4 * i]),
+      [PAPER, PAPER, PAPER, PAPER],
+    );
   });
 
   test('drawable needs a shape and enough features', () => {
@@ -252,9 +340,23 @@ describe('sentences and numbers', () => {
   test('flip sentence', () => {
     assert.equal(flipSentence(null, 1, null), NO_FLIP);
     assert.equal(NO_FLIP, 'No set of at most 5% of the training rows flips this prediction (first-order).');
-    assert.equal(flipSentence({ rows: [{ row: 57, line: 59 }], newClass: 8 }, 1, null), 'Removing this row would change the prediction from 1 to 8.');
     assert.equal(
-      flipSentence({ rows: [{ row: 1, line: 3 }, { row: 2, line: 4 }, { row: 9, line: 11 }], newClass: 0 }, 2, ['cat', 'dog', 'bird']),
+      flipSentence({ rows: [{ row: 57, line: 59 }], newClass: 8 }, 1, null),
+      'Removing this row would change the prediction from 1 to 8.',
+    );
+    assert.equal(
+      flipSentence(
+        {
+          rows: [
+            { row: 1, line: 3 },
+            { row: 2, line: 4 },
+            { row: 9, line: 11 },
+          ],
+          newClass: 0,
+        },
+        2,
+        ['cat', 'dog', 'bird'],
+      ),
       'Removing these 3 rows would change the prediction from 2 (bird) to 0 (cat).',
     );
   });
@@ -271,13 +373,19 @@ describe('sentences and numbers', () => {
   test('probability bars: one per class with flags', () => {
     const { bars, hidden } = probabilityBars([0.1, 0.6, 0.3], 1, 2, ['a', 'b', 'c']);
     assert.equal(hidden, 0);
-    assert.deepEqual(bars.map((b) => [b.name, Math.round(b.percent * 10) / 10, b.text, b.predicted, b.label]), [
-      ['0 (a)', 10, '10.0%', false, false],
-      ['1 (b)', 60, '60.0%', true, false],
-      ['2 (c)', 30, '30.0%', false, true],
-    ]);
+    assert.deepEqual(
+      bars.map((b) => [b.name, Math.round(b.percent * 10) / 10, b.text, b.predicted, b.label]),
+      [
+        ['0 (a)', 10, '10.0%', false, false],
+        ['1 (b)', 60, '60.0%', true, false],
+        ['2 (c)', 30, '30.0%', false, true],
+      ],
+    );
     const unlabelled = probabilityBars([0.5, 0.5], 0, null, null);
-    assert.equal(unlabelled.bars.some((b) => b.label), false);
+    assert.equal(
+      unlabelled.bars.some((b) => b.label),
+      false,
+    );
   });
 
   test('probability bars with many classes keep the top ones, the prediction and the label', () => {
@@ -287,13 +395,22 @@ describe('sentences and numbers', () => {
     assert.equal(hidden, 15);
     assert.ok(bars.some((b) => b.cls === 7 && b.predicted));
     assert.ok(bars.some((b) => b.cls === 19 && b.label));
-    assert.deepEqual(bars.map((b) => b.cls), bars.map((b) => b.cls).sort((a, b) => a - b));
+    assert.deepEqual(
+      bars.map((b) => b.cls),
+      bars.map((b) => b.cls).sort((a, b) => a - b),
+    );
     assert.ok(Math.abs(hiddenMass - (15 * 0.499) / 18) < 1e-12);
   });
 
   test('loss change text shows the first-order and Newton values', () => {
-    assert.deepEqual(lossChangeText({ lossChangeIfRemoved: 0.09774, lossChangeIfRemovedNewton: 0.1041 }), { first: '+0.0977', newton: 'Newton +0.104' });
-    assert.deepEqual(lossChangeText({ lossChangeIfRemoved: -0.0123, lossChangeIfRemovedNewton: -4.56e-5 }), { first: '−0.0123', newton: 'Newton −4.56e-5' });
+    assert.deepEqual(lossChangeText({ lossChangeIfRemoved: 0.09774, lossChangeIfRemovedNewton: 0.1041 }), {
+      first: '+0.0977',
+      newton: 'Newton +0.104',
+    });
+    assert.deepEqual(lossChangeText({ lossChangeIfRemoved: -0.0123, lossChangeIfRemovedNewton: -4.56e-5 }), {
+      first: '−0.0123',
+      newton: 'Newton −4.56e-5',
+    });
   });
 
   test('fmtSigned uses a real minus sign', () => {
@@ -312,7 +429,10 @@ describe('sentences and numbers', () => {
     assert.equal(formatValue(0.123456), '0.1235');
     assert.equal(formatValue(1e-7), '1.000e-7');
     const { entries, more } = featureEntries(['a', 'b'], [1, 2.5, 3], 2);
-    assert.deepEqual(entries, [{ name: 'a', value: '1' }, { name: 'b', value: '2.5' }]);
+    assert.deepEqual(entries, [
+      { name: 'a', value: '1' },
+      { name: 'b', value: '2.5' },
+    ]);
     assert.equal(more, 1);
     assert.deepEqual(featureEntries([], [7], 4), { entries: [{ name: 'feature 0', value: '7' }], more: 0 });
   });

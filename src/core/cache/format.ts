@@ -66,7 +66,9 @@ export const LOCATOR_ARRAYS: readonly { name: ArrayName; type: ArrayType; per: '
 ];
 
 /** The arrays of an entry: the rows', and the locator's (fileRow only for shards). */
-export function arraysOf(locator: LocatorHeader | null | undefined): readonly { name: ArrayName; type: ArrayType; per: 'nD' | 'nC' | 'n' | 'n1' }[] {
+export function arraysOf(
+  locator: LocatorHeader | null | undefined,
+): readonly { name: ArrayName; type: ArrayType; per: 'nD' | 'nC' | 'n' | 'n1' }[] {
   if (!locator) return ARRAYS;
   return [...ARRAYS, ...LOCATOR_ARRAYS.filter((a) => a.name === 'file' || locator.fileRow)];
 }
@@ -115,7 +117,13 @@ export function counts(n: number, C: number, D: number): Record<'nD' | 'nC' | 'n
   return { nD: n * D, nC: n * C, n, n1: n + 1 };
 }
 
-export function layout(start: number, n: number, C: number, D: number, locator?: LocatorHeader | null): { arrays: ArraySpec[]; body: number } {
+export function layout(
+  start: number,
+  n: number,
+  C: number,
+  D: number,
+  locator?: LocatorHeader | null,
+): { arrays: ArraySpec[]; body: number } {
   const c = counts(n, C, D);
   const arrays: ArraySpec[] = [];
   let off = start;
@@ -134,7 +142,11 @@ export function bytesOf(a: Float32Array | Float64Array | Int32Array): Buffer {
 }
 
 /** Non-overlapping pieces of the body after the JSON header: array views (at 8-aligned offsets) and zero pads. */
-export function bodyPieces(arrays: { offset: number; view: Buffer }[], jsonEnd: number, padBuf: Buffer): { pos: number; buf: Buffer }[] {
+export function bodyPieces(
+  arrays: { offset: number; view: Buffer }[],
+  jsonEnd: number,
+  padBuf: Buffer,
+): { pos: number; buf: Buffer }[] {
   const pieces: { pos: number; buf: Buffer }[] = [];
   let pos = jsonEnd;
   const pad = (to: number): void => {
@@ -143,7 +155,8 @@ export function bodyPieces(arrays: { offset: number; view: Buffer }[], jsonEnd: 
   };
   for (const { offset, view: v } of arrays) {
     pad(offset);
-    for (let o = 0; o < v.length; o += CHUNK) pieces.push({ pos: pos + o, buf: v.subarray(o, Math.min(v.length, o + CHUNK)) });
+    for (let o = 0; o < v.length; o += CHUNK)
+      pieces.push({ pos: pos + o, buf: v.subarray(o, Math.min(v.length, o + CHUNK)) });
     pos += v.length;
   }
   pad(align8(pos));
@@ -159,7 +172,12 @@ export function check(cond: boolean, what: string): asserts cond {
 export const isInt = (x: unknown, min = 0): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= min;
 const isHex64 = (x: unknown): x is string => typeof x === 'string' && /^[0-9a-f]{64}$/.test(x);
 
-export function validateHeader(h: EntryHeader, expect: { json: string; hex: string; modelSha256: string }, jsonEnd: number, size: number): void {
+export function validateHeader(
+  h: EntryHeader,
+  expect: { json: string; hex: string; modelSha256: string },
+  jsonEnd: number,
+  size: number,
+): void {
   check(h !== null && typeof h === 'object', 'header');
   check(h.format === FORMAT_VERSION, 'format');
   check(h.key === expect.json && h.keyHash === expect.hex, 'key');
@@ -167,7 +185,17 @@ export function validateHeader(h: EntryHeader, expect: { json: string; hex: stri
   check(isInt(h.n) && isInt(h.C, 1) && isInt(h.D, 1) && typeof h.bias === 'boolean', 'dims');
   const s = h.summary;
   const isTime = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
-  check(s !== null && typeof s === 'object' && s.rows === h.n && isHex64(s.sha256) && isInt(s.size) && isTime(s.mtimeMs) && isTime(s.ctimeMs) && isInt(s.ino), 'summary');
+  check(
+    s !== null &&
+      typeof s === 'object' &&
+      s.rows === h.n &&
+      isHex64(s.sha256) &&
+      isInt(s.size) &&
+      isTime(s.mtimeMs) &&
+      isTime(s.ctimeMs) &&
+      isInt(s.ino),
+    'summary',
+  );
   const t = h.table;
   check(
     t !== null &&
@@ -188,7 +216,13 @@ export function validateHeader(h: EntryHeader, expect: { json: string; hex: stri
   const l = h.locator;
   check(
     l === undefined ||
-      (l !== null && typeof l === 'object' && Array.isArray(l.files) && Array.isArray(l.stamps) && l.stamps.length === l.files.length && typeof l.fileRow === 'boolean' && (l.kind === 'images' || l.kind === 'shards')),
+      (l !== null &&
+        typeof l === 'object' &&
+        Array.isArray(l.files) &&
+        Array.isArray(l.stamps) &&
+        l.stamps.length === l.files.length &&
+        typeof l.fileRow === 'boolean' &&
+        (l.kind === 'images' || l.kind === 'shards')),
     'locator',
   );
   const want = layout(align8(jsonEnd), h.n, h.C, h.D, l);
@@ -196,7 +230,15 @@ export function validateHeader(h: EntryHeader, expect: { json: string; hex: stri
   for (let i = 0; i < want.arrays.length; i++) {
     const a = h.arrays[i];
     const w = want.arrays[i];
-    check(a && a.name === w.name && a.type === w.type && a.length === w.length && a.offset === w.offset && a.bytes === w.bytes, `array ${w.name}`);
+    check(
+      a &&
+        a.name === w.name &&
+        a.type === w.type &&
+        a.length === w.length &&
+        a.offset === w.offset &&
+        a.bytes === w.bytes,
+      `array ${w.name}`,
+    );
   }
   check(h.body === want.body && h.body + TRAILER === size, 'length');
 }
@@ -223,7 +265,12 @@ export async function writeFull(fh: fs.promises.FileHandle, buf: Buffer, pos: nu
 }
 
 /** Reads pieces in order, hashing each while the next read is in flight. */
-async function readPieces(fh: fs.promises.FileHandle, pieces: { pos: number; buf: Buffer }[], hash: Hash, signal?: AbortSignal): Promise<void> {
+async function readPieces(
+  fh: fs.promises.FileHandle,
+  pieces: { pos: number; buf: Buffer }[],
+  hash: Hash,
+  signal?: AbortSignal,
+): Promise<void> {
   if (pieces.length === 0) return;
   let pending: Promise<void> | null = readFull(fh, pieces[0].buf, pieces[0].pos);
   try {
@@ -240,7 +287,11 @@ async function readPieces(fh: fs.promises.FileHandle, pieces: { pos: number; buf
 }
 
 /** Writes pieces in order, hashing each before its write; the hash of piece i+1 overlaps the write of piece i. */
-export async function writePieces(fh: fs.promises.FileHandle, pieces: { pos: number; buf: Buffer }[], hash: Hash): Promise<void> {
+export async function writePieces(
+  fh: fs.promises.FileHandle,
+  pieces: { pos: number; buf: Buffer }[],
+  hash: Hash,
+): Promise<void> {
   let pending: Promise<void> | null = null;
   try {
     for (const p of pieces) {
@@ -267,7 +318,11 @@ export function preamble(magic: Buffer, jsonBuf: Buffer): Buffer {
 }
 
 /** Reads and checks the preamble and the header JSON of an entry. */
-export async function readHeader(fh: fs.promises.FileHandle, magic: Buffer, st: fs.Stats): Promise<{ pre: Buffer; jsonBuf: Buffer; header: unknown }> {
+export async function readHeader(
+  fh: fs.promises.FileHandle,
+  magic: Buffer,
+  st: fs.Stats,
+): Promise<{ pre: Buffer; jsonBuf: Buffer; header: unknown }> {
   check(st.isFile() && st.size >= PREAMBLE + TRAILER, 'size');
   const pre = Buffer.alloc(PREAMBLE);
   await readFull(fh, pre, 0);
@@ -286,7 +341,13 @@ export async function readHeader(fh: fs.promises.FileHandle, magic: Buffer, st: 
 }
 
 /** Reads the body pieces and the trailer, and checks the trailer's length and checksum. */
-export async function readVerified(fh: fs.promises.FileHandle, head: Buffer[], pieces: { pos: number; buf: Buffer }[], body: number, signal?: AbortSignal): Promise<void> {
+export async function readVerified(
+  fh: fs.promises.FileHandle,
+  head: Buffer[],
+  pieces: { pos: number; buf: Buffer }[],
+  body: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const hash = createHash('sha256');
   for (const b of head) hash.update(b);
   await readPieces(fh, pieces, hash, signal);
@@ -298,7 +359,10 @@ export async function readVerified(fh: fs.promises.FileHandle, head: Buffer[], p
 }
 
 /** Offsets of a derived entry's float64 arrays after its header, and the body length. */
-export function derivedLayout(jsonEnd: number, data: Float64Array[]): { arrays: { offset: number; view: Buffer }[]; body: number } {
+export function derivedLayout(
+  jsonEnd: number,
+  data: Float64Array[],
+): { arrays: { offset: number; view: Buffer }[]; body: number } {
   let off = align8(jsonEnd);
   const arrays = data.map((a) => {
     const r = { offset: off, view: bytesOf(a) };
@@ -311,4 +375,3 @@ export function derivedLayout(jsonEnd: number, data: Float64Array[]): { arrays: 
 export function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
-

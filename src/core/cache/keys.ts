@@ -74,7 +74,8 @@ function canon(v: unknown): unknown {
   if (typeof v === 'bigint') return v.toString();
   if (v === null || typeof v !== 'object') return v;
   if (typeof (v as { toJSON?: unknown }).toJSON === 'function') return canon((v as { toJSON: () => unknown }).toJSON());
-  if (Array.isArray(v)) return v.map((x) => (x === undefined || typeof x === 'function' || typeof x === 'symbol' ? null : canon(x)));
+  if (Array.isArray(v))
+    return v.map((x) => (x === undefined || typeof x === 'function' || typeof x === 'symbol' ? null : canon(x)));
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(v).sort()) {
     const x = (v as Record<string, unknown>)[k];

@@ -101,7 +101,8 @@ export class RowsCache {
     if (!m || m.hex !== hex) return null;
     const s = m.rows.summary;
     const st = await fs.promises.stat(dataPath).catch(() => null);
-    if (st && st.size === s.size && st.mtimeMs === s.mtimeMs && st.ctimeMs === s.ctimeMs && st.ino === s.ino) return { ...m.rows, table: { ...m.rows.table, path: dataPath } };
+    if (st && st.size === s.size && st.mtimeMs === s.mtimeMs && st.ctimeMs === s.ctimeMs && st.ino === s.ino)
+      return { ...m.rows, table: { ...m.rows.table, path: dataPath } };
     this.memo = null;
     return null;
   }
@@ -134,7 +135,11 @@ export class RowsCache {
     let fh: fs.promises.FileHandle;
     try {
       k = keyOf(key); // throws only for options that are not JSON data (cycles)
-      const kept = checkData ? await this.recall(k.hex, key.dataPath) : this.memo?.hex === k.hex && this.memo.rows.locator ? this.memo.rows : null;
+      const kept = checkData
+        ? await this.recall(k.hex, key.dataPath)
+        : this.memo?.hex === k.hex && this.memo.rows.locator
+          ? this.memo.rows
+          : null;
       if (kept) return kept;
       file = nodePath.join(this.dir, `${k.hex}.ilcache`);
       fh = await fs.promises.open(file, 'r');
@@ -181,12 +186,27 @@ export class RowsCache {
         labels: new Int32Array(n),
         lines: new Int32Array(n),
         offsets: new Float64Array(n + 1),
-        ...(h.locator ? { locator: { ...h.locator, file: new Int32Array(n), fileRow: h.locator.fileRow ? new Int32Array(n) : null } } : {}),
+        ...(h.locator
+          ? {
+              locator: { ...h.locator, file: new Int32Array(n), fileRow: h.locator.fileRow ? new Int32Array(n) : null },
+            }
+          : {}),
         table: { ...h.table, path: key.dataPath },
-        summary: { rows: n, sha256: h.summary.sha256, size: h.summary.size, mtimeMs: h.summary.mtimeMs, ctimeMs: h.summary.ctimeMs, ino: h.summary.ino },
+        summary: {
+          rows: n,
+          sha256: h.summary.sha256,
+          size: h.summary.size,
+          mtimeMs: h.summary.mtimeMs,
+          ctimeMs: h.summary.ctimeMs,
+          ino: h.summary.ino,
+        },
       };
       // Padding is read into one scratch buffer; the checksum covers it.
-      const pieces = bodyPieces(h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(arrayOf(rows, a.name)) })), jsonEnd, Buffer.alloc(8));
+      const pieces = bodyPieces(
+        h.arrays.map((a) => ({ offset: a.offset, view: bytesOf(arrayOf(rows, a.name)) })),
+        jsonEnd,
+        Buffer.alloc(8),
+      );
       await readVerified(fh, [pre, jsonBuf], pieces, h.body, signal);
       await fh.close().catch(() => undefined);
       this.remember(k.hex, rows);
@@ -226,7 +246,14 @@ export class RowsCache {
         D,
         bias: rows.bias,
         table: rows.table,
-        summary: { rows: n, sha256: rows.summary.sha256, size: rows.summary.size, mtimeMs: rows.summary.mtimeMs, ctimeMs: rows.summary.ctimeMs, ino: rows.summary.ino },
+        summary: {
+          rows: n,
+          sha256: rows.summary.sha256,
+          size: rows.summary.size,
+          mtimeMs: rows.summary.mtimeMs,
+          ctimeMs: rows.summary.ctimeMs,
+          ino: rows.summary.ino,
+        },
         ...(locator ? { locator } : {}),
         arrays: [],
         body: 0,
@@ -260,7 +287,12 @@ export class RowsCache {
    * for this key and was computed from a data file with content sha256 `dataSha256` (the caller's
    * rows); else null. A corrupt or stale entry is deleted. Never throws except CancelledError.
    */
-  async loadDerived(key: CacheKeyParts, name: string, dataSha256: string, signal?: AbortSignal): Promise<Float64Array[] | null> {
+  async loadDerived(
+    key: CacheKeyParts,
+    name: string,
+    dataSha256: string,
+    signal?: AbortSignal,
+  ): Promise<Float64Array[] | null> {
     throwIfAborted(signal);
     let file: string;
     let fh: fs.promises.FileHandle;
@@ -282,9 +314,15 @@ export class RowsCache {
       const { pre, jsonBuf, header } = await readHeader(fh, DERIVED_MAGIC, st);
       const J = jsonBuf.length;
       const h = header as { key: string; name: string; dataSha256: string; lengths: number[] };
-      check(h !== null && typeof h === 'object' && h.key === json && h.name === name && h.dataSha256 === dataSha256, 'key');
+      check(
+        h !== null && typeof h === 'object' && h.key === json && h.name === name && h.dataSha256 === dataSha256,
+        'key',
+      );
       check(Array.isArray(h.lengths) && h.lengths.every((l) => isInt(l)), 'lengths');
-      const { arrays, body } = derivedLayout(PREAMBLE + J, h.lengths.map((l) => new Float64Array(l)));
+      const { arrays, body } = derivedLayout(
+        PREAMBLE + J,
+        h.lengths.map((l) => new Float64Array(l)),
+      );
       check(body + TRAILER === st.size, 'length');
       await readVerified(fh, [pre, jsonBuf], bodyPieces(arrays, PREAMBLE + J, Buffer.alloc(8)), body, signal);
       await fh.close().catch(() => undefined);
@@ -305,7 +343,10 @@ export class RowsCache {
       if (!NAME_RE.test(name)) return false;
       const k = keyOf(key);
       this.derivedMemo(k.hex, dataSha256)?.set(name, data);
-      const jsonBuf = Buffer.from(JSON.stringify({ key: k.json, name, dataSha256, lengths: data.map((a) => a.length) }), 'utf8');
+      const jsonBuf = Buffer.from(
+        JSON.stringify({ key: k.json, name, dataSha256, lengths: data.map((a) => a.length) }),
+        'utf8',
+      );
       const { arrays, body } = derivedLayout(PREAMBLE + jsonBuf.length, data);
       return await this.writeAtomic(`${k.hex}.${name}`, DERIVED_MAGIC, jsonBuf, arrays, body);
     } catch {
@@ -318,11 +359,21 @@ export class RowsCache {
    * `body`) to a unique temp file in the cache dir, fsyncs it and renames it over `<base>.ilcache`.
    * Never throws: false (temp file removed) on failure.
    */
-  private async writeAtomic(base: string, magic: Buffer, jsonBuf: Buffer, arrays: { offset: number; view: Buffer }[], body: number): Promise<boolean> {
+  private async writeAtomic(
+    base: string,
+    magic: Buffer,
+    jsonBuf: Buffer,
+    arrays: { offset: number; view: Buffer }[],
+    body: number,
+  ): Promise<boolean> {
     let fh: fs.promises.FileHandle | null = null;
     let tmp: string | null = null;
     try {
-      const pieces = [{ pos: 0, buf: preamble(magic, jsonBuf) }, { pos: PREAMBLE, buf: jsonBuf }, ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8))];
+      const pieces = [
+        { pos: 0, buf: preamble(magic, jsonBuf) },
+        { pos: PREAMBLE, buf: jsonBuf },
+        ...bodyPieces(arrays, PREAMBLE + jsonBuf.length, Buffer.alloc(8)),
+      ];
       await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.sweeping;
       this.sweeping = this.sweepTemps().catch(() => 0);

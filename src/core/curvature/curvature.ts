@@ -16,7 +16,13 @@ import { denseHessian, solveCg } from './exact';
 import { FastCurvature } from './fast';
 import { HessianSum } from './hessian';
 import { SpdInverter } from './inverse';
-import { chooseMethods, type ComputePath, type CurvatureOptions, type SelfInfluenceMethod, type SolverKind } from './policy';
+import {
+  chooseMethods,
+  type ComputePath,
+  type CurvatureOptions,
+  type SelfInfluenceMethod,
+  type SolverKind,
+} from './policy';
 
 /** How H⁻¹ is applied: an explicit factorisation, or CG with an EK-FAC preconditioner. */
 export class Curvature {
@@ -47,7 +53,8 @@ export class Curvature {
   }
 
   static async create(rows: HeadRows, damping: number, opts: CurvatureOptions = {}): Promise<Curvature> {
-    if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
+    if (!(damping > 0) || !Number.isFinite(damping))
+      throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const curv = new Curvature(rows, damping, chooseMethods(rows, opts));
     const t0 = performance.now();
     if (curv.path === 'fast') {
@@ -93,7 +100,8 @@ export class Curvature {
    * rows for H₀). With `need` 'solves' it serves solve() only: no exact Q_i per row.
    */
   async withDamping(damping: number, signal?: AbortSignal, need: 'all' | 'solves' = 'all'): Promise<Curvature> {
-    if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
+    if (!(damping > 0) || !Number.isFinite(damping))
+      throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const c = new Curvature(this.rows, damping, { solver: this.solver, selfMethod: this.selfMethod, path: this.path });
     c.H0 = this.H0;
     c.ekfac = this.ekfac?.withDamping(damping) ?? null;
@@ -154,7 +162,11 @@ async function exactHessian(rows: HeadRows, signal?: AbortSignal, onProgress?: P
       throwIfAborted(signal);
       onProgress?.('hessian', start, n);
       const k = Math.min(CHUNK, n - start);
-      await sum.add(rows.h.subarray(start * D), probabilities(rows.g.subarray(start * C), rows.labels.subarray(start), k, C, p), k);
+      await sum.add(
+        rows.h.subarray(start * D),
+        probabilities(rows.g.subarray(start * C), rows.labels.subarray(start), k, C, p),
+        k,
+      );
     }
   } finally {
     await sum.release();
@@ -165,12 +177,18 @@ async function exactHessian(rows: HeadRows, signal?: AbortSignal, onProgress?: P
 }
 
 /** Every row's Q_i from H⁻¹, by float64 ORT products in chunks of rows. */
-async function exactQuads(rows: HeadRows, Hinv: Float64Array, signal?: AbortSignal, onProgress?: Progress): Promise<Float64Array> {
+async function exactQuads(
+  rows: HeadRows,
+  Hinv: Float64Array,
+  signal?: AbortSignal,
+  onProgress?: Progress,
+): Promise<Float64Array> {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
   // Hr[j, p·C + d] = H⁻¹[p, d·D̃ + j]: the layout the kernel multiplies x̃ into.
   const hr = new Float64Array(Dt * P * C);
-  for (let q = 0; q < P; q++) for (let d = 0; d < C; d++) for (let j = 0; j < Dt; j++) hr[j * P * C + q * C + d] = Hinv[q * P + d * Dt + j];
+  for (let q = 0; q < P; q++)
+    for (let d = 0; d < C; d++) for (let j = 0; j < Dt; j++) hr[j * P * C + q * C + d] = Hinv[q * P + d * Dt + j];
   const kernel = await quadKernel(C, Dt);
   const out = new Float64Array(n * C * C);
   const x = new Float64Array(CHUNK * Dt);
@@ -180,7 +198,8 @@ async function exactQuads(rows: HeadRows, Hinv: Float64Array, signal?: AbortSign
       onProgress?.('self-influence', start, n);
       const k = Math.min(CHUNK, n - start);
       for (let r = 0; r < k; r++) rowInput(rows, start + r, x.subarray(r * Dt, (r + 1) * Dt));
-      const q = (await kernel.run({ x: f64(x.subarray(0, k * Dt), [k, Dt]), hr: f64(hr, [Dt, P * C]) })).q.data as Float64Array;
+      const q = (await kernel.run({ x: f64(x.subarray(0, k * Dt), [k, Dt]), hr: f64(hr, [Dt, P * C]) })).q
+        .data as Float64Array;
       out.set(q, start * C * C);
     }
   } finally {

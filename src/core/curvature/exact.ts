@@ -9,7 +9,12 @@ import { probabilities, rowCurvature } from '../task/loss';
 import type { Ekfac } from './ekfac';
 
 /** Explicit damped Hessian, P×P. Cost n·C²·D̃²/4 multiply-adds. */
-export function denseHessian(rows: HeadRows, damping: number, signal?: AbortSignal, onProgress?: Progress): Float64Array {
+export function denseHessian(
+  rows: HeadRows,
+  damping: number,
+  signal?: AbortSignal,
+  onProgress?: Progress,
+): Float64Array {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
   const H = new Float64Array(P * P);
@@ -58,7 +63,12 @@ export function denseHessian(rows: HeadRows, damping: number, signal?: AbortSign
 }
 
 /** Hessian-vector products in factored form for R right-hand sides at once (each C×D̃). */
-export function hessianVectorProducts(rows: HeadRows, damping: number, V: Float64Array[], signal?: AbortSignal): Float64Array[] {
+export function hessianVectorProducts(
+  rows: HeadRows,
+  damping: number,
+  V: Float64Array[],
+  signal?: AbortSignal,
+): Float64Array[] {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
   const R = V.length;
@@ -116,12 +126,20 @@ export function solveCg(
   let it = 0;
   while (active.size > 0) {
     if (it >= maxIter) {
-      throw new InfluenceError('BAD_OPTION', `conjugate gradients did not converge in ${maxIter} iterations; increase --damping`);
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `conjugate gradients did not converge in ${maxIter} iterations; increase --damping`,
+      );
     }
     it++;
     opts.onProgress?.('solve', it, maxIter);
     const ks = [...active];
-    const HP = hessianVectorProducts(rows, damping, ks.map((k) => Pd[k]), opts.signal);
+    const HP = hessianVectorProducts(
+      rows,
+      damping,
+      ks.map((k) => Pd[k]),
+      opts.signal,
+    );
     ks.forEach((k, idx) => {
       const hp = HP[idx];
       const alpha = rz[k] / dot(Pd[k], hp);

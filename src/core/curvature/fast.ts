@@ -22,8 +22,6 @@ const DENSE_CG_TOL = 1e-10;
 /** Cache name (and version) of the fast path's curvature. */
 const CURVATURE_ENTRY = 'curvature1';
 
-
-
 /**
  * The fast path's curvature: EK-FAC factors computed with float64 ORT products, CG whose
  * Hessian-vector products are float32 ORT products, and one ORT pass per row chunk for the scores.
@@ -83,11 +81,16 @@ export class FastCurvature {
     for (let i = 0; i < n; i++) order[next[ref[i]]++] = BigInt(i);
     const groups: { start: number; k: number; ref: BigInt64Array }[] = [];
     for (let c = 0; c < C; c++)
-      for (let start = count[c]; start < count[c + 1]; start += CHUNK) groups.push({ start, k: Math.min(CHUNK, count[c + 1] - start), ref: BigInt64Array.of(BigInt(c)) });
+      for (let start = count[c]; start < count[c + 1]; start += CHUNK)
+        groups.push({ start, k: Math.min(CHUNK, count[c + 1] - start), ref: BigInt64Array.of(BigInt(c)) });
     return { order, groups };
   }
 
-  static async create(rows: HeadRows, damping: number, opts: Pick<CurvatureOptions, 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> = {}): Promise<FastCurvature> {
+  static async create(
+    rows: HeadRows,
+    damping: number,
+    opts: Pick<CurvatureOptions, 'hessian' | 'store' | 'explicitHessian' | 'signal' | 'onProgress'> = {},
+  ): Promise<FastCurvature> {
     const f = new FastCurvature(rows, damping);
     const { C } = rows;
     const { Dt, P } = headDims(rows);
@@ -106,7 +109,8 @@ export class FastCurvature {
     let S: Float64Array;
     let Abar: Float64Array;
     if (explicit) {
-      const stats = opts.explicitHessian?.n === rows.n ? opts.explicitHessian : await f.buildHessian(opts.signal, opts.onProgress);
+      const stats =
+        opts.explicitHessian?.n === rows.n ? opts.explicitHessian : await f.buildHessian(opts.signal, opts.onProgress);
       ({ S, Abar } = stats);
       f.H0 = stats.H0;
     } else ({ S, Abar } = await f.gram(opts.signal, opts.onProgress));
@@ -291,7 +295,8 @@ export class FastCurvature {
     this.hvpK ??= await denseHvpKernel(P);
     const all = new Float64Array(V.length * P);
     V.forEach((v, r) => all.set(v, r * P));
-    const out = (await this.hvpK.run({ v: f64(all, [V.length, P]), H: f64(this.H0!, [P, P]) })).out.data as Float64Array;
+    const out = (await this.hvpK.run({ v: f64(all, [V.length, P]), H: f64(this.H0!, [P, P]) })).out
+      .data as Float64Array;
     return V.map((v, r) => {
       const o = out.slice(r * P, (r + 1) * P);
       centerClasses(o, C, Dt);
@@ -324,7 +329,10 @@ export class FastCurvature {
    * independent CG, at the same cost per iteration (one pass over the rows for all directions).
    * Every column iterates until all have ‖r‖ ≤ tol·‖b‖.
    */
-  async solve(B: Float64Array[], opts: { tol?: number; maxIter?: number; signal?: AbortSignal; onProgress?: Progress } = {}): Promise<{ X: Float64Array[]; iterations: number }> {
+  async solve(
+    B: Float64Array[],
+    opts: { tol?: number; maxIter?: number; signal?: AbortSignal; onProgress?: Progress } = {},
+  ): Promise<{ X: Float64Array[]; iterations: number }> {
     const tol = opts.tol ?? (this.H0 ? DENSE_CG_TOL : FAST_CG_TOL);
     const maxIter = opts.maxIter ?? 1000;
     const { C } = this.rows;
@@ -353,7 +361,10 @@ export class FastCurvature {
       let ZR = blockGram(Z, R);
       for (;;) {
         if (it >= maxIter) {
-          throw new InfluenceError('BAD_OPTION', `conjugate gradients did not converge in ${maxIter} iterations; increase --damping`);
+          throw new InfluenceError(
+            'BAD_OPTION',
+            `conjugate gradients did not converge in ${maxIter} iterations; increase --damping`,
+          );
         }
         it++;
         opts.onProgress?.('solve', it, maxIter);

@@ -17,7 +17,9 @@ import type { FromHessianWorker, HessianPartial, ToHessianWorker } from './hessi
  * TypeScript source (tests, under tsx, whose loader does not reach worker threads), the built one.
  */
 function workerScript(): string | null {
-  const file = __filename.endsWith('.ts') ? join(__dirname, '../../../dist/hessian-worker.js') : join(__dirname, 'hessian-worker.js');
+  const file = __filename.endsWith('.ts')
+    ? join(__dirname, '../../../dist/hessian-worker.js')
+    : join(__dirname, 'hessian-worker.js');
   return existsSync(file) ? file : null;
 }
 
@@ -82,7 +84,9 @@ export class HessianFeeder {
     // A batch's own ORT output buffers move to the worker (when each is a whole buffer of its own);
     // anything else is copied by postMessage.
     const transfer = new Set<ArrayBuffer>();
-    if (own) for (const a of [h, g, labels]) if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) transfer.add(a.buffer as ArrayBuffer);
+    if (own)
+      for (const a of [h, g, labels])
+        if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) transfer.add(a.buffer as ArrayBuffer);
     if (transfer.size < 3) transfer.clear();
     this.inFlight++;
     this.worker!.postMessage({ type: 'rows', h, g, labels, k } satisfies ToHessianWorker, [...transfer]);
@@ -92,21 +96,32 @@ export class HessianFeeder {
    * The sums over all rows of the pass, or null when no worker ran (too few rows) or it failed.
    * Reports progress; cancellable.
    */
-  async finish(rows: Pick<HeadRows, 'n' | 'h' | 'g' | 'labels'>, signal?: AbortSignal, onProgress?: Progress): Promise<HessianStats | null> {
+  async finish(
+    rows: Pick<HeadRows, 'n' | 'h' | 'g' | 'labels'>,
+    signal?: AbortSignal,
+    onProgress?: Progress,
+  ): Promise<HessianStats | null> {
     const { n } = rows;
     if (!this.worker || !this.result || this.seen !== n) return null;
     // Waiting on the worker alone must keep the event loop (and the process) alive.
     this.worker.ref();
     const { C, D } = this.shape;
     const chunks: Ranges = [];
-    for (const [a, b] of this.left) for (let s = a; s < b; s += SHARE_CHUNK) chunks.push([s, Math.min(b, s + SHARE_CHUNK)]);
+    for (const [a, b] of this.left)
+      for (let s = a; s < b; s += SHARE_CHUNK) chunks.push([s, Math.min(b, s + SHARE_CHUNK)]);
     let mine = 0;
     const progress = () => onProgress?.('hessian', this.workerRows + mine, n);
     const feed = () => {
       // Keep the worker one chunk ahead.
       while (this.worker && this.inFlight < 1 && chunks.length) {
         const [a, b] = chunks.shift()!;
-        this.post(rows.h.slice(a * D, b * D) as Float32Array, rows.g.slice(a * C, b * C), rows.labels.slice(a, b), b - a, false);
+        this.post(
+          rows.h.slice(a * D, b * D) as Float32Array,
+          rows.g.slice(a * C, b * C),
+          rows.labels.slice(a, b),
+          b - a,
+          false,
+        );
       }
     };
     this.onSummed = () => {
@@ -121,7 +136,11 @@ export class HessianFeeder {
         if (signal?.aborted) throw new CancelledError();
         const [a, b] = chunks.pop()!;
         if (p.length < (b - a) * C) p = new Float64Array((b - a) * C);
-        await local.add(rows.h.subarray(a * D, b * D) as Float32Array, probabilities(rows.g.subarray(a * C, b * C), rows.labels.subarray(a, b), b - a, C, p), b - a);
+        await local.add(
+          rows.h.subarray(a * D, b * D) as Float32Array,
+          probabilities(rows.g.subarray(a * C, b * C), rows.labels.subarray(a, b), b - a, C, p),
+          b - a,
+        );
         mine += b - a;
         progress();
       }

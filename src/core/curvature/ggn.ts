@@ -39,7 +39,14 @@ export interface DeepCurvature {
  * because Σp = 1), for a softmax row with signal g = p − e_y; the single entry √(p(1 − p)) for a
  * binary one. 1 − p_y is taken as −g_y, so that a confident row keeps the digits of its small curvature.
  */
-export function curvatureDirections(task: Task, g: Float64Array, go: number, y: number, out: Float64Array, o: number): void {
+export function curvatureDirections(
+  task: Task,
+  g: Float64Array,
+  go: number,
+  y: number,
+  out: Float64Array,
+  o: number,
+): void {
   const K = task.K;
   if (K === 1) {
     const p = g[go] + y;
@@ -93,7 +100,8 @@ export class ExactGgn implements DeepCurvature {
   }
 
   static async create(H0: Float64Array, P: number, damping: number, signal?: AbortSignal): Promise<ExactGgn> {
-    if (!(damping > 0) || !Number.isFinite(damping)) throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
+    if (!(damping > 0) || !Number.isFinite(damping))
+      throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const H = Float64Array.from(H0);
     for (let q = 0; q < P; q++) H[q * P + q] += damping;
     const inv = await SpdInverter.create();
@@ -109,7 +117,8 @@ export class ExactGgn implements DeepCurvature {
 
   async solveRows(B: Float64Array, m: number): Promise<Float64Array> {
     // (H⁻¹bᵀ)ᵀ = b H⁻¹ (H⁻¹ is symmetric).
-    return (await this.gemm.run({ a: f64(B, [m, this.P]), b: f64(this.Hinv, [this.P, this.P]) })).c.data as Float64Array;
+    return (await this.gemm.run({ a: f64(B, [m, this.P]), b: f64(this.Hinv, [this.P, this.P]) })).c
+      .data as Float64Array;
   }
 
   async quad(B: Float64Array, m: number): Promise<Float64Array> {

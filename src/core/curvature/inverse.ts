@@ -31,7 +31,13 @@ export class SpdInverter {
     await Promise.all([this.k.nn.release(), this.k.tn.release(), this.k.nt.release()]);
   }
 
-  private async mul(kind: 'nn' | 'tn' | 'nt', a: Float64Array, ad: [number, number], b: Float64Array, bd: [number, number]): Promise<Float64Array> {
+  private async mul(
+    kind: 'nn' | 'tn' | 'nt',
+    a: Float64Array,
+    ad: [number, number],
+    b: Float64Array,
+    bd: [number, number],
+  ): Promise<Float64Array> {
     return (await this.k[kind].run({ a: f64(a, ad), b: f64(b, bd) })).c.data as Float64Array;
   }
 

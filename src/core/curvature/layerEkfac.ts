@@ -63,7 +63,12 @@ export class LayerEkfac implements DeepCurvature {
    */
   static collector(deep: DeepEngine): {
     onBatch: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
-    finish: (rows: DeepRows, damping: number, pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>, signal?: AbortSignal) => Promise<LayerEkfac>;
+    finish: (
+      rows: DeepRows,
+      damping: number,
+      pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
+      signal?: AbortSignal,
+    ) => Promise<LayerEkfac>;
   } {
     const K = deep.K;
     const dims = deep.chosen.map((l) => ({ out: l.out, Dt: l.fanIn + (l.bias ? 1 : 0) }));
@@ -91,7 +96,12 @@ export class LayerEkfac implements DeepCurvature {
         });
       }
     };
-    const finish = async (rows: DeepRows, damping: number, pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>, signal?: AbortSignal): Promise<LayerEkfac> => {
+    const finish = async (
+      rows: DeepRows,
+      damping: number,
+      pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
+      signal?: AbortSignal,
+    ): Promise<LayerEkfac> => {
       throwIfAborted(signal);
       const blocks: Block[] = dims.map((d, q) => ({
         ...d,
@@ -135,12 +145,27 @@ export class LayerEkfac implements DeepCurvature {
     let quad: string | null = null;
     blocks.forEach((blk, q) => {
       const { out, Dt } = blk;
-      const V = g.reshape(g.op('Slice', [B, g.ints([blk.offset]), g.ints([blk.offset + blk.P]), g.ints([1])]), [-1, out, Dt]);
-      const t = g.matmul(g.matmul(g.constant(F64, [out, out], transpose(blk.US, out, out)), V), g.constant(F64, [Dt, Dt], blk.UA));
+      const V = g.reshape(g.op('Slice', [B, g.ints([blk.offset]), g.ints([blk.offset + blk.P]), g.ints([1])]), [
+        -1,
+        out,
+        Dt,
+      ]);
+      const t = g.matmul(
+        g.matmul(g.constant(F64, [out, out], transpose(blk.US, out, out)), V),
+        g.constant(F64, [Dt, Dt], blk.UA),
+      );
       const u = g.mul(t, g.input(`inv${q}`, F64, [out, Dt]));
       const qq = g.reduceSum(g.mul(t, u), [1, 2], 0);
       quad = quad ? g.add(quad, qq) : qq;
-      parts.push(g.reshape(g.matmul(g.matmul(g.constant(F64, [out, out], blk.US), u), g.constant(F64, [Dt, Dt], transpose(blk.UA, Dt, Dt))), [-1, blk.P]));
+      parts.push(
+        g.reshape(
+          g.matmul(
+            g.matmul(g.constant(F64, [out, out], blk.US), u),
+            g.constant(F64, [Dt, Dt], transpose(blk.UA, Dt, Dt)),
+          ),
+          [-1, blk.P],
+        ),
+      );
     });
     g.output(parts.length === 1 ? parts[0] : g.op('Concat', parts, { axis: 1 }), 'x', F64, ['m', P]);
     g.output(quad!, 'q', F64, ['m']);

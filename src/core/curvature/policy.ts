@@ -65,7 +65,10 @@ export interface CurvatureOptions extends MethodOptions {
 }
 
 /** Solver, self-influence method and path for a problem, from the options and its size. */
-export function chooseMethods(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h'>, opts: MethodOptions): { solver: SolverKind; selfMethod: SelfInfluenceMethod; path: ComputePath } {
+export function chooseMethods(
+  rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h'>,
+  opts: MethodOptions,
+): { solver: SolverKind; selfMethod: SelfInfluenceMethod; path: ComputePath } {
   const { P } = headDims(rows);
   const dense = rows.n * P * P <= EXACT_BUDGET && P <= DENSE_MAX_P;
   const large = !dense || opts.path === 'fast';
@@ -77,7 +80,12 @@ export function chooseMethods(rows: Pick<HeadRows, 'n' | 'C' | 'D' | 'bias' | 'h
   const fastable = solver === 'cg' && selfMethod === 'ekfac' && meanFree;
   const path = opts.path ?? (!dense && fastable && rows.h instanceof Float32Array ? 'fast' : 'exact');
   if (path === 'fast' && !fastable) {
-    throw new InfluenceError('BAD_OPTION', meanFree ? `the fast path needs the CG solver and EK-FAC self-influence (got ${solver} and ${selfMethod})` : 'the fast path serves softmax heads only; a binary head uses the exact path');
+    throw new InfluenceError(
+      'BAD_OPTION',
+      meanFree
+        ? `the fast path needs the CG solver and EK-FAC self-influence (got ${solver} and ${selfMethod})`
+        : 'the fast path serves softmax heads only; a binary head uses the exact path',
+    );
   }
   return { solver, selfMethod, path };
 }
@@ -94,7 +102,8 @@ export function explicitHessian(P: number, opts: Pick<MethodOptions, 'hessian'>)
 export function explicitHessianFrom(head: HeadShape, opts: MethodOptions): number | null {
   const { P } = headDims(head);
   if (!explicitHessian(P, opts) || !taskFor(head.C).meanFree) return null;
-  if (opts.path === 'exact' || (opts.solver ?? 'cg') !== 'cg' || (opts.selfInfluence ?? 'ekfac') !== 'ekfac') return null;
+  if (opts.path === 'exact' || (opts.solver ?? 'cg') !== 'cg' || (opts.selfInfluence ?? 'ekfac') !== 'ekfac')
+    return null;
   if (opts.path === 'fast' || P > DENSE_MAX_P) return 0;
   return Math.floor(EXACT_BUDGET / (P * P)) + 1;
 }
@@ -151,21 +160,51 @@ function traceRule(rows: HeadRows): { lambda: number; meanEigenvalue: number } {
  *   else AUTO_RULE.
  * λ is never 0, because (diag p − ppᵀ)·1 = 0 makes H₀ singular.
  */
-export function resolveDamping(option: DampingOption | undefined, rows: HeadRows, model: DampingModel, G: () => Float64Array = () => meanLossGradient(rows)): Damping {
+export function resolveDamping(
+  option: DampingOption | undefined,
+  rows: HeadRows,
+  model: DampingModel,
+  G: () => Float64Array = () => meanLossGradient(rows),
+): Damping {
   const s2 = model.scale * model.scale;
-  const on = (effective: number, rule: string, implied: Damping['implied'] = null): Damping => ({ damping: effective * s2, effective, rule, implied });
+  const on = (effective: number, rule: string, implied: Damping['implied'] = null): Damping => ({
+    damping: effective * s2,
+    effective,
+    rule,
+    implied,
+  });
   if (typeof option === 'number') {
-    if (!(option > 0) || !Number.isFinite(option)) throw new InfluenceError('BAD_OPTION', `--damping must be a positive number or auto, trace or implied; got ${option}`);
+    if (!(option > 0) || !Number.isFinite(option))
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--damping must be a positive number or auto, trace or implied; got ${option}`,
+      );
     return { damping: option, effective: option / s2, rule: '--damping', implied: null };
   }
   const rule = option ?? 'auto';
-  if (rule === 'auto' && model.l2 !== null) return { damping: model.l2, effective: model.l2 / s2, rule: 'model metadata influence_lens.l2', implied: null };
+  if (rule === 'auto' && model.l2 !== null)
+    return { damping: model.l2, effective: model.l2 / s2, rule: 'model metadata influence_lens.l2', implied: null };
   const trace = traceRule(rows);
   const traceText = '1e-3 × trace(H₀)/P';
-  if (rule === 'trace' || (rule === 'auto' && AUTO_RULE === 'trace')) return on(trace.lambda, rule === 'auto' ? `${traceText} (no influence_lens.l2 in the model)` : traceText);
+  if (rule === 'trace' || (rule === 'auto' && AUTO_RULE === 'trace'))
+    return on(trace.lambda, rule === 'auto' ? `${traceText} (no influence_lens.l2 in the model)` : traceText);
   const fit = impliedL2(G(), model.theta);
   const implied = { lambda: fit.lambda * s2, residual: fit.residual };
-  if (!(fit.lambda > trace.lambda)) return on(trace.lambda, `${traceText}: the head's gradient implies no larger L2 (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);
-  if (fit.lambda > trace.meanEigenvalue) return on(trace.meanEigenvalue, `trace(H₀)/P, the ceiling of the L2 implied by the head's gradient (λ̂ = ${fit.lambda.toPrecision(3)})`, implied);
-  return on(fit.lambda, `the L2 implied by the head's gradient at stationarity (residual ${fit.residual.toPrecision(2)})`, implied);
+  if (!(fit.lambda > trace.lambda))
+    return on(
+      trace.lambda,
+      `${traceText}: the head's gradient implies no larger L2 (λ̂ = ${fit.lambda.toPrecision(3)})`,
+      implied,
+    );
+  if (fit.lambda > trace.meanEigenvalue)
+    return on(
+      trace.meanEigenvalue,
+      `trace(H₀)/P, the ceiling of the L2 implied by the head's gradient (λ̂ = ${fit.lambda.toPrecision(3)})`,
+      implied,
+    );
+  return on(
+    fit.lambda,
+    `the L2 implied by the head's gradient at stationarity (residual ${fit.residual.toPrecision(2)})`,
+    implied,
+  );
 }

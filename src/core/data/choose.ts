@@ -62,7 +62,10 @@ export interface ChooseOptions {
 export type TableRequest = Pick<TableOptions, 'labelColumn' | 'features' | 'classes' | 'ignoreColumns'>;
 
 /** How a data file was read, as options that read it the same way again (e.g. records by their offsets). */
-export type TableRead = Pick<TableOptions, 'labelColumn' | 'requireLabel' | 'features' | 'ignoreColumns' | 'indexColumn' | 'classes'>;
+export type TableRead = Pick<
+  TableOptions,
+  'labelColumn' | 'requireLabel' | 'features' | 'ignoreColumns' | 'indexColumn' | 'classes'
+>;
 
 export function tableRead(choice: TableChoice): TableRead {
   const { labelColumn, requireLabel, features, ignoreColumns, indexColumn, classes } = choice.options;
@@ -82,7 +85,10 @@ export const LABEL_NAMES = ['target', 'class', 'y', 'labels'];
  * named label in another case, else the one named target, class, y or labels (any case). Null
  * when there is none or more than one; `candidates` says which.
  */
-export function guessLabelColumn(columns: readonly string[], exclude: ReadonlySet<string> = new Set()): { name: string | null; guessed: boolean; candidates: string[] } {
+export function guessLabelColumn(
+  columns: readonly string[],
+  exclude: ReadonlySet<string> = new Set(),
+): { name: string | null; guessed: boolean; candidates: string[] } {
   const usable = columns.filter((c) => !exclude.has(c));
   if (usable.includes('label')) return { name: 'label', guessed: false, candidates: ['label'] };
   const cased = usable.filter((c) => c.toLowerCase() === 'label');
@@ -91,12 +97,20 @@ export function guessLabelColumn(columns: readonly string[], exclude: ReadonlySe
 }
 
 /** LABEL_COLUMN_MISSING for a file with no label column, or with several that could be it. */
-export function labelColumnMissing(path: string, columns: readonly string[], candidates: readonly string[]): InfluenceError {
+export function labelColumnMissing(
+  path: string,
+  columns: readonly string[],
+  candidates: readonly string[],
+): InfluenceError {
   const why =
     candidates.length > 1
       ? `there is no "label" column, and ${candidates.length} columns could be it: ${listNames(candidates)}`
       : `there is no "label" column, and none named ${LABEL_NAMES.join(', ')}`;
-  return new InfluenceError('LABEL_COLUMN_MISSING', `${why}; columns found: ${listNames(columns, 50)}; name the label column with --label-column`, { file: path });
+  return new InfluenceError(
+    'LABEL_COLUMN_MISSING',
+    `${why}; columns found: ${listNames(columns, 50)}; name the label column with --label-column`,
+    { file: path },
+  );
 }
 
 /** A first column that may be a row index: pandas' (header "" or "Unnamed: 0"), or one named id or index. */
@@ -117,7 +131,12 @@ const squash = (s: string) => s.toLowerCase().replace(/[^\p{L}\p{N}]/gu, '');
  * punctuation aside) if it holds F numbers. Null when neither; FEATURE_COUNT_MISMATCH when several
  * keys hold F numbers and none is named like the input.
  */
-export function jsonlFeatureKey(path: string, first: Record<string, unknown>, keys: readonly string[], model: Pick<ModelShape, 'F' | 'inputName'>): { key: string; why: 'array' | 'name' } | null {
+export function jsonlFeatureKey(
+  path: string,
+  first: Record<string, unknown>,
+  keys: readonly string[],
+  model: Pick<ModelShape, 'F' | 'inputName'>,
+): { key: string; why: 'array' | 'name' } | null {
   const arrays = keys.filter((k) => Array.isArray(first[k]) && widthOf(first[k]) === model.F);
   if (arrays.length === 1) return { key: arrays[0], why: 'array' };
   const named = keys.filter((k) => squash(k) === squash(model.inputName) && widthOf(first[k]) === model.F);
@@ -133,7 +152,11 @@ export function jsonlFeatureKey(path: string, first: Record<string, unknown>, ke
 }
 
 /** The flattened width of the columns but the skipped ones (JSONL arrays flatten). */
-function columnsWidth(columns: readonly string[], first: Record<string, unknown> | null, skipped: readonly string[]): number {
+function columnsWidth(
+  columns: readonly string[],
+  first: Record<string, unknown> | null,
+  skipped: readonly string[],
+): number {
   return columns.reduce((a, c) => a + (skipped.includes(c) ? 0 : first ? widthOf(first[c]) : 1), 0);
 }
 
@@ -143,7 +166,12 @@ function columnsWidth(columns: readonly string[], first: Record<string, unknown>
  * scan's places are lines of a text file, or 0-based rows of a Parquet/Arrow file (`unit`).
  * LABEL_INVALID when names and ids mix; CLASS_COUNT_MISMATCH when there are not C names.
  */
-export function classesOfNames(path: string, scanned: LabelNames | null, C: number, unit: 'line' | 'row' = 'line'): { classes: string[]; note: string } | null {
+export function classesOfNames(
+  path: string,
+  scanned: LabelNames | null,
+  C: number,
+  unit: 'line' | 'row' = 'line',
+): { classes: string[]; note: string } | null {
   if (!scanned) return null;
   if (scanned.integer) {
     throw new InfluenceError(
@@ -160,12 +188,26 @@ export function classesOfNames(path: string, scanned: LabelNames | null, C: numb
       { file: path },
     );
   }
-  const shown = sorted.length <= 6 ? sorted.map((c, i) => `${i} = ${show(c)}`).join(', ') : `${sorted.slice(0, 3).map((c, i) => `${i} = ${show(c)}`).join(', ')}, …, ${C - 1} = ${show(sorted[C - 1])}`;
-  return { classes: sorted, note: `the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order` };
+  const shown =
+    sorted.length <= 6
+      ? sorted.map((c, i) => `${i} = ${show(c)}`).join(', ')
+      : `${sorted
+          .slice(0, 3)
+          .map((c, i) => `${i} = ${show(c)}`)
+          .join(', ')}, …, ${C - 1} = ${show(sorted[C - 1])}`;
+  return {
+    classes: sorted,
+    note: `the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order`,
+  };
 }
 
 /** Decides how to read a data file for a model; reads its header, and for names as labels its label column. */
-export async function chooseTable(path: string, user: TableOptions, model: ModelShape, opts: ChooseOptions = {}): Promise<TableChoice> {
+export async function chooseTable(
+  path: string,
+  user: TableOptions,
+  model: ModelShape,
+  opts: ChooseOptions = {},
+): Promise<TableChoice> {
   const { like } = opts;
   const requireLabel = opts.requireLabel ?? true;
   const { format, columns, first } = await probeTable(path, user);
@@ -175,8 +217,13 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
 
   // Columns skipped: the user's (each must exist, the reader checks) or, for a file read like
   // another, those of its skipped columns that this file has.
-  let ignore = like ? (like.options.ignoreColumns ?? []).filter((c) => columns.includes(c)) : [...(user.ignoreColumns ?? [])];
-  let indexColumn = like?.options.indexColumn !== undefined && columns.includes(like.options.indexColumn) ? like.options.indexColumn : undefined;
+  let ignore = like
+    ? (like.options.ignoreColumns ?? []).filter((c) => columns.includes(c))
+    : [...(user.ignoreColumns ?? [])];
+  let indexColumn =
+    like?.options.indexColumn !== undefined && columns.includes(like.options.indexColumn)
+      ? like.options.indexColumn
+      : undefined;
 
   // The label column.
   let labelColumn: string;
@@ -185,7 +232,11 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
     labelColumn = user.labelColumn;
   } else if (like?.labelColumn && columns.includes(like.labelColumn)) {
     labelColumn = like.labelColumn;
-  } else if (like && !requireLabel && columnsWidth(columns, first, [...ignore, ...(indexColumn !== undefined ? [indexColumn] : [])]) === model.F) {
+  } else if (
+    like &&
+    !requireLabel &&
+    columnsWidth(columns, first, [...ignore, ...(indexColumn !== undefined ? [indexColumn] : [])]) === model.F
+  ) {
     // A test file without the training file's label column whose columns match the model: unlabelled.
     labelColumn = like.labelColumn ?? 'label';
   } else {
@@ -195,14 +246,18 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
     if (g.name === null && requireLabel) throw labelColumnMissing(path, columns, g.candidates);
     labelColumn = g.name ?? 'label';
     labelGuessed = g.guessed || (like !== undefined && g.name !== null);
-    if (labelGuessed) note(`the label column is ${show(labelColumn)} (there is no ${show(like?.labelColumn ?? 'label')} column); name another with --label-column`);
+    if (labelGuessed)
+      note(
+        `the label column is ${show(labelColumn)} (there is no ${show(like?.labelColumn ?? 'label')} column); name another with --label-column`,
+      );
   }
   const hasLabel = columns.includes(labelColumn);
 
   // The features: the user's, the training file's JSONL key, or every other column, unless a rule
   // finds the columns that match the model.
   let features = user.features;
-  if (!features && like?.options.features && like.options.features.every((f) => columns.includes(f))) features = like.options.features;
+  if (!features && like?.options.features && like.options.features.every((f) => columns.includes(f)))
+    features = like.options.features;
   if (!features) {
     const skip = new Set([...ignore, ...(indexColumn !== undefined ? [indexColumn] : [])]);
     const rest = columns.filter((c) => c !== labelColumn && !skip.has(c));
@@ -213,18 +268,33 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
       if (chosen) {
         features = [chosen.key];
         const others = rest.filter((c) => c !== chosen.key);
-        const why = chosen.why === 'array' ? `the one key holding ${model.F} numbers` : `named like the model's input '${model.inputName}'`;
-        note(`the features are the key ${show(chosen.key)} (${why})${others.length ? `; the other keys (${listNames(others)}) are ignored` : ''}; choose others with --features`);
+        const why =
+          chosen.why === 'array'
+            ? `the one key holding ${model.F} numbers`
+            : `named like the model's input '${model.inputName}'`;
+        note(
+          `the features are the key ${show(chosen.key)} (${why})${others.length ? `; the other keys (${listNames(others)}) are ignored` : ''}; choose others with --features`,
+        );
       }
     }
     const index = indexColumnOf(columns);
-    if (!features && width !== model.F && index && rest.includes(index.name) && width - widthOfColumn(index.name) === model.F) {
+    if (
+      !features &&
+      width !== model.F &&
+      index &&
+      rest.includes(index.name) &&
+      width - widthOfColumn(index.name) === model.F
+    ) {
       if (index.kind === 'pandas') {
         ignore = [...ignore, index.name];
-        note(`the first column ${show(index.name)} (a pandas index) is skipped: without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`);
+        note(
+          `the first column ${show(index.name)} (a pandas index) is skipped: without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`,
+        );
       } else {
         indexColumn = index.name;
-        note(`the first column ${show(index.name)} is taken for row ids and skipped (its values must be distinct integers): without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`);
+        note(
+          `the first column ${show(index.name)} is taken for row ids and skipped (its values must be distinct integers): without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`,
+        );
       }
     }
   }
@@ -240,7 +310,12 @@ export async function chooseTable(path: string, user: TableOptions, model: Model
     classes = like.options.classes ?? null;
     classesFrom = like.classesFrom;
   } else if (!classes && hasLabel && requireLabel) {
-    const scanned = await scanLabelNames(path, format, labelColumn, { count: model.classes, signal: opts.signal, chunkSize: user.chunkSize, open: user.open });
+    const scanned = await scanLabelNames(path, format, labelColumn, {
+      count: model.classes,
+      signal: opts.signal,
+      chunkSize: user.chunkSize,
+      open: user.open,
+    });
     const sorted = classesOfNames(path, scanned, model.classes);
     if (sorted) {
       classes = sorted.classes;

@@ -16,7 +16,17 @@
  */
 import * as nodePath from 'node:path';
 import { InfluenceError, throwIfAborted } from '../errors';
-import { chooseTable, classesOfNames, guessLabelColumn, indexColumnOf, labelColumnMissing, type ChooseOptions, type ClassesFrom, type ModelShape, type TableChoice } from './choose';
+import {
+  chooseTable,
+  classesOfNames,
+  guessLabelColumn,
+  indexColumnOf,
+  labelColumnMissing,
+  type ChooseOptions,
+  type ClassesFrom,
+  type ModelShape,
+  type TableChoice,
+} from './choose';
 import { openColumns } from './columnar';
 import { classFolders } from './images/folder';
 import { scanLabelNames, type LabelNames } from './labels';
@@ -42,11 +52,20 @@ async function kindOf(path: string, opts: SourceOptions): Promise<SourceKind> {
 }
 
 /** Decides how to read any data source for a model (see the top of this file). */
-export async function chooseSource(path: string, user: SourceOptions, model: ModelShape, opts: ChooseOptions = {}): Promise<SourceChoice> {
+export async function chooseSource(
+  path: string,
+  user: SourceOptions,
+  model: ModelShape,
+  opts: ChooseOptions = {},
+): Promise<SourceChoice> {
   const kind = await kindOf(path, user);
   if (kind === 'table') {
     const c = await chooseTable(path, user, model, opts);
-    return { ...c, kind, options: { ...c.options, ...(user.imageColumn !== undefined ? { imageColumn: user.imageColumn } : {}) } };
+    return {
+      ...c,
+      kind,
+      options: { ...c.options, ...(user.imageColumn !== undefined ? { imageColumn: user.imageColumn } : {}) },
+    };
   }
   if (kind === 'manifest') return chooseManifest(path, user, model, opts);
   if (kind === 'columns') return chooseColumns(path, user, model, opts);
@@ -54,7 +73,11 @@ export async function chooseSource(path: string, user: SourceOptions, model: Mod
 }
 
 /** Class names given by the user, the model or the training source, in that order (null if none). */
-function givenClasses(user: SourceOptions, model: ModelShape, like: TableChoice | undefined): { classes: string[] | null; from: ClassesFrom } {
+function givenClasses(
+  user: SourceOptions,
+  model: ModelShape,
+  like: TableChoice | undefined,
+): { classes: string[] | null; from: ClassesFrom } {
   if (user.classes) return { classes: user.classes, from: 'option' };
   if (model.classNames) return { classes: model.classNames, from: 'metadata' };
   if (like) return { classes: like.options.classes ?? null, from: like.classesFrom };
@@ -62,7 +85,13 @@ function givenClasses(user: SourceOptions, model: ModelShape, like: TableChoice 
 }
 
 /** An image folder's classes are its folders (sorted), unless given; one image has no label. */
-function chooseImages(path: string, kind: SourceKind, user: SourceOptions, model: ModelShape, opts: ChooseOptions): SourceChoice {
+function chooseImages(
+  path: string,
+  kind: SourceKind,
+  user: SourceOptions,
+  model: ModelShape,
+  opts: ChooseOptions,
+): SourceChoice {
   let { classes, from } = givenClasses(user, model, opts.like);
   if (!classes && kind === 'imagefolder') {
     const names = classFolders(path);
@@ -71,7 +100,14 @@ function chooseImages(path: string, kind: SourceKind, user: SourceOptions, model
       from = 'folders';
     }
   }
-  const options: SourceOptions = { ...user, labelColumn: undefined, features: undefined, ignoreColumns: undefined, requireLabel: opts.requireLabel ?? true, classes };
+  const options: SourceOptions = {
+    ...user,
+    labelColumn: undefined,
+    features: undefined,
+    ignoreColumns: undefined,
+    requireLabel: opts.requireLabel ?? true,
+    classes,
+  };
   return { kind, options, labelColumn: null, labelGuessed: false, classesFrom: from, notes: [] };
 }
 
@@ -81,7 +117,15 @@ function chooseImages(path: string, kind: SourceKind, user: SourceOptions, model
  * when `mayGuess` (for a test file without a label, only when its columns do not match the model
  * without that column); otherwise it is unlabelled.
  */
-function labelColumnOf(path: string, columns: string[], user: SourceOptions, opts: ChooseOptions, exclude: Set<string>, mayGuess: (name: string) => boolean, note: (t: string) => void): { labelColumn: string; guessed: boolean } {
+function labelColumnOf(
+  path: string,
+  columns: string[],
+  user: SourceOptions,
+  opts: ChooseOptions,
+  exclude: Set<string>,
+  mayGuess: (name: string) => boolean,
+  note: (t: string) => void,
+): { labelColumn: string; guessed: boolean } {
   const { like } = opts;
   const requireLabel = opts.requireLabel ?? true;
   if (user.labelColumn !== undefined) return { labelColumn: user.labelColumn, guessed: false };
@@ -90,12 +134,20 @@ function labelColumnOf(path: string, columns: string[], user: SourceOptions, opt
   const take = g.name !== null && (requireLabel || !like || mayGuess(g.name)) ? g.name : null;
   if (take === null && requireLabel) throw labelColumnMissing(path, columns, g.candidates);
   const guessed = take !== null && (g.guessed || (!!like?.labelColumn && take !== like.labelColumn));
-  if (guessed) note(`the label column is ${show(take!)} (there is no ${show(like?.labelColumn ?? 'label')} column); name another with --label-column`);
+  if (guessed)
+    note(
+      `the label column is ${show(take!)} (there is no ${show(like?.labelColumn ?? 'label')} column); name another with --label-column`,
+    );
   return { labelColumn: take ?? like?.labelColumn ?? 'label', guessed };
 }
 
 /** A CSV/TSV/JSONL manifest: the label column and class names as a table's; the path column is never the label. */
-async function chooseManifest(path: string, user: SourceOptions, model: ModelShape, opts: ChooseOptions): Promise<SourceChoice> {
+async function chooseManifest(
+  path: string,
+  user: SourceOptions,
+  model: ModelShape,
+  opts: ChooseOptions,
+): Promise<SourceChoice> {
   const { like } = opts;
   const requireLabel = opts.requireLabel ?? true;
   const { format, columns } = await probeTable(path, user);
@@ -103,11 +155,24 @@ async function chooseManifest(path: string, user: SourceOptions, model: ModelSha
   const notes: string[] = [];
   const note = (t: string) => notes.push(`${nodePath.basename(path)}: ${t}`);
   // The images hold the features: a guessed label column can never be a feature here.
-  const { labelColumn, guessed } = labelColumnOf(path, columns, user, opts, new Set(pathColumn !== null ? [pathColumn] : []), () => true, note);
+  const { labelColumn, guessed } = labelColumnOf(
+    path,
+    columns,
+    user,
+    opts,
+    new Set(pathColumn !== null ? [pathColumn] : []),
+    () => true,
+    note,
+  );
   const hasLabel = columns.includes(labelColumn);
   let { classes, from } = givenClasses(user, model, like);
   if (!classes && !like && hasLabel && requireLabel) {
-    const scanned = await scanLabelNames(path, format, labelColumn, { count: model.classes, signal: opts.signal, chunkSize: user.chunkSize, open: user.open });
+    const scanned = await scanLabelNames(path, format, labelColumn, {
+      count: model.classes,
+      signal: opts.signal,
+      chunkSize: user.chunkSize,
+      open: user.open,
+    });
     const sorted = classesOfNames(path, scanned, model.classes);
     if (sorted) {
       classes = sorted.classes;
@@ -116,12 +181,32 @@ async function chooseManifest(path: string, user: SourceOptions, model: ModelSha
     }
   }
   const ignore = like ? (like.options.ignoreColumns ?? []).filter((c) => columns.includes(c)) : user.ignoreColumns;
-  const options: SourceOptions = { ...user, labelColumn, requireLabel, features: undefined, ignoreColumns: ignore?.length ? ignore : undefined, indexColumn: undefined, classes };
-  return { kind: 'manifest', options, labelColumn: hasLabel ? labelColumn : null, labelGuessed: guessed, classesFrom: from, notes };
+  const options: SourceOptions = {
+    ...user,
+    labelColumn,
+    requireLabel,
+    features: undefined,
+    ignoreColumns: ignore?.length ? ignore : undefined,
+    indexColumn: undefined,
+    classes,
+  };
+  return {
+    kind: 'manifest',
+    options,
+    labelColumn: hasLabel ? labelColumn : null,
+    labelGuessed: guessed,
+    classesFrom: from,
+    notes,
+  };
 }
 
 /** Parquet or Arrow (a file, or a folder of shards; also a Parquet/Arrow manifest). */
-async function chooseColumns(path: string, user: SourceOptions, model: ModelShape, opts: ChooseOptions): Promise<SourceChoice> {
+async function chooseColumns(
+  path: string,
+  user: SourceOptions,
+  model: ModelShape,
+  opts: ChooseOptions,
+): Promise<SourceChoice> {
   const { like } = opts;
   const requireLabel = opts.requireLabel ?? true;
   const files = columnFiles(path);
@@ -135,13 +220,21 @@ async function chooseColumns(path: string, user: SourceOptions, model: ModelShap
   let features = user.features;
   const names = cf.columns.map((c) => c.name);
   try {
-    ignore = like ? (like.options.ignoreColumns ?? []).filter((c) => names.includes(c)) : [...(user.ignoreColumns ?? [])];
-    if (!features && like?.options.features && like.options.features.every((f) => names.includes(f))) features = like.options.features;
-    const planWith = (label: string) => planColumns(cf, { ...user, labelColumn: label, requireLabel: false, features, ignoreColumns: ignore });
+    ignore = like
+      ? (like.options.ignoreColumns ?? []).filter((c) => names.includes(c))
+      : [...(user.ignoreColumns ?? [])];
+    if (!features && like?.options.features && like.options.features.every((f) => names.includes(f)))
+      features = like.options.features;
+    const planWith = (label: string) =>
+      planColumns(cf, { ...user, labelColumn: label, requireLabel: false, features, ignoreColumns: ignore });
     // A test file's own label column only when, as a feature, it would make the columns not match the model.
     const otherwise = like ? await planWith(like.labelColumn ?? 'label') : null;
     const matches = otherwise?.mode === 'numbers' && otherwise.featureCount === model.F;
-    const exclude = new Set([...ignore, ...(features ?? []), ...(user.imageColumn !== undefined ? [user.imageColumn] : [])]);
+    const exclude = new Set([
+      ...ignore,
+      ...(features ?? []),
+      ...(user.imageColumn !== undefined ? [user.imageColumn] : []),
+    ]);
     ({ labelColumn, guessed } = labelColumnOf(path, names, user, opts, exclude, () => !matches, note));
     // A pandas index written as a column ("" or "Unnamed: 0", first): skipped when without it the columns match the model.
     if (!features) {
@@ -151,7 +244,9 @@ async function chooseColumns(path: string, user: SourceOptions, model: ModelShap
         const k = plan.columns.indexOf(index.name);
         if (k >= 0 && plan.featureCount - plan.widths[k] === model.F) {
           ignore = [...ignore, index.name];
-          note(`the first column ${show(index.name)} (a pandas index) is skipped: without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`);
+          note(
+            `the first column ${show(index.name)} (a pandas index) is skipped: without it the columns match the model's ${model.F} inputs; choose otherwise with --features or --ignore-columns`,
+          );
         }
       }
     }
@@ -173,8 +268,23 @@ async function chooseColumns(path: string, user: SourceOptions, model: ModelShap
       note(sorted.note);
     }
   }
-  const options: SourceOptions = { ...user, labelColumn, requireLabel, features, ignoreColumns: ignore.length ? ignore : undefined, indexColumn: undefined, classes };
-  return { kind: 'columns', options, labelColumn: hasLabel ? labelColumn : null, labelGuessed: guessed, classesFrom: from, notes };
+  const options: SourceOptions = {
+    ...user,
+    labelColumn,
+    requireLabel,
+    features,
+    ignoreColumns: ignore.length ? ignore : undefined,
+    indexColumn: undefined,
+    classes,
+  };
+  return {
+    kind: 'columns',
+    options,
+    labelColumn: hasLabel ? labelColumn : null,
+    labelGuessed: guessed,
+    classesFrom: from,
+    notes,
+  };
 }
 
 /**
@@ -182,7 +292,12 @@ async function chooseColumns(path: string, user: SourceOptions, model: ModelShap
  * (places are 0-based rows over the shards), or null when the first label is an integer class id.
  * Stops at the first id, and once more than `count` names are seen.
  */
-export async function scanColumnLabelNames(files: string[], column: string, count: number, signal?: AbortSignal): Promise<LabelNames | null> {
+export async function scanColumnLabelNames(
+  files: string[],
+  column: string,
+  count: number,
+  signal?: AbortSignal,
+): Promise<LabelNames | null> {
   const out: LabelNames = { names: [], more: false, integer: null, first: { text: '', line: 0 } };
   const seen = new Set<string>();
   let row = 0;
@@ -194,7 +309,11 @@ export async function scanColumnLabelNames(files: string[], column: string, coun
         for (const [v] of rows) {
           const at = row++;
           if (v === null || v === undefined) continue;
-          const isId = typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' || (typeof v === 'string' && Number.isInteger(parseNumber(v.trim())));
+          const isId =
+            typeof v === 'number' ||
+            typeof v === 'bigint' ||
+            typeof v === 'boolean' ||
+            (typeof v === 'string' && Number.isInteger(parseNumber(v.trim())));
           if (isId) {
             if (seen.size === 0) return null;
             out.integer ??= { text: String(v).trim(), line: at };

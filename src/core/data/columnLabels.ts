@@ -22,8 +22,14 @@ export class LabelMap {
     this.limit = Math.min(numClasses ?? classes?.length ?? MAX_INT32 + 1, MAX_INT32 + 1);
   }
 
-  private fail(code: 'LABEL_INVALID' | 'LABEL_OUT_OF_RANGE' | 'LABEL_UNKNOWN_CLASS', row: number, message: string): InfluenceError {
-    return new InfluenceError(code, `row ${row} (0-based), label column ${show(this.column)}: ${message}`, { file: this.file });
+  private fail(
+    code: 'LABEL_INVALID' | 'LABEL_OUT_OF_RANGE' | 'LABEL_UNKNOWN_CLASS',
+    row: number,
+    message: string,
+  ): InfluenceError {
+    return new InfluenceError(code, `row ${row} (0-based), label column ${show(this.column)}: ${message}`, {
+      file: this.file,
+    });
   }
 
   /** The class id of a label value in row `row` (0-based, for messages). */
@@ -31,24 +37,45 @@ export class LabelMap {
     let id: number;
     if (typeof v === 'number' || typeof v === 'bigint') {
       id = Number(v);
-      if (!Number.isInteger(id)) throw this.fail('LABEL_INVALID', row, `label ${show(String(v))} is not an integer class id`);
+      if (!Number.isInteger(id))
+        throw this.fail('LABEL_INVALID', row, `label ${show(String(v))} is not an integer class id`);
     } else if (typeof v === 'string') {
       const text = v.trim();
       if (text === '') throw this.fail('LABEL_INVALID', row, 'label is empty');
       if (/^[+-]?\d+$/.test(text)) id = Number(text);
       else if (this.byName) {
         const c = this.byName.get(text);
-        if (c === undefined) throw this.fail('LABEL_UNKNOWN_CLASS', row, `label ${show(text)} is not one of the ${this.classes!.length} known classes: ${listNames(this.classes!, 20)}`);
+        if (c === undefined)
+          throw this.fail(
+            'LABEL_UNKNOWN_CLASS',
+            row,
+            `label ${show(text)} is not one of the ${this.classes!.length} known classes: ${listNames(this.classes!, 20)}`,
+          );
         id = c;
-      } else throw this.fail('LABEL_INVALID', row, `label ${show(text)} is not an integer class id; pass --classes to map class names to ids`);
+      } else
+        throw this.fail(
+          'LABEL_INVALID',
+          row,
+          `label ${show(text)} is not an integer class id; pass --classes to map class names to ids`,
+        );
     } else if (typeof v === 'boolean') {
       id = v ? 1 : 0;
     } else {
-      throw this.fail('LABEL_INVALID', row, v === null || v === undefined ? 'label is empty (null)' : `label must be an integer class id or a class name, found ${show(String(v))}`);
+      throw this.fail(
+        'LABEL_INVALID',
+        row,
+        v === null || v === undefined
+          ? 'label is empty (null)'
+          : `label must be an integer class id or a class name, found ${show(String(v))}`,
+      );
     }
     if (id < 0 || id >= this.limit) {
       const range = this.limit <= MAX_INT32 ? `0..${this.limit - 1}` : `0..${MAX_INT32}`;
-      throw this.fail('LABEL_OUT_OF_RANGE', row, `label ${show(String(v))} is out of range: valid class ids are ${range}`);
+      throw this.fail(
+        'LABEL_OUT_OF_RANGE',
+        row,
+        `label ${show(String(v))} is out of range: valid class ids are ${range}`,
+      );
     }
     return id === 0 ? 0 : id;
   }

@@ -16,7 +16,11 @@ export async function checkOutPath(out: string, inputs: string[]): Promise<void>
   for (const input of inputs) {
     const inReal = await fsp.realpath(resolve(input)).catch(() => resolve(input));
     if (outAbs === resolve(input) || outReal === inReal) {
-      throw new InfluenceError('BAD_OPTION', `--out ${out} is an input file; clean never overwrites its inputs: choose another path`, { file: out });
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--out ${out} is an input file; clean never overwrites its inputs: choose another path`,
+        { file: out },
+      );
     }
   }
 }
@@ -54,10 +58,13 @@ export async function writeWithout(
     dst = await fsp.open(tmp, 'wx');
     const buf = Buffer.allocUnsafe(1 << 20);
     for (const [a, b] of ranges) {
-      for (let pos = a; pos < b; ) {
+      for (let pos = a; pos < b;) {
         throwIfAborted(signal);
         const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, b - pos), pos);
-        if (bytesRead === 0) throw new InfluenceError('FILE_CHANGED', `${input} changed while it was being copied; run again`, { file: input });
+        if (bytesRead === 0)
+          throw new InfluenceError('FILE_CHANGED', `${input} changed while it was being copied; run again`, {
+            file: input,
+          });
         await dst.write(buf, 0, bytesRead);
         pos += bytesRead;
       }
@@ -81,7 +88,14 @@ export async function writeWithout(
  * TSV or JSONL (by `out`'s extension) with a `path` column, relative to `out`'s folder, and `label`.
  * Through a temporary file renamed into place.
  */
-export async function writeManifestWithout(files: string[], fileOf: Int32Array, labels: Int32Array, removed: number[], out: string, signal?: AbortSignal): Promise<number> {
+export async function writeManifestWithout(
+  files: string[],
+  fileOf: Int32Array,
+  labels: Int32Array,
+  removed: number[],
+  out: string,
+  signal?: AbortSignal,
+): Promise<number> {
   const { extname, relative, sep } = await import('node:path');
   const ext = extname(out).toLowerCase();
   const format = ext === '.jsonl' || ext === '.ndjson' ? 'jsonl' : ext === '.tsv' || ext === '.tab' ? 'tsv' : 'csv';
@@ -96,7 +110,12 @@ export async function writeManifestWithout(files: string[], fileOf: Int32Array, 
     const p = relative(base, files[fileOf[i]]).split(sep).join('/');
     if (format === 'jsonl') lines.push(JSON.stringify({ path: p, label: labels[i] }));
     else if (format === 'tsv') {
-      if (/[\t\n\r]/.test(p)) throw new InfluenceError('BAD_OPTION', `the path ${p} holds a tab or newline: write the manifest as CSV or JSONL`, { file: out });
+      if (/[\t\n\r]/.test(p))
+        throw new InfluenceError(
+          'BAD_OPTION',
+          `the path ${p} holds a tab or newline: write the manifest as CSV or JSONL`,
+          { file: out },
+        );
       lines.push(`${p}\t${labels[i]}`);
     } else lines.push(`${quote(p)},${labels[i]}`);
     kept++;

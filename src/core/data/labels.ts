@@ -86,7 +86,9 @@ class NameSet {
 
   /** Whether the names are what the caller can use as they are (else the exact scanner checks them). */
   clean(): boolean {
-    return this.ids || this.seen.size === 0 || (!this.out.more && this.out.integer === null && this.seen.size === this.count);
+    return (
+      this.ids || this.seen.size === 0 || (!this.out.more && this.out.integer === null && this.seen.size === this.count)
+    );
   }
 }
 
@@ -94,10 +96,18 @@ class NameSet {
  * The class names in a file's label column, or null when its first label is an integer class id
  * (or the file has no rows): then the labels are ids and there is nothing to map.
  */
-export async function scanLabelNames(path: string, format: TableFormat, labelColumn: string, opts: ScanLabelOptions): Promise<LabelNames | null> {
+export async function scanLabelNames(
+  path: string,
+  format: TableFormat,
+  labelColumn: string,
+  opts: ScanLabelOptions,
+): Promise<LabelNames | null> {
   throwIfAborted(opts.signal);
   const fast = new NameSet(opts.count);
-  const reader = format === 'jsonl' ? jsonlLineReader(labelColumn, fast) : csvLineReader(format === 'tsv' ? HTAB : 44, labelColumn, fast);
+  const reader =
+    format === 'jsonl'
+      ? jsonlLineReader(labelColumn, fast)
+      : csvLineReader(format === 'tsv' ? HTAB : 44, labelColumn, fast);
   if ((await eachLine(path, opts, format !== 'jsonl', reader)) && fast.clean()) return fast.result();
   const exact = new NameSet(opts.count);
   await exactScan(path, format, labelColumn, opts, exact);
@@ -149,7 +159,8 @@ async function eachLine(path: string, opts: ScanLabelOptions, csv: boolean, each
           const q = b.indexOf(QUOTE, s);
           if (q >= 0 && q < end) return false;
         }
-        for (let c = b.indexOf(CR, s); c >= 0 && c < end; c = b.indexOf(CR, c + 1)) if (c + 1 >= b.length || b[c + 1] !== LF) return false;
+        for (let c = b.indexOf(CR, s); c >= 0 && c < end; c = b.indexOf(CR, c + 1))
+          if (c + 1 >= b.length || b[c + 1] !== LF) return false;
         while (s < end) {
           let e = b.indexOf(LF, s);
           if (e < 0 || e >= end) e = end;
@@ -175,7 +186,10 @@ function csvLineReader(sep: number, labelColumn: string, names: NameSet): LineRe
   return (b, s, e, line) => {
     if (blank(b, s, e, sep)) return true;
     if (H < 0) {
-      const header = b.toString('utf8', s, e).split(String.fromCharCode(sep)).map((h) => h.trim());
+      const header = b
+        .toString('utf8', s, e)
+        .split(String.fromCharCode(sep))
+        .map((h) => h.trim());
       H = header.length;
       lc = header.indexOf(labelColumn);
       return lc >= 0;
@@ -289,7 +303,13 @@ function labelText(v: unknown): string {
 }
 
 /** The exact record scanners of the table reader (quotes, lone CRs, malformed records skipped). */
-async function exactScan(path: string, format: TableFormat, labelColumn: string, opts: ScanLabelOptions, names: NameSet): Promise<void> {
+async function exactScan(
+  path: string,
+  format: TableFormat,
+  labelColumn: string,
+  opts: ScanLabelOptions,
+  names: NameSet,
+): Promise<void> {
   const { src, st } = await (opts.open ?? openFile)(path);
   try {
     const rd = new ChunkReader(src, path, opts.chunkSize ?? 1 << 20, null, { size: st.size, signal: opts.signal });

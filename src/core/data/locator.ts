@@ -32,7 +32,14 @@ export interface RowLocator {
 export type LocatorHeader = Omit<RowLocator, 'file' | 'fileRow'> & { fileRow: boolean };
 
 export function locatorHeader(l: RowLocator): LocatorHeader {
-  return { kind: l.kind, files: l.files, stamps: l.stamps, kinds: l.kinds, manifest: l.manifest, fileRow: l.fileRow !== null };
+  return {
+    kind: l.kind,
+    files: l.files,
+    stamps: l.stamps,
+    kinds: l.kinds,
+    manifest: l.manifest,
+    fileRow: l.fileRow !== null,
+  };
 }
 
 /** A row's place for messages and JSON: its file, and its row in that file for shards. */

@@ -1,13 +1,31 @@
 /** Re-reading a few records of a data file by their byte offsets (for thumbnails), with no temporary file. */
 import { promises as fsp } from 'node:fs';
-import { ChunkReader, COMMA, CsvScanner, DONE, fileError, JsonlScanner, memoryOpener, NEED, openFile, rescan, TAB, type Scanner } from './scan';
+import {
+  ChunkReader,
+  COMMA,
+  CsvScanner,
+  DONE,
+  fileError,
+  JsonlScanner,
+  memoryOpener,
+  NEED,
+  openFile,
+  rescan,
+  TAB,
+  type Scanner,
+} from './scan';
 import { resolveFormat, TableReader, type TableOptions } from './table';
 
 /**
  * The features of the given rows, read from the file's header bytes [0, offsets[0]) and each
  * row's record [offsets[i], offsets[i+1]), parsed as that file would be.
  */
-export async function readRecords(path: string, table: TableOptions, offsets: ArrayLike<number>, rows: number[]): Promise<Map<number, Float32Array | Float64Array>> {
+export async function readRecords(
+  path: string,
+  table: TableOptions,
+  offsets: ArrayLike<number>,
+  rows: number[],
+): Promise<Map<number, Float32Array | Float64Array>> {
   const out = new Map<number, Float32Array | Float64Array>();
   const wanted = [...new Set(rows)].sort((a, b) => a - b);
   if (wanted.length === 0) return out;
@@ -34,7 +52,11 @@ export async function readRecords(path: string, table: TableOptions, offsets: Ar
   } finally {
     await fh.close();
   }
-  const reader = await TableReader.open(path, { ...table, requireLabel: false, open: memoryOpener(Buffer.concat(parts)) });
+  const reader = await TableReader.open(path, {
+    ...table,
+    requireLabel: false,
+    open: memoryOpener(Buffer.concat(parts)),
+  });
   const F = reader.info.featureCount;
   for await (const b of reader.batches()) {
     for (let r = 0; r < b.count; r++) out.set(wanted[b.start + r], b.features.slice(r * F, (r + 1) * F));

@@ -15,7 +15,12 @@ export interface RowFileInfo {
 
 /** The image bytes of a cell: binary, or a {bytes, path} struct. */
 function imageBytes(v: unknown): Uint8Array | null {
-  const b = v instanceof Uint8Array ? v : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array ? (v as { bytes: Uint8Array }).bytes : null;
+  const b =
+    v instanceof Uint8Array
+      ? v
+      : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array
+        ? (v as { bytes: Uint8Array }).bytes
+        : null;
   return b && imageFormatOf(b) ? b : null;
 }
 
@@ -71,24 +76,42 @@ function describe(v: unknown): string {
   if (typeof v === 'string') return v.length > 200 ? `${v.slice(0, 200)}…` : v;
   const img = imageBytes(v);
   if (img) {
-    const path = v && typeof v === 'object' && typeof (v as { path?: unknown }).path === 'string' ? `, path ${(v as { path: string }).path}` : '';
+    const path =
+      v && typeof v === 'object' && typeof (v as { path?: unknown }).path === 'string'
+        ? `, path ${(v as { path: string }).path}`
+        : '';
     return `${imageFormatOf(img)!.toUpperCase()} image, ${img.length.toLocaleString('en-US')} bytes${path}`;
   }
   if (v instanceof Uint8Array) return `${v.length.toLocaleString('en-US')} bytes`;
   if (Array.isArray(v) || ArrayBuffer.isView(v)) {
     const a = Array.from(v as ArrayLike<unknown>);
-    const head = a.slice(0, 12).map((x) => (typeof x === 'number' ? String(+x.toPrecision(6)) : String(x))).join(', ');
+    const head = a
+      .slice(0, 12)
+      .map((x) => (typeof x === 'number' ? String(+x.toPrecision(6)) : String(x)))
+      .join(', ');
     return `[${head}${a.length > 12 ? ', …' : ''}] (${a.length} values)`;
   }
   try {
-    return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? `${x.length} bytes` : x)).slice(0, 200);
+    return JSON.stringify(v, (_k, x) =>
+      typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? `${x.length} bytes` : x,
+    ).slice(0, 200);
   } catch {
     return String(v);
   }
 }
 
 /** A Parquet or Arrow row's fields in words, and its image. */
-export async function rowDetail(file: string, fileRow: number, title: string): Promise<{ title: string; file: string; fileRow: number; fields: { name: string; value: string }[]; image?: string }> {
+export async function rowDetail(
+  file: string,
+  fileRow: number,
+  title: string,
+): Promise<{
+  title: string;
+  file: string;
+  fileRow: number;
+  fields: { name: string; value: string }[];
+  image?: string;
+}> {
   const cf = await openColumns(file);
   try {
     const names = cf.columns.map((c) => c.name);

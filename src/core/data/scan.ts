@@ -81,7 +81,8 @@ export const openFile: Opener = async (path) => {
 export function memoryOpener(bytes: Buffer): Opener {
   const st: FileStamp = { size: bytes.length, mtimeMs: 0, ctimeMs: 0, ino: 0 };
   const src: ByteSource = {
-    read: async (buf, off, len, pos) => bytes.copy(buf, off, Math.min(pos, bytes.length), Math.min(pos + len, bytes.length)),
+    read: async (buf, off, len, pos) =>
+      bytes.copy(buf, off, Math.min(pos, bytes.length), Math.min(pos + len, bytes.length)),
     stat: async () => st,
     close: async () => undefined,
   };
@@ -346,7 +347,11 @@ export class CsvScanner extends Scanner {
         if (i < end) {
           const c = b[i];
           if (c !== sep && c !== LF && c !== CR) {
-            throw this.badQuote(b, i, 'unexpected text after a closing quote (a quoted field must end at the separator or line end; write a quote inside a quoted field as "")');
+            throw this.badQuote(
+              b,
+              i,
+              'unexpected text after a closing quote (a quoted field must end at the separator or line end; write a quote inside a quoted field as "")',
+            );
           }
         } else if (!eof) {
           return NEED;
@@ -356,7 +361,11 @@ export class CsvScanner extends Scanner {
         let c: number;
         while (i < end && (c = b[i]) !== sep && c !== LF && c !== CR) {
           if (c === QUOTE) {
-            throw this.badQuote(b, i, 'quote in the middle of an unquoted field (quote the whole field and double the inner quotes: "a""b")');
+            throw this.badQuote(
+              b,
+              i,
+              'quote in the middle of an unquoted field (quote the whole field and double the inner quotes: "a""b")',
+            );
           }
           i++;
         }
@@ -445,7 +454,6 @@ export class JsonlScanner extends Scanner {
     return v as Record<string, unknown>;
   }
 }
-
 
 /**
  * After a scan returned NEED (the record runs past the buffer): reads on, keeping the record's

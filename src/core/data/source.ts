@@ -65,7 +65,12 @@ export function shardsOf(dir: string): string[] {
 /** The path column of a manifest's columns, or null: the one asked for (which must exist), else a known name. */
 export function pathColumnOf(columns: string[], opts: SourceOptions, file: string): string | null {
   if (opts.imageColumn !== undefined) {
-    if (!columns.includes(opts.imageColumn)) throw new InfluenceError('IMAGE_COLUMN_MISSING', `image column ${show(opts.imageColumn)} not found; available columns: ${listNames(columns, 50)}`, { file });
+    if (!columns.includes(opts.imageColumn))
+      throw new InfluenceError(
+        'IMAGE_COLUMN_MISSING',
+        `image column ${show(opts.imageColumn)} not found; available columns: ${listNames(columns, 50)}`,
+        { file },
+      );
     return opts.imageColumn;
   }
   if (opts.features !== undefined) return null;
@@ -124,7 +129,12 @@ function resolveIn(base: string, p: string): string {
   return isAbsolute(p) ? p : resolve(base, p);
 }
 
-function fromPaths(kind: ImageListing['kind'], path: string, paths: string[], rest: Omit<ImageListing, 'kind' | 'path' | 'files' | 'n' | 'file'>): ImageListing {
+function fromPaths(
+  kind: ImageListing['kind'],
+  path: string,
+  paths: string[],
+  rest: Omit<ImageListing, 'kind' | 'path' | 'files' | 'n' | 'file'>,
+): ImageListing {
   const index = new Map<string, number>();
   const files: string[] = [];
   const file = new Int32Array(paths.length);
@@ -140,30 +150,54 @@ function fromPaths(kind: ImageListing['kind'], path: string, paths: string[], re
   return { kind, path, files, n: paths.length, file, ...rest };
 }
 
-export async function listImages(path: string, kind: 'imagefolder' | 'image' | 'manifest', opts: SourceOptions): Promise<ImageListing> {
+export async function listImages(
+  path: string,
+  kind: 'imagefolder' | 'image' | 'manifest',
+  opts: SourceOptions,
+): Promise<ImageListing> {
   const labelColumn = opts.labelColumn ?? 'label';
   if (kind === 'image') {
-    return fromPaths('image', path, [resolve(path)], { labels: Int32Array.of(-1), labelled: false, lines: new Int32Array(1), offsets: new Float64Array(2), manifest: null, classes: null, columns: [], labelColumn, notes: [] });
+    return fromPaths('image', path, [resolve(path)], {
+      labels: Int32Array.of(-1),
+      labelled: false,
+      lines: new Int32Array(1),
+      offsets: new Float64Array(2),
+      manifest: null,
+      classes: null,
+      columns: [],
+      labelColumn,
+      notes: [],
+    });
   }
   if (kind === 'imagefolder') {
     const f = listImageFolder(path, { classes: opts.classes ?? null, numClasses: opts.numClasses });
     const n = f.files.length;
-    return fromPaths('imagefolder', path, f.files.map((r) => join(resolve(path), r)), {
-      labels: f.labels,
-      labelled: true,
-      lines: new Int32Array(n),
-      offsets: new Float64Array(n + 1),
-      manifest: null,
-      classes: f.fromFolders ? f.classes : null,
-      columns: [],
-      labelColumn,
-      notes: f.notes,
-    });
+    return fromPaths(
+      'imagefolder',
+      path,
+      f.files.map((r) => join(resolve(path), r)),
+      {
+        labels: f.labels,
+        labelled: true,
+        lines: new Int32Array(n),
+        offsets: new Float64Array(n + 1),
+        manifest: null,
+        classes: f.fromFolders ? f.classes : null,
+        columns: [],
+        labelColumn,
+        notes: f.notes,
+      },
+    );
   }
   if (columnarFormat(path) !== null) return columnarManifest(path, opts);
   const columns = await readHeader(path);
   const pathColumn = pathColumnOf(columns, opts, path)!;
-  const reader = await TableReader.open(path, { ...opts, pathColumn, features: undefined, requireLabel: opts.requireLabel });
+  const reader = await TableReader.open(path, {
+    ...opts,
+    pathColumn,
+    features: undefined,
+    requireLabel: opts.requireLabel,
+  });
   const base = dirname(resolve(path));
   const paths: string[] = [];
   const labels: number[] = [];
@@ -173,7 +207,11 @@ export async function listImages(path: string, kind: 'imagefolder' | 'image' | '
   for await (const b of reader.batches()) {
     for (let r = 0; r < b.count; r++) {
       const p = (b.paths![r] ?? '').trim();
-      if (p === '') throw new InfluenceError('IMAGE_NOT_FOUND', `the path column ${show(pathColumn)} is empty in this row`, { file: path, line: b.lines[r] });
+      if (p === '')
+        throw new InfluenceError('IMAGE_NOT_FOUND', `the path column ${show(pathColumn)} is empty in this row`, {
+          file: path,
+          line: b.lines[r],
+        });
       paths.push(resolveIn(base, p));
       labels.push(b.labels[r]);
       lines.push(b.lines[r]);
@@ -211,20 +249,39 @@ async function columnarManifest(path: string, opts: SourceOptions): Promise<Imag
     for await (const rows of cf.batches(hasLabel ? [pathColumn, labelColumn] : [pathColumn])) {
       for (const r of rows) {
         const p = r[0];
-        if (typeof p !== 'string' || p.trim() === '') throw new InfluenceError('IMAGE_NOT_FOUND', `row ${paths.length}: the path column ${show(pathColumn)} holds no path`, { file: path });
+        if (typeof p !== 'string' || p.trim() === '')
+          throw new InfluenceError(
+            'IMAGE_NOT_FOUND',
+            `row ${paths.length}: the path column ${show(pathColumn)} holds no path`,
+            { file: path },
+          );
         paths.push(resolveIn(base, p.trim()));
         labels.push(hasLabel ? map.id(r[1], labels.length) : -1);
       }
     }
     const n = paths.length;
-    return fromPaths('manifest', path, paths, { labels: Int32Array.from(labels), labelled: hasLabel, lines: new Int32Array(n), offsets: new Float64Array(n + 1), manifest: null, classes: null, columns: names, labelColumn, notes: [`reading images from the column ${show(pathColumn)} of ${path} (paths relative to its folder)`] });
+    return fromPaths('manifest', path, paths, {
+      labels: Int32Array.from(labels),
+      labelled: hasLabel,
+      lines: new Int32Array(n),
+      offsets: new Float64Array(n + 1),
+      manifest: null,
+      classes: null,
+      columns: names,
+      labelColumn,
+      notes: [`reading images from the column ${show(pathColumn)} of ${path} (paths relative to its folder)`],
+    });
   } finally {
     await cf.close();
   }
 }
 
 function labelMissing(labelColumn: string, columns: string[], file: string): InfluenceError {
-  return new InfluenceError('LABEL_COLUMN_MISSING', `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}; name the label column with --label-column`, { file });
+  return new InfluenceError(
+    'LABEL_COLUMN_MISSING',
+    `label column ${show(labelColumn)} not found; available columns: ${listNames(columns, 50)}; name the label column with --label-column`,
+    { file },
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,20 +289,44 @@ function labelMissing(labelColumn: string, columns: string[], file: string): Inf
 
 /** How a columnar file's rows become features: numbers and lists, or encoded images. */
 export type ColumnPlan =
-  | { mode: 'numbers'; columns: string[]; widths: number[]; featureCount: number; label: string | null; skipped: ColumnInfo[] }
+  | {
+      mode: 'numbers';
+      columns: string[];
+      widths: number[];
+      featureCount: number;
+      label: string | null;
+      skipped: ColumnInfo[];
+    }
   | { mode: 'images'; column: string; struct: boolean; hf: boolean; label: string | null }
   | { mode: 'manifest'; column: string; label: string | null };
 
-const kindWords: Record<string, string> = { number: 'a number', list: 'a list of numbers', image: 'an image struct', binary: 'binary', string: 'text', other: 'not readable as features' };
+const kindWords: Record<string, string> = {
+  number: 'a number',
+  list: 'a list of numbers',
+  image: 'an image struct',
+  binary: 'binary',
+  string: 'text',
+  other: 'not readable as features',
+};
 
 function describe(c: ColumnInfo): string {
   return `${show(c.name)} (${c.type}: ${kindWords[c.kind]})`;
 }
 
 function looksLikeImage(v: unknown): boolean {
-  const b = v instanceof Uint8Array ? v : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array ? (v as { bytes: Uint8Array }).bytes : null;
+  const b =
+    v instanceof Uint8Array
+      ? v
+      : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array
+        ? (v as { bytes: Uint8Array }).bytes
+        : null;
   if (!b || b.length < 4) return false;
-  return (b[0] === 0x89 && b[1] === 0x50) || (b[0] === 0xff && b[1] === 0xd8) || (b[0] === 0x42 && b[1] === 0x4d) || (b[0] === 0x52 && b[1] === 0x49 && b[2] === 0x46);
+  return (
+    (b[0] === 0x89 && b[1] === 0x50) ||
+    (b[0] === 0xff && b[1] === 0xd8) ||
+    (b[0] === 0x42 && b[1] === 0x4d) ||
+    (b[0] === 0x52 && b[1] === 0x49 && b[2] === 0x46)
+  );
 }
 
 /** Decides how a columnar file's columns are read (the first rows settle list widths and binary columns). */
@@ -259,8 +340,14 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
   // Columns the user (or the data rules) skip: never features, nor the image column found by itself.
   const ignored = new Set(opts.ignoreColumns ?? []);
   const missing = [...ignored].filter((c) => !byName.has(c));
-  if (missing.length) throw new InfluenceError('FEATURE_COLUMN_MISSING', `column${missing.length > 1 ? 's' : ''} to ignore ${missing.map((m) => show(m)).join(', ')} not found; available columns: ${listNames(names, 50)}`, { file });
-  if (label && ignored.has(label)) throw new InfluenceError('BAD_OPTION', `the label column ${show(label)} cannot also be ignored`);
+  if (missing.length)
+    throw new InfluenceError(
+      'FEATURE_COLUMN_MISSING',
+      `column${missing.length > 1 ? 's' : ''} to ignore ${missing.map((m) => show(m)).join(', ')} not found; available columns: ${listNames(names, 50)}`,
+      { file },
+    );
+  if (label && ignored.has(label))
+    throw new InfluenceError('BAD_OPTION', `the label column ${show(label)} cannot also be ignored`);
   const both = opts.features?.find((f) => ignored.has(f));
   if (both !== undefined) throw new InfluenceError('BAD_OPTION', `column ${show(both)} is both a feature and ignored`);
   const usable = (c: ColumnInfo) => c.name !== label && !ignored.has(c.name);
@@ -270,10 +357,26 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
   };
   if (opts.imageColumn !== undefined) {
     const c = byName.get(opts.imageColumn);
-    if (!c) throw new InfluenceError('IMAGE_COLUMN_MISSING', `image column ${show(opts.imageColumn)} not found; available columns: ${listNames(names, 50)}`, { file });
+    if (!c)
+      throw new InfluenceError(
+        'IMAGE_COLUMN_MISSING',
+        `image column ${show(opts.imageColumn)} not found; available columns: ${listNames(names, 50)}`,
+        { file },
+      );
     if (c.kind === 'string') return { mode: 'manifest', column: c.name, label };
-    if (c.kind === 'image' || c.kind === 'binary') return { mode: 'images', column: c.name, struct: c.kind === 'image', hf: !!cf.hf?.images.includes(c.name), label };
-    throw new InfluenceError('NO_USABLE_COLUMN', `the image column ${describe(c)} holds neither encoded images nor file paths`, { file });
+    if (c.kind === 'image' || c.kind === 'binary')
+      return {
+        mode: 'images',
+        column: c.name,
+        struct: c.kind === 'image',
+        hf: !!cf.hf?.images.includes(c.name),
+        label,
+      };
+    throw new InfluenceError(
+      'NO_USABLE_COLUMN',
+      `the image column ${describe(c)} holds neither encoded images nor file paths`,
+      { file },
+    );
   }
   if (opts.features === undefined) {
     const img = cf.columns.find((c) => c.kind === 'image' && usable(c));
@@ -281,18 +384,32 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
     for (const c of cf.columns) {
       if (c.kind !== 'binary' || !usable(c)) continue;
       const r = await firstRow([c.name]);
-      if (r && looksLikeImage(r[0])) return { mode: 'images', column: c.name, struct: false, hf: !!cf.hf?.images.includes(c.name), label };
+      if (r && looksLikeImage(r[0]))
+        return { mode: 'images', column: c.name, struct: false, hf: !!cf.hf?.images.includes(c.name), label };
     }
-    const pathCol = pathColumnOf(cf.columns.filter((c) => c.kind === 'string' && usable(c)).map((c) => c.name), { ...opts, imageColumn: undefined }, file);
+    const pathCol = pathColumnOf(
+      cf.columns.filter((c) => c.kind === 'string' && usable(c)).map((c) => c.name),
+      { ...opts, imageColumn: undefined },
+      file,
+    );
     const numeric = cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && usable(c));
     if (pathCol && numeric.length === 0) return { mode: 'manifest', column: pathCol, label };
   }
-  const chosen = opts.features !== undefined ? opts.features.map((f) => {
-    const c = byName.get(f);
-    if (!c) throw new InfluenceError('FEATURE_COLUMN_MISSING', `feature column ${show(f)} not found; available columns: ${listNames(names, 50)}`, { file });
-    if (c.kind !== 'number' && c.kind !== 'list') throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature column ${describe(c)} is not numeric`, { file });
-    return c;
-  }) : cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && usable(c));
+  const chosen =
+    opts.features !== undefined
+      ? opts.features.map((f) => {
+          const c = byName.get(f);
+          if (!c)
+            throw new InfluenceError(
+              'FEATURE_COLUMN_MISSING',
+              `feature column ${show(f)} not found; available columns: ${listNames(names, 50)}`,
+              { file },
+            );
+          if (c.kind !== 'number' && c.kind !== 'list')
+            throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature column ${describe(c)} is not numeric`, { file });
+          return c;
+        })
+      : cf.columns.filter((c) => (c.kind === 'number' || c.kind === 'list') && usable(c));
   const skipped = cf.columns.filter((c) => usable(c) && !chosen.includes(c));
   if (chosen.length === 0) {
     const others = cf.columns.filter((c) => c.name !== label);
@@ -312,35 +429,68 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
       widths.push(Array.isArray(v) || ArrayBuffer.isView(v) ? (v as ArrayLike<number>).length : 0);
     }
   }
-  return { mode: 'numbers', columns: chosen.map((c) => c.name), widths, featureCount: widths.reduce((a, b) => a + b, 0), label, skipped };
+  return {
+    mode: 'numbers',
+    columns: chosen.map((c) => c.name),
+    widths,
+    featureCount: widths.reduce((a, b) => a + b, 0),
+    label,
+    skipped,
+  };
 }
 
 /** Fills features[at…] from a row of the plan's columns (label first when there is one); throws naming the file and row. */
-export function numbersOfRow(plan: Extract<ColumnPlan, { mode: 'numbers' }>, row: unknown[], offset: number, out: Float32Array | Float64Array, at: number, file: string, rowIndex: number): void {
+export function numbersOfRow(
+  plan: Extract<ColumnPlan, { mode: 'numbers' }>,
+  row: unknown[],
+  offset: number,
+  out: Float32Array | Float64Array,
+  at: number,
+  file: string,
+  rowIndex: number,
+): void {
   let o = at;
   for (let j = 0; j < plan.columns.length; j++) {
     const v = row[j + offset];
     const w = plan.widths[j];
-    const bad = (what: string) => new InfluenceError(what.includes('finite') ? 'FEATURE_NOT_FINITE' : what.includes('values') ? 'FEATURE_SHAPE' : 'FEATURE_NOT_NUMERIC', `row ${rowIndex} (0-based): feature ${show(plan.columns[j])} ${what}`, { file });
+    const bad = (what: string) =>
+      new InfluenceError(
+        what.includes('finite')
+          ? 'FEATURE_NOT_FINITE'
+          : what.includes('values')
+            ? 'FEATURE_SHAPE'
+            : 'FEATURE_NOT_NUMERIC',
+        `row ${rowIndex} (0-based): feature ${show(plan.columns[j])} ${what}`,
+        { file },
+      );
     if (w === 1 && !(Array.isArray(v) || ArrayBuffer.isView(v))) {
-      const x = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : typeof v === 'boolean' ? Number(v) : NaN;
+      const x =
+        typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : typeof v === 'boolean' ? Number(v) : NaN;
       if (v === null || v === undefined) throw bad('is empty (null)');
       if (!Number.isFinite(x)) throw bad(typeof v === 'number' ? `has non-finite value ${v}` : `is not a number`);
       out[o++] = x;
       continue;
     }
-    if (!(Array.isArray(v) || ArrayBuffer.isView(v))) throw bad(v === null || v === undefined ? 'is empty (null)' : 'is not a list of numbers');
+    if (!(Array.isArray(v) || ArrayBuffer.isView(v)))
+      throw bad(v === null || v === undefined ? 'is empty (null)' : 'is not a list of numbers');
     const a = v as ArrayLike<unknown>;
     if (a.length !== w) throw bad(`has ${a.length} values here but ${w} in the first row`);
     for (let k = 0; k < w; k++) {
       const e = a[k];
       const x = typeof e === 'number' ? e : typeof e === 'bigint' ? Number(e) : NaN;
-      if (!Number.isFinite(x)) throw bad(e === null ? 'has an empty (null) value' : `has non-finite value ${String(e)}`);
+      if (!Number.isFinite(x))
+        throw bad(e === null ? 'has an empty (null) value' : `has non-finite value ${String(e)}`);
       out[o++] = x;
     }
   }
   if (out instanceof Float32Array) {
-    for (let k = at; k < o; k++) if (!Number.isFinite(out[k])) throw new InfluenceError('FEATURE_NOT_FINITE', `row ${rowIndex} (0-based): a feature overflows float32 (max about 3.4e38)`, { file });
+    for (let k = at; k < o; k++)
+      if (!Number.isFinite(out[k]))
+        throw new InfluenceError(
+          'FEATURE_NOT_FINITE',
+          `row ${rowIndex} (0-based): a feature overflows float32 (max about 3.4e38)`,
+          { file },
+        );
   }
 }
 

@@ -10,7 +10,21 @@ import { createHash } from 'node:crypto';
 import * as nodePath from 'node:path';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { parseIntBytes, parseNumber, parseNumBytes } from './numbers';
-import { ChunkReader, COMMA, CsvScanner, DONE, fileChanged, JsonlScanner, NEED, openFile, rescan, TAB, type FileStamp, type Opener, type Scanner } from './scan';
+import {
+  ChunkReader,
+  COMMA,
+  CsvScanner,
+  DONE,
+  fileChanged,
+  JsonlScanner,
+  NEED,
+  openFile,
+  rescan,
+  TAB,
+  type FileStamp,
+  type Opener,
+  type Scanner,
+} from './scan';
 import { listNames, show } from './words';
 
 export type TableFormat = 'csv' | 'tsv' | 'jsonl';
@@ -186,7 +200,10 @@ async function probeFile(path: string, format: TableFormat, chunkSize: number, o
 }
 
 /** What the column rules (choose.ts) look at: the format, the column names and, for JSONL, the first object. */
-export async function probeTable(path: string, opts: Pick<TableOptions, 'format' | 'chunkSize' | 'open'> = {}): Promise<{ format: TableFormat; columns: string[]; first: Record<string, unknown> | null }> {
+export async function probeTable(
+  path: string,
+  opts: Pick<TableOptions, 'format' | 'chunkSize' | 'open'> = {},
+): Promise<{ format: TableFormat; columns: string[]; first: Record<string, unknown> | null }> {
   const format = resolveFormat(path, opts.format);
   const { columns, first } = await probeFile(path, format, opts.chunkSize ?? DEFAULT_CHUNK, opts.open ?? openFile);
   return { format, columns, first };
@@ -344,20 +361,20 @@ export class TableReader {
         throw new InfluenceError('BAD_OPTION', 'features must name at least one column');
       }
       if (opts.features.includes(labelColumn)) {
-        throw new InfluenceError(
-          'BAD_OPTION',
-          `the label column ${show(labelColumn)} cannot also be a feature`,
-        );
+        throw new InfluenceError('BAD_OPTION', `the label column ${show(labelColumn)} cannot also be a feature`);
       }
       const dup = firstDuplicate(opts.features);
       if (dup !== undefined) throw new InfluenceError('BAD_OPTION', `feature column ${show(dup)} is listed twice`);
     }
     const skipped = [...(opts.ignoreColumns ?? []), ...(opts.indexColumn !== undefined ? [opts.indexColumn] : [])];
-    if (opts.ignoreColumns !== undefined && !Array.isArray(opts.ignoreColumns)) throw new InfluenceError('BAD_OPTION', 'ignoreColumns must be a list of column names');
+    if (opts.ignoreColumns !== undefined && !Array.isArray(opts.ignoreColumns))
+      throw new InfluenceError('BAD_OPTION', 'ignoreColumns must be a list of column names');
     for (const c of skipped) {
       if (typeof c !== 'string') throw new InfluenceError('BAD_OPTION', 'ignored column names must be strings');
-      if (c === labelColumn) throw new InfluenceError('BAD_OPTION', `the label column ${show(labelColumn)} cannot also be ignored`);
-      if (opts.features?.includes(c)) throw new InfluenceError('BAD_OPTION', `column ${show(c)} is both a feature and ignored`);
+      if (c === labelColumn)
+        throw new InfluenceError('BAD_OPTION', `the label column ${show(labelColumn)} cannot also be ignored`);
+      if (opts.features?.includes(c))
+        throw new InfluenceError('BAD_OPTION', `column ${show(c)} is both a feature and ignored`);
     }
     if (opts.classes) {
       if (opts.classes.length === 0) throw new InfluenceError('BAD_OPTION', 'classes is empty');
@@ -394,7 +411,11 @@ export class TableReader {
     let featureNames: string[];
     if (opts.pathColumn !== undefined) {
       if (!columnOf.has(opts.pathColumn)) {
-        throw new InfluenceError('IMAGE_COLUMN_MISSING', `image path column ${show(opts.pathColumn)} not found; available columns: ${listNames(columns, 50)}`, { file: path });
+        throw new InfluenceError(
+          'IMAGE_COLUMN_MISSING',
+          `image path column ${show(opts.pathColumn)} not found; available columns: ${listNames(columns, 50)}`,
+          { file: path },
+        );
       }
       featureNames = [];
     } else if (opts.features !== undefined) {
@@ -411,7 +432,11 @@ export class TableReader {
       const skip = new Set(skipped);
       featureNames = columns.filter((c, i) => i !== labelCol && !skip.has(c));
       if (featureNames.length === 0) {
-        throw new InfluenceError('FEATURE_COLUMN_MISSING', `no feature columns are left (columns: ${listNames(columns, 50)})`, { file: path });
+        throw new InfluenceError(
+          'FEATURE_COLUMN_MISSING',
+          `no feature columns are left (columns: ${listNames(columns, 50)})`,
+          { file: path },
+        );
       }
     }
     const featCols = featureNames.map((f) => columnOf.get(f)!);
@@ -521,7 +546,14 @@ export class TableReader {
       const st = await src.stat();
       if (this.changed(st) || rd.total !== info.size || endAbs !== info.size) throw fileChanged(path);
       this.index?.finish(info.featureCount);
-      this.result = { rows: start + count, sha256: hash.digest('hex'), size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, ino: info.ino };
+      this.result = {
+        rows: start + count,
+        sha256: hash.digest('hex'),
+        size: info.size,
+        mtimeMs: info.mtimeMs,
+        ctimeMs: info.ctimeMs,
+        ino: info.ino,
+      };
       throwIfAborted(this.signal);
       if (count > 0) {
         offsets[count] = endAbs;
@@ -554,7 +586,14 @@ export class TableReader {
 
   // -- CSV / TSV rows --------------------------------------------------------------------
 
-  private csvRow(sc: CsvScanner, b: Buffer, out: Float32Array | Float64Array, o: number, labels: Int32Array, li: number): void {
+  private csvRow(
+    sc: CsvScanner,
+    b: Buffer,
+    out: Float32Array | Float64Array,
+    o: number,
+    labels: Int32Array,
+    li: number,
+  ): void {
     const H = this.info.columns.length;
     if (sc.n !== H) {
       throw new InfluenceError(
@@ -612,7 +651,9 @@ export class TableReader {
     if (!Number.isNaN(parseNumber(t))) {
       return new InfluenceError(
         'FEATURE_NOT_FINITE',
-        this.float64 ? `feature ${show(column)} value ${show(t)} overflows float64` : `feature ${show(column)} value ${show(t)} overflows float32 (max about 3.4e38)`,
+        this.float64
+          ? `feature ${show(column)} value ${show(t)} overflows float64`
+          : `feature ${show(column)} value ${show(t)} overflows float32 (max about 3.4e38)`,
         place,
       );
     }
@@ -645,16 +686,26 @@ export class TableReader {
       );
     }
     if (id < 0 || id >= this.limit || id > MAX_INT32) {
-      const range =
-        this.limit <= MAX_INT32 ? `0..${this.limit - 1}` : `0..${MAX_INT32}`;
-      throw new InfluenceError('LABEL_OUT_OF_RANGE', `label ${show(text)} is out of range: valid class ids are ${range}`, place);
+      const range = this.limit <= MAX_INT32 ? `0..${this.limit - 1}` : `0..${MAX_INT32}`;
+      throw new InfluenceError(
+        'LABEL_OUT_OF_RANGE',
+        `label ${show(text)} is out of range: valid class ids are ${range}`,
+        place,
+      );
     }
     return id === 0 ? 0 : id; // normalise -0
   }
 
   // -- JSONL rows ------------------------------------------------------------------------
 
-  private jsonlRow(sc: JsonlScanner, b: Buffer, out: Float32Array | Float64Array, o: number, labels: Int32Array, li: number): void {
+  private jsonlRow(
+    sc: JsonlScanner,
+    b: Buffer,
+    out: Float32Array | Float64Array,
+    o: number,
+    labels: Int32Array,
+    li: number,
+  ): void {
     const obj = sc.object(b);
     const place = { file: sc.file, line: sc.recLine };
     const names = this.info.featureNames;
@@ -676,7 +727,12 @@ export class TableReader {
     }
     if (this.pathCol >= 0) {
       const v = obj[this.info.columns[this.pathCol]];
-      if (typeof v !== 'string') throw new InfluenceError('IMAGE_COLUMN_MISSING', `the image path ${show(this.info.columns[this.pathCol])} must be a string (a file path), found ${show(jsonText(v))}`, place);
+      if (typeof v !== 'string')
+        throw new InfluenceError(
+          'IMAGE_COLUMN_MISSING',
+          `the image path ${show(this.info.columns[this.pathCol])} must be a string (a file path), found ${show(jsonText(v))}`,
+          place,
+        );
       this.lastPath = v;
     }
     const ix = this.index;
@@ -684,7 +740,12 @@ export class TableReader {
       const v = obj[ix.name];
       if (!Object.hasOwn(obj, ix.name)) throw this.keysDiffer(ix.name, place);
       const text = JSON.stringify(v) ?? String(v);
-      ix.add(typeof v === 'number' ? v : typeof v === 'string' ? parseNumber(v) : NaN, text, sc.recLine, this.info.featureCount);
+      ix.add(
+        typeof v === 'number' ? v : typeof v === 'string' ? parseNumber(v) : NaN,
+        text,
+        sc.recLine,
+        this.info.featureCount,
+      );
     }
     const lc = this.labelCol;
     if (lc < 0) {
@@ -721,7 +782,11 @@ export class TableReader {
       if (typeof x === 'number') num = x;
       else if (typeof x === 'string') num = parseNumber(x);
       else {
-        throw new InfluenceError('FEATURE_NOT_NUMERIC', `feature ${show(key)} has non-numeric value ${show(jsonText(x))}`, place);
+        throw new InfluenceError(
+          'FEATURE_NOT_NUMERIC',
+          `feature ${show(key)} has non-numeric value ${show(jsonText(x))}`,
+          place,
+        );
       }
       const f = this.float64 ? num : Math.fround(num);
       if (f - f !== 0) throw this.badValue(key, String(x), place);
@@ -766,7 +831,11 @@ class IndexCheck {
 
   add(v: number, text: string, line: number, featureCount: number, col?: () => number): void {
     if (!Number.isInteger(v)) {
-      throw this.notAnIndex(`here it holds ${show(text.trim())}, not an integer`, featureCount, { file: this.file, line, col: col?.() });
+      throw this.notAnIndex(`here it holds ${show(text.trim())}, not an integer`, featureCount, {
+        file: this.file,
+        line,
+        col: col?.(),
+      });
     }
     if (this.count === this.values.length) {
       const values = new Float64Array(this.count * 2);
@@ -789,10 +858,17 @@ class IndexCheck {
     if (dup === null) return;
     const first = this.values.indexOf(dup);
     const second = this.values.indexOf(dup, first + 1);
-    throw this.notAnIndex(`the value ${dup} appears on line ${this.lines[first]} and again here`, featureCount, { file: this.file, line: this.lines[second] });
+    throw this.notAnIndex(`the value ${dup} appears on line ${this.lines[first]} and again here`, featureCount, {
+      file: this.file,
+      line: this.lines[second],
+    });
   }
 
-  private notAnIndex(why: string, featureCount: number, place: { file: string; line: number; col?: number }): InfluenceError {
+  private notAnIndex(
+    why: string,
+    featureCount: number,
+    place: { file: string; line: number; col?: number },
+  ): InfluenceError {
     return new InfluenceError(
       'FEATURE_COUNT_MISMATCH',
       `the first column ${show(this.name)} was taken for a row index and skipped (the other ${featureCount} columns match the model's input), but ${why}; as a feature it makes ${featureCount + 1} columns, one more than the model takes: choose the features with --features, or skip columns with --ignore-columns`,

@@ -15,7 +15,16 @@ import { F32, F64, I64, GraphBuilder } from '../ort/graph';
 import type { Head } from './head';
 import type { GradientPath, Layer } from './layers';
 import { attrFloat, attrInt, nodeLabel, type GraphIndex } from './onnx';
-import { convPatchIndex, convScatterIndex, poolCounts, poolPatchIndex, poolScatterIndex, product, resolvePads, type WindowGeometry } from './windows';
+import {
+  convPatchIndex,
+  convScatterIndex,
+  poolCounts,
+  poolPatchIndex,
+  poolScatterIndex,
+  product,
+  resolvePads,
+  type WindowGeometry,
+} from './windows';
 
 export interface BackwardSpec {
   path: GradientPath;
@@ -92,7 +101,11 @@ class BackwardBuilder {
   }
 
   private fail(node: NodeProto, why: string): never {
-    throw new InfluenceError('UNSUPPORTED_OP', `the backward pass crosses node '${nodeLabel(node)}' (${node.opType}), ${why}; choose shallower layers with --layers`, { file: this.spec.file, node: nodeLabel(node) });
+    throw new InfluenceError(
+      'UNSUPPORTED_OP',
+      `the backward pass crosses node '${nodeLabel(node)}' (${node.opType}), ${why}; choose shallower layers with --layers`,
+      { file: this.spec.file, node: nodeLabel(node) },
+    );
   }
 
   /** Per-row dims of a value on the path (or a tap). */
@@ -138,7 +151,11 @@ class BackwardBuilder {
 
   /** dy (shaped like the output rows) summed down to an input's per-row shape (undoing broadcasting). */
   private unbroadcast(node: NodeProto, dy: string, outRow: number[], inRow: number[]): string {
-    if (inRow.length !== outRow.length) this.fail(node, `which broadcasts a value of per-row shape [${inRow.join(', ')}] against [${outRow.join(', ')}] (the batch dimension would not stay first)`);
+    if (inRow.length !== outRow.length)
+      this.fail(
+        node,
+        `which broadcasts a value of per-row shape [${inRow.join(', ')}] against [${outRow.join(', ')}] (the batch dimension would not stay first)`,
+      );
     const axes: number[] = [];
     inRow.forEach((d, a) => {
       if (d === 1 && outRow[a] !== 1) axes.push(a + 2);
@@ -151,7 +168,8 @@ class BackwardBuilder {
   private operand(node: NodeProto, name: string, outRank: number): string {
     const cd = this.constDims(name);
     if (cd && cd.length > outRank + 1) this.fail(node, `with a constant of more dims than its output`);
-    if (cd && cd.length === outRank + 1 && cd[0] !== 1) this.fail(node, `with a constant that spans the batch dimension`);
+    if (cd && cd.length === outRank + 1 && cd[0] !== 1)
+      this.fail(node, `with a constant that spans the batch dimension`);
     return this.act(name);
   }
 
@@ -161,7 +179,10 @@ class BackwardBuilder {
     const zRow = this.dims(head.zName);
     if (product(zRow) !== K) throw new Error(`the head's output has ${product(zRow)} values per row; expected ${K}`);
     const signal = g.input('sig', F64, ['k', 'R', K]);
-    this.addSignal(head.zName, this.reshapeRow(head.scale === 1 ? signal : g.mul(signal, g.constant(F64, [], [head.scale])), zRow));
+    this.addSignal(
+      head.zName,
+      this.reshapeRow(head.scale === 1 ? signal : g.mul(signal, g.constant(F64, [], [head.scale])), zRow),
+    );
     const nodes = spec.path.nodes;
     for (let q = nodes.length - 1; q >= 0; q--) {
       const node = nodes[q];
@@ -171,7 +192,9 @@ class BackwardBuilder {
     }
     const factors = spec.chosen.map((l) => this.factors(l));
     // θ order: layers head first, each out × D̃ row-major.
-    const parts = factors.map((f) => g.reshape(g.matmul(g.op('Transpose', [f.s], { perm: [0, 1, 3, 2] }), f.x), [0, 0, -1]));
+    const parts = factors.map((f) =>
+      g.reshape(g.matmul(g.op('Transpose', [f.s], { perm: [0, 1, 3, 2] }), f.x), [0, 0, -1]),
+    );
     const flat = parts.length === 1 ? parts[0] : g.op('Concat', parts, { axis: 2 });
     const P = spec.chosen.reduce((a, l) => a + l.parameters, 0);
     return { tapInputs: spec.path.taps.map((t) => this.tapInput.get(t)!), signal, factors, flat, P };
@@ -212,7 +235,10 @@ class BackwardBuilder {
     const { g } = this;
     const sig = this.sig.get(this.spec.head.zName)!;
     // 0·(Σ over the row of the logits' signal) keeps [k, R] and broadcasts to [k, R, T, m].
-    const base = g.reshape(g.mul(g.reduceSum(g.reshape(sig, [0, 0, -1]), [2], 1), g.constant(F64, [], [0])), [0, 0, 1, 1]);
+    const base = g.reshape(
+      g.mul(g.reduceSum(g.reshape(sig, [0, 0, -1]), [2], 1), g.constant(F64, [], [0])),
+      [0, 0, 1, 1],
+    );
     return g.mul(base, g.constant(F64, [T, m], new Array(T * m).fill(0)));
   }
 
@@ -226,7 +252,13 @@ class BackwardBuilder {
 
   private convWindow(l: Layer, inRow: number[], outRow: number[]): WindowGeometry {
     const c = l.conv!;
-    const base = { inSpatial: inRow.slice(1), outSpatial: outRow.slice(1), kernel: c.kernel, strides: c.strides, dilations: c.dilations };
+    const base = {
+      inSpatial: inRow.slice(1),
+      outSpatial: outRow.slice(1),
+      kernel: c.kernel,
+      strides: c.strides,
+      dilations: c.dilations,
+    };
     return { ...base, pads: resolvePads(c.autoPad, c.pads, base) };
   }
 
@@ -241,7 +273,12 @@ class BackwardBuilder {
       strides: global ? new Array(d).fill(1) : (ints(node, 'strides') ?? new Array(d).fill(1)),
       dilations: global ? new Array(d).fill(1) : (ints(node, 'dilations') ?? new Array(d).fill(1)),
     };
-    return { ...base, pads: global ? new Array(2 * d).fill(0) : resolvePads(attrString(node, 'auto_pad', 'NOTSET'), ints(node, 'pads') ?? [], base) };
+    return {
+      ...base,
+      pads: global
+        ? new Array(2 * d).fill(0)
+        : resolvePads(attrString(node, 'auto_pad', 'NOTSET'), ints(node, 'pads') ?? [], base),
+    };
   }
 
   /** Sums the window entries of dp [k, R, E] back into `entries` input positions by a gather table; pad index E is a zero. */
@@ -284,7 +321,11 @@ class BackwardBuilder {
         return give(x, g.mul(dy, g.cast(g.op('Greater', [this.act(x), g.constant(F64, [], [0])]), F64)));
       case 'LeakyRelu': {
         const alpha = attrFloat(node, 'alpha', 0.01);
-        const slope = g.op('Where', [g.op('Greater', [this.act(x), g.constant(F64, [], [0])]), g.constant(F64, [], [1]), g.constant(F64, [], [alpha])]);
+        const slope = g.op('Where', [
+          g.op('Greater', [this.act(x), g.constant(F64, [], [0])]),
+          g.constant(F64, [], [1]),
+          g.constant(F64, [], [alpha]),
+        ]);
         return give(x, g.mul(dy, slope));
       }
       case 'Tanh': {
@@ -303,7 +344,12 @@ class BackwardBuilder {
         const [scale, , , variance] = [c(1), c(2), c(3), c(4)];
         const eps = attrFloat(node, 'epsilon', 1e-5);
         const C = outRow[0];
-        const f = Array.from({ length: C }, (_, ch) => (scale.length === 1 ? scale[0] : scale[ch]) / Math.sqrt((variance.length === 1 ? variance[0] : variance[ch]) + eps));
+        const f = Array.from(
+          { length: C },
+          (_, ch) =>
+            (scale.length === 1 ? scale[0] : scale[ch]) /
+            Math.sqrt((variance.length === 1 ? variance[0] : variance[ch]) + eps),
+        );
         return give(x, g.mul(dy, g.constant(F64, [C, ...new Array(outRow.length - 1).fill(1)], f)));
       }
       case 'GlobalAveragePool': {
@@ -376,7 +422,17 @@ class BackwardBuilder {
     const xflat = this.pad(g.reshape(this.act(x), [0, 0, -1]), 3, 1, -Infinity);
     const windows = g.op('Gather', [xflat, g.constant(I64, [C * T, Q], index)], { axis: 2 });
     const arg = g.op('ArgMax', [windows], { axis: 3, keepdims: 1 });
-    const mask = g.cast(g.op('Equal', [arg, g.constant(I64, [Q], Array.from({ length: Q }, (_, q) => q))]), F64);
+    const mask = g.cast(
+      g.op('Equal', [
+        arg,
+        g.constant(
+          I64,
+          [Q],
+          Array.from({ length: Q }, (_, q) => q),
+        ),
+      ]),
+      F64,
+    );
     const dp = g.reshape(g.mul(g.reshape(dy, [0, 0, C * T, 1]), mask), [0, 0, -1]);
     const dx = this.scatter(dp, poolScatterIndex(w, C), C * product(inRow.slice(1)));
     return this.reshapeRow(dx, inRow);
@@ -392,7 +448,13 @@ class BackwardBuilder {
     const { T, Q } = { T: counts.length, Q: product(w.kernel) };
     const inv = Array.from({ length: C * T }, (_, e) => 1 / counts[e % T]);
     // Each window entry gets dy/count; col2im over the per-entry copies.
-    const dp = g.reshape(g.mul(g.reshape(dy, [0, 0, C * T, 1]), g.mul(g.constant(F64, [C * T, 1], inv), g.constant(F64, [Q], new Array(Q).fill(1)))), [0, 0, -1]);
+    const dp = g.reshape(
+      g.mul(
+        g.reshape(dy, [0, 0, C * T, 1]),
+        g.mul(g.constant(F64, [C * T, 1], inv), g.constant(F64, [Q], new Array(Q).fill(1))),
+      ),
+      [0, 0, -1],
+    );
     const dx = this.scatter(dp, poolScatterIndex(w, C), C * product(inRow.slice(1)));
     return this.reshapeRow(dx, inRow);
   }
@@ -444,8 +506,15 @@ class BackwardBuilder {
       const T = product(outRow.slice(1));
       const K = l.fanIn;
       // dpatch[t, c·Q + q] = Σ_o s[o, t] W[o, c·Q + q], then each patch entry back to the input entry it read.
-      const dpatch = g.matmul(g.op('Transpose', [g.reshape(dy, [0, 0, l.out, T])], { perm: [0, 1, 3, 2] }), g.constant(F64, [l.out, K], l.W));
-      const dx = this.scatter(g.reshape(dpatch, [0, 0, T * K]), convScatterIndex(w, cin), cin * product(inRow.slice(1)));
+      const dpatch = g.matmul(
+        g.op('Transpose', [g.reshape(dy, [0, 0, l.out, T])], { perm: [0, 1, 3, 2] }),
+        g.constant(F64, [l.out, K], l.W),
+      );
+      const dx = this.scatter(
+        g.reshape(dpatch, [0, 0, T * K]),
+        convScatterIndex(w, cin),
+        cin * product(inRow.slice(1)),
+      );
       this.addSignal(x, this.reshapeRow(dx, inRow));
       return;
     }
@@ -465,7 +534,9 @@ class BackwardBuilder {
       const alpha = node.opType === 'Gemm' ? attrFloat(node, 'alpha', 1) : 1;
       [out, fanIn] = trans ? B.dims : [B.dims[1], B.dims[0]];
       W = new Float64Array(out * fanIn);
-      for (let o = 0; o < out; o++) for (let j = 0; j < fanIn; j++) W[o * fanIn + j] = alpha * (trans ? B.values[o * fanIn + j] : B.values[j * out + o]);
+      for (let o = 0; o < out; o++)
+        for (let j = 0; j < fanIn; j++)
+          W[o * fanIn + j] = alpha * (trans ? B.values[o * fanIn + j] : B.values[j * out + o]);
     }
     this.addSignal(x, g.matmul(dy, g.constant(F64, [out, fanIn], W)));
   }

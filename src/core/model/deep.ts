@@ -40,7 +40,10 @@ function probeInput(rows: number, F: number): Float64Array {
 
 const slice = (t: ort.Tensor, start: number, k: number): ort.Tensor => {
   const row = t.dims.slice(1).reduce((a, b) => a * b, 1);
-  return new ort.Tensor(t.type as 'float32', (t.data as Float32Array).subarray(start * row, (start + k) * row), [k, ...t.dims.slice(1)]);
+  return new ort.Tensor(t.type as 'float32', (t.data as Float32Array).subarray(start * row, (start + k) * row), [
+    k,
+    ...t.dims.slice(1),
+  ]);
 };
 
 export class DeepEngine {
@@ -75,7 +78,11 @@ export class DeepEngine {
     const { info, proto } = eng.model;
     const file = info.path;
     if (eng.runBatchSize !== null) {
-      throw new InfluenceError('BAD_OPTION', `--layers beyond the head needs a model that runs on any batch size; this one was exported with a fixed batch size of ${info.fixedBatch} that its graph depends on`, { file });
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--layers beyond the head needs a model that runs on any batch size; this one was exported with a fixed batch size of ${info.fixedBatch} that its graph depends on`,
+        { file },
+      );
     }
     const graph = proto.graph!;
     const idx = new GraphIndex(graph);
@@ -84,9 +91,16 @@ export class DeepEngine {
     const path = gradientPath(graph, idx, info.head, all, chosen, file);
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(augmentModel(eng.model, { batchFree: info.fixedBatch !== null, taps: path.taps }), { graphOptimizationLevel: 'all', logSeverityLevel: 4 });
+      session = await ort.InferenceSession.create(
+        augmentModel(eng.model, { batchFree: info.fixedBatch !== null, taps: path.taps }),
+        { graphOptimizationLevel: 'all', logSeverityLevel: 4 },
+      );
     } catch (e) {
-      throw new InfluenceError('MODEL_INVALID', `onnxruntime cannot run this model with the values of the backward pass as outputs: ${((e as Error).message ?? String(e)).split('\n')[0]}`, { file });
+      throw new InfluenceError(
+        'MODEL_INVALID',
+        `onnxruntime cannot run this model with the values of the backward pass as outputs: ${((e as Error).message ?? String(e)).split('\n')[0]}`,
+        { file },
+      );
     }
     // The taps' per-row shapes, from probe runs of two batch sizes: each must keep the batch dim first.
     const rowDims = new Map<string, number[]>();
@@ -95,10 +109,23 @@ export class DeepEngine {
     path.taps.forEach((name, j) => {
       const [a, b] = runs.map((r) => r[tapName(j)]);
       if (a.type !== 'float32' && a.type !== 'float64') {
-        throw new InfluenceError('UNSUPPORTED_OP', `the value '${name}' on the backward path is ${a.type}; the backward pass reads float32 or float64 values`, { file });
+        throw new InfluenceError(
+          'UNSUPPORTED_OP',
+          `the value '${name}' on the backward path is ${a.type}; the backward pass reads float32 or float64 values`,
+          { file },
+        );
       }
-      if (a.dims[0] !== 2 || b.dims[0] !== 3 || a.dims.length !== b.dims.length || a.dims.slice(1).some((d, q) => d !== b.dims[q + 1])) {
-        throw new InfluenceError('UNSUPPORTED_OP', `the value '${name}' on the backward path does not keep the batch dimension first (shapes [${a.dims.join(', ')}] and [${b.dims.join(', ')}] for batches of 2 and 3 rows): per-example gradients need it`, { file });
+      if (
+        a.dims[0] !== 2 ||
+        b.dims[0] !== 3 ||
+        a.dims.length !== b.dims.length ||
+        a.dims.slice(1).some((d, q) => d !== b.dims[q + 1])
+      ) {
+        throw new InfluenceError(
+          'UNSUPPORTED_OP',
+          `the value '${name}' on the backward path does not keep the batch dimension first (shapes [${a.dims.join(', ')}] and [${b.dims.join(', ')}] for batches of 2 and 3 rows): per-example gradients need it`,
+          { file },
+        );
       }
       if (a.type === 'float64') tapElem = F64;
       rowDims.set(name, a.dims.slice(1).map(Number));
@@ -109,14 +136,26 @@ export class DeepEngine {
     return new DeepEngine(eng, all, chosen, path, session, rowDims, tapElem);
   }
 
-  private static async run(eng: Engine, session: ort.InferenceSession, features: Float32Array | Float64Array, count: number): Promise<ort.InferenceSession.OnnxValueMapType> {
+  private static async run(
+    eng: Engine,
+    session: ort.InferenceSession,
+    features: Float32Array | Float64Array,
+    count: number,
+  ): Promise<ort.InferenceSession.OnnxValueMapType> {
     const { inputName, inputDims, inputType, F, path } = eng.info;
     const x = features.subarray(0, count * F);
-    const input = inputType === 'float64' ? new ort.Tensor('float64', x instanceof Float64Array ? x : Float64Array.from(x), [count, ...inputDims]) : new ort.Tensor('float32', x instanceof Float32Array ? x : Float32Array.from(x), [count, ...inputDims]);
+    const input =
+      inputType === 'float64'
+        ? new ort.Tensor('float64', x instanceof Float64Array ? x : Float64Array.from(x), [count, ...inputDims])
+        : new ort.Tensor('float32', x instanceof Float32Array ? x : Float32Array.from(x), [count, ...inputDims]);
     try {
       return await session.run({ [inputName]: input });
     } catch (e) {
-      throw new InfluenceError('MODEL_RUN_FAILED', `onnxruntime could not run the model on input '${inputName}' [${count}, ${inputDims.join(', ')}]: ${((e as Error).message ?? String(e)).split('\n')[0]}`, { file: path });
+      throw new InfluenceError(
+        'MODEL_RUN_FAILED',
+        `onnxruntime could not run the model on input '${inputName}' [${count}, ${inputDims.join(', ')}]: ${((e as Error).message ?? String(e)).split('\n')[0]}`,
+        { file: path },
+      );
     }
   }
 
@@ -139,7 +178,12 @@ export class DeepEngine {
     const { head, path } = this.eng.info;
     const zv = out[AUG.z].data as Float32Array | Float64Array;
     const hv = out[AUG.h].data as Float32Array | Float64Array;
-    if (zv.length !== count * head.C) throw new InfluenceError('MODEL_RUN_FAILED', `the final layer gave ${zv.length / count} outputs per row; expected ${head.C}`, { file: path });
+    if (zv.length !== count * head.C)
+      throw new InfluenceError(
+        'MODEL_RUN_FAILED',
+        `the final layer gave ${zv.length / count} outputs per row; expected ${head.C}`,
+        { file: path },
+      );
     // The logits in float64 from the head's input (z = scale·(W h + b)): the float32 head's own rounding left out.
     const h = hv instanceof Float32Array ? hv : Float32Array.from(hv);
     const z = new Float64Array(zv.length);
@@ -154,7 +198,12 @@ export class DeepEngine {
       }
     } else for (let q = 0; q < z.length; q++) z[q] = head.scale * zv[q];
     for (let q = 0; q < z.length; q++) {
-      if (!Number.isFinite(z[q])) throw new InfluenceError('MODEL_NOT_FINITE', `the model produced a non-finite logit for row ${Math.floor(q / head.C)} of a batch`, { file: path });
+      if (!Number.isFinite(z[q]))
+        throw new InfluenceError(
+          'MODEL_NOT_FINITE',
+          `the model produced a non-finite logit for row ${Math.floor(q / head.C)} of a batch`,
+          { file: path },
+        );
     }
     return { count, taps: this.path.taps.map((_, j) => out[tapName(j)]), z, h };
   }
@@ -207,7 +256,13 @@ export class DeepEngine {
    * per row g and then the K columns of a factor V of A (VVᵀ = A). Returns grad (k×P, from g) and
    * H + Σ_rows Σ_columns (Jᵀv)(Jᵀv)ᵀ (P×P), float64.
    */
-  async ggn(fw: DeepForward, start: number, k: number, signal: Float64Array, H: Float64Array): Promise<{ grad: Float64Array; H: Float64Array }> {
+  async ggn(
+    fw: DeepForward,
+    start: number,
+    k: number,
+    signal: Float64Array,
+    H: Float64Array,
+  ): Promise<{ grad: Float64Array; H: Float64Array }> {
     const { P, K } = this;
     this.ggnK ??= await this.kernel((g, b) => {
       const first = g.reshape(g.op('Slice', [b.flat, g.ints([0]), g.ints([1]), g.ints([1])]), [-1, P]);
@@ -229,8 +284,21 @@ export class DeepEngine {
    * A pass over a data file in batches through the user's graph: `onBatch` sees each batch with
    * its forward results (the caller runs the backward passes it needs on them).
    */
-  async pass(path: string, tableOpts: TableOptions, run: { signal?: AbortSignal; onProgress?: Progress; batchSize?: number }, onBatch: (batch: Batch, fw: DeepForward) => Promise<void>): Promise<{ table: TableInfo; summary: TableSummary }> {
-    const reader = await TableReader.open(path, this.eng.tableOptions({ ...tableOpts, batchSize: run.batchSize ?? tableOpts.batchSize ?? 1024, signal: run.signal, onProgress: run.onProgress }));
+  async pass(
+    path: string,
+    tableOpts: TableOptions,
+    run: { signal?: AbortSignal; onProgress?: Progress; batchSize?: number },
+    onBatch: (batch: Batch, fw: DeepForward) => Promise<void>,
+  ): Promise<{ table: TableInfo; summary: TableSummary }> {
+    const reader = await TableReader.open(
+      path,
+      this.eng.tableOptions({
+        ...tableOpts,
+        batchSize: run.batchSize ?? tableOpts.batchSize ?? 1024,
+        signal: run.signal,
+        onProgress: run.onProgress,
+      }),
+    );
     this.eng.checkWidth(reader.info);
     for await (const batch of reader.batches()) {
       throwIfAborted(run.signal);
@@ -250,9 +318,18 @@ export class DeepKernel {
   ) {}
 
   /** Runs rows [start, start + k) of a forward batch with R directions each (signal k×R×K) and further feeds; its outputs as float64. */
-  async run(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number, extra: Record<string, ort.Tensor> = {}): Promise<Record<string, Float64Array>> {
+  async run(
+    fw: DeepForward,
+    start: number,
+    k: number,
+    signal: Float64Array,
+    R: number,
+    extra: Record<string, ort.Tensor> = {},
+  ): Promise<Record<string, Float64Array>> {
     const feeds: Record<string, ort.Tensor> = { ...extra };
-    this.backward.tapInputs.forEach((name, j) => (feeds[name] = start === 0 && k === fw.count ? fw.taps[j] : slice(fw.taps[j], start, k)));
+    this.backward.tapInputs.forEach(
+      (name, j) => (feeds[name] = start === 0 && k === fw.count ? fw.taps[j] : slice(fw.taps[j], start, k)),
+    );
     feeds[this.backward.signal] = new ort.Tensor('float64', signal, [k, R, this.K]);
     const out = await this.kernel.run(feeds);
     const res: Record<string, Float64Array> = {};

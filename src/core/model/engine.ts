@@ -123,7 +123,12 @@ export class Engine {
 
   /** Table options implied by the model: class count and names, and the features' precision. */
   tableOptions(opts: TableOptions): TableOptions {
-    return { ...opts, numClasses: this.task.classes, classes: opts.classes ?? this.info.classes, float64: this.info.inputType === 'float64' };
+    return {
+      ...opts,
+      numClasses: this.task.classes,
+      classes: opts.classes ?? this.info.classes,
+      float64: this.info.inputType === 'float64',
+    };
   }
 
   /** The file must give as many features as the model takes. */
@@ -139,7 +144,11 @@ export class Engine {
   }
 
   /** Runs one batch: labels < 0 (unlabelled rows) are taken as class 0 and their loss and g are meaningless. */
-  async runBatch(features: Float32Array | Float64Array, labels: Int32Array, count: number): Promise<{ h: Float32Array; z: Float64Array; loss: Float64Array; g: Float64Array }> {
+  async runBatch(
+    features: Float32Array | Float64Array,
+    labels: Int32Array,
+    count: number,
+  ): Promise<{ h: Float32Array; z: Float64Array; loss: Float64Array; g: Float64Array }> {
     const { h, z } = await this.runRows(features, count);
     const loss = new Float64Array(count);
     const g = new Float64Array(count * this.info.head.C);
@@ -148,7 +157,10 @@ export class Engine {
   }
 
   /** h and the model's logits (scale·z) for `count` rows, in runs of the fixed batch size when there is one. */
-  private async runRows(features: Float32Array | Float64Array, count: number): Promise<{ h: Float32Array; z: Float64Array }> {
+  private async runRows(
+    features: Float32Array | Float64Array,
+    count: number,
+  ): Promise<{ h: Float32Array; z: Float64Array }> {
     const B = this.runBatchSize;
     if (B === null || count === B) return this.runOnce(features, count);
     const { F, head } = this.info;
@@ -166,10 +178,16 @@ export class Engine {
     return { h, z };
   }
 
-  private async runOnce(features: Float32Array | Float64Array, count: number): Promise<{ h: Float32Array; z: Float64Array }> {
+  private async runOnce(
+    features: Float32Array | Float64Array,
+    count: number,
+  ): Promise<{ h: Float32Array; z: Float64Array }> {
     const { inputName, inputDims, inputType, F, head, path } = this.info;
     const x = features.subarray(0, count * F);
-    const input = inputType === 'float64' ? new ort.Tensor('float64', x instanceof Float64Array ? x : Float64Array.from(x), [count, ...inputDims]) : new ort.Tensor('float32', x instanceof Float32Array ? x : Float32Array.from(x), [count, ...inputDims]);
+    const input =
+      inputType === 'float64'
+        ? new ort.Tensor('float64', x instanceof Float64Array ? x : Float64Array.from(x), [count, ...inputDims])
+        : new ort.Tensor('float32', x instanceof Float32Array ? x : Float32Array.from(x), [count, ...inputDims]);
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
       out = await this.session.run({ [inputName]: input });
@@ -184,7 +202,11 @@ export class Engine {
     const hv = out[AUG.h].data as Float32Array | Float64Array;
     const zv = out[AUG.z].data as Float32Array | Float64Array;
     if (hv.length !== count * head.D || zv.length !== count * head.C) {
-      throw new InfluenceError('MODEL_RUN_FAILED', `for a batch of ${count} rows the final layer '${head.node}' gave ${hv.length / count} inputs and ${zv.length / count} outputs per row; expected ${head.D} and ${head.C}`, { file: path, node: head.node });
+      throw new InfluenceError(
+        'MODEL_RUN_FAILED',
+        `for a batch of ${count} rows the final layer '${head.node}' gave ${hv.length / count} inputs and ${zv.length / count} outputs per row; expected ${head.D} and ${head.C}`,
+        { file: path, node: head.node },
+      );
     }
     const z = new Float64Array(zv.length);
     for (let q = 0; q < z.length; q++) z[q] = head.scale * zv[q];
@@ -196,7 +218,15 @@ export class Engine {
    * stored in the result (and may keep or transfer them).
    */
   async forward(path: string, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRows> {
-    const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, batchSize: run.batchSize ?? tableOpts.batchSize, signal: run.signal, onProgress: run.onProgress }));
+    const reader = await TableReader.open(
+      path,
+      this.tableOptions({
+        ...tableOpts,
+        batchSize: run.batchSize ?? tableOpts.batchSize,
+        signal: run.signal,
+        onProgress: run.onProgress,
+      }),
+    );
     this.checkWidth(reader.info);
     const { C, D, b } = this.info.head;
     // Rows accumulate in arrays sized from the first batch's bytes per row (grown if the
@@ -209,7 +239,7 @@ export class Engine {
       if (pending) await pending;
       if (batch.start === 0 && batch.count > 0) {
         const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
-        acc.reserve(Math.ceil((reader.info.size - batch.offsets[0]) / Math.max(bytesPerRow, 1) * 1.02) + 16);
+        acc.reserve(Math.ceil(((reader.info.size - batch.offsets[0]) / Math.max(bytesPerRow, 1)) * 1.02) + 16);
       }
       pending = this.runBatch(batch.features, batch.labels, batch.count).then((out) => {
         checkFinite(out, batch, reader.info);
@@ -227,7 +257,22 @@ export class Engine {
    * Reads row `k` of a file and runs it. An unlabelled row (no label column) is explained
    * for its predicted class.
    */
-  async forwardRow(path: string, k: number, tableOpts: TableOptions, run: RunOptions = {}): Promise<{ table: TableInfo; line: number; label: number; labelled: boolean; features: Float32Array | Float64Array; h: Float32Array; z: Float64Array; loss: number; g: Float64Array }> {
+  async forwardRow(
+    path: string,
+    k: number,
+    tableOpts: TableOptions,
+    run: RunOptions = {},
+  ): Promise<{
+    table: TableInfo;
+    line: number;
+    label: number;
+    labelled: boolean;
+    features: Float32Array | Float64Array;
+    h: Float32Array;
+    z: Float64Array;
+    loss: number;
+    g: Float64Array;
+  }> {
     // Unless the options say otherwise, only a label column the user named explicitly must exist in the test file.
     const requireLabel = tableOpts.requireLabel ?? tableOpts.labelColumn !== undefined;
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, requireLabel, signal: run.signal }));
@@ -247,11 +292,25 @@ export class Engine {
           one[0] = this.task.prediction(out.z).predicted;
           lossAndSignal(this.task, out.z, one, 1, out.loss, out.g);
         }
-        return { table: reader.info, line: batch.lines[r], label: one[0], labelled, features, h: out.h, z: out.z, loss: out.loss[0], g: out.g };
+        return {
+          table: reader.info,
+          line: batch.lines[r],
+          label: one[0],
+          labelled,
+          features,
+          h: out.h,
+          z: out.z,
+          loss: out.loss[0],
+          g: out.g,
+        };
       }
       seen = batch.start + batch.count;
     }
-    throw new InfluenceError('ROW_OUT_OF_RANGE', `row ${k} does not exist: ${path} has ${seen} rows (0-based, header excluded)`, { file: path });
+    throw new InfluenceError(
+      'ROW_OUT_OF_RANGE',
+      `row ${k} does not exist: ${path} has ${seen} rows (0-based, header excluded)`,
+      { file: path },
+    );
   }
 }
 
@@ -261,10 +320,18 @@ function modelNotes(info: ModelInfo, runBatchSize: number | null): string[] {
   const { head } = info;
   if (info.outputs.length > 1) {
     const others = info.outputs.filter((o) => o.name !== info.outputName).map((o) => `'${o.name}' ${o.shape}`);
-    notes.push(`explaining the model output '${info.outputName}' (${info.output}, from the final layer '${head.node}'); it also outputs ${others.join(', ')}; choose another with --output`);
+    notes.push(
+      `explaining the model output '${info.outputName}' (${info.output}, from the final layer '${head.node}'); it also outputs ${others.join(', ')}; choose another with --output`,
+    );
   }
-  if (head.C === 1) notes.push(`the final layer '${head.node}' has one logit: a binary logistic head (class 1 when the logit is positive)`);
-  if (head.scale !== 1) notes.push(`the model's logits are ${+head.scale.toPrecision(6)} × the output of '${head.node}' (a constant ${info.steps.filter((s) => s === 'Mul' || s === 'Div').join('/')} after it); gradients and the damping are taken through that factor`);
+  if (head.C === 1)
+    notes.push(
+      `the final layer '${head.node}' has one logit: a binary logistic head (class 1 when the logit is positive)`,
+    );
+  if (head.scale !== 1)
+    notes.push(
+      `the model's logits are ${+head.scale.toPrecision(6)} × the output of '${head.node}' (a constant ${info.steps.filter((s) => s === 'Mul' || s === 'Div').join('/')} after it); gradients and the damping are taken through that factor`,
+    );
   if (info.fixedBatch !== null) {
     notes.push(
       runBatchSize === null
@@ -279,11 +346,20 @@ function modelNotes(info: ModelInfo, runBatchSize: number | null): string[] {
 async function compile(model: LoadedModel, batchFree: boolean): Promise<ort.InferenceSession> {
   try {
     // Fatal messages only: onnxruntime's own error lines would duplicate (or, for the batch probe, misreport) the errors we raise.
-    return await ort.InferenceSession.create(augmentModel(model, { batchFree }), { graphOptimizationLevel: 'all', logSeverityLevel: 4 });
+    return await ort.InferenceSession.create(augmentModel(model, { batchFree }), {
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 4,
+    });
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
-    const op = /Could not find an implementation for (\w+)/.exec(msg) ?? /(?:Unrecognized|unsupported) (?:op|operator)\S*\s+'?(\w+)/i.exec(msg);
-    throw new InfluenceError(op ? 'UNSUPPORTED_OP' : 'MODEL_INVALID', `onnxruntime cannot run this model: ${msg.split('\n')[0]}`, { file: model.info.path, node: op?.[1] });
+    const op =
+      /Could not find an implementation for (\w+)/.exec(msg) ??
+      /(?:Unrecognized|unsupported) (?:op|operator)\S*\s+'?(\w+)/i.exec(msg);
+    throw new InfluenceError(
+      op ? 'UNSUPPORTED_OP' : 'MODEL_INVALID',
+      `onnxruntime cannot run this model: ${msg.split('\n')[0]}`,
+      { file: model.info.path, node: op?.[1] },
+    );
   }
 }
 
@@ -305,7 +381,11 @@ class RowsBuilder {
 
   reserve(rows: number): void {
     if (rows <= this.cap) return;
-    const grow = <T extends Float32Array | Float64Array | Int32Array>(a: T, width: number, make: (len: number) => T): T => {
+    const grow = <T extends Float32Array | Float64Array | Int32Array>(
+      a: T,
+      width: number,
+      make: (len: number) => T,
+    ): T => {
       const b = make(rows * width + (width === 0 ? 1 : 0));
       b.set(a.subarray(0, Math.min(a.length, b.length)));
       return b;
@@ -361,12 +441,20 @@ function describeColumns(names: string[]): string {
 }
 
 /** A NaN from the body (e.g. an overflow in the model) would poison every score: stop early. */
-function checkFinite(out: { z: Float64Array; h: Float32Array }, batch: Pick<Batch, 'start' | 'count' | 'lines'>, info: TableInfo): void {
+function checkFinite(
+  out: { z: Float64Array; h: Float32Array },
+  batch: Pick<Batch, 'start' | 'count' | 'lines'>,
+  info: TableInfo,
+): void {
   const C = out.z.length / batch.count;
   for (let r = 0; r < batch.count; r++) {
     for (let c = 0; c < C; c++) {
       if (!Number.isFinite(out.z[r * C + c])) {
-        throw new InfluenceError('MODEL_NOT_FINITE', `the model produced a non-finite logit for row ${batch.start + r}`, { file: info.path, line: batch.lines[r] });
+        throw new InfluenceError(
+          'MODEL_NOT_FINITE',
+          `the model produced a non-finite logit for row ${batch.start + r}`,
+          { file: info.path, line: batch.lines[r] },
+        );
       }
     }
   }

@@ -64,7 +64,11 @@ export function findHead(idx: GraphIndex, outputName: string, path: string): Hea
     const p = idx.producer.get(cur);
     if (!p) break;
     if (seen.has(cur)) {
-      throw new InfluenceError('MODEL_INVALID', `the graph has a cycle: value '${cur}' depends on itself through node '${nodeLabel(p)}' (an ONNX graph must be acyclic)`, { file: path, node: nodeLabel(p) });
+      throw new InfluenceError(
+        'MODEL_INVALID',
+        `the graph has a cycle: value '${cur}' depends on itself through node '${nodeLabel(p)}' (an ONNX graph must be acyclic)`,
+        { file: path, node: nodeLabel(p) },
+      );
     }
     seen.add(cur);
     if (p.opType === 'Softmax' || p.opType === 'LogSoftmax' || p.opType === 'Sigmoid') {
@@ -87,18 +91,26 @@ export function findHead(idx: GraphIndex, outputName: string, path: string): Hea
   const found = headNode ? `${headNode.opType} node '${nodeLabel(headNode)}'` : `the graph input '${cur}'`;
   const afterWhat = steps.length ? ` (after stepping back over ${steps.join(', ')})` : '';
   const noHead = (why: string): never => {
-    throw new InfluenceError('NO_LINEAR_HEAD', `no final linear layer (Gemm, or MatMul + Add) found behind output '${outputName}': it comes from ${found}${afterWhat}; ${why}`, {
-      file: path,
-      node: headNode ? nodeLabel(headNode) : undefined,
-    });
+    throw new InfluenceError(
+      'NO_LINEAR_HEAD',
+      `no final linear layer (Gemm, or MatMul + Add) found behind output '${outputName}': it comes from ${found}${afterWhat}; ${why}`,
+      {
+        file: path,
+        node: headNode ? nodeLabel(headNode) : undefined,
+      },
+    );
   };
   if (!headNode) return noHead('expected a Gemm or MatMul + Add');
   let head: Head;
   if (headNode.opType === 'Gemm') head = gemmHead(headNode, idx, noHead, scale);
   else if (headNode.opType === 'Add' || headNode.opType === 'MatMul') head = matmulHead(headNode, idx, noHead, scale);
   else return noHead('expected a Gemm or MatMul + Add');
-  if (sigmoid && head.C !== 1) noHead(`a Sigmoid over ${head.C} outputs is multi-label classification, which is not supported (a binary head has one logit)`);
-  if (head.C === 1 && kind !== 'logits' && !sigmoid) noHead(`a ${kind === 'probabilities' ? 'Softmax' : 'LogSoftmax'} over a single logit is constant`);
+  if (sigmoid && head.C !== 1)
+    noHead(
+      `a Sigmoid over ${head.C} outputs is multi-label classification, which is not supported (a binary head has one logit)`,
+    );
+  if (head.C === 1 && kind !== 'logits' && !sigmoid)
+    noHead(`a ${kind === 'probabilities' ? 'Softmax' : 'LogSoftmax'} over a single logit is constant`);
   return { head, kind, steps };
 }
 
@@ -116,7 +128,8 @@ function gemmHead(node: NodeProto, idx: GraphIndex, fail: Fail, scale: number): 
   const C = transB ? r : k;
   const D = transB ? k : r;
   const W = new Float64Array(C * D);
-  for (let c = 0; c < C; c++) for (let j = 0; j < D; j++) W[c * D + j] = alpha * (transB ? B!.values[c * D + j] : B!.values[j * C + c]);
+  for (let c = 0; c < C; c++)
+    for (let j = 0; j < D; j++) W[c * D + j] = alpha * (transB ? B!.values[c * D + j] : B!.values[j * C + c]);
   let b: Float64Array | null = null;
   if (node.input.length > 2 && node.input[2] !== '') {
     const bias = idx.constant(node.input[2]);
@@ -132,7 +145,10 @@ function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail, scale: number)
   let bias: { dims: number[]; values: Float64Array } | null = null;
   if (node.opType === 'Add') {
     // Either operand order: Add(MatMul(h, W), b) or Add(b, MatMul(h, W)).
-    for (const [m, c] of [[0, 1], [1, 0]] as const) {
+    for (const [m, c] of [
+      [0, 1],
+      [1, 0],
+    ] as const) {
       const p = idx.producer.get(node.input[m]);
       const k = idx.constant(node.input[c]);
       if (p && p.opType === 'MatMul' && k) {
@@ -145,7 +161,8 @@ function matmulHead(node: NodeProto, idx: GraphIndex, fail: Fail, scale: number)
   }
   const Wt = idx.constant(mm.input[1]);
   // A 1-D weight [D] gives one logit per row, [N]: a binary head.
-  if (!Wt || (Wt.dims.length !== 2 && Wt.dims.length !== 1)) return fail(`the MatMul's weight '${mm.input[1]}' is not a constant 1-D or 2-D tensor`);
+  if (!Wt || (Wt.dims.length !== 2 && Wt.dims.length !== 1))
+    return fail(`the MatMul's weight '${mm.input[1]}' is not a constant 1-D or 2-D tensor`);
   const [D, C] = Wt.dims.length === 2 ? Wt.dims : [Wt.dims[0], 1];
   const W = new Float64Array(C * D);
   for (let c = 0; c < C; c++) for (let j = 0; j < D; j++) W[c * D + j] = Wt.values[j * C + c];

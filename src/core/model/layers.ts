@@ -60,8 +60,15 @@ export function parseLayerSpec(text: string): LayerSpec {
     if (k < 1) throw new InfluenceError('BAD_OPTION', `--layers K needs K ≥ 1; got '${text}'`);
     return k;
   }
-  const names = t.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (names.length === 0) throw new InfluenceError('BAD_OPTION', `--layers must be head, a count K, all, or node names separated by commas; got '${text}'`);
+  const names = t
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (names.length === 0)
+    throw new InfluenceError(
+      'BAD_OPTION',
+      `--layers must be head, a count K, all, or node names separated by commas; got '${text}'`,
+    );
   return names;
 }
 
@@ -133,14 +140,30 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
     const out = transB ? r : c;
     const fanIn = transB ? c : r;
     const W = new Float64Array(out * fanIn);
-    for (let o = 0; o < out; o++) for (let j = 0; j < fanIn; j++) W[o * fanIn + j] = alpha * (transB ? B.values[o * fanIn + j] : B.values[j * out + o]);
+    for (let o = 0; o < out; o++)
+      for (let j = 0; j < fanIn; j++)
+        W[o * fanIn + j] = alpha * (transB ? B.values[o * fanIn + j] : B.values[j * out + o]);
     let b: Float64Array | null = null;
     if (node.input.length > 2 && node.input[2]) {
       const C = idx.constant(node.input[2]);
       b = C ? biasOf(C.values, out, beta) : null;
       if (!b) return null;
     }
-    return { kind: 'Gemm', name, nodes: [name], node, input: node.input[0], output: node.output[0], out, fanIn, bias: b !== null, W, b, parameters: out * (fanIn + (b ? 1 : 0)), conv: null };
+    return {
+      kind: 'Gemm',
+      name,
+      nodes: [name],
+      node,
+      input: node.input[0],
+      output: node.output[0],
+      out,
+      fanIn,
+      bias: b !== null,
+      W,
+      b,
+      parameters: out * (fanIn + (b ? 1 : 0)),
+      conv: null,
+    };
   }
   if (node.opType === 'MatMul') {
     const B = idx.constant(node.input[1]);
@@ -159,7 +182,21 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
       b = k ? biasOf(k.values, out) : null;
       if (b) nodes.push(nodeLabel(add));
     }
-    return { kind: 'MatMul', name, nodes, node, input: node.input[0], output: node.output[0], out, fanIn, bias: b !== null, W, b, parameters: out * (fanIn + (b ? 1 : 0)), conv: null };
+    return {
+      kind: 'MatMul',
+      name,
+      nodes,
+      node,
+      input: node.input[0],
+      output: node.output[0],
+      out,
+      fanIn,
+      bias: b !== null,
+      W,
+      b,
+      parameters: out * (fanIn + (b ? 1 : 0)),
+      conv: null,
+    };
   }
   if (node.opType === 'Conv') {
     if (attrInt(node, 'group', 1) !== 1) return null;
@@ -182,7 +219,21 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
       autoPad: attrString(node, 'auto_pad', 'NOTSET'),
       inChannels,
     };
-    return { kind: 'Conv', name, nodes: [name], node, input: node.input[0], output: node.output[0], out, fanIn, bias: b !== null, W: Float64Array.from(Wt.values), b, parameters: out * (fanIn + (b ? 1 : 0)), conv };
+    return {
+      kind: 'Conv',
+      name,
+      nodes: [name],
+      node,
+      input: node.input[0],
+      output: node.output[0],
+      out,
+      fanIn,
+      bias: b !== null,
+      W: Float64Array.from(Wt.values),
+      b,
+      parameters: out * (fanIn + (b ? 1 : 0)),
+      conv,
+    };
   }
   return null;
 }
@@ -200,7 +251,8 @@ export function findLayers(graph: GraphProto, idx: GraphIndex, head: Head): Laye
     if (l) found.push(l);
   }
   // The head is layer 1 whatever the node order: the layer whose output (or bias Add) gives z.
-  const isHead = (l: Omit<Layer, 'index'>) => headNode !== undefined && (l.node === headNode || l.nodes.includes(nodeLabel(headNode)));
+  const isHead = (l: Omit<Layer, 'index'>) =>
+    headNode !== undefined && (l.node === headNode || l.nodes.includes(nodeLabel(headNode)));
   const h = found.findIndex(isHead);
   if (h > 0) found.unshift(...found.splice(h, 1));
   return found.map((l, i) => ({ ...l, index: i + 1 }));
@@ -226,34 +278,95 @@ export function describeLayers(layers: Layer[]): string {
 
 /** The layers a spec chooses, in index order (head first). */
 export function chooseLayers(all: Layer[], spec: LayerSpec, file?: string): Layer[] {
-  if (all.length === 0) throw new InfluenceError('NO_LINEAR_HEAD', 'the model has no parameterized layer (Gemm, MatMul or Conv with constant weights) behind its output', { file });
+  if (all.length === 0)
+    throw new InfluenceError(
+      'NO_LINEAR_HEAD',
+      'the model has no parameterized layer (Gemm, MatMul or Conv with constant weights) behind its output',
+      { file },
+    );
   if (spec === 'head') return [all[0]];
   if (spec === 'all') return all;
   if (typeof spec === 'number') {
     if (spec > all.length) {
-      throw new InfluenceError('BAD_OPTION', `--layers ${spec}: the model has ${all.length} parameterized layer${all.length === 1 ? '' : 's'}: ${describeLayers(all)}`, { file });
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--layers ${spec}: the model has ${all.length} parameterized layer${all.length === 1 ? '' : 's'}: ${describeLayers(all)}`,
+        { file },
+      );
     }
     return all.slice(0, spec);
   }
   const chosen = new Set<Layer>();
   for (const name of spec) {
     const l = all.find((x) => x.name === name || x.nodes.includes(name) || x.node.input[1] === name);
-    if (!l) throw new InfluenceError('BAD_OPTION', `--layers: '${name}' names no parameterized layer; the layers, from the output: ${describeLayers(all)}`, { file });
+    if (!l)
+      throw new InfluenceError(
+        'BAD_OPTION',
+        `--layers: '${name}' names no parameterized layer; the layers, from the output: ${describeLayers(all)}`,
+        { file },
+      );
     chosen.add(l);
   }
   return [...chosen].sort((a, b) => a.index - b.index);
 }
 
 /** Ops the backward pass differentiates through, with the inputs a gradient flows into. */
-const PASS_THROUGH = new Set(['Identity', 'Dropout', 'Cast', 'Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose']);
-const ELEMENTWISE = new Set(['Relu', 'LeakyRelu', 'Tanh', 'Sigmoid', 'Softmax', 'LogSoftmax', 'BatchNormalization', 'MaxPool', 'AveragePool', 'GlobalAveragePool']);
+const PASS_THROUGH = new Set([
+  'Identity',
+  'Dropout',
+  'Cast',
+  'Flatten',
+  'Reshape',
+  'Squeeze',
+  'Unsqueeze',
+  'Transpose',
+]);
+const ELEMENTWISE = new Set([
+  'Relu',
+  'LeakyRelu',
+  'Tanh',
+  'Sigmoid',
+  'Softmax',
+  'LogSoftmax',
+  'BatchNormalization',
+  'MaxPool',
+  'AveragePool',
+  'GlobalAveragePool',
+]);
 const BINARY = new Set(['Add', 'Sub', 'Mul', 'Div']);
 export const SUPPORTED_OPS = ['Gemm', 'MatMul', 'Conv', ...BINARY, ...ELEMENTWISE, 'Concat', ...PASS_THROUGH];
 /** Ops whose outputs carry no gradient (shapes, sizes, comparisons). */
-const NO_GRADIENT = new Set(['Shape', 'Size', 'ArgMax', 'ArgMin', 'Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Not', 'And', 'Or', 'NonZero', 'ConstantOfShape', 'EyeLike', 'RandomNormalLike', 'RandomUniformLike']);
+const NO_GRADIENT = new Set([
+  'Shape',
+  'Size',
+  'ArgMax',
+  'ArgMin',
+  'Equal',
+  'Greater',
+  'Less',
+  'GreaterOrEqual',
+  'LessOrEqual',
+  'Not',
+  'And',
+  'Or',
+  'NonZero',
+  'ConstantOfShape',
+  'EyeLike',
+  'RandomNormalLike',
+  'RandomUniformLike',
+]);
 
 /** Inputs that never carry a gradient: shapes, axes, a Dropout's ratio and mode. */
-const SHAPE_INPUTS: Record<string, number[]> = { Reshape: [1], Squeeze: [1], Unsqueeze: [1], Dropout: [1, 2], Expand: [1], Slice: [1, 2, 3, 4], Tile: [1], Pad: [1] };
+const SHAPE_INPUTS: Record<string, number[]> = {
+  Reshape: [1],
+  Squeeze: [1],
+  Unsqueeze: [1],
+  Dropout: [1, 2],
+  Expand: [1],
+  Slice: [1, 2, 3, 4],
+  Tile: [1],
+  Pad: [1],
+};
 
 /** The inputs of a node that a gradient may flow into (a weight too, so that a computed weight on the path is caught). */
 export function gradientInputs(node: NodeProto): number[] {
@@ -292,15 +405,29 @@ function unsupported(node: NodeProto, why: string, all: Layer[], idx: GraphIndex
   }
   const first = all.find((l) => behind.has(l.node));
   const k = first ? first.index - 1 : all.length;
-  const hint = k >= 2 ? `choose shallower layers: --layers ${k} (the last ${k} layers) avoids it` : 'choose shallower layers: --layers head avoids it';
-  throw new InfluenceError('UNSUPPORTED_OP', `the backward pass from the chosen layers to the output crosses node '${nodeLabel(node)}' (${node.opType}), ${why}; ${hint}`, { file, node: nodeLabel(node) });
+  const hint =
+    k >= 2
+      ? `choose shallower layers: --layers ${k} (the last ${k} layers) avoids it`
+      : 'choose shallower layers: --layers head avoids it';
+  throw new InfluenceError(
+    'UNSUPPORTED_OP',
+    `the backward pass from the chosen layers to the output crosses node '${nodeLabel(node)}' (${node.opType}), ${why}; ${hint}`,
+    { file, node: nodeLabel(node) },
+  );
 }
 
 /**
  * The nodes a backward pass from the head's output z to the chosen layers crosses, checked against
  * the ops the pass supports (an UNSUPPORTED_OP error names the node and a shallower --layers).
  */
-export function gradientPath(graph: GraphProto, idx: GraphIndex, head: Head, all: Layer[], chosen: Layer[], file?: string): GradientPath {
+export function gradientPath(
+  graph: GraphProto,
+  idx: GraphIndex,
+  head: Head,
+  all: Layer[],
+  chosen: Layer[],
+  file?: string,
+): GradientPath {
   // Forward: values that depend on a chosen layer's parameters.
   const dep = new Set<string>(chosen.map((l) => l.output));
   for (const n of graph.node) {
@@ -321,26 +448,46 @@ export function gradientPath(graph: GraphProto, idx: GraphIndex, head: Head, all
   const constant = (name: string) => idx.constant(name) !== null || idx.tensor(name) !== null;
   for (const n of nodes) {
     const op = n.opType;
-    if (!SUPPORTED_OPS.includes(op)) unsupported(n, `an op the backward pass does not support (it supports ${SUPPORTED_OPS.join(', ')})`, all, idx, file);
+    if (!SUPPORTED_OPS.includes(op))
+      unsupported(
+        n,
+        `an op the backward pass does not support (it supports ${SUPPORTED_OPS.join(', ')})`,
+        all,
+        idx,
+        file,
+      );
     if (n.output.slice(1).some((o) => onPath.has(o))) unsupported(n, `whose second output is used`, all, idx, file);
     const inPath = (k: number) => onPath.has(n.input[k]);
     if (op === 'Gemm' || op === 'MatMul' || op === 'Conv') {
-      if (n.input.slice(1).some((v) => v && onPath.has(v))) unsupported(n, `whose weight is computed from the chosen layers (only constant weights are supported)`, all, idx, file);
+      if (n.input.slice(1).some((v) => v && onPath.has(v)))
+        unsupported(
+          n,
+          `whose weight is computed from the chosen layers (only constant weights are supported)`,
+          all,
+          idx,
+          file,
+        );
       if (!idx.constant(n.input[1])) unsupported(n, `whose weight '${n.input[1]}' is not a constant`, all, idx, file);
       if (op === 'Gemm' && attrInt(n, 'transA', 0) !== 0) unsupported(n, `a Gemm with transA = 1`, all, idx, file);
-      if (op === 'Gemm' && n.input[2] && !idx.constant(n.input[2])) unsupported(n, `whose bias is not a constant`, all, idx, file);
-      if (op === 'Conv' && attrInt(n, 'group', 1) !== 1) unsupported(n, `a Conv with group = ${attrInt(n, 'group', 1)} (only group = 1 is supported)`, all, idx, file);
-      if (op === 'Conv' && n.input[2] && !idx.constant(n.input[2])) unsupported(n, `whose bias is not a constant`, all, idx, file);
+      if (op === 'Gemm' && n.input[2] && !idx.constant(n.input[2]))
+        unsupported(n, `whose bias is not a constant`, all, idx, file);
+      if (op === 'Conv' && attrInt(n, 'group', 1) !== 1)
+        unsupported(n, `a Conv with group = ${attrInt(n, 'group', 1)} (only group = 1 is supported)`, all, idx, file);
+      if (op === 'Conv' && n.input[2] && !idx.constant(n.input[2]))
+        unsupported(n, `whose bias is not a constant`, all, idx, file);
     } else if (op === 'BatchNormalization') {
-      if (n.input.slice(1, 5).some((v) => !idx.constant(v))) unsupported(n, `whose scale, bias, mean or variance is not a constant`, all, idx, file);
+      if (n.input.slice(1, 5).some((v) => !idx.constant(v)))
+        unsupported(n, `whose scale, bias, mean or variance is not a constant`, all, idx, file);
       if (attrInt(n, 'training_mode', 0) !== 0) unsupported(n, `in training mode`, all, idx, file);
     } else if (op === 'Dropout') {
       const t = n.input[2] ? idx.tensor(n.input[2]) : null;
-      if (n.input[2] && (!t || (t.int32Data[0] ?? (t.rawData.length ? t.rawData[0] : 0)) !== 0)) unsupported(n, `a Dropout that may be in training mode`, all, idx, file);
+      if (n.input[2] && (!t || (t.int32Data[0] ?? (t.rawData.length ? t.rawData[0] : 0)) !== 0))
+        unsupported(n, `a Dropout that may be in training mode`, all, idx, file);
     } else if (!BINARY.has(op) && op !== 'Concat' && !inPath(0)) {
       unsupported(n, `with the chosen layers' values in an input the pass does not differentiate`, all, idx, file);
     }
-    for (const k of op === 'Concat' || BINARY.has(op) ? gradientInputs(n) : [0]) if (!constant(n.input[k])) taps.add(n.input[k]);
+    for (const k of op === 'Concat' || BINARY.has(op) ? gradientInputs(n) : [0])
+      if (!constant(n.input[k])) taps.add(n.input[k]);
     taps.add(n.output[0]);
   }
   taps.add(head.zName);

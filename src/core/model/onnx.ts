@@ -1,5 +1,12 @@
 /** Reading ONNX protobufs: shapes, attributes, constant tensors and who produces each value. */
-import { TensorProto_DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from 'onnx-buf';
+import {
+  TensorProto_DataType,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from 'onnx-buf';
 import { InfluenceError } from '../errors';
 
 export function defaultOpset(model: ModelProto): number {
@@ -49,14 +56,20 @@ function elementCount(t: TensorProto, bytesPer: number, stored: number): number 
   for (const d of t.dims) {
     const v = Number(d);
     if (!Number.isSafeInteger(v) || v < 0) {
-      throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} has an invalid dimension ${d} in its dims [${t.dims.join(', ')}]`);
+      throw new InfluenceError(
+        'MODEL_INVALID',
+        `tensor ${t.name} has an invalid dimension ${d} in its dims [${t.dims.join(', ')}]`,
+      );
     }
     n *= v;
   }
   const what = t.rawData.length > 0 ? `${t.rawData.length} bytes of data` : `${stored} values`;
   const want = t.rawData.length > 0 ? n * bytesPer : n;
   if ((t.rawData.length > 0 ? t.rawData.length : stored) !== want) {
-    throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} has ${what} but its dims [${t.dims.join(', ')}] call for ${t.rawData.length > 0 ? `${want} bytes` : `${n} values`}`);
+    throw new InfluenceError(
+      'MODEL_INVALID',
+      `tensor ${t.name} has ${what} but its dims [${t.dims.join(', ')}] call for ${t.rawData.length > 0 ? `${want} bytes` : `${n} values`}`,
+    );
   }
   return n;
 }
@@ -64,19 +77,29 @@ function elementCount(t: TensorProto, bytesPer: number, stored: number): number 
 /** Reads a float tensor's values as float64, whichever storage field holds them. */
 export function tensorValues(t: TensorProto): Float64Array {
   if (t.dataLocation === 1) {
-    throw new InfluenceError('MODEL_INVALID', `tensor ${t.name} uses external data, which is not supported; save the model with its weights inside`);
+    throw new InfluenceError(
+      'MODEL_INVALID',
+      `tensor ${t.name} uses external data, which is not supported; save the model with its weights inside`,
+    );
   }
   if (t.dataType === TensorProto_DataType.FLOAT) {
     const n = elementCount(t, 4, t.floatData.length);
     // Copy first: a view into the protobuf buffer can be misaligned for Float32Array
     // (and Buffer#slice would not copy).
-    return t.rawData.length > 0 ? Float64Array.from(new Float32Array(new Uint8Array(t.rawData).buffer, 0, n)) : Float64Array.from(t.floatData);
+    return t.rawData.length > 0
+      ? Float64Array.from(new Float32Array(new Uint8Array(t.rawData).buffer, 0, n))
+      : Float64Array.from(t.floatData);
   }
   if (t.dataType === TensorProto_DataType.DOUBLE) {
     const n = elementCount(t, 8, t.doubleData.length);
-    return t.rawData.length > 0 ? new Float64Array(new Uint8Array(t.rawData).buffer, 0, n) : Float64Array.from(t.doubleData);
+    return t.rawData.length > 0
+      ? new Float64Array(new Uint8Array(t.rawData).buffer, 0, n)
+      : Float64Array.from(t.doubleData);
   }
-  throw new InfluenceError('UNSUPPORTED_OP', `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`);
+  throw new InfluenceError(
+    'UNSUPPORTED_OP',
+    `tensor ${t.name} has element type ${TensorProto_DataType[t.dataType] ?? t.dataType}; the head's weights must be float or double`,
+  );
 }
 
 export class GraphIndex {
@@ -100,7 +123,11 @@ export class GraphIndex {
   constant(name: string): { dims: number[]; values: Float64Array; elem: 'float32' | 'float64' } | null {
     const t = this.tensor(name);
     if (!t || (t.dataType !== TensorProto_DataType.FLOAT && t.dataType !== TensorProto_DataType.DOUBLE)) return null;
-    return { dims: t.dims.map(Number), values: tensorValues(t), elem: t.dataType === TensorProto_DataType.DOUBLE ? 'float64' : 'float32' };
+    return {
+      dims: t.dims.map(Number),
+      values: tensorValues(t),
+      elem: t.dataType === TensorProto_DataType.DOUBLE ? 'float64' : 'float32',
+    };
   }
 }
 

@@ -21,5 +21,15 @@ export interface ModelSummary {
 
 export function modelSummary(eng: Engine, path: string): ModelSummary {
   const i = eng.info;
-  return { path, sha256: i.sha256, layer: i.head.node, parameters: i.parameters, output: i.output, outputName: i.outputName, logitScale: i.head.scale, task: eng.task.kind, fixedBatch: eng.runBatchSize };
+  return {
+    path,
+    sha256: i.sha256,
+    layer: i.head.node,
+    parameters: i.parameters,
+    output: i.output,
+    outputName: i.outputName,
+    logitScale: i.head.scale,
+    task: eng.task.kind,
+    fixedBatch: eng.runBatchSize,
+  };
 }

@@ -5,7 +5,20 @@
  * the user's opset: we add only Identity nodes.
  */
 import { create, toBinary } from '@bufbuild/protobuf';
-import { AttributeProtoSchema, ModelProtoSchema, NodeProtoSchema, TensorProto_DataType, TensorProtoSchema, TypeProto_TensorSchema, TypeProtoSchema, ValueInfoProtoSchema, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from 'onnx-buf';
+import {
+  AttributeProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  TensorProto_DataType,
+  TensorProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  ValueInfoProtoSchema,
+  type GraphProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from 'onnx-buf';
 import { valueInfo } from '../ort/graph';
 import type { LoadedModel } from './info';
 import { int64Values, shapeOf } from './onnx';
@@ -34,7 +47,8 @@ export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean; ta
   const batch: number | string = opts.batchFree || fixedBatch === null ? 'batch' : fixedBatch;
   const elem = head.elem === 'float64' ? TensorProto_DataType.DOUBLE : TensorProto_DataType.FLOAT;
   // Identity nodes, since a graph output may not simply name a graph input (a head on the input itself).
-  const identity = (from: string, to: string) => create(NodeProtoSchema, { opType: 'Identity', name: `influence_lens/Identity/${to}`, input: [from], output: [to] });
+  const identity = (from: string, to: string) =>
+    create(NodeProtoSchema, { opType: 'Identity', name: `influence_lens/Identity/${to}`, input: [from], output: [to] });
   let { node, initializer, input, valueInfo: annotations } = graph;
   if (opts.batchFree && fixedBatch !== null) {
     ({ node, initializer } = freeReshapes(graph, fixedBatch));
@@ -45,11 +59,20 @@ export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean; ta
   const taps = opts.taps ?? [];
   const g2: GraphProto = {
     ...graph,
-    node: [...node, identity(head.hName, AUG.h), identity(head.zName, AUG.z), ...taps.map((t, j) => identity(t, tapName(j)))],
+    node: [
+      ...node,
+      identity(head.hName, AUG.h),
+      identity(head.zName, AUG.z),
+      ...taps.map((t, j) => identity(t, tapName(j))),
+    ],
     initializer,
     input,
     valueInfo: annotations,
-    output: [valueInfo(AUG.h, elem, [batch, head.D]), valueInfo(AUG.z, elem, [batch, head.C]), ...taps.map((_, j) => unshaped(tapName(j), elem))],
+    output: [
+      valueInfo(AUG.h, elem, [batch, head.D]),
+      valueInfo(AUG.z, elem, [batch, head.C]),
+      ...taps.map((_, j) => unshaped(tapName(j), elem)),
+    ],
   } as GraphProto;
   // Shallow copies: the loaded proto stays untouched.
   return toBinary(ModelProtoSchema, { ...loaded.proto, graph: g2 });
@@ -57,7 +80,12 @@ export function augmentModel(loaded: LoadedModel, opts: { batchFree: boolean; ta
 
 /** A ValueInfo with an element type and no shape. */
 function unshaped(name: string, elemType: number): ValueInfoProto {
-  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType }) } }) });
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType }) },
+    }),
+  });
 }
 
 /** The input's ValueInfo with its first dim replaced. */
@@ -69,7 +97,12 @@ function withBatch(v: ValueInfoProto, batch: string): ValueInfoProto {
 
 /** The int64 shape tensor with its first value replaced. */
 function rewritten(t: TensorProto, values: number[]): TensorProto {
-  return create(TensorProtoSchema, { name: t.name, dims: t.dims, dataType: TensorProto_DataType.INT64, rawData: new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer) });
+  return create(TensorProtoSchema, {
+    name: t.name,
+    dims: t.dims,
+    dataType: TensorProto_DataType.INT64,
+    rawData: new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer),
+  });
 }
 
 /** The batch dim of a Reshape target shape: −1, or 0 (copy the input's) when the shape already has a −1. */
@@ -99,7 +132,9 @@ function freeReshapes(graph: GraphProto, B: number): { node: NodeProto[]; initia
     const v = int64Values(t);
     return v.length >= 2 && v[0] === B;
   };
-  const initializer = graph.initializer.map((t) => (onlyShape(t.name) && bakesBatch(t) ? rewritten(t, batchFreeShape(int64Values(t))) : t));
+  const initializer = graph.initializer.map((t) =>
+    onlyShape(t.name) && bakesBatch(t) ? rewritten(t, batchFreeShape(int64Values(t))) : t,
+  );
   const node = graph.node.map((n) => {
     if (n.opType !== 'Constant' || !onlyShape(n.output[0])) return n;
     const a = n.attribute.find((x) => x.name === 'value');

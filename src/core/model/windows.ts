@@ -28,7 +28,10 @@ export function resolvePads(autoPad: string, pads: number[], w: Omit<WindowGeome
   const begin: number[] = [];
   const end: number[] = [];
   for (let a = 0; a < d; a++) {
-    const total = Math.max(0, (w.outSpatial[a] - 1) * w.strides[a] + (w.kernel[a] - 1) * w.dilations[a] + 1 - w.inSpatial[a]);
+    const total = Math.max(
+      0,
+      (w.outSpatial[a] - 1) * w.strides[a] + (w.kernel[a] - 1) * w.dilations[a] + 1 - w.inSpatial[a],
+    );
     const small = Math.floor(total / 2);
     begin.push(autoPad === 'SAME_LOWER' ? total - small : small);
     end.push(autoPad === 'SAME_LOWER' ? small : total - small);
@@ -102,7 +105,11 @@ export function convPatchIndex(w: WindowGeometry, channels: number): { T: number
  * col2im: for each input entry e (of `entries`), the entries of a source tensor that sum into it,
  * as a table [entries, L] padded with `pad` (the index of an appended zero). `sources(e)` lists them.
  */
-export function gatherSumTable(entries: number, pad: number, sources: (add: (e: number, src: number) => void) => void): { L: number; index: number[] } {
+export function gatherSumTable(
+  entries: number,
+  pad: number,
+  sources: (add: (e: number, src: number) => void) => void,
+): { L: number; index: number[] } {
   const lists: number[][] = Array.from({ length: entries }, () => []);
   sources((e, src) => lists[e].push(src));
   const L = Math.max(1, ...lists.map((l) => l.length));
@@ -117,10 +124,11 @@ export function convScatterIndex(w: WindowGeometry, channels: number): { L: numb
   const { T, Q, pos } = windowPositions(w);
   const K = channels * Q;
   return gatherSumTable(channels * S, T * K, (add) => {
-    for (let t = 0; t < T; t++) for (let q = 0; q < Q; q++) {
-      const p = pos[t * Q + q];
-      if (p >= 0) for (let c = 0; c < channels; c++) add(c * S + p, t * K + c * Q + q);
-    }
+    for (let t = 0; t < T; t++)
+      for (let q = 0; q < Q; q++) {
+        const p = pos[t * Q + q];
+        if (p >= 0) for (let c = 0; c < channels; c++) add(c * S + p, t * K + c * Q + q);
+      }
   });
 }
 
@@ -129,10 +137,12 @@ export function poolPatchIndex(w: WindowGeometry, channels: number): { T: number
   const S = prod(w.inSpatial);
   const { T, Q, pos } = windowPositions(w);
   const index = new Array<number>(channels * T * Q);
-  for (let c = 0; c < channels; c++) for (let t = 0; t < T; t++) for (let q = 0; q < Q; q++) {
-    const p = pos[t * Q + q];
-    index[(c * T + t) * Q + q] = p < 0 ? channels * S : c * S + p;
-  }
+  for (let c = 0; c < channels; c++)
+    for (let t = 0; t < T; t++)
+      for (let q = 0; q < Q; q++) {
+        const p = pos[t * Q + q];
+        index[(c * T + t) * Q + q] = p < 0 ? channels * S : c * S + p;
+      }
   return { T, Q, index };
 }
 
@@ -141,10 +151,12 @@ export function poolScatterIndex(w: WindowGeometry, channels: number): { L: numb
   const S = prod(w.inSpatial);
   const { T, Q, pos } = windowPositions(w);
   return gatherSumTable(channels * S, channels * T * Q, (add) => {
-    for (let c = 0; c < channels; c++) for (let t = 0; t < T; t++) for (let q = 0; q < Q; q++) {
-      const p = pos[t * Q + q];
-      if (p >= 0) add(c * S + p, (c * T + t) * Q + q);
-    }
+    for (let c = 0; c < channels; c++)
+      for (let t = 0; t < T; t++)
+        for (let q = 0; q < Q; q++) {
+          const p = pos[t * Q + q];
+          if (p >= 0) add(c * S + p, (c * T + t) * Q + q);
+        }
   });
 }
 
@@ -152,7 +164,8 @@ export function poolScatterIndex(w: WindowGeometry, channels: number): { L: numb
 export function poolCounts(w: WindowGeometry, includePad: boolean): Float64Array {
   const { T, Q, pos, padded } = windowPositions(w);
   const counts = new Float64Array(T);
-  for (let t = 0; t < T; t++) for (let q = 0; q < Q; q++) if (includePad ? padded[t * Q + q] : pos[t * Q + q] >= 0) counts[t]++;
+  for (let t = 0; t < T; t++)
+    for (let q = 0; q < Q; q++) if (includePad ? padded[t * Q + q] : pos[t * Q + q] >= 0) counts[t]++;
   return counts;
 }
 

@@ -45,7 +45,9 @@ export function valueInfo(name: string, elemType: number, dims: (number | string
   });
   return create(ValueInfoProtoSchema, {
     name,
-    type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType, shape }) } }),
+    type: create(TypeProtoSchema, {
+      value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType, shape }) },
+    }),
   });
 }
 
@@ -67,7 +69,12 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, elem, dims));
   }
 
-  private node(opType: string, input: string[], output: string[], attrs: Record<string, number | number[] | string>): NodeProto {
+  private node(
+    opType: string,
+    input: string[],
+    output: string[],
+    attrs: Record<string, number | number[] | string>,
+  ): NodeProto {
     return create(NodeProtoSchema, {
       opType,
       name: `${opType}_${output[0]}`,
@@ -75,7 +82,11 @@ export class GraphBuilder {
       output,
       attribute: Object.entries(attrs).map(([name, v]) =>
         typeof v === 'string'
-          ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) })
+          ? create(AttributeProtoSchema, {
+              name,
+              type: AttributeProto_AttributeType.STRING,
+              s: new TextEncoder().encode(v),
+            })
           : Array.isArray(v)
             ? create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: v.map(BigInt) })
             : create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(v) }),
@@ -132,7 +143,13 @@ export class GraphBuilder {
   }
 
   serialize(): Uint8Array {
-    const graph = create(GraphProtoSchema, { name: 'influence_lens_math', node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs });
+    const graph = create(GraphProtoSchema, {
+      name: 'influence_lens_math',
+      node: this.nodes,
+      initializer: this.inits,
+      input: this.inputs,
+      output: this.outputs,
+    });
     const model = create(ModelProtoSchema, {
       irVersion: 8n,
       opsetImport: [create(OperatorSetIdProtoSchema, { domain: '', version: 17n })],

@@ -55,14 +55,33 @@ export async function hessianKernel(s: HeadShape, threads?: number, precision: '
   const eye = Array.from({ length: C * C }, (_, q) => (q % (C + 1) === 0 ? 1 : 0));
   const p3 = g.reshape(p, [0, C, 1]);
   // Σ_{d≠c} p_d as a sum of non-negative terms, not 1 − p_c.
-  const rest = g.matmul(p, g.constant(F64, [C, C], eye.map((e) => 1 - e)));
+  const rest = g.matmul(
+    p,
+    g.constant(
+      F64,
+      [C, C],
+      eye.map((e) => 1 - e),
+    ),
+  );
   const diag = g.mul(p3, g.mul(g.reshape(rest, [0, 1, C]), g.constant(F64, [C, C], eye)));
-  const off = g.mul(g.mul(p3, g.reshape(p, [0, 1, C])), g.constant(F64, [C, C], eye.map((e) => e - 1)));
+  const off = g.mul(
+    g.mul(p3, g.reshape(p, [0, 1, C])),
+    g.constant(
+      F64,
+      [C, C],
+      eye.map((e) => e - 1),
+    ),
+  );
   const upper: number[] = [];
   for (let c = 0; c < C; c++) for (let d = c; d < C; d++) upper.push(c * C + d);
-  const pairs = g.op('Gather', [g.reshape(g.add(diag, off), [0, C * C]), g.constant(I64, [upper.length], upper)], { axis: 1 });
+  const pairs = g.op('Gather', [g.reshape(g.add(diag, off), [0, C * C]), g.constant(I64, [upper.length], upper)], {
+    axis: 1,
+  });
   // A k×1 column of exact ones (0·p + 1), without a tensor-valued attribute.
-  const one = g.add(g.mul(g.op('Slice', [p, g.ints([0]), g.ints([1]), g.ints([1])]), g.constant(F64, [], [0])), g.constant(F64, [], [1]));
+  const one = g.add(
+    g.mul(g.op('Slice', [p, g.ints([0]), g.ints([1]), g.ints([1])]), g.constant(F64, [], [0])),
+    g.constant(F64, [], [1]),
+  );
   const a64 = g.op('Concat', [pairs, one], { axis: 1 });
   g.output(g.reduceSum(a64, [0]), 'asum', F64, [1, upper.length + 1]);
   // f32: the products in float32 (the fast path); f64: in float64 (the exact path).
@@ -72,7 +91,10 @@ export async function hessianKernel(s: HeadShape, threads?: number, precision: '
     const j1 = Math.min(Dt, j0 + HESSIAN_BLOCK);
     const xj = g.reshape(g.op('Slice', [xw, g.ints([j0]), g.ints([j1]), g.ints([1])]), [0, -1, 1]);
     const xk = g.reshape(g.op('Slice', [xw, g.ints([j0]), g.ints([Dt]), g.ints([1])]), [0, 1, -1]);
-    g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, wide ? F64 : F32, [upper.length + 1, (j1 - j0) * (Dt - j0)]);
+    g.output(g.gemm(a, g.reshape(g.mul(xj, xk), [0, -1]), 1, 0), `r${b}`, wide ? F64 : F32, [
+      upper.length + 1,
+      (j1 - j0) * (Dt - j0),
+    ]);
   }
   return g.session(threads);
 }
@@ -90,7 +112,17 @@ export async function lambdaKernel(s: HeadShape, US: Float64Array, UA: Float64Ar
   const xs = g.cast(g.matmul(headInput(g, s), g.constant(F32, [Dt, Dt], US)), F64);
   const xs2 = g.mul(xs, xs);
   const pu = g.matmul(p, g.constant(F64, [C, C], UA));
-  const w = g.sub(g.matmul(p, g.constant(F64, [C, C], UA.map((v) => v * v))), g.mul(pu, pu));
+  const w = g.sub(
+    g.matmul(
+      p,
+      g.constant(
+        F64,
+        [C, C],
+        UA.map((v) => v * v),
+      ),
+    ),
+    g.mul(pu, pu),
+  );
   g.output(g.gemm(w, xs2, 1, 0), 'lam', F64, [C, Dt]);
   return g.session();
 }
@@ -116,7 +148,17 @@ export async function hvpKernel(s: HeadShape): Promise<Kernel> {
   // p = g + e_y in float64 from the rows' g and labels, then float32.
   const grows = g.op('Gather', [g.input('gall', F64, ['n', C]), idx], { axis: 0 });
   const yrows = g.reshape(g.op('Gather', [g.input('labels', I32, ['n']), idx], { axis: 0 }), [-1, 1]);
-  const onehot = g.cast(g.op('Equal', [yrows, g.constant(I32, [1, C], Array.from({ length: C }, (_, c) => c))]), F64);
+  const onehot = g.cast(
+    g.op('Equal', [
+      yrows,
+      g.constant(
+        I32,
+        [1, C],
+        Array.from({ length: C }, (_, c) => c),
+      ),
+    ]),
+    F64,
+  );
   const p = g.reshape(g.cast(g.add(grows, onehot), F32), [-1, 1, C]);
   const r = g.input('r', I64, [1]);
   const v3 = g.reshape(g.input('v', F32, ['RC', Dt]), [-1, C, Dt]);
@@ -141,7 +183,12 @@ export async function denseHvpKernel(P: number): Promise<Kernel> {
  * The EK-FAC preconditioner for R directions at once, float64: U_A((U_AᵀVU_S) ⊘ denom)U_Sᵀ.
  * Input v (R×C×D̃).
  */
-export async function preconditionKernel(s: HeadShape, US: Float64Array, UA: Float64Array, denom: Float64Array): Promise<Kernel> {
+export async function preconditionKernel(
+  s: HeadShape,
+  US: Float64Array,
+  UA: Float64Array,
+  denom: Float64Array,
+): Promise<Kernel> {
   const g = new GraphBuilder();
   const Dt = s.D + (s.bias ? 1 : 0);
   const { C } = s;
@@ -150,7 +197,11 @@ export async function preconditionKernel(s: HeadShape, US: Float64Array, UA: Flo
   const ua = g.constant(F64, [C, C], UA);
   const uaT = g.constant(F64, [C, C], transpose(UA, C, C));
   const usT = g.constant(F64, [Dt, Dt], transpose(US, Dt, Dt));
-  const inv = g.constant(F64, [C, Dt], denom.map((d) => 1 / d));
+  const inv = g.constant(
+    F64,
+    [C, Dt],
+    denom.map((d) => 1 / d),
+  );
   const t = g.mul(g.matmul(uaT, g.matmul(v, us)), inv);
   g.output(g.matmul(g.matmul(ua, t), usT), 'out', F64, ['R', C, Dt]);
   return g.session();
@@ -188,7 +239,21 @@ export async function rowKernel(spec: RowKernelSpec): Promise<Kernel> {
   const uaT = g.constant(F64, [C, C], transpose(spec.UA, C, C));
   // xs and s in float32, as in lambdaKernel: s sums non-negative terms, adding no cancellation.
   const xs = g.matmul(xt32, g.constant(F32, [Dt, Dt], spec.US));
-  const s = g.cast(g.matmul(g.mul(xs, xs), g.constant(F32, [Dt, C], transpose(spec.denom.map((d) => 1 / d), C, Dt))), F64);
+  const s = g.cast(
+    g.matmul(
+      g.mul(xs, xs),
+      g.constant(
+        F32,
+        [Dt, C],
+        transpose(
+          spec.denom.map((d) => 1 / d),
+          C,
+          Dt,
+        ),
+      ),
+    ),
+    F64,
+  );
   g.output(s, 's', F64, ['k', C]);
   const Q = (v: string) => g.matmul(g.mul(s, g.matmul(v, ua)), uaT);
   const A = (v: string) => {
@@ -259,7 +324,17 @@ export async function objectiveKernel(s: HeadShape): Promise<Kernel> {
   const sum = g.reduceSum(e, [1]);
   const p = g.op('Div', [e, sum]);
   const y = g.reshape(g.input('labels', I32, ['k']), [-1, 1]);
-  const onehot = g.cast(g.op('Equal', [y, g.constant(I32, [1, C], Array.from({ length: C }, (_, c) => c))]), F64);
+  const onehot = g.cast(
+    g.op('Equal', [
+      y,
+      g.constant(
+        I32,
+        [1, C],
+        Array.from({ length: C }, (_, c) => c),
+      ),
+    ]),
+    F64,
+  );
   const w = g.input('w', F64, ['k', 1]);
   const gw = g.mul(g.sub(p, onehot), w);
   g.output(g.gemm(gw, x, 1, 0), 'grad', F64, [C, Dt]);

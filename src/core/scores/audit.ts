@@ -73,7 +73,12 @@ function heldOutGradient(h: HeadRows, Dt: number): Float64Array {
   return v;
 }
 
-export async function auditScores(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditOptions, curvature?: Curvature): Promise<AuditScores> {
+export async function auditScores(
+  rows: ScoredRows,
+  heldOut: HeldOut | null,
+  opts: AuditOptions,
+  curvature?: Curvature,
+): Promise<AuditScores> {
   const curv = curvature ?? (await Curvature.create(rows, opts.damping, opts));
   try {
     return await auditWith(rows, heldOut, opts, curv);
@@ -82,7 +87,12 @@ export async function auditScores(rows: ScoredRows, heldOut: HeldOut | null, opt
   }
 }
 
-async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature): Promise<AuditScores> {
+async function auditWith(
+  rows: ScoredRows,
+  heldOut: HeldOut | null,
+  opts: AuditOptions,
+  curv: Curvature,
+): Promise<AuditScores> {
   const { n, C } = rows;
   const { Dt } = headDims(rows);
   const seconds: Record<string, number> = {};
@@ -125,12 +135,16 @@ async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditO
   };
   if (curv.fast) {
     const p = new Float64Array(C);
-    await fastRowPass(curv.fast, { audit: { heldOut: U }, signal: opts.signal, onProgress: opts.onProgress, stage: 'audit' }, (i, row) => {
-      probabilities(rows.g.subarray(i * C), rows.labels.subarray(i), 1, C, p);
-      record(i, p, Math.max(row.self, 0), row.qw);
-      // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
-      if (heldOutInfluence) heldOutInfluence[i] = -row.heldOut;
-    });
+    await fastRowPass(
+      curv.fast,
+      { audit: { heldOut: U }, signal: opts.signal, onProgress: opts.onProgress, stage: 'audit' },
+      (i, row) => {
+        probabilities(rows.g.subarray(i * C), rows.labels.subarray(i), 1, C, p);
+        record(i, p, Math.max(row.self, 0), row.qw);
+        // −vᵀH⁻¹(g ⊗ x̃) = −Σ_c g_c (U_c · x̃).
+        if (heldOutInfluence) heldOutInfluence[i] = -row.heldOut;
+      },
+    );
   } else {
     const row = new RowRemoval(curv);
     const qw = new Float64Array(C);
@@ -155,7 +169,8 @@ async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditO
   if (heldOutInfluence) {
     memorized = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
-      memorized[i] = predicted[i] === rows.labels[i] && marginWithout[i] < 0 && heldOutInfluence[i] >= -opts.tau ? 1 : 0;
+      memorized[i] =
+        predicted[i] === rows.labels[i] && marginWithout[i] < 0 && heldOutInfluence[i] >= -opts.tau ? 1 : 0;
     }
   }
   seconds.audit = (performance.now() - t0) / 1000;
@@ -188,27 +203,50 @@ async function auditWith(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditO
  * - heldOutInfluence/|V| = n/|V| · (heldOutInfluence/n): the increase of the held-out loss that
  *   the row causes, scaled to a held-out set as large as the training set. Only harm counts.
  */
-export function suspicionScores(lossWithout: Float64Array, loss: Float64Array, heldOutInfluence: Float64Array | null, heldOutRows: number): Float64Array {
+export function suspicionScores(
+  lossWithout: Float64Array,
+  loss: Float64Array,
+  heldOutInfluence: Float64Array | null,
+  heldOutRows: number,
+): Float64Array {
   const s = new Float64Array(lossWithout.length);
   for (let i = 0; i < s.length; i++) {
-    s[i] = 2 * lossWithout[i] - loss[i] + (heldOutInfluence && heldOutRows > 0 ? Math.max(heldOutInfluence[i], 0) / heldOutRows : 0);
+    s[i] =
+      2 * lossWithout[i] -
+      loss[i] +
+      (heldOutInfluence && heldOutRows > 0 ? Math.max(heldOutInfluence[i], 0) / heldOutRows : 0);
   }
   return s;
 }
 
 /** Machine-readable reasons for row i; the extension words them. A reason whose numbers are not finite is not given (a NON_FINITE warning says so). */
-export function reasonsFor(a: AuditScores, rows: Pick<ScoredRows, 'labels' | 'loss' | 'n'>, i: number, selfInfluenceP95: number): Reason[] {
+export function reasonsFor(
+  a: AuditScores,
+  rows: Pick<ScoredRows, 'labels' | 'loss' | 'n'>,
+  i: number,
+  selfInfluenceP95: number,
+): Reason[] {
   const out: Reason[] = [];
   const y = rows.labels[i];
   if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
-  else if (a.marginWithout[i] < 0 && Number.isFinite(a.marginWithout[i])) out.push({ code: 'SELF_FLIP', margin: a.margin[i], marginWithout: a.marginWithout[i], predictedWithout: a.predictedWithout[i] });
+  else if (a.marginWithout[i] < 0 && Number.isFinite(a.marginWithout[i]))
+    out.push({
+      code: 'SELF_FLIP',
+      margin: a.margin[i],
+      marginWithout: a.marginWithout[i],
+      predictedWithout: a.predictedWithout[i],
+    });
   if (a.heldOutInfluence && a.heldOutInfluence[i] > 0 && Number.isFinite(a.heldOutInfluence[i]) && a.heldOutRows > 0) {
-    out.push({ code: 'HARMS_HELD_OUT', heldOutLossChangeIfRemoved: heldOutChangeIfRemoved(a.heldOutInfluence, [i], rows.n, a.heldOutRows) });
+    out.push({
+      code: 'HARMS_HELD_OUT',
+      heldOutLossChangeIfRemoved: heldOutChangeIfRemoved(a.heldOutInfluence, [i], rows.n, a.heldOutRows),
+    });
   }
   if (a.selfInfluence[i] >= selfInfluenceP95 && selfInfluenceP95 > 0 && Number.isFinite(a.selfInfluence[i])) {
     out.push({ code: 'HIGH_SELF_INFLUENCE', selfInfluence: a.selfInfluence[i], percentile: 95 });
   }
-  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1 && Number.isFinite(a.lossWithout[i])) out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
+  if (a.lossWithout[i] > Math.LN2 + rows.loss[i] && a.lossWithout[i] > 1 && Number.isFinite(a.lossWithout[i]))
+    out.push({ code: 'LOO_LOSS', loss: rows.loss[i], lossWithout: a.lossWithout[i] });
   return out;
 }
 
@@ -217,4 +255,3 @@ export function quantile(v: Float64Array, q: number): number {
   const s = Float64Array.from(v).sort();
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
-

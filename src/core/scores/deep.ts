@@ -39,7 +39,13 @@ export function testGradient(test: DeepTestPoint, K: number, P: number): Float64
 export type GradientChunks = (onChunk: (start: number, k: number, G: Float64Array) => Promise<void>) => Promise<void>;
 
 /** Only lossChangeIfRemoved at a curvature (for the stability check). */
-export async function deepLossChanges(n: number, K: number, test: DeepTestPoint, curv: DeepCurvature, chunks: GradientChunks): Promise<Float64Array> {
+export async function deepLossChanges(
+  n: number,
+  K: number,
+  test: DeepTestPoint,
+  curv: DeepCurvature,
+  chunks: GradientChunks,
+): Promise<Float64Array> {
   const u = await curv.solveRows(testGradient(test, K, curv.P), 1);
   const out = new Float64Array(n);
   const P = curv.P;
@@ -54,7 +60,14 @@ export async function deepLossChanges(n: number, K: number, test: DeepTestPoint,
   return out;
 }
 
-export async function deepExplainScores(n: number, task: Task, test: DeepTestPoint, curv: DeepCurvature, chunks: GradientChunks, signal?: AbortSignal): Promise<ExplainScores> {
+export async function deepExplainScores(
+  n: number,
+  task: Task,
+  test: DeepTestPoint,
+  curv: DeepCurvature,
+  chunks: GradientChunks,
+  signal?: AbortSignal,
+): Promise<ExplainScores> {
   const { K } = task;
   const P = curv.P;
   const seconds: Record<string, number> = {};

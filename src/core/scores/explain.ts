@@ -118,10 +118,17 @@ class ScoreSheet {
   }
 }
 
-export async function explainScores(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curvature?: Curvature): Promise<ExplainScores> {
+export async function explainScores(
+  rows: HeadRows,
+  test: TestPoint,
+  opts: ExplainOptions,
+  curvature?: Curvature,
+): Promise<ExplainScores> {
   const curv = curvature ?? (await Curvature.create(rows, opts.damping, opts));
   try {
-    return curv.fast ? await explainFast(rows, test, opts, curv, curv.fast) : await explainExact(rows, test, opts, curv);
+    return curv.fast
+      ? await explainFast(rows, test, opts, curv, curv.fast)
+      : await explainExact(rows, test, opts, curv);
   } finally {
     if (!curvature) await curv.release();
   }
@@ -132,7 +139,12 @@ export async function explainScores(rows: HeadRows, test: TestPoint, opts: Expla
  * the rows again at another damping: one solve V = H⁻¹(g_t ⊗ x̃_t), then g_iᵀ(V x̃_i) per row, with
  * no self-influence, Newton estimate or flip set.
  */
-export async function lossChangeOnly(rows: HeadRows, test: TestPoint, curv: Curvature, signal?: AbortSignal): Promise<Float64Array> {
+export async function lossChangeOnly(
+  rows: HeadRows,
+  test: TestPoint,
+  curv: Curvature,
+  signal?: AbortSignal,
+): Promise<Float64Array> {
   const { n, C, D, h, g } = rows;
   const { Dt, P } = headDims(rows);
   const rhs = new Float64Array(P);
@@ -154,7 +166,12 @@ export async function lossChangeOnly(rows: HeadRows, test: TestPoint, curv: Curv
   return out;
 }
 
-async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature): Promise<ExplainScores> {
+async function explainExact(
+  rows: HeadRows,
+  test: TestPoint,
+  opts: ExplainOptions,
+  curv: Curvature,
+): Promise<ExplainScores> {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
   const { signal, onProgress } = opts;
@@ -215,7 +232,13 @@ async function explainExact(rows: HeadRows, test: TestPoint, opts: ExplainOption
  * c ≠ ŷ, and S_ŷ = −Σ_{c≠ŷ} S_c. One pass over the rows then gives, per row,
  * Y = T g_i and Z = T w_i (T_i[a,c] = S_a[c,:]·x̃_i), from which every score follows.
  */
-async function explainFast(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature, fast: FastCurvature): Promise<ExplainScores> {
+async function explainFast(
+  rows: HeadRows,
+  test: TestPoint,
+  opts: ExplainOptions,
+  curv: Curvature,
+  fast: FastCurvature,
+): Promise<ExplainScores> {
   const { n, C } = rows;
   const { Dt, P } = headDims(rows);
   const { signal, onProgress } = opts;

@@ -31,7 +31,11 @@ export function flipSet(d: Float64Array, n: number, competitors: Competitor[]): 
  * prefixes shorter than the best so far (and at most ⌈0.05·n⌉) can win, so each competitor needs
  * only its few most negative values: they are found by selection rather than by sorting all n rows.
  */
-export function flipSetOf(n: number, competitors: Competitor[], column: (j: number, out: Float64Array) => void): FlipSet | null {
+export function flipSetOf(
+  n: number,
+  competitors: Competitor[],
+  column: (j: number, out: Float64Array) => void,
+): FlipSet | null {
   const limit = Math.ceil(0.05 * n);
   let best: FlipSet | null = null;
   const col = new Float64Array(n);
@@ -72,7 +76,8 @@ export function flipSetOf(n: number, competitors: Competitor[], column: (j: numb
         break;
       }
     }
-    if (count > 0 && count <= limit && (!best || count < best.rows.length)) best = { rows: cand.slice(0, count), newClass: cls };
+    if (count > 0 && count <= limit && (!best || count < best.rows.length))
+      best = { rows: cand.slice(0, count), newClass: cls };
   }
   return best;
 }

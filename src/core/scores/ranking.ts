@@ -31,7 +31,12 @@ export function suspicionOrder(suspicion: Float64Array): number[] {
  * The first-order change of the mean held-out loss if the rows `removed` are dropped together
  * (group influence): −Σ_{i∈removed} heldOutInfluence_i / (n·|V|).
  */
-export function heldOutChangeIfRemoved(heldOutInfluence: Float64Array, removed: number[], n: number, heldOutRows: number): number {
+export function heldOutChangeIfRemoved(
+  heldOutInfluence: Float64Array,
+  removed: number[],
+  n: number,
+  heldOutRows: number,
+): number {
   let sum = 0;
   for (const i of removed) sum += heldOutInfluence[i];
   return -sum / (n * heldOutRows);

@@ -12,7 +12,16 @@ import type { Curvature } from '../curvature/curvature';
  * The leverage-corrected Newton weights: given Q = Q_i, A = ∇²_z L_i, g = g_i and Qg, writes
  * w = g + (A/n)(I − Q A/n)⁻¹ Q g (so that Δθ = (1/n) H⁻¹ (w ⊗ x̃_i)). M is C×C scratch.
  */
-export function newtonWeights(Q: Float64Array, A: Float64Array, g: Float64Array, Qg: Float64Array, n: number, C: number, M: Float64Array, w: Float64Array): void {
+export function newtonWeights(
+  Q: Float64Array,
+  A: Float64Array,
+  g: Float64Array,
+  Qg: Float64Array,
+  n: number,
+  C: number,
+  M: Float64Array,
+  w: Float64Array,
+): void {
   for (let c = 0; c < C; c++)
     for (let d = 0; d < C; d++) {
       let s = 0;

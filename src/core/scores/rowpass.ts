@@ -40,9 +40,15 @@ export interface RowQuantities {
  * are recomputed exactly in float64 JS (C×C Gaussian elimination, as the exact path does).
  */
 export async function fastRowPass(
-fast: FastCurvature,
-opts: { testS?: Float64Array[]; audit?: { heldOut: Float64Array | null }; signal?: AbortSignal; onProgress?: Progress; stage: string },
-each: (i: number, row: RowQuantities) => void,
+  fast: FastCurvature,
+  opts: {
+    testS?: Float64Array[];
+    audit?: { heldOut: Float64Array | null };
+    signal?: AbortSignal;
+    onProgress?: Progress;
+    stage: string;
+  },
+  each: (i: number, row: RowQuantities) => void,
 ): Promise<void> {
   const { n, C } = fast.rows;
   const { Dt } = fast;
@@ -50,7 +56,16 @@ each: (i: number, row: RowQuantities) => void,
   // The solver's sessions are done with: free their memory before this pass allocates its own.
   await fast.release();
   const terms = neumannTerms(fast);
-  const kernel = await rowKernel({ ...fast.shape, n, US: fast.US, UA: fast.UA, denom: fast.denom, terms, testDirections: M || undefined, audit: opts.audit ? { heldOut: opts.audit.heldOut !== null } : undefined });
+  const kernel = await rowKernel({
+    ...fast.shape,
+    n,
+    US: fast.US,
+    UA: fast.UA,
+    denom: fast.denom,
+    terms,
+    testDirections: M || undefined,
+    audit: opts.audit ? { heldOut: opts.audit.heldOut !== null } : undefined,
+  });
   try {
     const extra: Feed = {};
     if (M > 0) {
@@ -61,14 +76,26 @@ each: (i: number, row: RowQuantities) => void,
       extra.st = f32(st, [Dt, M * C]);
     }
     if (opts.audit?.heldOut) extra.uho = f64(opts.audit.heldOut, [C, Dt]);
-    const row: RowQuantities = { self: 0, w: new Float64Array(C), y: new Float64Array(M), z: new Float64Array(M), qw: new Float64Array(C), heldOut: 0 };
+    const row: RowQuantities = {
+      self: 0,
+      w: new Float64Array(C),
+      y: new Float64Array(M),
+      z: new Float64Array(M),
+      qw: new Float64Array(C),
+      heldOut: 0,
+    };
     const fallback = new FallbackRow(fast, opts.testS ?? null);
     for (let start = 0; start < n; start += CHUNK) {
       throwIfAborted(opts.signal);
       opts.onProgress?.(opts.stage, start, n);
       const k = Math.min(CHUNK, n - start);
       const p = fast.pChunk(start, k);
-      const out = await kernel.run({ ...fast.headFeed(start, k), g: f64(fast.rows.g.subarray(start * C, (start + k) * C), [k, C]), p: f64(p, [k, C]), ...extra });
+      const out = await kernel.run({
+        ...fast.headFeed(start, k),
+        g: f64(fast.rows.g.subarray(start * C, (start + k) * C), [k, C]),
+        p: f64(p, [k, C]),
+        ...extra,
+      });
       const s = out.s.data as Float64Array;
       const self = out.self.data as Float64Array;
       const w = out.w.data as Float64Array;

@@ -49,7 +49,15 @@ export function summarise(k: number, damping: number, sets: Record<string, numbe
  * explain's top-k helpful and harmful rows (by lossChangeIfRemoved) at λ/10, λ and 10λ.
  * `lossChange` holds the scores at λ; `damping` is λ on θ and `scale` the logits' factor.
  */
-export async function explainStability(rows: HeadRows, test: TestPoint, opts: ExplainOptions, curv: Curvature, lossChange: Float64Array, k: number, damping: number): Promise<Stability> {
+export async function explainStability(
+  rows: HeadRows,
+  test: TestPoint,
+  opts: ExplainOptions,
+  curv: Curvature,
+  lossChange: Float64Array,
+  k: number,
+  damping: number,
+): Promise<Stability> {
   const at = async (f: number) => {
     const c = await curv.withDamping(opts.damping * f, opts.signal, 'solves');
     try {
@@ -61,12 +69,26 @@ export async function explainStability(rows: HeadRows, test: TestPoint, opts: Ex
   const low = await at(1 / FACTOR);
   const high = await at(FACTOR);
   const mid = topRows(lossChange, k);
-  return summarise(k, damping, { helpful: [low.helpful, mid.helpful, high.helpful], harmful: [low.harmful, mid.harmful, high.harmful] });
+  return summarise(k, damping, {
+    helpful: [low.helpful, mid.helpful, high.helpful],
+    harmful: [low.harmful, mid.harmful, high.harmful],
+  });
 }
 
 /** The memorized flags (with a held-out set) and the k most suspicious rows at λ/10, λ and 10λ. */
-export async function auditStability(rows: ScoredRows, heldOut: HeldOut | null, opts: AuditOptions, curv: Curvature, scores: AuditScores, k: number, damping: number): Promise<Stability> {
-  const sets = (s: AuditScores) => ({ suspicious: suspicionOrder(s.suspicion).slice(0, k), memorized: s.memorized ? flagged(s.memorized) : [] });
+export async function auditStability(
+  rows: ScoredRows,
+  heldOut: HeldOut | null,
+  opts: AuditOptions,
+  curv: Curvature,
+  scores: AuditScores,
+  k: number,
+  damping: number,
+): Promise<Stability> {
+  const sets = (s: AuditScores) => ({
+    suspicious: suspicionOrder(s.suspicion).slice(0, k),
+    memorized: s.memorized ? flagged(s.memorized) : [],
+  });
   const at = async (f: number) => {
     const c = await curv.withDamping(opts.damping * f, opts.signal);
     try {

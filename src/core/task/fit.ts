@@ -68,7 +68,13 @@ export interface Stationarity {
 }
 
 /** ‖G + λ'θ'‖ on θ (the factor s), relative to ‖G₀‖. */
-export function stationarity(G: Float64Array, G0: Float64Array, theta: Float64Array, effectiveDamping: number, scale: number): Stationarity {
+export function stationarity(
+  G: Float64Array,
+  G0: Float64Array,
+  theta: Float64Array,
+  effectiveDamping: number,
+  scale: number,
+): Stationarity {
   let sq = 0;
   for (let q = 0; q < G.length; q++) sq += (G[q] + effectiveDamping * theta[q]) ** 2;
   const norm = Math.sqrt(sq);

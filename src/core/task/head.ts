@@ -46,7 +46,13 @@ export function inputOf(h: ArrayLike<number>, bias: boolean): Float64Array {
 }
 
 /** z = θ x̃_i for row i of h (n×D), into out (length C). */
-export function logits(s: HeadShape, theta: Float64Array, h: Float32Array | Float64Array, i: number, out: Float64Array): void {
+export function logits(
+  s: HeadShape,
+  theta: Float64Array,
+  h: Float32Array | Float64Array,
+  i: number,
+  out: Float64Array,
+): void {
   const { C, D, bias } = s;
   const Dt = D + (bias ? 1 : 0);
   const o = i * D;
@@ -60,7 +66,8 @@ export function logits(s: HeadShape, theta: Float64Array, h: Float32Array | Floa
 
 /** Packs a head's W (C×D row-major) and b (length C, or null) into θ (C×D̃ row-major), times `scale` (the effective head of logits scale·z). */
 export function headTheta(W: Float64Array, b: Float64Array | null, C: number, D: number, scale = 1): Float64Array {
-  if (W.length !== C * D) throw new InfluenceError('BAD_OPTION', `head weight has ${W.length} entries; expected ${C}×${D}`);
+  if (W.length !== C * D)
+    throw new InfluenceError('BAD_OPTION', `head weight has ${W.length} entries; expected ${C}×${D}`);
   if (b && b.length !== C) throw new InfluenceError('BAD_OPTION', `head bias has ${b.length} entries; expected ${C}`);
   const Dt = D + (b ? 1 : 0);
   const theta = new Float64Array(C * Dt);

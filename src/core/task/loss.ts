@@ -184,13 +184,26 @@ function addTarget(p: Float64Array, o: number, K: number, y: number): void {
  * Loss and signal of k rows of logits (k×K): loss[r] and g[r·K ..] for labels[r]. A row without a
  * label (label < 0) is taken for class 0; its numbers are not used.
  */
-export function lossAndSignal(task: Task, z: ArrayLike<number>, labels: Int32Array, k: number, loss: Float64Array, g: Float64Array): void {
+export function lossAndSignal(
+  task: Task,
+  z: ArrayLike<number>,
+  labels: Int32Array,
+  k: number,
+  loss: Float64Array,
+  g: Float64Array,
+): void {
   const { K } = task;
   for (let r = 0; r < k; r++) loss[r] = task.lossAndSignal(z, r * K, Math.max(labels[r], 0), g, r * K);
 }
 
 /** p = g + t (float64) for the first k rows of g (row-major, K wide), in `out` (which may be longer). */
-export function probabilities(g: Float64Array, labels: Int32Array, k: number, K: number, out: Float64Array = new Float64Array(k * K)): Float64Array {
+export function probabilities(
+  g: Float64Array,
+  labels: Int32Array,
+  k: number,
+  K: number,
+  out: Float64Array = new Float64Array(k * K),
+): Float64Array {
   const p = out.subarray(0, k * K);
   p.set(g.subarray(0, k * K));
   for (let r = 0; r < k; r++) addTarget(p, r * K, K, labels[r]);
@@ -198,7 +211,14 @@ export function probabilities(g: Float64Array, labels: Int32Array, k: number, K:
 }
 
 /** p_i = g_i + t_i into p (K) and the curvature A_i = diag(p) − ppᵀ into A (K×K). */
-export function rowCurvature(g: Float64Array, labels: Int32Array, i: number, K: number, p: Float64Array, A: Float64Array): void {
+export function rowCurvature(
+  g: Float64Array,
+  labels: Int32Array,
+  i: number,
+  K: number,
+  p: Float64Array,
+  A: Float64Array,
+): void {
   for (let c = 0; c < K; c++) p[c] = g[i * K + c];
   addTarget(p, 0, K, labels[i]);
   for (let c = 0; c < K; c++) {

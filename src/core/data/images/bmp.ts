@@ -49,7 +49,8 @@ export function decodeBmp(b: Uint8Array): Decoded {
     throw new BmpUnsupported(`a BMP header of ${headerSize} bytes is not supported`);
   }
   if (compression === 1 || compression === 2) throw new BmpUnsupported('RLE-compressed BMP is not supported');
-  if (compression !== 0 && compression !== 3 && compression !== 6) throw new BmpUnsupported(`BMP compression ${compression} is not supported`);
+  if (compression !== 0 && compression !== 3 && compression !== 6)
+    throw new BmpUnsupported(`BMP compression ${compression} is not supported`);
   if (![1, 4, 8, 16, 24, 32].includes(bits)) throw new BmpUnsupported(`${bits}-bit BMP is not supported`);
   if (width <= 0 || height === 0) throw new Error(`bad BMP size ${width}×${height}`);
   const topDown = height < 0;
@@ -138,6 +139,6 @@ function maskShape(mask: number): { shift: number; bits: number } {
 /** A bit field's value scaled to 8 bits (an 8-bit field as it is). */
 function take(v: number, f: { shift: number; bits: number }): number {
   if (f.bits === 0) return 0;
-  const x = (v >>> f.shift) & ((2 ** f.bits) - 1);
+  const x = (v >>> f.shift) & (2 ** f.bits - 1);
   return f.bits === 8 ? x : f.bits > 8 ? x >>> (f.bits - 8) : Math.trunc((x * 255) / (2 ** f.bits - 1));
 }

@@ -81,7 +81,11 @@ export function listImageFolder(root: string, opts: { classes?: string[] | null;
   const folders = classFolders(root);
   const notes: string[] = [];
   if (folders.length === 0) {
-    throw new InfluenceError('NO_ROWS', `${root} has no class subfolders: an image folder holds one folder of images per class (as torchvision's ImageFolder)`, { file: root });
+    throw new InfluenceError(
+      'NO_ROWS',
+      `${root} has no class subfolders: an image folder holds one folder of images per class (as torchvision's ImageFolder)`,
+      { file: root },
+    );
   }
   const given = opts.classes ?? null;
   const classes = given ?? folders;
@@ -94,10 +98,18 @@ export function listImageFolder(root: string, opts: { classes?: string[] | null;
     const id = index.get(name.trim());
     const dir = join(root, name);
     if (id === undefined) {
-      throw new InfluenceError('LABEL_UNKNOWN_CLASS', `the class folder ${show(name)} is not one of the ${classes.length} classes ${listNames(classes, 20)} (from ${opts.classes ? 'the class names given' : 'the model'}); rename it or pass --classes`, { file: dir });
+      throw new InfluenceError(
+        'LABEL_UNKNOWN_CLASS',
+        `the class folder ${show(name)} is not one of the ${classes.length} classes ${listNames(classes, 20)} (from ${opts.classes ? 'the class names given' : 'the model'}); rename it or pass --classes`,
+        { file: dir },
+      );
     }
     if (opts.numClasses !== undefined && id >= opts.numClasses) {
-      throw new InfluenceError('LABEL_OUT_OF_RANGE', `the class folder ${show(name)} would be class ${id}, but the model has ${opts.numClasses} classes (0..${opts.numClasses - 1}): ${root} has ${folders.length} class folders`, { file: dir });
+      throw new InfluenceError(
+        'LABEL_OUT_OF_RANGE',
+        `the class folder ${show(name)} would be class ${id}, but the model has ${opts.numClasses} classes (0..${opts.numClasses - 1}): ${root} has ${folders.length} class folders`,
+        { file: dir },
+      );
     }
     // Every directory under the class folder, sorted by path, and the images in each sorted by name.
     const dirs: string[] = [];
@@ -124,8 +136,12 @@ export function listImageFolder(root: string, opts: { classes?: string[] | null;
         labels.push(id);
       }
     }
-    if (files.length === before) notes.push(`the class folder ${join(root, name)} has no images: class ${show(name)} has no rows`);
+    if (files.length === before)
+      notes.push(`the class folder ${join(root, name)} has no images: class ${show(name)} has no rows`);
   }
-  if (ignored > 0) notes.push(`${ignored} file${ignored === 1 ? '' : 's'} in ${root} without an image extension ${ignored === 1 ? 'was' : 'were'} skipped (e.g. ${ignoredExamples.join(', ')})`);
+  if (ignored > 0)
+    notes.push(
+      `${ignored} file${ignored === 1 ? '' : 's'} in ${root} without an image extension ${ignored === 1 ? 'was' : 'were'} skipped (e.g. ${ignoredExamples.join(', ')})`,
+    );
   return { root, classes, fromFolders: given === null, files, labels: Int32Array.from(labels), notes };
 }

@@ -36,10 +36,26 @@ export function jpegInfo(b: Uint8Array): JpegInfo {
     const len = (b[pos + 2] << 8) | b[pos + 3];
     const seg = pos + 4;
     if (marker === 0xda) break; // start of scan
-    if ((marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) && seg + 6 <= b.length) {
+    if (
+      marker >= 0xc0 &&
+      marker <= 0xcf &&
+      marker !== 0xc4 &&
+      marker !== 0xc8 &&
+      marker !== 0xcc &&
+      seg + 6 <= b.length
+    ) {
       components = b[seg + 5];
       progressive = marker === 0xc2 || marker === 0xc6 || marker === 0xca || marker === 0xce;
-    } else if (marker === 0xe1 && len >= 8 && b[seg] === 0x45 && b[seg + 1] === 0x78 && b[seg + 2] === 0x69 && b[seg + 3] === 0x66 && b[seg + 4] === 0 && b[seg + 5] === 0) {
+    } else if (
+      marker === 0xe1 &&
+      len >= 8 &&
+      b[seg] === 0x45 &&
+      b[seg + 1] === 0x78 &&
+      b[seg + 2] === 0x69 &&
+      b[seg + 3] === 0x66 &&
+      b[seg + 4] === 0 &&
+      b[seg + 5] === 0
+    ) {
       orientation = exifOrientation(b.subarray(seg + 6, Math.min(b.length, pos + 2 + len)));
     }
     pos += 2 + len;
@@ -61,7 +77,8 @@ function start(): Promise<void> {
 export function jpegProblem(info: JpegInfo): string | null {
   if (info.components === 0) return 'no frame header (SOF) before the image data: the file is not a readable JPEG';
   if (info.components === 4) return 'a CMYK JPEG (4 components) is not supported: convert it to RGB';
-  if (info.components !== 1 && info.components !== 3) return `a JPEG with ${info.components} components is not supported`;
+  if (info.components !== 1 && info.components !== 3)
+    return `a JPEG with ${info.components} components is not supported`;
   if (!info.complete) return 'the JPEG data is truncated (no end-of-image marker)';
   return null;
 }
@@ -71,5 +88,10 @@ export async function decodeJpeg(b: Uint8Array, info: JpegInfo): Promise<Decoded
   await start();
   const img = await decode(ownBuffer(b), { preserveOrientation: false });
   const grey = info.components === 1;
-  return { ...fromRgba(img.data, img.width, img.height, grey), format: 'jpeg', mode: grey ? 'L' : 'RGB', orientation: info.orientation };
+  return {
+    ...fromRgba(img.data, img.width, img.height, grey),
+    format: 'jpeg',
+    mode: grey ? 'L' : 'RGB',
+    orientation: info.orientation,
+  };
 }

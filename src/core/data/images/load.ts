@@ -30,20 +30,28 @@ export interface ImageFacts extends Prepared {
 }
 
 /** Reads a file with the stamp of the handle it was read through. */
-export function readWithStamp(path: string, place?: { file: string; line: number }): { bytes: Uint8Array; stamp: FileStamp } {
+export function readWithStamp(
+  path: string,
+  place?: { file: string; line: number },
+): { bytes: Uint8Array; stamp: FileStamp } {
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (place && (code === 'ENOENT' || code === 'ENOTDIR')) {
-      throw new InfluenceError('IMAGE_NOT_FOUND', `the image ${path} does not exist (paths in a manifest are relative to the manifest's folder)`, place);
+      throw new InfluenceError(
+        'IMAGE_NOT_FOUND',
+        `the image ${path} does not exist (paths in a manifest are relative to the manifest's folder)`,
+        place,
+      );
     }
     throw fileError(e, path);
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new InfluenceError('FILE_UNREADABLE', `${path} is not a regular file`, place ?? { file: path });
+    if (!st.isFile())
+      throw new InfluenceError('FILE_UNREADABLE', `${path} is not a regular file`, place ?? { file: path });
     const bytes = new Uint8Array(st.size);
     let off = 0;
     while (off < bytes.length) {
@@ -51,14 +59,22 @@ export function readWithStamp(path: string, place?: { file: string; line: number
       if (got === 0) break;
       off += got;
     }
-    return { bytes: off === bytes.length ? bytes : bytes.subarray(0, off), stamp: { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino } };
+    return {
+      bytes: off === bytes.length ? bytes : bytes.subarray(0, off),
+      stamp: { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino },
+    };
   } finally {
     fs.closeSync(fd);
   }
 }
 
 /** Loads one image into out[at … at + F). */
-export async function loadImage(task: ImageTask, p: Pipeline, out: Float32Array | Float64Array, at: number): Promise<ImageFacts> {
+export async function loadImage(
+  task: ImageTask,
+  p: Pipeline,
+  out: Float32Array | Float64Array,
+  at: number,
+): Promise<ImageFacts> {
   let bytes = task.bytes;
   let stamp: FileStamp | null = null;
   if (!bytes) ({ bytes, stamp } = readWithStamp(task.path, task.place));

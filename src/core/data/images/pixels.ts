@@ -76,13 +76,34 @@ export function orient<T extends Pixels>(p: T, o: number): T {
       let sx: number;
       let sy: number;
       switch (o) {
-        case 2: sx = w - 1 - x; sy = y; break;
-        case 3: sx = w - 1 - x; sy = h - 1 - y; break;
-        case 4: sx = x; sy = h - 1 - y; break;
-        case 5: sx = y; sy = x; break;
-        case 6: sx = y; sy = h - 1 - x; break;
-        case 7: sx = w - 1 - y; sy = h - 1 - x; break;
-        default: sx = w - 1 - y; sy = x; break; // 8
+        case 2:
+          sx = w - 1 - x;
+          sy = y;
+          break;
+        case 3:
+          sx = w - 1 - x;
+          sy = h - 1 - y;
+          break;
+        case 4:
+          sx = x;
+          sy = h - 1 - y;
+          break;
+        case 5:
+          sx = y;
+          sy = x;
+          break;
+        case 6:
+          sx = y;
+          sy = h - 1 - x;
+          break;
+        case 7:
+          sx = w - 1 - y;
+          sy = h - 1 - x;
+          break;
+        default:
+          sx = w - 1 - y;
+          sy = x;
+          break; // 8
       }
       const si = (sy * w + sx) * c;
       const di = (y * W + x) * c;
@@ -99,7 +120,10 @@ export function exifOrientation(tiff: Uint8Array): number {
   const be = tiff[0] === 0x4d && tiff[1] === 0x4d;
   if (!le && !be) return 1;
   const u16 = (o: number) => (le ? tiff[o] | (tiff[o + 1] << 8) : (tiff[o] << 8) | tiff[o + 1]);
-  const u32 = (o: number) => (le ? (tiff[o] | (tiff[o + 1] << 8) | (tiff[o + 2] << 16)) + tiff[o + 3] * 2 ** 24 : ((tiff[o + 1] << 16) | (tiff[o + 2] << 8) | tiff[o + 3]) + tiff[o] * 2 ** 24);
+  const u32 = (o: number) =>
+    le
+      ? (tiff[o] | (tiff[o + 1] << 8) | (tiff[o + 2] << 16)) + tiff[o + 3] * 2 ** 24
+      : ((tiff[o + 1] << 16) | (tiff[o + 2] << 8) | tiff[o + 3]) + tiff[o] * 2 ** 24;
   if (u16(2) !== 42) return 1;
   const ifd = u32(4);
   if (ifd + 2 > tiff.length) return 1;

@@ -60,9 +60,12 @@ const MODES: Record<number, string> = { 0: 'L', 2: 'RGB', 3: 'P', 4: 'LA', 6: 'R
 /** Decodes a PNG; throws pngjs's error on a corrupt file. */
 export function decodePng(b: Uint8Array): Decoded {
   const { depth, colorType, bytes, orientation } = chunks(b);
-  const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { skipRescale: depth === 16 });
+  const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+    skipRescale: depth === 16,
+  });
   const grey = colorType === 0 || colorType === 4;
   const px = fromRgba(png.data as ArrayLike<number>, png.width, png.height, grey, depth === 16 ? 8 : 0);
-  const mode = depth === 1 && colorType === 0 ? '1' : depth === 16 && colorType === 0 ? 'I;16' : (MODES[colorType] ?? '?');
+  const mode =
+    depth === 1 && colorType === 0 ? '1' : depth === 16 && colorType === 0 ? 'I;16' : (MODES[colorType] ?? '?');
   return { ...px, format: 'png', mode, orientation };
 }

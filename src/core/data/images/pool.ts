@@ -15,7 +15,9 @@ import type { FromImageWorker, ToImageWorker } from './poolProtocol';
 
 /** The worker's script: the bundle beside this one (dist/), or from the sources (tests) the built one. */
 function workerScript(): string | null {
-  const file = __filename.endsWith('.ts') ? join(__dirname, '../../../../dist/image-worker.js') : join(__dirname, 'image-worker.js');
+  const file = __filename.endsWith('.ts')
+    ? join(__dirname, '../../../../dist/image-worker.js')
+    : join(__dirname, 'image-worker.js');
   return existsSync(file) ? file : null;
 }
 
@@ -128,7 +130,8 @@ export class ImagePool {
         const [start, count] = chunks[c];
         if ('error' in m) {
           const e = m.error;
-          if ('internal' in e) throw new Error(`image decoding thread failed on ${tasks[start + e.index]?.path}: ${e.internal}`);
+          if ('internal' in e)
+            throw new Error(`image decoding thread failed on ${tasks[start + e.index]?.path}: ${e.internal}`);
           throw new InfluenceError(e.code as ErrorCode, e.message, e.place);
         }
         this.decoded += count;

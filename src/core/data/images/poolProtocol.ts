@@ -10,4 +10,9 @@ export interface ToImageWorker {
 
 export type FromImageWorker =
   | { id: number; features: Float32Array | Float64Array; facts: ImageFacts[] }
-  | { id: number; error: { index: number; code: string; message: string; place: Record<string, unknown> } | { index: number; internal: string } };
+  | {
+      id: number;
+      error:
+        | { index: number; code: string; message: string; place: Record<string, unknown> }
+        | { index: number; internal: string };
+    };

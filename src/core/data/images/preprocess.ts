@@ -41,7 +41,17 @@ export interface PreprocessConfig {
 }
 
 export type Field = keyof PreprocessConfig;
-export const FIELDS: Field[] = ['resize', 'centerCrop', 'interpolation', 'scale', 'mean', 'std', 'channels', 'layout', 'exif'];
+export const FIELDS: Field[] = [
+  'resize',
+  'centerCrop',
+  'interpolation',
+  'scale',
+  'mean',
+  'std',
+  'channels',
+  'layout',
+  'exif',
+];
 export type ConfigSource = 'model metadata' | 'preprocess.json' | 'settings or flags' | 'default';
 
 /** The resolved pipeline: plain data (it is sent to the decoding threads). */
@@ -83,13 +93,23 @@ function sizeSpec(v: unknown, name: string, where: string, file?: string): SizeS
     if (/^\s*\d+\s*$/.test(v) && Number(v) > 0) return Number(v);
   }
   if (Array.isArray(v) && v.length === 2 && posInt(v[0]) && posInt(v[1])) return [v[0], v[1]];
-  throw bad(`${where}: ${name} must be "model", a positive integer (the shorter side, or a square crop) or [height, width]; got ${JSON.stringify(v)}`, file);
+  throw bad(
+    `${where}: ${name} must be "model", a positive integer (the shorter side, or a square crop) or [height, width]; got ${JSON.stringify(v)}`,
+    file,
+  );
 }
 
 function numbers(v: unknown, name: string, where: string, positive: boolean, file?: string): number[] {
   const list = typeof v === 'number' ? [v] : typeof v === 'string' ? v.split(',').map((s) => Number(s.trim())) : v;
-  if (!Array.isArray(list) || list.length === 0 || list.some((x) => typeof x !== 'number' || !Number.isFinite(x) || (positive && !(x > 0)))) {
-    throw bad(`${where}: ${name} must be a list of ${positive ? 'positive ' : ''}numbers (one, or one per channel); got ${JSON.stringify(v)}`, file);
+  if (
+    !Array.isArray(list) ||
+    list.length === 0 ||
+    list.some((x) => typeof x !== 'number' || !Number.isFinite(x) || (positive && !(x > 0)))
+  ) {
+    throw bad(
+      `${where}: ${name} must be a list of ${positive ? 'positive ' : ''}numbers (one, or one per channel); got ${JSON.stringify(v)}`,
+      file,
+    );
   }
   return list as number[];
 }
@@ -102,13 +122,15 @@ export function parsePreprocess(raw: unknown, where: string, file?: string): Pre
   const out: PreprocessConfig = {};
   for (const key of Object.keys(r)) {
     if (key === 'note' || key === 'notes' || key === '$comment') continue;
-    if (!(FIELDS as string[]).includes(key)) throw bad(`${where}: unknown field ${JSON.stringify(key)}; the fields are ${FIELDS.join(', ')}`, file);
+    if (!(FIELDS as string[]).includes(key))
+      throw bad(`${where}: unknown field ${JSON.stringify(key)}; the fields are ${FIELDS.join(', ')}`, file);
   }
   const oneOf = <T extends string>(key: string, allowed: readonly T[]): T | undefined => {
     const v = r[key];
     if (v === undefined || v === null) return undefined;
     const s = typeof v === 'string' ? v.toLowerCase() : v;
-    if (!(allowed as readonly unknown[]).includes(s)) throw bad(`${where}: ${key} must be one of ${allowed.join(', ')}; got ${JSON.stringify(v)}`, file);
+    if (!(allowed as readonly unknown[]).includes(s))
+      throw bad(`${where}: ${key} must be one of ${allowed.join(', ')}; got ${JSON.stringify(v)}`, file);
     return s as T;
   };
   if ('resize' in r) out.resize = sizeSpec(r.resize, 'resize', where, file);
@@ -117,7 +139,8 @@ export function parsePreprocess(raw: unknown, where: string, file?: string): Pre
   if (interp) out.interpolation = interp;
   if (r.scale !== undefined && r.scale !== null) {
     const s = typeof r.scale === 'string' ? Number(r.scale) : r.scale;
-    if (typeof s !== 'number' || !(s > 0) || !Number.isFinite(s)) throw bad(`${where}: scale must be a positive number; got ${JSON.stringify(r.scale)}`, file);
+    if (typeof s !== 'number' || !(s > 0) || !Number.isFinite(s))
+      throw bad(`${where}: scale must be a positive number; got ${JSON.stringify(r.scale)}`, file);
     out.scale = s;
   }
   if (r.mean !== undefined && r.mean !== null) out.mean = numbers(r.mean, 'mean', where, false, file);
@@ -142,7 +165,10 @@ export interface ModelInput {
 }
 
 /** The three layers of configuration with their sources, highest precedence first. */
-export function configLayers(model: ModelInput, request: PreprocessConfig | undefined): { layers: { source: ConfigSource; config: PreprocessConfig }[]; file: string | null } {
+export function configLayers(
+  model: ModelInput,
+  request: PreprocessConfig | undefined,
+): { layers: { source: ConfigSource; config: PreprocessConfig }[]; file: string | null } {
   const layers: { source: ConfigSource; config: PreprocessConfig }[] = [];
   if (model.metadata !== undefined) {
     let parsed: unknown;
@@ -151,7 +177,10 @@ export function configLayers(model: ModelInput, request: PreprocessConfig | unde
     } catch {
       throw bad(`the model's metadata influence_lens.preprocess is not JSON`, model.path);
     }
-    layers.push({ source: 'model metadata', config: parsePreprocess(parsed, 'the model metadata influence_lens.preprocess', model.path) });
+    layers.push({
+      source: 'model metadata',
+      config: parsePreprocess(parsed, 'the model metadata influence_lens.preprocess', model.path),
+    });
   }
   const file = join(dirname(model.path), 'preprocess.json');
   let used: string | null = null;
@@ -173,7 +202,10 @@ export function configLayers(model: ModelInput, request: PreprocessConfig | unde
  * The pipeline for a model: each field from the first layer that sets it. Returns notes on flags
  * or settings that a higher layer overrides.
  */
-export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): { pipeline: Pipeline; notes: string[] } {
+export function resolvePipeline(
+  model: ModelInput,
+  request?: PreprocessConfig,
+): { pipeline: Pipeline; notes: string[] } {
   const { layers } = configLayers(model, request);
   const from = {} as Record<Field, ConfigSource>;
   const cfg: PreprocessConfig = {};
@@ -186,7 +218,9 @@ export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): 
         (cfg as Record<string, unknown>)[f] = l.config[f];
         from[f] = l.source;
       } else if (l.source === 'settings or flags' && JSON.stringify(l.config[f]) !== JSON.stringify(cfg[f])) {
-        notes.push(`the preprocessing's ${f} ${JSON.stringify(l.config[f])} from the settings or flags is not used: the ${from[f]} sets it to ${JSON.stringify(cfg[f])}`);
+        notes.push(
+          `the preprocessing's ${f} ${JSON.stringify(l.config[f])} from the settings or flags is not used: the ${from[f]} sets it to ${JSON.stringify(cfg[f])}`,
+        );
       }
     }
   }
@@ -210,15 +244,20 @@ export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): 
     [height, width] = dims;
     modelChannels = 1;
   } else if (dims.length !== 1) {
-    throw bad(`the model input ${input} is not an image input ([batch, C, H, W], [batch, H, W, C], [batch, H, W] or flat [batch, F])`, where);
+    throw bad(
+      `the model input ${input} is not an image input ([batch, C, H, W], [batch, H, W, C], [batch, H, W] or flat [batch, F])`,
+      where,
+    );
   }
   const F = model.F;
   let channels: Pipeline['channels'] = cfg.channels ?? null;
   if (modelChannels === 1) {
-    if (channels && channels !== 'grey') throw bad(`channels ${channels} does not fit the model input ${input}, which takes one channel`, where);
+    if (channels && channels !== 'grey')
+      throw bad(`channels ${channels} does not fit the model input ${input}, which takes one channel`, where);
     channels = 'grey';
   } else if (modelChannels === 3) {
-    if (channels === 'grey') throw bad(`channels grey does not fit the model input ${input}, which takes three channels`, where);
+    if (channels === 'grey')
+      throw bad(`channels grey does not fit the model input ${input}, which takes three channels`, where);
     channels ??= 'rgb';
   }
   // A flat input: its image size is the resize or crop target when there is one.
@@ -227,36 +266,57 @@ export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): 
     return s * s * c === F ? s : null;
   };
   // A flat input that only a grey (or only an RGB) square image fills has that many channels.
-  if (channels === null && modelChannels === null && (squareOf(1) === null) !== (squareOf(3) === null)) channels = squareOf(1) !== null ? 'grey' : 'rgb';
+  if (channels === null && modelChannels === null && (squareOf(1) === null) !== (squareOf(3) === null))
+    channels = squareOf(1) !== null ? 'grey' : 'rgb';
   const nc = channels === null ? null : channels === 'grey' ? 1 : 3;
   const modelSize = (what: string): [number, number] => {
     if (height !== null && width !== null) return [height, width];
     const s = nc !== null ? squareOf(nc) : (squareOf(1) ?? squareOf(3));
-    if (s === null) throw bad(`${what} "model" needs the model's image size, but its flat input ${input} is not a square image; give [height, width]`, where);
+    if (s === null)
+      throw bad(
+        `${what} "model" needs the model's image size, but its flat input ${input} is not a square image; give [height, width]`,
+        where,
+      );
     return [s, s];
   };
-  const hw = (spec: SizeSpec, what: string): [number, number] => (spec === 'model' ? modelSize(what) : typeof spec === 'number' ? [spec, spec] : spec);
+  const hw = (spec: SizeSpec, what: string): [number, number] =>
+    spec === 'model' ? modelSize(what) : typeof spec === 'number' ? [spec, spec] : spec;
   let resize: Pipeline['resize'] = null;
   if (cfg.resize !== undefined && cfg.resize !== null) {
-    resize = typeof cfg.resize === 'number' ? { kind: 'shorter', size: cfg.resize } : (([h, w]) => ({ kind: 'exact' as const, height: h, width: w }))(hw(cfg.resize, 'resize'));
+    resize =
+      typeof cfg.resize === 'number'
+        ? { kind: 'shorter', size: cfg.resize }
+        : (([h, w]) => ({ kind: 'exact' as const, height: h, width: w }))(hw(cfg.resize, 'resize'));
   }
-  const crop = cfg.centerCrop !== undefined && cfg.centerCrop !== null ? (([h, w]) => ({ height: h, width: w }))(hw(cfg.centerCrop, 'centerCrop')) : null;
+  const crop =
+    cfg.centerCrop !== undefined && cfg.centerCrop !== null
+      ? (([h, w]) => ({ height: h, width: w }))(hw(cfg.centerCrop, 'centerCrop'))
+      : null;
   if (height === null) {
     const target = crop ?? (resize?.kind === 'exact' ? resize : null);
     if (target) {
       height = target.height;
       width = target.width;
       const c = F / (height * width);
-      if (c !== 1 && c !== 3) throw bad(`the model's flat input ${input} does not hold ${height}×${width} images (grey: ${height * width} features, RGB: ${3 * height * width})`, where);
+      if (c !== 1 && c !== 3)
+        throw bad(
+          `the model's flat input ${input} does not hold ${height}×${width} images (grey: ${height * width} features, RGB: ${3 * height * width})`,
+          where,
+        );
       if (channels === null) channels = c === 1 ? 'grey' : 'rgb';
-      else if ((channels === 'grey' ? 1 : 3) !== c) throw bad(`channels ${channels} at ${height}×${width} do not give the model's ${F} features`, where);
+      else if ((channels === 'grey' ? 1 : 3) !== c)
+        throw bad(`channels ${channels} at ${height}×${width} do not give the model's ${F} features`, where);
     }
   }
   const nOut = channels === null ? null : channels === 'grey' ? 1 : 3;
   const mean = cfg.mean ?? [0];
   const std = cfg.std ?? [1];
-  for (const [name, v] of [['mean', mean], ['std', std]] as const) {
-    if (v.length !== 1 && nOut !== null && v.length !== nOut) throw bad(`${name} has ${v.length} values but the model takes ${nOut} channel${nOut === 1 ? '' : 's'}`, where);
+  for (const [name, v] of [
+    ['mean', mean],
+    ['std', std],
+  ] as const) {
+    if (v.length !== 1 && nOut !== null && v.length !== nOut)
+      throw bad(`${name} has ${v.length} values but the model takes ${nOut} channel${nOut === 1 ? '' : 's'}`, where);
     if (v.length !== 1 && v.length !== 3 && nOut === null) throw bad(`${name} needs one value or three`, where);
   }
   const pipeline: Pipeline = {
@@ -282,18 +342,39 @@ export function resolvePipeline(model: ModelInput, request?: PreprocessConfig): 
 export function describePipeline(p: Pipeline, hfImages = false): string[] {
   const steps: string[] = [];
   const exifApplied = p.exif === 'apply' || (p.exif === 'auto' && hfImages);
-  steps.push(`decode (PNG, JPEG, BMP, WebP; Pillow's values); EXIF orientation ${exifApplied ? 'applied (as Hugging Face datasets does)' : 'ignored (as torchvision does)'}`);
-  const ch = p.channels === null ? 'grey or RGB (whichever gives the model\'s features)' : p.channels === 'grey' ? 'grey (Pillow convert("L"))' : 'RGB (Pillow convert("RGB"), alpha dropped)';
+  steps.push(
+    `decode (PNG, JPEG, BMP, WebP; Pillow's values); EXIF orientation ${exifApplied ? 'applied (as Hugging Face datasets does)' : 'ignored (as torchvision does)'}`,
+  );
+  const ch =
+    p.channels === null
+      ? "grey or RGB (whichever gives the model's features)"
+      : p.channels === 'grey'
+        ? 'grey (Pillow convert("L"))'
+        : 'RGB (Pillow convert("RGB"), alpha dropped)';
   steps.push(`convert to ${ch}`);
-  if (p.resize?.kind === 'exact') steps.push(`resize to ${p.resize.height}×${p.resize.width} (bilinear, antialiased, as Pillow)`);
-  if (p.resize?.kind === 'shorter') steps.push(`resize the shorter side to ${p.resize.size} (bilinear, antialiased; the longer side truncated, as torchvision Resize(${p.resize.size}))`);
+  if (p.resize?.kind === 'exact')
+    steps.push(`resize to ${p.resize.height}×${p.resize.width} (bilinear, antialiased, as Pillow)`);
+  if (p.resize?.kind === 'shorter')
+    steps.push(
+      `resize the shorter side to ${p.resize.size} (bilinear, antialiased; the longer side truncated, as torchvision Resize(${p.resize.size}))`,
+    );
   if (p.crop) steps.push(`center-crop to ${p.crop.height}×${p.crop.width} (as torchvision CenterCrop)`);
-  if (!p.resize && !p.crop) steps.push(p.height !== null ? `no resize: every image must be ${p.height}×${p.width}` : `no resize: every image must give the model's ${p.features} features`);
-  steps.push(p.scale === 1 / 255 ? 'scale the levels by 1/255 (to [0, 1], as ToTensor)' : `scale the levels by ${p.scale}`);
+  if (!p.resize && !p.crop)
+    steps.push(
+      p.height !== null
+        ? `no resize: every image must be ${p.height}×${p.width}`
+        : `no resize: every image must give the model's ${p.features} features`,
+    );
+  steps.push(
+    p.scale === 1 / 255 ? 'scale the levels by 1/255 (to [0, 1], as ToTensor)' : `scale the levels by ${p.scale}`,
+  );
   const isDefault = p.mean.every((m) => m === 0) && p.std.every((s) => s === 1);
   if (!isDefault) steps.push(`normalize: (x − mean) / std with mean [${p.mean.join(', ')}], std [${p.std.join(', ')}]`);
-  const order = p.channels === 'bgr' ? 'BGR' : p.channels === 'rgb' ? 'RGB' : p.channels === 'grey' ? 'grey' : 'grey or RGB';
-  steps.push(`${order}, ${p.layout.toUpperCase()} into the model input ${p.input} (${p.float64 ? 'float64' : 'float32'})`);
+  const order =
+    p.channels === 'bgr' ? 'BGR' : p.channels === 'rgb' ? 'RGB' : p.channels === 'grey' ? 'grey' : 'grey or RGB';
+  steps.push(
+    `${order}, ${p.layout.toUpperCase()} into the model input ${p.input} (${p.float64 ? 'float64' : 'float32'})`,
+  );
   return steps;
 }
 
@@ -312,7 +393,14 @@ export interface Prepared {
  * Runs the pipeline on one decoded image and writes its F features at `out[at…]`. `file` names it in
  * errors; `hf`: the image comes from a Hugging Face Parquet image column (EXIF 'auto' applies then).
  */
-export function prepareImage(d: Decoded, p: Pipeline, file: string, hf: boolean, out: Float32Array | Float64Array, at: number): Prepared {
+export function prepareImage(
+  d: Decoded,
+  p: Pipeline,
+  file: string,
+  hf: boolean,
+  out: Float32Array | Float64Array,
+  at: number,
+): Prepared {
   let img = d as import('./pixels').Pixels;
   const oriented = (p.exif === 'apply' || (p.exif === 'auto' && hf)) && d.orientation !== 1;
   if (oriented) img = orient(img, d.orientation);
@@ -330,7 +418,8 @@ export function prepareImage(d: Decoded, p: Pipeline, file: string, hf: boolean,
   }
   let { width: w, height: h, data } = img;
   if (p.resize) {
-    const [nw, nh] = p.resize.kind === 'exact' ? [p.resize.width, p.resize.height] : shorterSideSize(w, h, p.resize.size);
+    const [nw, nh] =
+      p.resize.kind === 'exact' ? [p.resize.width, p.resize.height] : shorterSideSize(w, h, p.resize.size);
     data = resizeBilinear(data, w, h, C, nw, nh);
     w = nw;
     h = nh;
@@ -342,7 +431,8 @@ export function prepareImage(d: Decoded, p: Pipeline, file: string, hf: boolean,
   }
   if (p.height !== null && p.width !== null ? w !== p.width || h !== p.height : w * h * C !== p.features) {
     const want = p.height !== null ? `${p.height}×${p.width}` : `${p.features} features`;
-    const got = p.resize || p.crop ? `${d.width}×${d.height} (${w}×${h} after the resize and crop)` : `${d.width}×${d.height}`;
+    const got =
+      p.resize || p.crop ? `${d.width}×${d.height} (${w}×${h} after the resize and crop)` : `${d.width}×${d.height}`;
     throw new InfluenceError(
       'IMAGE_SIZE_MISMATCH',
       `this image is ${got} (width×height) but the model input ${p.input} takes ${want}${p.height !== null ? ' (height×width)' : ''}; with no resize rule every image must have that size: set one with --resize/--center-crop, "resize" in preprocess.json beside the model, or the model's influence_lens.preprocess metadata`,

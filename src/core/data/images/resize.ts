@@ -62,7 +62,14 @@ function clip8(acc: number): number {
  * source rows the vertical pass reads, rounded to 8 bits, then the vertical pass. A dimension that
  * keeps its size is not resampled.
  */
-export function resizeBilinear(src: Uint8Array, w: number, h: number, c: number, outW: number, outH: number): Uint8Array {
+export function resizeBilinear(
+  src: Uint8Array,
+  w: number,
+  h: number,
+  c: number,
+  outW: number,
+  outH: number,
+): Uint8Array {
   if (outW === w && outH === h) return src.slice();
   const vert = taps(h, outH);
   let cur = src;
@@ -152,6 +159,7 @@ export function centerCrop(src: Uint8Array, w: number, h: number, c: number, cw:
   const top = roundHalfEven((ih - chh) / 2);
   const left = roundHalfEven((iw - cw) / 2);
   const out = new Uint8Array(cw * chh * c);
-  for (let y = 0; y < chh; y++) out.set(img.subarray(((y + top) * iw + left) * c, ((y + top) * iw + left + cw) * c), y * cw * c);
+  for (let y = 0; y < chh; y++)
+    out.set(img.subarray(((y + top) * iw + left) * c, ((y + top) * iw + left + cw) * c), y * cw * c);
   return out;
 }

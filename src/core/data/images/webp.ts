@@ -4,7 +4,17 @@ import { exifOrientation, fromRgba, type Decoded } from './pixels';
 import { loadWasm, ownBuffer } from './wasm';
 
 export function isWebp(b: Uint8Array): boolean {
-  return b.length >= 12 && b[0] === 0x52 && b[1] === 0x49 && b[2] === 0x46 && b[3] === 0x46 && b[8] === 0x57 && b[9] === 0x45 && b[10] === 0x42 && b[11] === 0x50;
+  return (
+    b.length >= 12 &&
+    b[0] === 0x52 &&
+    b[1] === 0x49 &&
+    b[2] === 0x46 &&
+    b[3] === 0x46 &&
+    b[8] === 0x57 &&
+    b[9] === 0x45 &&
+    b[10] === 0x42 &&
+    b[11] === 0x50
+  );
 }
 
 /** The RIFF chunks' EXIF orientation and whether the image has alpha (VP8L/ALPH or the VP8X flag). */
@@ -22,7 +32,8 @@ function webpInfo(b: Uint8Array): { orientation: number; alpha: boolean } {
     else if (id === 'EXIF') {
       let tiff = b.subarray(data, Math.min(b.length, data + len));
       // Some writers keep JPEG's "Exif\0\0" prefix.
-      if (tiff.length >= 6 && tiff[0] === 0x45 && tiff[1] === 0x78 && tiff[2] === 0x69 && tiff[3] === 0x66) tiff = tiff.subarray(6);
+      if (tiff.length >= 6 && tiff[0] === 0x45 && tiff[1] === 0x78 && tiff[2] === 0x69 && tiff[3] === 0x66)
+        tiff = tiff.subarray(6);
       orientation = exifOrientation(tiff);
     }
     pos = data + len + (len & 1);
@@ -37,5 +48,10 @@ export async function decodeWebp(b: Uint8Array): Promise<Decoded> {
   await ready;
   const info = webpInfo(b);
   const img = await decode(ownBuffer(b));
-  return { ...fromRgba(img.data, img.width, img.height, false), format: 'webp', mode: info.alpha ? 'RGBA' : 'RGB', orientation: info.orientation };
+  return {
+    ...fromRgba(img.data, img.width, img.height, false),
+    format: 'webp',
+    mode: info.alpha ? 'RGBA' : 'RGB',
+    orientation: info.orientation,
+  };
 }

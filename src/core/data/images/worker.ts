@@ -19,7 +19,8 @@ async function run(m: ToImageWorker): Promise<FromImageWorker> {
     try {
       facts.push(await loadImage(m.tasks[i], m.pipeline, features, i * F));
     } catch (e) {
-      if (e instanceof InfluenceError) return { id: m.id, error: { index: i, code: e.code, message: e.message, place: { ...e.place } } };
+      if (e instanceof InfluenceError)
+        return { id: m.id, error: { index: i, code: e.code, message: e.message, place: { ...e.place } } };
       return { id: m.id, error: { index: i, internal: (e as Error)?.stack ?? String(e) } };
     }
   }
