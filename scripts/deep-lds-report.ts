@@ -68,7 +68,12 @@ async function main(): Promise<void> {
       const col = LayerEkfac.collector(deep);
       const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: exact, onBatch: col.onBatch });
       const points = await testPoints(deep, ref.test, ref.testRows);
-      const ek = await col.finish(rows, LAMBDAS[0], (fn) => deep.pass(ref.train, {}, {}, fn));
+      const ek = await LayerEkfac.create(
+        await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)),
+        deep.P,
+        rows.n,
+        LAMBDAS[0],
+      );
       const cells: string[] = [];
       const ours: string[] = [];
       const corr: string[] = [];

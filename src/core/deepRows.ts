@@ -6,7 +6,8 @@
  * the exact GGN's sum, or the per-layer EK-FAC factors.
  */
 import { throwIfAborted, type Progress } from './errors';
-import type { TableInfo, TableOptions, TableSummary } from './data/table';
+import type { SourceInfo } from './data/source';
+import type { TableOptions, TableSummary } from './data/table';
 import { curvatureDirections } from './curvature/ggn';
 import type { DeepEngine, DeepForward } from './model/deep';
 import type { HeadRows } from './task/head';
@@ -22,12 +23,12 @@ export interface DeepRows extends HeadRows {
   loss: Float64Array;
   lines: Int32Array;
   offsets: Float64Array;
-  table: TableInfo;
+  table: SourceInfo;
   summary: TableSummary;
   /** n×P loss gradients over the chosen layers, or null when they did not fit (rowGradients recomputes them). */
   grads: Float64Array | null;
-  /** (1/n) Σ ∇L_i over the chosen layers. */
-  meanGrad: Float64Array;
+  /** Σ_i ∇L_i over the chosen layers (a held-out set's gradient). */
+  gradSum: Float64Array;
   /** The exact GGN's undamped mean H₀ (P×P), when asked for. */
   H0: Float64Array | null;
 }
@@ -88,20 +89,25 @@ export function signals(
 /**
  * The pass: per-row data and gradients, and with `ggn` the exact GGN's sum (K + 1 directions per row:
  * g, then the columns of a factor of A). `onBatch` (EK-FAC statistics) sees each batch's forward results.
+ * With `keep: false` (held-out rows) only the gradients' sum is kept.
  */
 export async function readDeepRows(
   deep: DeepEngine,
   path: string,
   tableOpts: TableOptions,
   run: RunControl,
-  opts: { ggn: boolean; onBatch?: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void> },
+  opts: {
+    ggn: boolean;
+    keep?: boolean;
+    onBatch?: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
+  },
 ): Promise<DeepRows> {
   const { P, K } = deep;
   const task = taskFor(K);
   const { D, b } = deep.eng.info.head;
   const col = new Collector();
   const gradParts: Float64Array[] = [];
-  let keep = true;
+  let keep = opts.keep !== false;
   let kept = 0;
   const sum = new Float64Array(P);
   let H: Float64Array | null = opts.ggn ? new Float64Array(P * P) : null;
@@ -180,7 +186,7 @@ export async function readDeepRows(
     table,
     summary,
     grads,
-    meanGrad: sum.map((v) => v / Math.max(n, 1)),
+    gradSum: sum,
     H0: H,
   };
 }

@@ -230,7 +230,12 @@ describe('EK-FAC per layer', () => {
     const deep = await deepEngine(ref.model, 'head');
     const col = LayerEkfac.collector(deep);
     const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
-    const curv = await col.finish(rows, 1e-3, (fn) => deep.pass(ref.train, {}, {}, fn));
+    const curv = await LayerEkfac.create(
+      await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)),
+      deep.P,
+      rows.n,
+      1e-3,
+    );
     const got = await curv.quad(rows.grads!, rows.n);
     const ek = new Ekfac(rows, 1e-3);
     const want = Float64Array.from({ length: rows.n }, (_, i) => {
@@ -247,7 +252,12 @@ describe('EK-FAC per layer', () => {
       const deep = await deepEngine(ref.model, 2);
       const col = LayerEkfac.collector(deep);
       const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
-      const curv = await col.finish(rows, 1e-3, (fn) => deep.pass(ref.train, {}, {}, fn));
+      const curv = await LayerEkfac.create(
+        await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)),
+        deep.P,
+        rows.n,
+        1e-3,
+      );
       try {
         const self = await curv.quad(rows.grads!, rows.n);
         const r = pearson(self, decode(ref.selfInfluence['0.001']));

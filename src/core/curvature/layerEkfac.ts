@@ -13,14 +13,15 @@
 import * as ort from 'onnxruntime-node';
 import { throwIfAborted } from '../errors';
 import type { Batch } from '../data/table';
-import { signals, runRows, type DeepRows } from '../deepRows';
+import { signals, runRows } from '../deepRows';
 import { symmetricEigen, transpose } from '../linalg';
 import type { DeepEngine, DeepForward, DeepKernel } from '../model/deep';
 import { F64, GraphBuilder, type Kernel } from '../ort/graph';
 import { taskFor } from '../task/loss';
 import { curvatureDirections, type DeepCurvature } from './ggn';
 
-interface Block {
+/** One layer's damping-free statistics: what a cache keeps and `withDamping` reuses. */
+export interface EkfacBlock {
   out: number;
   Dt: number;
   offset: number;
@@ -48,7 +49,7 @@ export class LayerEkfac implements DeepCurvature {
   private readonly inv: Float64Array[];
 
   private constructor(
-    private readonly blocks: Block[],
+    private readonly blocks: EkfacBlock[],
     readonly P: number,
     readonly n: number,
     readonly damping: number,
@@ -59,16 +60,15 @@ export class LayerEkfac implements DeepCurvature {
 
   /**
    * The factors' sums, fed by the training pass (`onBatch`), and `finish`, which computes the
-   * eigenbases, runs the second pass (`pass`) for the corrected eigenvalues, and gives the curvature.
+   * eigenbases and runs the second pass (`pass`) for the corrected eigenvalues: the damping-free
+   * blocks that `create` turns into the curvature at a damping.
    */
   static collector(deep: DeepEngine): {
     onBatch: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
     finish: (
-      rows: DeepRows,
-      damping: number,
       pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
-    ) => Promise<LayerEkfac>;
+    ) => Promise<EkfacBlock[]>;
   } {
     const K = deep.K;
     const dims = deep.chosen.map((l) => ({ out: l.out, Dt: l.fanIn + (l.bias ? 1 : 0) }));
@@ -97,13 +97,11 @@ export class LayerEkfac implements DeepCurvature {
       }
     };
     const finish = async (
-      rows: DeepRows,
-      damping: number,
       pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
-    ): Promise<LayerEkfac> => {
+    ): Promise<EkfacBlock[]> => {
       throwIfAborted(signal);
-      const blocks: Block[] = dims.map((d, q) => ({
+      const blocks: EkfacBlock[] = dims.map((d, q) => ({
         ...d,
         offset: deep.offsets[q],
         P: deep.chosen[q].parameters,
@@ -132,13 +130,16 @@ export class LayerEkfac implements DeepCurvature {
           });
         }
       });
-      return LayerEkfac.create(blocks, deep.P, rows.n, damping);
+      return blocks;
     };
     return { onBatch, finish };
   }
 
-  /** The apply kernel: input b (m×P) and per block inv{q} (out×D̃, 1/denominators); outputs x = H⁻¹b (m×P) and q = bᵀH⁻¹b (m). */
-  private static async create(blocks: Block[], P: number, n: number, damping: number): Promise<LayerEkfac> {
+  /**
+   * The curvature of n rows' blocks at a damping. The apply kernel: input b (m×P) and per block
+   * inv{q} (out×D̃, 1/denominators); outputs x = H⁻¹b (m×P) and q = bᵀH⁻¹b (m).
+   */
+  static async create(blocks: EkfacBlock[], P: number, n: number, damping: number): Promise<LayerEkfac> {
     const g = new GraphBuilder();
     const B = g.input('b', F64, ['m', P]);
     const parts: string[] = [];

@@ -16,11 +16,15 @@ import { chooseLayers, findLayers, gradientPath, type GradientPath, type Layer, 
 import { GraphIndex } from './onnx';
 import { AUG, augmentModel, tapName } from './surgery';
 
-/** The model's head as a layer (layer 1 of findLayers), for results that list the layers used. */
-export function headLayers(eng: Engine): Layer[] {
+/** The model's parameterized layers from the output (layer 1, the head, first). */
+export function modelLayers(eng: Engine): Layer[] {
   const graph = eng.model.proto.graph!;
-  const all = findLayers(graph, new GraphIndex(graph), eng.info.head);
-  return all.slice(0, 1);
+  return findLayers(graph, new GraphIndex(graph), eng.info.head);
+}
+
+/** The model's head as a layer, for results that list the layers used. */
+export function headLayers(eng: Engine): Layer[] {
+  return modelLayers(eng).slice(0, 1);
 }
 
 /** One batch through the user's graph: its taps (as ORT gave them), the logits and the head's input. */
