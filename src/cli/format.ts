@@ -1,5 +1,13 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
+import {
+  topRows,
+  type DeepCurvatureMethod,
+  type ExplainResult,
+  type HeadReport,
+  type LayerSummary,
+  type Stability,
+  type Warning,
+} from '../core';
 import { className as clsName, fmt } from '../protocol/words';
 import { rowWhere, shown } from './images';
 
@@ -32,6 +40,11 @@ export function stabilityLines(s: Stability | null, what: string): string[] {
   return [
     `  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`,
   ];
+}
+
+/** The layers a result beyond the head is taken over, its curvature, and what is head-only there. */
+export function layersLine(layers: LayerSummary[], curvature: DeepCurvatureMethod | null, headOnly: string): string {
+  return `  layers: ${layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; ${headOnly}`;
 }
 
 /** Signs that the result is probably wrong, one `warning:` line each on stderr. */
@@ -67,11 +80,8 @@ export function formatExplain(r: ExplainResult, top: number): string {
   out.push(
     `  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`,
   );
-  if (r.headOnly.length) {
-    out.push(
-      `  layers: ${r.layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${r.layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${r.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; Newton estimates and --verify-top are head-only (n/a)`,
-    );
-  }
+  if (r.headOnly.length)
+    out.push(layersLine(r.layers, r.curvature, 'Newton estimates and --verify-top are head-only (n/a)'));
   out.push(
     `  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`,
   );

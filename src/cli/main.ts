@@ -55,10 +55,11 @@ Options:
   --self-influence exact|ekfac   force the self-influence method (default: by size)
   --batch-size N        rows per ONNX Runtime batch (default: 4096)
   --verify-top K        explain: refit without each of the top K rows and show the actual change
-  --layers head|K|all|a,b   explain: the layers influence is taken over: the head (default), the last K
-                        parameterized layers, all of them, or layers by node name
-  --curvature exact|ekfac   explain beyond the head: the exact damped Gauss–Newton matrix (at most
-                        5,000 parameters) or EK-FAC per layer (default)
+  --layers head|K|all|a,b   explain, audit, clean: the layers influence is taken over: the head
+                        (default), the last K parameterized layers, all of them, or layers by node name
+  --curvature exact|ekfac   beyond the head: the exact damped Gauss–Newton matrix (default up to 5,000
+                        parameters) or EK-FAC per layer
+  --no-agreement        audit: skip the comparison of the head's audit with the last 2 layers'
   --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
   --remove SPEC         clean: memorized | top:K (most suspicious) | rows:1,5,9 (0-based)
   --out FILE            clean: the new data file (never an input)
@@ -150,8 +151,8 @@ const TABLE_FLAGS = [
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
-  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
-  clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
+  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau', 'layers', 'curvature', 'no-agreement'],
+  clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify', 'layers', 'curvature'],
   cache: ['cache-dir'],
 };
 

@@ -191,6 +191,8 @@ function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
     head: p.head,
     stabilityTop: p.topK,
     tau: p.tau,
+    // The panel does not show the agreement with the last 2 layers (the command line does).
+    agreement: false,
     batchSize: p.batchSize,
     cache: cacheOf(p),
     signal,

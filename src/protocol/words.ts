@@ -35,6 +35,8 @@ export function describeReason(r: Reason, classes: string[] | null): string {
       return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top ${100 - r.percentile}%)`;
     case 'LOO_LOSS':
       return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
+    case 'SELF_FLIP_FIRST_ORDER':
+      return `right only because it is in the training set, to first order: without it its loss would rise from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)}, its label's probability below 1/2`;
   }
 }
 

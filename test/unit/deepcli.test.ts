@@ -333,6 +333,54 @@ describe('explain --layers errors exit 2', () => {
       ),
       /--head refit/,
     );
-    assertUserError(cli('audit', '--model', softplus, '--train', train4, '--layers', '2'), 'BAD_OPTION');
+  });
+});
+
+describe('audit and clean --layers errors exit 2', () => {
+  const held4 = file('held4.csv', csv(12, 4, 2, 3));
+  it('an unsupported op on the path, a --layers naming no layer, a layer set too big for --curvature exact', () => {
+    const line = assertUserError(
+      cli('audit', '--model', softplus, '--train', train4, '--validation', held4, '--layers', 'all'),
+      'UNSUPPORTED_OP',
+    );
+    assert.match(line, /\(node Softplus_s1\)/);
+    assert.match(line, /--layers 2/);
+    assert.match(
+      assertUserError(
+        cli('audit', '--model', softplus, '--train', train4, '--validation', held4, '--layers', 'Gemm_a2,nope'),
+        'BAD_OPTION',
+      ),
+      /'nope' names no parameterized layer; the layers, from the output: 1 'Gemm_z'/,
+    );
+    assert.match(
+      assertUserError(
+        cli('audit', '--model', mlp.model, '--train', mlp.train, '--layers', 'all', '--curvature', 'exact'),
+        'BAD_OPTION',
+      ),
+      /6570×6570 Gauss–Newton matrix.*limited to 5,000 parameters/,
+    );
+    const out = join(dir, 'cleaned.csv');
+    assert.match(
+      assertUserError(
+        cli(
+          'clean',
+          '--model',
+          softplus,
+          '--train',
+          train4,
+          '--validation',
+          held4,
+          '--out',
+          out,
+          '--remove',
+          'memorized',
+          '--layers',
+          'all',
+        ),
+        'UNSUPPORTED_OP',
+      ),
+      /\(node Softplus_s1\)/,
+    );
+    assertUserError(cli('audit', '--model', softplus, '--train', train4, '--curvature', 'ekfac'), 'BAD_OPTION');
   });
 });

@@ -1,17 +1,18 @@
 /**
- * explain's scores over layers beyond the head, from a curvature over the chosen parameters
- * (curvature/ggn.ts: the exact GGN, or EK-FAC per layer). The test row's Jacobian J_t (K×P: one
+ * explain's and audit's scores over layers beyond the head, from a curvature over the chosen
+ * parameters (curvature/ggn.ts: the exact GGN, or EK-FAC per layer). The test row's Jacobian J_t (K×P: one
  * backward pass per logit) spans every right-hand side: with S = J_t H⁻¹ (K solves),
  * Y_i = S ∇L_i gives influence(i) = −g_tᵀY_i and the margin changes (e_ŷ − e_c)ᵀY_i/n, and the
  * self-influence is ∇L_iᵀH⁻¹∇L_i. The leverage-corrected Newton estimate needs the head's
  * closed-form leave-one-out step and is not computed here: it is NaN (null in the JSON) and the
  * result says why.
  */
-import { throwIfAborted } from '../errors';
+import { throwIfAborted, type Progress } from '../errors';
 import { f64 } from '../ort/graph';
 import { gemm64Kernel } from '../ort/kernels';
-import type { Task } from '../task/loss';
+import { probabilities, taskFor, type Task } from '../task/loss';
 import type { DeepCurvature } from '../curvature/ggn';
+import { FIRST_ORDER_FLIP_LOSS, memorizedFlags, suspicionScores, type AuditScores } from './audit';
 import { flipSet } from './flip';
 import type { ExplainScores } from './explain';
 
@@ -129,6 +130,96 @@ export async function deepExplainScores(
     classificationInfluence,
     flip,
     solver: 'cholesky',
+    selfInfluenceMethod: curv.method === 'exact' ? 'exact' : 'ekfac',
+    cgIterations: null,
+    seconds,
+  };
+}
+
+/** audit's rows as the deep scores read them: labels, logits, loss and g per row. */
+export interface DeepAuditRows {
+  n: number;
+  C: number;
+  labels: Int32Array;
+  z: Float64Array;
+  loss: Float64Array;
+  g: Float64Array;
+}
+
+/**
+ * audit's scores over the chosen layers: selfInfluence = ∇L_iᵀH⁻¹∇L_i and, with a held-out set
+ * (the sum of its gradients), heldOutInfluence = −(Σ_v ∇L_v)ᵀH⁻¹∇L_i, one solve for the set. The
+ * head's leave-one-out step (lossWithout, marginWithout, predictedWithout) is head-only: NaN (−1
+ * for the class). Suspicion and the memorized flags take the first-order leave-one-out loss
+ * loss + selfInfluence/n in its place (FIRST_ORDER_FLIP_LOSS).
+ */
+export async function deepAuditScores(
+  rows: DeepAuditRows,
+  heldOut: { gradSum: Float64Array; n: number } | null,
+  curv: DeepCurvature,
+  chunks: GradientChunks,
+  opts: { tau: number; signal?: AbortSignal; onProgress?: Progress },
+): Promise<AuditScores> {
+  const { n, C } = rows;
+  const P = curv.P;
+  const seconds: Record<string, number> = {};
+  let t0 = performance.now();
+  const u = heldOut ? await curv.solveRows(heldOut.gradSum, 1) : null;
+  seconds.solve = (performance.now() - t0) / 1000;
+  t0 = performance.now();
+  const selfInfluence = new Float64Array(n);
+  const heldOutInfluence = u ? new Float64Array(n) : null;
+  const nt = await gemm64Kernel(0, 1);
+  try {
+    await chunks(async (start, k, G) => {
+      throwIfAborted(opts.signal);
+      opts.onProgress?.('audit', start, n);
+      const self = await curv.quad(G, k);
+      for (let r = 0; r < k; r++) selfInfluence[start + r] = Math.max(self[r], 0);
+      if (u && heldOutInfluence) {
+        // −(H⁻¹Σ_v ∇L_v)·∇L_i for the chunk's rows.
+        const y = (await nt.run({ a: f64(G, [k, P]), b: f64(u, [1, P]) })).c.data as Float64Array;
+        for (let r = 0; r < k; r++) heldOutInfluence[start + r] = -y[r];
+      }
+    });
+  } finally {
+    await nt.release();
+  }
+  const task = taskFor(C);
+  const predicted = new Int32Array(n);
+  const pPredicted = new Float64Array(n);
+  const margin = new Float64Array(n);
+  const firstOrder = new Float64Array(n);
+  const p = new Float64Array(C);
+  for (let i = 0; i < n; i++) {
+    const now = task.ownMargin(rows.z.subarray(i * C, (i + 1) * C), rows.labels[i]);
+    probabilities(rows.g.subarray(i * C), rows.labels.subarray(i), 1, C, p);
+    predicted[i] = now.predicted;
+    pPredicted[i] = task.classProbability(p, now.predicted);
+    margin[i] = now.margin;
+    firstOrder[i] = rows.loss[i] + selfInfluence[i] / n;
+  }
+  // Suspicion's definition, with the first-order leave-one-out loss for the head's Newton one.
+  const suspicion = suspicionScores(firstOrder, rows.loss, heldOutInfluence, heldOut?.n ?? 0);
+  const memorized = heldOutInfluence
+    ? memorizedFlags(predicted, rows.labels, (i) => firstOrder[i] > FIRST_ORDER_FLIP_LOSS, heldOutInfluence, opts.tau)
+    : null;
+  seconds.audit = (performance.now() - t0) / 1000;
+  return {
+    n,
+    predicted,
+    pPredicted,
+    selfInfluence,
+    heldOutInfluence,
+    margin,
+    marginWithout: new Float64Array(n).fill(NaN),
+    predictedWithout: new Int32Array(n).fill(-1),
+    lossWithout: new Float64Array(n).fill(NaN),
+    leaveOneOut: 'firstOrder',
+    suspicion,
+    memorized,
+    heldOutRows: heldOut?.n ?? 0,
+    solver: curv.method === 'exact' ? 'cholesky' : 'ekfac',
     selfInfluenceMethod: curv.method === 'exact' ? 'exact' : 'ekfac',
     cgIterations: null,
     seconds,

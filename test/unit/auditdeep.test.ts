@@ -1,0 +1,229 @@
+/**
+ * audit beyond the head (--layers): on the LDS MLP's last 2 layers with the exact GGN, every
+ * per-row score against the float64 reference of scripts/fixtures/audit_deep.py
+ * (test/fixtures/deep/audit_mlp_last2.json); on the head alone through the same deep path, the
+ * head audit's numbers; the agreement that audit (head) reports with the last 2 layers; the
+ * memorized flags against the Feldman–Zhang truth of test/fixtures/lds.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { audit } from '../../src/core/audit';
+import { Engine } from '../../src/core/model/engine';
+import { FIRST_ORDER_FLIP_LOSS, reasonsFor } from '../../src/core/scores/audit';
+import { spearman } from '../../src/core/scores/auditAgreement';
+import { jaccard } from '../../src/core/scores/stability';
+import { DEEP_DIR, decode, relError } from '../helpers/deep';
+import { LDS_DIR, loadTruth, memorization } from '../helpers/lds';
+
+const TOL = 1e-5;
+const ref = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_mlp_last2.json'), 'utf8')) as {
+  layers: string[];
+  params: number;
+  heldOutLoss: number;
+  heldOutAccuracy: number;
+  lambdas: number[];
+  selfInfluence: Record<string, unknown>;
+  heldOutInfluence: Record<string, unknown>;
+  suspicion: Record<string, unknown>;
+  memorized: Record<string, number[]>;
+};
+const model = join(LDS_DIR, 'mlp', 'model.onnx');
+const train = join(LDS_DIR, 'train.csv');
+const heldOut = { path: join(LDS_DIR, 'validation.csv'), source: 'validation' as const };
+
+let eng: Engine;
+before(async () => {
+  eng = await Engine.open(model);
+});
+after(async () => {
+  await eng.release();
+});
+
+const flagged = (m: Uint8Array) => Array.from(m.keys()).filter((i) => m[i]);
+
+describe('audit --layers 2 on the LDS MLP (exact GGN, float64 reference)', () => {
+  for (const lambda of ref.lambdas) {
+    it(`λ = ${lambda}: self-influence, held-out influence, suspicion and the memorized flags`, async () => {
+      const r = await audit(
+        { model, train, heldOut, damping: lambda, tau: 0, layers: 2, stability: false, cache: null },
+        eng,
+      );
+      const s = r.scores;
+      const key = String(lambda);
+      assert.deepEqual(
+        r.layers.map((l) => l.name),
+        ref.layers,
+      );
+      assert.equal(r.curvature, 'exact');
+      assert.deepEqual(r.headOnly, ['lossWithout', 'marginWithout']);
+      assert.equal(r.agreement, null);
+      const e1 = relError(s.selfInfluence, decode(ref.selfInfluence[key]));
+      assert.ok(e1 <= TOL, `selfInfluence ${e1.toExponential(2)}`);
+      const e2 = relError(s.heldOutInfluence!, decode(ref.heldOutInfluence[key]));
+      assert.ok(e2 <= TOL, `heldOutInfluence ${e2.toExponential(2)}`);
+      const e3 = relError(s.suspicion, decode(ref.suspicion[key]));
+      assert.ok(e3 <= TOL, `suspicion ${e3.toExponential(2)}`);
+      assert.deepEqual(flagged(s.memorized!), ref.memorized[key]);
+      assert.ok(Math.abs(r.heldOutLoss! - ref.heldOutLoss) <= 1e-6 * ref.heldOutLoss);
+      assert.equal(r.heldOutAccuracy, ref.heldOutAccuracy);
+      for (let i = 0; i < s.n; i++) {
+        assert.ok(Number.isNaN(s.lossWithout[i]) && Number.isNaN(s.marginWithout[i]));
+        // The head's reasons built on the Newton step are not given; a memorized row has the first-order one.
+        const codes = reasonsFor(s, r.rows, i, Infinity).map((x) => x.code);
+        assert.ok(!codes.includes('SELF_FLIP') && !codes.includes('LOO_LOSS'));
+        if (s.memorized![i]) assert.ok(codes.includes('SELF_FLIP_FIRST_ORDER'), `row ${i}`);
+      }
+    });
+  }
+
+  it('the memorized flags follow the first-order rule, and --tau relaxes its held-out condition', async () => {
+    const base = { model, train, heldOut, damping: 1e-3, layers: 2, stability: false, cache: null };
+    const r = await audit({ ...base, tau: 0 }, eng);
+    const loose = await audit({ ...base, tau: 100 }, eng);
+    const s = loose.scores;
+    for (let i = 0; i < s.n; i++) {
+      const first = r.rows.loss[i] + s.selfInfluence[i] / s.n;
+      const want =
+        s.predicted[i] === r.rows.labels[i] && first > FIRST_ORDER_FLIP_LOSS && s.heldOutInfluence![i] >= -100;
+      assert.equal(s.memorized![i] === 1, want, `row ${i}`);
+    }
+    assert.ok(flagged(s.memorized!).length > flagged(r.scores.memorized!).length);
+  });
+
+  it('the damping-stability check beyond the head compares the suspicious and memorized sets at λ/10 and 10λ', async () => {
+    const r = await audit({ model, train, heldOut, damping: 1e-3, tau: 0, layers: 2, cache: null }, eng);
+    const st = r.stability!;
+    assert.deepEqual(st.dampings, [1e-4, 1e-3, 1e-2]);
+    assert.deepEqual(Object.keys(st.overlaps).sort(), ['memorized', 'suspicious']);
+    // At 10λ the flags are the reference's at λ = 1e-2 (3 rows, all among λ's 8): Jaccard 3/8.
+    assert.equal(st.overlaps.memorized[1], jaccard(ref.memorized['0.001'], ref.memorized['0.01']));
+  });
+});
+
+describe('audit over the head through the deep path', () => {
+  it("gives the head audit's self- and held-out influence", async () => {
+    const opts = { model, train, heldOut, damping: 1e-3, tau: 0, stability: false, agreement: false, cache: null };
+    const head = await audit({ ...opts, selfInfluence: 'exact' }, eng);
+    // Naming the head selects it through the layers machinery: the GGN on the head is its Hessian.
+    const deep = await audit({ ...opts, layers: ['/head/Gemm'] }, eng);
+    assert.equal(deep.curvature, 'exact');
+    assert.deepEqual(deep.headOnly, ['lossWithout', 'marginWithout']);
+    // The deep path recomputes the logits in float64 from h; the head's come from onnxruntime in float32.
+    const e1 = relError(deep.scores.selfInfluence, head.scores.selfInfluence);
+    const e2 = relError(deep.scores.heldOutInfluence!, head.scores.heldOutInfluence!);
+    assert.ok(e1 <= 1e-5 && e2 <= 1e-5, `${e1.toExponential(2)} ${e2.toExponential(2)}`);
+  });
+});
+
+interface AgreementRef {
+  lambda: number;
+  models: Record<
+    'mlp' | 'cnn',
+    {
+      layers: string[];
+      head: { heldOutInfluence: unknown; lossWithout: unknown; suspicion: unknown; memorized: number[] };
+      last2: { suspicion: unknown; memorized: number[] };
+      agreement: {
+        spearman: number;
+        k: number;
+        topOverlap: number;
+        memorized: { jaccard: number; head: number; layers: number };
+      };
+    }
+  >;
+}
+const agreeRef = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_agreement.json'), 'utf8')) as AgreementRef;
+
+describe("audit (head)'s agreement with the last 2 layers, against the float64 reference", () => {
+  for (const kind of ['mlp', 'cnn'] as const) {
+    it(`${kind}: the head's audit, the last 2 layers' and their Spearman, top-20 overlap and memorized Jaccard`, async () => {
+      const want = agreeRef.models[kind];
+      const path = join(LDS_DIR, kind, 'model.onnx');
+      const m = kind === 'mlp' ? eng : await Engine.open(path);
+      try {
+        const opts = { model: path, train, heldOut, damping: agreeRef.lambda, tau: 0, stability: false, cache: null };
+        const head = await audit({ ...opts, selfInfluence: 'exact' }, m);
+        // The head's own audit: its leverage-corrected Newton leave-one-out step, to the reference.
+        assert.equal(head.curvature, null);
+        assert.deepEqual(head.headOnly, []);
+        const s = head.scores;
+        const errs = [
+          relError(s.heldOutInfluence!, decode(want.head.heldOutInfluence)),
+          relError(s.lossWithout, decode(want.head.lossWithout)),
+          relError(s.suspicion, decode(want.head.suspicion)),
+        ];
+        assert.ok(
+          errs.every((e) => e <= TOL),
+          errs.map((e) => e.toExponential(2)).join(' '),
+        );
+        assert.deepEqual(flagged(s.memorized!), want.head.memorized);
+        const a = head.agreement!;
+        assert.deepEqual(
+          a.layers.map((l) => l.name),
+          want.layers,
+        );
+        assert.equal(a.curvature, 'exact');
+        assert.ok(
+          Math.abs(a.suspicion.spearman - want.agreement.spearman) <= 1e-6,
+          `Spearman ${a.suspicion.spearman} vs ${want.agreement.spearman}`,
+        );
+        assert.equal(a.suspicion.k, want.agreement.k);
+        assert.equal(a.suspicion.topOverlap, want.agreement.topOverlap);
+        assert.deepEqual(a.memorized, want.agreement.memorized);
+        assert.ok(a.seconds > 0 && head.seconds.agreement === a.seconds);
+        // The last 2 layers' audit that it was compared with, on its own.
+        const last2 = await audit({ ...opts, layers: 2, agreement: false }, m);
+        assert.ok(relError(last2.scores.suspicion, decode(want.last2.suspicion)) <= TOL);
+        assert.deepEqual(flagged(last2.scores.memorized!), want.last2.memorized);
+      } finally {
+        if (m !== eng) await m.release();
+      }
+    });
+  }
+
+  it('--no-agreement (agreement: false) skips it', async () => {
+    const r = await audit({ model, train, heldOut, damping: 1e-3, tau: 0, stability: false, agreement: false }, eng);
+    assert.equal(r.agreement, null);
+    assert.equal(r.seconds.agreement, undefined);
+    assert.ok(!r.notes.some((n) => n.includes('agreement')));
+  });
+});
+
+describe('spearman', () => {
+  it('ranks with ties, ignoring rows that are not finite on either side', () => {
+    assert.equal(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1);
+    assert.equal(spearman([1, 2, 3, 4], [4, 3, 2, 1]), -1);
+    // Ranks [1, 2.5, 2.5, 4] and [1, 2, 3, 4]: Pearson of the ranks, 3/sqrt(10).
+    assert.ok(Math.abs(spearman([1, 2, 2, 3], [1, 2, 3, 4]) - 3 / Math.sqrt(10)) <= 1e-15);
+    assert.equal(spearman([1, NaN, 2, 3, Infinity], [1, 5, 2, 3, 0]), 1);
+  });
+});
+
+describe('memorized flags on the LDS fixtures (Feldman–Zhang truth)', () => {
+  for (const kind of ['mlp', 'cnn'] as const) {
+    it(`${kind}: last 2 layers, default damping: every flag confirmed (precision 1)`, async () => {
+      const m = await Engine.open(join(LDS_DIR, kind, 'model.onnx'));
+      try {
+        const r = await audit(
+          {
+            model: join(LDS_DIR, kind, 'model.onnx'),
+            train,
+            heldOut,
+            damping: 'auto',
+            tau: 0,
+            layers: 2,
+            stability: false,
+            cache: null,
+          },
+          m,
+        );
+        const got = memorization(loadTruth(kind), r.scores.memorized!);
+        assert.ok(got.flagged >= 3 && got.precision === 1, JSON.stringify(got));
+      } finally {
+        await m.release();
+      }
+    });
+  }
+});
