@@ -7,7 +7,14 @@
  */
 import { promises as fsp } from 'node:fs';
 import { extname } from 'node:path';
-import { parquetMetadataAsync, parquetRead, parquetSchema, type AsyncBuffer, type FileMetaData, type SchemaTree } from 'hyparquet';
+import {
+  parquetMetadataAsync,
+  parquetRead,
+  parquetSchema,
+  type AsyncBuffer,
+  type FileMetaData,
+  type SchemaTree,
+} from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { RecordBatchReader, type Field as ArrowField, type RecordBatch } from 'apache-arrow';
 import './arrowCodecs';
@@ -60,7 +67,9 @@ function parseHf(kv: { key: string; value?: string }[] | undefined): HfFeatures 
   const hf = kv?.find((k) => k.key === 'huggingface')?.value;
   if (!hf) return null;
   try {
-    const features = (JSON.parse(hf) as { info?: { features?: Record<string, { _type?: string; names?: unknown }> } }).info?.features ?? {};
+    const features =
+      (JSON.parse(hf) as { info?: { features?: Record<string, { _type?: string; names?: unknown }> } }).info
+        ?.features ?? {};
     const images: string[] = [];
     const classNames: Record<string, string[]> = {};
     for (const [name, f] of Object.entries(features)) {
@@ -108,13 +117,20 @@ const NUMERIC = new Set(['BOOLEAN', 'INT32', 'INT64', 'INT96', 'FLOAT', 'DOUBLE'
 
 function isString(t: SchemaTree): boolean {
   const e = t.element;
-  return e.type === 'BYTE_ARRAY' && (e.converted_type === 'UTF8' || e.logical_type?.type === 'STRING' || e.converted_type === 'JSON' || e.converted_type === 'ENUM');
+  return (
+    e.type === 'BYTE_ARRAY' &&
+    (e.converted_type === 'UTF8' ||
+      e.logical_type?.type === 'STRING' ||
+      e.converted_type === 'JSON' ||
+      e.converted_type === 'ENUM')
+  );
 }
 
 function parquetKind(t: SchemaTree): { kind: ColumnKind; type: string } {
   const e = t.element;
   if (t.children.length === 0) {
-    if (e.type && NUMERIC.has(e.type) && !e.logical_type?.type?.startsWith('TIMESTAMP')) return { kind: 'number', type: e.type.toLowerCase() };
+    if (e.type && NUMERIC.has(e.type) && !e.logical_type?.type?.startsWith('TIMESTAMP'))
+      return { kind: 'number', type: e.type.toLowerCase() };
     if (isString(t)) return { kind: 'string', type: 'string' };
     if (e.type === 'BYTE_ARRAY' || e.type === 'FIXED_LEN_BYTE_ARRAY') return { kind: 'binary', type: 'binary' };
     return { kind: 'other', type: String(e.type ?? 'unknown').toLowerCase() };
@@ -124,11 +140,13 @@ function parquetKind(t: SchemaTree): { kind: ColumnKind; type: string } {
     // LIST → repeated group → element (a legacy 2-level list has the element directly).
     let item = t.children[0];
     if (item.children.length === 1) item = item.children[0];
-    if (item.children.length === 0 && item.element.type && NUMERIC.has(item.element.type)) return { kind: 'list', type: `list<${item.element.type.toLowerCase()}>` };
+    if (item.children.length === 0 && item.element.type && NUMERIC.has(item.element.type))
+      return { kind: 'list', type: `list<${item.element.type.toLowerCase()}>` };
     return { kind: 'other', type: 'list' };
   }
   const names = t.children.map((c) => c.element.name);
-  if (names.includes('bytes') && t.children.find((c) => c.element.name === 'bytes')!.element.type === 'BYTE_ARRAY') return { kind: 'image', type: `struct<${names.join(', ')}>` };
+  if (names.includes('bytes') && t.children.find((c) => c.element.name === 'bytes')!.element.type === 'BYTE_ARRAY')
+    return { kind: 'image', type: `struct<${names.join(', ')}>` };
   return { kind: 'other', type: `struct<${names.join(', ')}>` };
 }
 
@@ -153,21 +171,37 @@ async function openParquet(path: string): Promise<ColumnFile> {
   const read = async (cols: string[], rowStart: number, rowEnd: number): Promise<unknown[][]> => {
     let rows: unknown[][] = [];
     try {
-      await parquetRead({ file: buf, metadata, columns: cols, rowStart, rowEnd, compressors, utf8: false, onComplete: (r) => (rows = r) });
+      await parquetRead({
+        file: buf,
+        metadata,
+        columns: cols,
+        rowStart,
+        rowEnd,
+        compressors,
+        utf8: false,
+        onComplete: (r) => (rows = r),
+      });
     } catch (e) {
-      throw new InfluenceError('PARQUET_INVALID', `cannot read rows ${rowStart}–${rowEnd - 1}: ${(e as Error).message}`, { file: path });
+      throw new InfluenceError(
+        'PARQUET_INVALID',
+        `cannot read rows ${rowStart}–${rowEnd - 1}: ${(e as Error).message}`,
+        { file: path },
+      );
     }
     // Strings come as bytes with utf8 off (which keeps binary columns intact): decode the string columns.
     const text = cols.map((c) => columns.find((x) => x.name === c)?.kind === 'string');
     if (text.some(Boolean)) {
       const dec = new TextDecoder();
-      for (const r of rows) for (let j = 0; j < cols.length; j++) if (text[j] && r[j] instanceof Uint8Array) r[j] = dec.decode(r[j] as Uint8Array);
+      for (const r of rows)
+        for (let j = 0; j < cols.length; j++)
+          if (text[j] && r[j] instanceof Uint8Array) r[j] = dec.decode(r[j] as Uint8Array);
     }
     for (const r of rows) {
       for (let j = 0; j < cols.length; j++) {
         const v = r[j] as { path?: unknown } | null;
         // An image struct's path is text.
-        if (v && typeof v === 'object' && !(v instanceof Uint8Array) && v.path instanceof Uint8Array) v.path = new TextDecoder().decode(v.path);
+        if (v && typeof v === 'object' && !(v instanceof Uint8Array) && v.path instanceof Uint8Array)
+          v.path = new TextDecoder().decode(v.path);
       }
     }
     return rows;
@@ -215,7 +249,8 @@ function arrowValue(v: unknown): unknown {
   if (v instanceof Uint8Array) return v;
   const o = v as { toArray?: () => unknown; toJSON?: () => unknown };
   // A list cell is a Vector; a struct cell is a StructRow (read its fields).
-  if (typeof (o as { get?: unknown }).get === 'function' && typeof o.toArray === 'function' && 'length' in o) return Array.from(o.toArray() as ArrayLike<number>);
+  if (typeof (o as { get?: unknown }).get === 'function' && typeof o.toArray === 'function' && 'length' in o)
+    return Array.from(o.toArray() as ArrayLike<number>);
   if (typeof o.toJSON === 'function') return o.toJSON();
   return v;
 }
@@ -241,7 +276,9 @@ async function openArrow(path: string): Promise<ColumnFile> {
       return { reader, fh };
     } catch (e) {
       await fh.close();
-      throw new InfluenceError('ARROW_INVALID', `not a readable Arrow IPC / Feather v2 file: ${(e as Error).message}`, { file: path });
+      throw new InfluenceError('ARROW_INVALID', `not a readable Arrow IPC / Feather v2 file: ${(e as Error).message}`, {
+        file: path,
+      });
     }
   };
   const first = await open();
