@@ -6,10 +6,14 @@
  * memorized flags against the Feldman–Zhang truth of test/fixtures/lds.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
+import { RowsCache } from '../../src/core/cache/store';
+import { explain } from '../../src/core/explain';
+import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import { FIRST_ORDER_FLIP_LOSS, reasonsFor } from '../../src/core/scores/audit';
 import { spearman } from '../../src/core/scores/auditAgreement';
@@ -188,6 +192,72 @@ describe("audit (head)'s agreement with the last 2 layers, against the float64 r
     assert.equal(r.agreement, null);
     assert.equal(r.seconds.agreement, undefined);
     assert.ok(!r.notes.some((n) => n.includes('agreement')));
+  });
+});
+
+describe('the rows cache beyond the head', () => {
+  /** Counts the passes over each data file that DeepEngine makes (the training pass, EK-FAC's second, gradients). */
+  function countPasses(): { counts: Map<string, number>; restore: () => void } {
+    const counts = new Map<string, number>();
+    const pass = DeepEngine.prototype.pass;
+    DeepEngine.prototype.pass = function (this: DeepEngine, path, ...rest) {
+      counts.set(path, (counts.get(path) ?? 0) + 1);
+      return pass.call(this, path, ...rest);
+    };
+    return { counts, restore: () => void (DeepEngine.prototype.pass = pass) };
+  }
+  const same = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+    assert.equal(a.length, b.length);
+    for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `row ${i}: ${a[i]} vs ${b[i]}`);
+  };
+
+  for (const curvature of ['exact', 'ekfac'] as const) {
+    it(`${curvature}: a warm audit --layers 2 reads no data file and gives bit-identical scores; other layers miss`, async () => {
+      const cache = new RowsCache(mkdtempSync(join(tmpdir(), 'il-deepcache-')));
+      const opts = { model, train, heldOut, damping: 1e-3, tau: 0, layers: 2, curvature, stability: false, cache };
+      const spy = countPasses();
+      try {
+        const cold = await audit(opts, eng);
+        assert.equal(cold.rows.cache, 'miss');
+        assert.equal(cold.heldOut!.rows.cache, 'miss');
+        // The training pass (and EK-FAC's second), and the held-out set's.
+        assert.equal(spy.counts.get(train), curvature === 'exact' ? 1 : 2);
+        assert.equal(spy.counts.get(heldOut.path), 1);
+        spy.counts.clear();
+        const warm = await audit(opts, eng);
+        assert.equal(spy.counts.size, 0, JSON.stringify([...spy.counts]));
+        assert.equal(warm.rows.cache, 'hit');
+        assert.equal(warm.heldOut!.rows.cache, 'hit');
+        same(warm.scores.selfInfluence, cold.scores.selfInfluence);
+        same(warm.scores.heldOutInfluence!, cold.scores.heldOutInfluence!);
+        same(warm.scores.suspicion, cold.scores.suspicion);
+        assert.deepEqual(warm.scores.memorized, cold.scores.memorized);
+        // Another layer choice is another entry.
+        const three = await audit({ ...opts, layers: 3, curvature: 'ekfac' }, eng);
+        assert.equal(three.rows.cache, 'miss');
+        assert.ok((spy.counts.get(train) ?? 0) > 0);
+      } finally {
+        spy.restore();
+      }
+    });
+  }
+
+  it("explain --layers 2 shares audit's training entry: a warm explain reads only its test row", async () => {
+    const cache = new RowsCache(mkdtempSync(join(tmpdir(), 'il-deepcache-')));
+    const test = join(LDS_DIR, 'test.csv');
+    await audit({ model, train, heldOut, damping: 1e-3, tau: 0, layers: 2, stability: false, cache }, eng);
+    const spy = countPasses();
+    try {
+      const req = { model, train, test, testRow: 3, damping: 1e-3, layers: 2, stability: false, cache } as const;
+      const warm = await explain(req, eng);
+      assert.equal(spy.counts.size, 0);
+      assert.equal(warm.train.cache, 'hit');
+      const cold = await explain({ ...req, cache: null }, eng);
+      same(warm.scores.lossChangeIfRemoved, cold.scores.lossChangeIfRemoved);
+      same(warm.scores.selfInfluence, cold.scores.selfInfluence);
+    } finally {
+      spy.restore();
+    }
   });
 });
 
