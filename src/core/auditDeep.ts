@@ -10,7 +10,7 @@ import { InfluenceError, throwIfAborted } from './errors';
 import type { AuditRequest, AuditResult } from './auditShapes';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { mergeNotes, tableRead } from './data/choose';
-import { asRunRows, deepHead, deepSource, heldOutDeep, openDeep, trainDeep } from './deepRun';
+import { asRunRows, deepHead, heldOutDeep, openDeep, trainDeep } from './deepRun';
 import { prepareHead } from './headfit';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
@@ -26,11 +26,12 @@ export async function auditDeep(req: AuditRequest, eng: Engine): Promise<AuditRe
   const t0 = performance.now();
   const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature, head: req.head });
   try {
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
-    const trainTable = await deepSource(eng, req.train, table, { signal: req.signal });
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
     const heldOutTable = req.heldOut
-      ? await deepSource(eng, req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal })
+      ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal })
       : null;
     const training = await trainDeep(deep, method, req.train, trainTable.options, run);
     const rows = training.rows;
@@ -96,7 +97,7 @@ export async function auditDeep(req: AuditRequest, eng: Engine): Promise<AuditRe
       notes: mergeNotes(eng.notes, trainTable.notes, heldOutTable?.notes ?? [], notes),
       warnings,
       classes,
-      labelColumn: rows.table.labelColumn,
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
       tables: { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null },
       heldOutLoss: fit?.loss ?? null,
       heldOutAccuracy: fit?.accuracy ?? null,

@@ -6,6 +6,7 @@
  * the exact GGN's sum, or the per-layer EK-FAC factors.
  */
 import { throwIfAborted, type Progress } from './errors';
+import type { RowLocator } from './data/locator';
 import type { SourceInfo } from './data/source';
 import type { TableOptions, TableSummary } from './data/table';
 import { curvatureDirections } from './curvature/ggn';
@@ -25,6 +26,8 @@ export interface DeepRows extends HeadRows {
   offsets: Float64Array;
   table: SourceInfo;
   summary: TableSummary;
+  /** Where the rows are in a source other than a text table (image files, Parquet/Arrow rows). */
+  locator?: RowLocator;
   /** n×P loss gradients over the chosen layers, or null when they did not fit (rowGradients recomputes them). */
   grads: Float64Array | null;
   /** Σ_i ∇L_i over the chosen layers (a held-out set's gradient). */
@@ -111,7 +114,7 @@ export async function readDeepRows(
   let kept = 0;
   const sum = new Float64Array(P);
   let H: Float64Array | null = opts.ggn ? new Float64Array(P * P) : null;
-  const { table, summary } = await deep.pass(path, tableOpts, run, async (batch, fw) => {
+  const { table, summary, locator } = await deep.pass(path, tableOpts, run, async (batch, fw) => {
     const k = batch.count;
     const { g, loss } = signals(deep, fw.z, batch.labels, k);
     col.add({
@@ -185,6 +188,7 @@ export async function readDeepRows(
     offsets,
     table,
     summary,
+    ...(locator ? { locator } : {}),
     grads,
     gradSum: sum,
     H0: H,

@@ -11,10 +11,7 @@ import type { RowsCache } from './cache/store';
 import { deepRowsKey, rowsKey, type CacheKeyParts } from './cache/keys';
 import { EXACT_GGN_MAX_P, ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
 import { LayerEkfac, type EkfacBlock } from './curvature/layerEkfac';
-import type { ChooseOptions, TableRequest } from './data/choose';
-import type { SourceChoice } from './data/chooseSource';
-import type { SourceKind } from './data/source';
-import type { TableOptions } from './data/table';
+import type { SourceOptions } from './data/source';
 import { readDeepRows, rowGradients, type DeepRows, type RunControl } from './deepRows';
 import type { HeadMode, HeadReport, PreparedHead } from './headfit';
 import { DeepEngine } from './model/deep';
@@ -23,6 +20,7 @@ import { describeLayers, type LayerSpec } from './model/layers';
 import type { CacheUse, RunRows } from './rows';
 import type { ScoredRows } from './scores/audit';
 import type { GradientChunks } from './scores/deep';
+import { isTable, type ImageRequest } from './sources';
 import { STATIONARITY_WARN } from './task/fit';
 
 export interface DeepRequest {
@@ -54,32 +52,6 @@ export async function openDeep(
   return { deep, method };
 }
 
-const SOURCE_WORDS: Record<SourceKind, string> = {
-  table: 'a table',
-  imagefolder: 'an image folder',
-  image: 'an image',
-  manifest: 'an image manifest',
-  columns: 'a Parquet/Arrow file',
-};
-
-/** A text table's choice; the other sources are read for the head only so far. */
-export async function deepSource(
-  eng: Engine,
-  path: string,
-  table: TableRequest,
-  choose: ChooseOptions,
-): Promise<SourceChoice> {
-  const c = await eng.chooseSource(path, table, choose);
-  if (c.kind !== 'table') {
-    throw new InfluenceError(
-      'BAD_OPTION',
-      `--layers beyond the head reads CSV/TSV/JSONL tables for now; ${path} is ${SOURCE_WORDS[c.kind]}: use --layers head, or export the features to a table`,
-      { file: path },
-    );
-  }
-  return c;
-}
-
 /** The training side of a run beyond the head. */
 export interface DeepTraining {
   rows: DeepRows;
@@ -94,6 +66,8 @@ export interface DeepTraining {
 
 export interface DeepRunControl extends RunControl {
   cache?: RowsCache | null;
+  /** Image sources: the image column and the preprocessing. */
+  images?: ImageRequest;
 }
 
 /** The rows of a cached deep entry, with no statistics or gradients yet. */
@@ -137,7 +111,16 @@ function unpackBlocks(deep: DeepEngine, arrays: Float64Array[]): EkfacBlock[] | 
   return fits ? blocks : null;
 }
 
-function keyFor(deep: DeepEngine, path: string, tableOpts: TableOptions): CacheKeyParts {
+/**
+ * The cache for a source's rows beyond the head: text tables only. An entry is checked against its
+ * data path's stamp, which for an image folder or a folder of shards does not follow its files (the
+ * head's own source entries, which do, still serve the passes over them).
+ */
+async function deepCache(path: string, tableOpts: SourceOptions, run: DeepRunControl): Promise<RowsCache | null> {
+  return run.cache && (await isTable(path, tableOpts)) ? run.cache : null;
+}
+
+function keyFor(deep: DeepEngine, path: string, tableOpts: SourceOptions): CacheKeyParts {
   const base = rowsKey(deep.eng.info.sha256, path, deep.eng.tableOptions(tableOpts));
   return deepRowsKey(
     base,
@@ -155,13 +138,13 @@ export async function trainDeep(
   deep: DeepEngine,
   method: DeepCurvatureMethod,
   path: string,
-  tableOpts: TableOptions,
+  tableOpts: SourceOptions,
   run: DeepRunControl,
 ): Promise<DeepTraining> {
   const { P } = deep;
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
-  const cache = run.cache ?? null;
+  const cache = await deepCache(path, tableOpts, run);
   const key = cache ? keyFor(deep, path, tableOpts) : null;
   let rows: DeepRows | null = null;
   let blocks: EkfacBlock[] | null = null;
@@ -213,10 +196,10 @@ export async function trainDeep(
 export async function heldOutDeep(
   deep: DeepEngine,
   path: string,
-  tableOpts: TableOptions,
+  tableOpts: SourceOptions,
   run: DeepRunControl,
 ): Promise<{ rows: DeepRows; cache: CacheUse; written: () => Promise<void> }> {
-  const cache = run.cache ?? null;
+  const cache = await deepCache(path, tableOpts, run);
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
   if (!cache)
@@ -241,8 +224,8 @@ export async function heldOutDeep(
 
 /** Deep rows as the rows of a run (what audit's result and the CLI read of them). */
 export function asRunRows(rows: DeepRows, cache: CacheUse, written: () => Promise<void>): RunRows {
-  const { n, C, D, bias, h, g, z, loss, labels, lines, offsets, table, summary } = rows;
-  return { n, C, D, bias, h, g, z, loss, labels, lines, offsets, table, summary, cache, store: null, written };
+  const { n, C, D, bias, h, g, z, loss, labels, lines, offsets, locator, table, summary } = rows;
+  return { n, C, D, bias, h, g, z, loss, labels, lines, offsets, locator, table, summary, cache, store: null, written };
 }
 
 /**

@@ -11,9 +11,10 @@ import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { mergeNotes, tableRead } from './data/choose';
 import { signals } from './deepRows';
-import { deepHead, deepSource, openDeep, trainDeep } from './deepRun';
+import { deepHead, openDeep, trainDeep } from './deepRun';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
+import { forwardSourceRow } from './sources';
 import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
@@ -37,16 +38,20 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
   const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature, head: req.head });
   try {
     lap('load');
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache };
-    const table = req.table ?? {};
-    const trainTable = await deepSource(eng, req.train, table, { signal: req.signal });
-    const testTable = await deepSource(eng, req.test, table, {
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseSource(req.test, table, {
       like: trainTable,
       requireLabel: table.labelColumn !== undefined,
       signal: req.signal,
     });
     lap('chooseTables');
-    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const test =
+      testTable.kind === 'table'
+        ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
+        : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     const task = taskFor(deep.K);
     const K = deep.K;
     const fwt = await deep.forward(test.features, 1);
@@ -130,14 +135,14 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       curvature: method,
       headOnly: [...HEAD_ONLY],
       classes,
-      labelColumn: rows.table.labelColumn,
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
       ...deepHead(prep),
       stability,
       solver: method === 'exact' ? 'cholesky' : 'ekfac',
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: null,
       train: { path: req.train, rows: rows.n, cache: training.cache },
-      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, notes),
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], notes),
       warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       test: {
@@ -153,8 +158,16 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
         featureNames: test.table.featureNames,
+        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
+      rows: {
+        line: rows.lines,
+        label: rows.labels,
+        predicted,
+        loss: rows.loss,
+        offsets: rows.offsets,
+        ...(rows.locator ? { locator: rows.locator } : {}),
+      },
       scores,
       verified: null,
       seconds,

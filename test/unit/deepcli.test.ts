@@ -204,6 +204,31 @@ describe('explain --layers beyond the head', () => {
       ),
     );
   });
+
+  it('--layers beyond the head reads an image folder like the head does (no longer a table-only error)', () => {
+    const digits = resolve(__dirname, '../../samples/digits');
+    const r = cli(
+      'explain',
+      '--model',
+      join(digits, 'model.onnx'),
+      '--train',
+      join(digits, 'images/train'),
+      '--test',
+      join(digits, 'images/test'),
+      '--test-row',
+      '0',
+      '--layers',
+      '2',
+      '--top',
+      '3',
+      '--json',
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.layers.length, 2);
+    assert.equal(j.labelColumn, null);
+    assert.match(j.test.file, /images\/test\/\d\/\d+\.png$/);
+  });
 });
 
 describe('explain --layers errors exit 2', () => {
@@ -248,27 +273,6 @@ describe('explain --layers errors exit 2', () => {
     );
   });
 
-  it('--layers beyond the head on an image folder says it reads tables only, for now', () => {
-    const digits = resolve(__dirname, '../../samples/digits');
-    const line = assertUserError(
-      cli(
-        'explain',
-        '--model',
-        join(digits, 'model.onnx'),
-        '--train',
-        join(digits, 'images/train'),
-        '--test',
-        join(digits, 'images/test'),
-        '--test-row',
-        '0',
-        '--layers',
-        '2',
-      ),
-      'BAD_OPTION',
-    );
-    assert.match(line, /reads CSV\/TSV\/JSONL tables for now; .*images\/train is an image folder: use --layers head/);
-  });
-
   it('a layer set too big for --curvature exact', () => {
     const line = assertUserError(
       cli(
@@ -292,7 +296,7 @@ describe('explain --layers errors exit 2', () => {
     assert.match(line, /limited to 5,000 parameters/);
   });
 
-  it('--curvature ekfac on the head, --head refit beyond it, and --layers on audit', () => {
+  it('--curvature ekfac on the head and --head refit beyond it', () => {
     assert.match(
       assertUserError(
         cli(

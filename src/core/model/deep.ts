@@ -7,8 +7,12 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
-import type { Batch, TableInfo, TableOptions, TableSummary } from '../data/table';
+import type { RowLocator } from '../data/locator';
+import type { SourceInfo, SourceOptions } from '../data/source';
+import type { Batch, TableSummary } from '../data/table';
 import { TableReader } from '../data/table';
+import type { RowsCache } from '../cache/store';
+import { isTable, readSourceRows, sourceFeatures, type ImageRequest } from '../sources';
 import { F32, F64, GraphBuilder, type Kernel } from '../ort/graph';
 import { buildBackward, type Backward } from './backward';
 import type { Engine } from './engine';
@@ -286,14 +290,40 @@ export class DeepEngine {
 
   /**
    * A pass over a data file in batches through the user's graph: `onBatch` sees each batch with
-   * its forward results (the caller runs the backward passes it needs on them).
+   * its forward results (the caller runs the backward passes it needs on them). A text table is
+   * read by TableReader; any other source (image folder, manifest, Parquet/Arrow) gives its rows as
+   * the head reads them (readSourceRows, through the cache: labels, lines, the files' stamps and
+   * hashes) and then its features again, in row order, for this graph.
    */
   async pass(
     path: string,
-    tableOpts: TableOptions,
-    run: { signal?: AbortSignal; onProgress?: Progress; batchSize?: number },
+    tableOpts: SourceOptions,
+    run: {
+      signal?: AbortSignal;
+      onProgress?: Progress;
+      batchSize?: number;
+      images?: ImageRequest;
+      cache?: RowsCache | null;
+    },
     onBatch: (batch: Batch, fw: DeepForward) => Promise<void>,
-  ): Promise<{ table: TableInfo; summary: TableSummary }> {
+  ): Promise<{ table: SourceInfo; summary: TableSummary; locator?: RowLocator }> {
+    if (!(await isTable(path, tableOpts))) {
+      const images = run.images ?? {};
+      const rows = await readSourceRows(this.eng, path, tableOpts, images, run);
+      for await (const { start, count, features } of sourceFeatures(this.eng, path, tableOpts, images, run)) {
+        throwIfAborted(run.signal);
+        const batch: Batch = {
+          start,
+          count,
+          features,
+          labels: rows.labels.subarray(start, start + count),
+          lines: rows.lines.subarray(start, start + count),
+          offsets: rows.offsets.subarray(start, start + count + 1),
+        };
+        await onBatch(batch, await this.forward(features, count));
+      }
+      return { table: rows.table, summary: rows.summary, locator: rows.locator };
+    }
     const reader = await TableReader.open(
       path,
       this.eng.tableOptions({
