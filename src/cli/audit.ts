@@ -253,6 +253,15 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
     return;
   }
   const lines = [
+    ...(r.audit.headOnly.length
+      ? [
+          layersLine(
+            r.audit.layers,
+            r.audit.curvature,
+            `rows chosen by the audit over these layers${flags.has('verify') ? '; --verify refits the head alone: head-only, not run here (verified: null)' : ''}`,
+          ).trimStart(),
+        ]
+      : []),
     `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
     `Predicted change of the mean held-out loss (first-order group influence): ${num(predicted.heldOutLossChange)}.`,
   ];

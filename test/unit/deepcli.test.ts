@@ -1,11 +1,11 @@
 /** The built CLI with --layers and --curvature (dist/cli.js): the JSON beyond the head, and the errors that exit 2. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { decode, ldsReference, relError, softplusModelBytes } from '../helpers/deep';
+import { DEEP_DIR, decode, ldsReference, relError, softplusModelBytes } from '../helpers/deep';
 import { buildModel, rng } from '../helpers/models';
 
 const CLI = resolve(__dirname, '../../dist/cli.js');
@@ -337,6 +337,66 @@ describe('explain --layers errors exit 2', () => {
       ),
       /--head refit/,
     );
+  });
+});
+
+describe('audit and clean --layers in the JSON', () => {
+  const audits = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_mlp_last2.json'), 'utf8')) as {
+    suspicion: Record<string, unknown>;
+    memorized: Record<string, number[]>;
+  };
+  const agree = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_agreement.json'), 'utf8')).models.mlp.agreement;
+  const held = mlp.train.replace(/train\.csv$/, 'validation.csv');
+  const base = ['--model', mlp.model, '--train', mlp.train, '--validation', held, '--damping', '0.001', '--json'];
+
+  it('audit --layers 2: layers, curvature, the head-only columns null, the reference suspicion and flags', () => {
+    const r = cli('audit', ...base, '--layers', '2', '--no-stability');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(
+      j.layers.map((l: { name: string; parameters: number }) => [l.name, l.parameters]),
+      [
+        ['/head/Gemm', 330],
+        ['/fc2/Gemm', 2080],
+      ],
+    );
+    assert.equal(j.curvature, 'exact');
+    assert.deepEqual(j.headOnly, ['lossWithout', 'marginWithout']);
+    assert.equal(j.agreement, null);
+    type Row = { row: number; lossWithout: null; marginWithout: null; suspicion: number; memorized: boolean };
+    const rows = j.rows as Row[];
+    assert.ok(rows.every((x) => x.lossWithout === null && x.marginWithout === null));
+    const e = relError(
+      rows.map((x) => x.suspicion),
+      decode(audits.suspicion['0.001']),
+    );
+    assert.ok(e <= 1e-5, `suspicion ${e.toExponential(2)}`);
+    assert.deepEqual(
+      rows.filter((x) => x.memorized).map((x) => x.row),
+      audits.memorized['0.001'],
+    );
+  });
+
+  it('audit (head): the agreement with the last 2 layers; --no-agreement: none', () => {
+    const j = JSON.parse(cli('audit', ...base, '--no-stability').stdout);
+    assert.deepEqual(j.headOnly, []);
+    assert.equal(j.curvature, null);
+    assert.ok(Math.abs(j.agreement.suspicion.spearman - agree.spearman) <= 1e-6);
+    assert.equal(j.agreement.suspicion.topOverlap, agree.topOverlap);
+    assert.deepEqual(j.agreement.memorized, agree.memorized);
+    assert.equal(JSON.parse(cli('audit', ...base, '--no-stability', '--no-agreement').stdout).agreement, null);
+  });
+
+  it('clean --layers 2 --verify: the reference memorized rows removed; the refit head-only, verified null', () => {
+    const out = join(dir, 'clean-deep.csv');
+    const r = cli('clean', ...base, '--layers', '2', '--remove', 'memorized', '--out', out, '--verify');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.removed, audits.memorized['0.001']);
+    assert.equal(j.verified, null);
+    assert.deepEqual(j.headOnly, ['verified']);
+    assert.equal(j.curvature, 'exact');
+    assert.equal(readFileSync(out, 'utf8').trim().split('\n').length, 1 + 1200 - j.removed.length);
   });
 });
 
