@@ -72,7 +72,7 @@ function auditRequest(
     batchSize: int(flags, 'batch-size', 1),
     layers: layersFrom(flags),
     curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
-    agreement: !flags.has('no-agreement'),
+    agreement: flags.has('no-agreement') ? false : flags.has('agreement') ? true : undefined,
     cache: cacheFrom(flags),
     signal,
     onProgress,

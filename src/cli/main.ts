@@ -59,7 +59,8 @@ Options:
                         (default), the last K parameterized layers, all of them, or layers by node name
   --curvature exact|ekfac   beyond the head: the exact damped Gauss–Newton matrix (default up to 5,000
                         parameters) or EK-FAC per layer
-  --no-agreement        audit: skip the comparison of the head's audit with the last 2 layers'
+  --agreement, --no-agreement   audit with the head: compare it with the last 2 layers' audit
+                        whatever it costs, or never (default: when it is cheap, about 10 s)
   --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
   --remove SPEC         clean: memorized | top:K (most suspicious) | rows:1,5,9 (0-based)
   --out FILE            clean: the new data file (never an input)
@@ -151,7 +152,7 @@ const TABLE_FLAGS = [
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
   explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
-  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau', 'layers', 'curvature', 'no-agreement'],
+  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau', 'layers', 'curvature', 'agreement', 'no-agreement'],
   clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify', 'layers', 'curvature'],
   cache: ['cache-dir'],
 };

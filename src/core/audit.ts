@@ -8,13 +8,14 @@ import { auditDeep } from './auditDeep';
 import type { AuditRequest, AuditResult } from './auditShapes';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
+import { EXACT_GGN_MAX_P } from './curvature/ggn';
 import { mergeNotes, tableRead } from './data/choose';
 import { prepareHead } from './headfit';
 import { rowsAt } from './refit';
 import { auditStability, type Stability } from './scores/stability';
 import { modelLayers } from './model/deep';
 import { Engine } from './model/engine';
-import { isHeadOnly, layerSummaries } from './model/layers';
+import { isHeadOnly, layerSummaries, type Layer } from './model/layers';
 import { readRows, readTrainingRows } from './rows';
 import { agreement, type Agreement } from './scores/auditAgreement';
 import { auditScores, heldOutFit, type AuditScores } from './scores/audit';
@@ -24,6 +25,25 @@ export type { AuditRequest, AuditResult };
 
 /** The rows compared by the agreement's top-k overlap (the rows the CLI lists first). */
 const AGREEMENT_TOP = 20;
+
+/**
+ * The agreement's default budget, in multiply-adds of the last 2 layers' per-row self-influence:
+ * some 10–20 s on the shared 2-core development machine (the LDS MLP's 7e9 took 2–7 s, the LDS
+ * CNN's 1.7e10 18 s; 20,000 rows of the bench MLP, 2.6e11 with EK-FAC, 127 s against the head
+ * audit's 4 s). Beyond it the agreement runs only when asked for (`agreement: true`, --agreement).
+ */
+const AGREEMENT_BUDGET = 2e10;
+
+/**
+ * The per-row self-influence's multiply-adds over `layers` for n rows: ∇L_iᵀH⁻¹∇L_i, P² with the
+ * exact GGN's inverse; with EK-FAC, each layer's out × D̃ gradient rotated into the eigenbases.
+ */
+function agreementWork(layers: Layer[], n: number): number {
+  const P = layers.reduce((a, l) => a + l.parameters, 0);
+  if (P <= EXACT_GGN_MAX_P) return n * P * P;
+  const rotate = (l: Layer, Dt: number) => l.out * Dt * (l.out + Dt);
+  return n * layers.reduce((a, l) => a + rotate(l, l.fanIn + (l.bias ? 1 : 0)), 0);
+}
 
 /** Forward passes over the training and held-out files, the damping, and the audit's scores. */
 export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditResult> {
@@ -120,7 +140,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     );
     const tables = { train: tableRead(trainTable), heldOut: heldOutTable ? tableRead(heldOutTable) : null };
     const layers = modelLayers(eng);
-    const agreed = req.agreement === false ? null : await layersAgreement(req, eng, scores, layers.length, notes);
+    const agreed = req.agreement === false ? null : await layersAgreement(req, eng, scores, layers, notes);
     const seconds = {
       forward: forwardSeconds,
       ...scores.seconds,
@@ -164,15 +184,21 @@ async function layersAgreement(
   req: AuditRequest,
   eng: Engine,
   head: AuditScores,
-  layerCount: number,
+  layers: Layer[],
   notes: string[],
 ): Promise<Agreement | null> {
+  const n = head.n;
   const skip = (why: string) => {
     notes.push(`no agreement with the last 2 layers: ${why}`);
     return null;
   };
-  if (layerCount < 2) return skip('the model has one parameterized layer, the head');
+  if (layers.length < 2) return skip('the model has one parameterized layer, the head');
   if (req.head === 'refit') return skip('--head refit scores a refit head; the last 2 layers are scored as shipped');
+  const work = agreementWork(layers.slice(0, 2), n);
+  if (req.agreement === undefined && work > AGREEMENT_BUDGET)
+    return skip(
+      `their per-row self-influence would take about ${work.toPrecision(2)} multiply-adds, over the default budget of ${AGREEMENT_BUDGET.toPrecision(2)} (--agreement runs it anyway; audit --layers 2 gives their audit)`,
+    );
   const t0 = performance.now();
   let deep: AuditResult;
   try {

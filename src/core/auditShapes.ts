@@ -37,8 +37,9 @@ export interface AuditRequest {
   /** Beyond the head: the exact damped GGN, or EK-FAC per layer (default: exact up to 5,000 parameters). */
   curvature?: DeepCurvatureMethod;
   /**
-   * With the head: also audit the last 2 layers and report how far the two agree (default true;
-   * null with a note when the model's layers do not allow it).
+   * With the head: also audit the last 2 layers and report how far the two agree. By default
+   * (undefined) when that costs little (audit.ts AGREEMENT_BUDGET); true: whatever it costs; false:
+   * never. Null with a note when it is not run or the model's layers do not allow it.
    */
   agreement?: boolean;
   cache?: RowsCache | null;

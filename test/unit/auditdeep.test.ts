@@ -6,7 +6,7 @@
  * memorized flags against the Feldman–Zhang truth of test/fixtures/lds.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -186,6 +186,48 @@ describe("audit (head)'s agreement with the last 2 layers, against the float64 r
       }
     });
   }
+
+  it('by default only within its budget: 2,000 rows of the bench MLP (EK-FAC over 35,476 parameters) skip it with a note', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'il-agree-'));
+    const bench = join(__dirname, '../../bench/mlp_128_256_128_20.onnx');
+    const lines = ['label,' + Array.from({ length: 128 }, (_, j) => `f${j}`).join(',')];
+    for (let i = 0; i < 2000; i++)
+      lines.push(
+        `${i % 20},` + Array.from({ length: 128 }, (_, j) => (((i * 31 + j * 17) % 97) / 97).toFixed(3)).join(','),
+      );
+    const data = join(dir, 'train.csv');
+    writeFileSync(data, lines.join('\n') + '\n');
+    const m = await Engine.open(bench);
+    try {
+      const r = await audit(
+        { model: bench, train: data, heldOut: null, damping: 1e-3, tau: 0, stability: false, cache: null },
+        m,
+      );
+      assert.equal(r.agreement, null);
+      const note = r.notes.find((x) => x.startsWith('no agreement with the last 2 layers'));
+      // 2000 · Σ out·D̃·(out + D̃) = 2000 · (20·129·149 + 128·257·385) = 2.61e10 > 2e10.
+      assert.match(
+        note ?? '',
+        /about 2\.6e\+10 multiply-adds, over the default budget of 2\.0e\+10 \(--agreement runs it anyway/,
+      );
+      const off = await audit(
+        {
+          model: bench,
+          train: data,
+          heldOut: null,
+          damping: 1e-3,
+          tau: 0,
+          stability: false,
+          agreement: false,
+          cache: null,
+        },
+        m,
+      );
+      assert.ok(!off.notes.some((x) => x.includes('agreement')));
+    } finally {
+      await m.release();
+    }
+  });
 
   it('--no-agreement (agreement: false) skips it', async () => {
     const r = await audit({ model, train, heldOut, damping: 1e-3, tau: 0, stability: false, agreement: false }, eng);
