@@ -1,16 +1,18 @@
 /**
  * Beyond the head on every source: the digits sample as an image folder, a manifest and Hugging
  * Face Parquet gives the same deep explain (--layers 2) and deep audit as its CSV, whose rows hold
- * the same pixel values (samples/digits/preprocess.json's std gives them back exactly).
+ * the same pixel values (samples/digits/preprocess.json's std gives them back exactly); the RGB image
+ * folder's deep explain (last 2 and all layers) against the float64 torch reference of
+ * scripts/fixtures/images_deep.py on torchvision's tensors.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
 import { Engine } from '../../src/core/model/engine';
-import { relError } from '../helpers/deep';
+import { decode, relError } from '../helpers/deep';
 
 const at = (p: string) => resolve(__dirname, '../..', p);
 const model = at('test/fixtures/digits/cnn_logsoftmax.onnx');
@@ -99,4 +101,48 @@ describe('--layers 2 on image folders, manifests and Parquet', () => {
     }
     assert.deepEqual(r.scores.memorized, csv.scores.memorized);
   });
+});
+
+describe('--layers 2 and all on the RGB image folder against its float64 torch reference', () => {
+  const ref = JSON.parse(readFileSync(at('test/fixtures/images/rgb/deep.json'), 'utf8')) as {
+    lambda: number;
+    trainFiles: string[];
+    testRows: number[];
+    depths: Record<string, { layers: string[]; params: number; selfInfluence: unknown; lossChangeIfRemoved: unknown }>;
+  };
+  for (const [depth, want] of Object.entries(ref.depths)) {
+    it(`depth ${depth} (${want.params} parameters): lossChangeIfRemoved and selfInfluence within 1e-5 (torchvision's tensors, our preprocessing)`, async () => {
+      const rgb = at('test/fixtures/images/rgb/model.onnx');
+      const m = await Engine.open(rgb);
+      try {
+        const lossChange = decode(want.lossChangeIfRemoved);
+        const n = ref.trainFiles.length;
+        for (const [k, t] of ref.testRows.entries()) {
+          const r = await explain(
+            {
+              model: rgb,
+              train: at('test/fixtures/images/rgb/train'),
+              test: at('test/fixtures/images/rgb/test'),
+              testRow: t,
+              damping: ref.lambda,
+              layers: Number(depth),
+              curvature: 'exact',
+              stability: false,
+            },
+            m,
+          );
+          assert.deepEqual(
+            r.layers.map((l) => l.name),
+            want.layers,
+          );
+          const e = relError(r.scores.lossChangeIfRemoved, lossChange.subarray(k * n, (k + 1) * n));
+          assert.ok(e <= 1e-5, `test row ${t}: lossChangeIfRemoved ${e.toExponential(2)}`);
+          const e2 = relError(r.scores.selfInfluence, decode(want.selfInfluence));
+          assert.ok(e2 <= 1e-5, `selfInfluence ${e2.toExponential(2)}`);
+        }
+      } finally {
+        await m.release();
+      }
+    });
+  }
 });
