@@ -10,6 +10,7 @@ import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { Curvature } from './curvature/curvature';
 import { EXACT_GGN_MAX_P } from './curvature/ggn';
 import { mergeNotes, tableRead } from './data/choose';
+import { headCurvature } from './headCurvature';
 import { prepareHead } from './headfit';
 import { rowsAt } from './refit';
 import { auditStability, type Stability } from './scores/stability';
@@ -52,11 +53,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
     if (!isHeadOnly(req.layers)) return await auditDeep(req, eng);
-    if (req.curvature === 'ekfac')
-      throw new InfluenceError(
-        'BAD_OPTION',
-        `--curvature ekfac is for --layers beyond the head; the head's own policy picks exact or EK-FAC-preconditioned solves by size (--solver, --self-influence)`,
-      );
+    const methods = headCurvature(req, eng);
     const images = req.images ?? {};
     const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
     const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
@@ -66,7 +63,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     const heldOutTable = req.heldOut
       ? await eng.chooseSource(req.heldOut.path, table, { like: trainTable, requireLabel: true, signal: req.signal })
       : null;
-    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, req);
+    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
     if (rows.n === 0)
       throw new InfluenceError('NO_ROWS', 'the training file has a header but no data rows', { file: req.train });
     let heldOut: AuditResult['heldOut'] = null;
@@ -96,8 +93,8 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     const opts = {
       damping: effective,
       tau: req.tau,
-      solver: req.solver,
-      selfInfluence: req.selfInfluence,
+      solver: methods.solver,
+      selfInfluence: methods.selfInfluence,
       store: train.store,
       explicitHessian: train.explicitHessian,
       signal: req.signal,

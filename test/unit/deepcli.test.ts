@@ -387,6 +387,14 @@ describe('audit and clean --layers in the JSON', () => {
     assert.equal(JSON.parse(cli('audit', ...base, '--no-stability', '--no-agreement').stdout).agreement, null);
   });
 
+  it('audit --curvature exact with the head forces the explicit Hessian and exact self-influence, as explain does', () => {
+    const args = [...base, '--no-stability', '--no-agreement', '--solver', 'cg', '--self-influence', 'ekfac'];
+    const asked = JSON.parse(cli('audit', ...args).stdout);
+    assert.deepEqual([asked.solver, asked.selfInfluenceMethod], ['cg', 'ekfac']);
+    const exact = JSON.parse(cli('audit', ...args, '--curvature', 'exact').stdout);
+    assert.deepEqual([exact.solver, exact.selfInfluenceMethod], ['cholesky', 'exact']);
+  });
+
   it('clean --layers 2 --verify: the reference memorized rows removed; the refit head-only, verified null', () => {
     const out = join(dir, 'clean-deep.csv');
     const r = cli('clean', ...base, '--layers', '2', '--remove', 'memorized', '--out', out, '--verify');
