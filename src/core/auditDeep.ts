@@ -45,7 +45,7 @@ export async function auditDeep(req: AuditRequest, eng: Engine): Promise<AuditRe
     const forwardSeconds = (performance.now() - t0) / 1000;
     throwIfAborted(req.signal);
     // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
-    const prep = prepareHead(eng, rows, { damping: req.damping, head: 'shipped', signal: req.signal });
+    const prep = await prepareHead(eng, rows, { damping: req.damping, head: 'shipped', signal: req.signal });
     const { damping } = prep.damping;
     const opts = { tau: req.tau, signal: req.signal, onProgress: req.onProgress };
     const heldOutSum = held ? { gradSum: held.rows.gradSum, n: held.rows.n } : null;

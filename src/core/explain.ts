@@ -74,7 +74,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     }
     throwIfAborted(req.signal);
-    const prep = prepareHead(eng, rows, {
+    const prep = await prepareHead(eng, rows, {
       damping: req.damping,
       head: req.head,
       signal: req.signal,

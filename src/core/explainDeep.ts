@@ -69,7 +69,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     lap('forwardTrain');
     throwIfAborted(req.signal);
     // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
-    const prep = prepareHead(eng, rows, {
+    const prep = await prepareHead(eng, rows, {
       damping: req.damping,
       head: 'shipped',
       signal: req.signal,
