@@ -5,7 +5,7 @@ import { Curvature } from './curvature/curvature';
 import { mergeNotes, tableRead } from './data/choose';
 import { prepareHead } from './headfit';
 import { Engine } from './model/engine';
-import { modelSummary } from './model/summary';
+import { modelLayers, modelSummary } from './model/summary';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
 import { readTrainingRows, type TrainingRows } from './rows';
 import { forwardSourceRow } from './sources';
@@ -18,7 +18,6 @@ import { ExactGgn } from './curvature/ggn';
 import { explainDeep } from './explainDeep';
 import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 import { isHeadOnly, layerSummaries } from './model/layers';
-import { headLayers } from './model/deep';
 
 export async function explain(req: ExplainRequest, engine?: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
@@ -160,7 +159,7 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     return {
       version: 1,
       model: modelSummary(eng, req.model),
-      layers: layerSummaries(headLayers(eng)),
+      layers: layerSummaries(modelLayers(eng).slice(0, 1)),
       curvature: req.curvature ?? null,
       headOnly: [],
       classes,
