@@ -10,20 +10,22 @@
 import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { EXACT_GGN_MAX_P, ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
+import type { DampingOption } from './curvature/policy';
 import { LayerEkfac } from './curvature/layerEkfac';
 import { mergeNotes, tableRead, type ChooseOptions, type TableRequest } from './data/choose';
 import type { SourceChoice } from './data/chooseSource';
 import type { SourceKind } from './data/source';
-import { readDeepRows, rowGradients, signals } from './deepRows';
+import type { TableOptions } from './data/table';
+import { readDeepRows, rowPass, type DeepRows, type RowPass, type RunControl } from './deepRows';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
-import { prepareHead } from './headfit';
+import { prepareHead, type PreparedHead } from './headfit';
 import { DeepEngine } from './model/deep';
 import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
-import { deepExplainScores, deepLossChanges, type DeepTestPoint, type GradientChunks } from './scores/deep';
+import { deepExplainScores, deepTestPoint, type DeepTestPoint } from './scores/deep';
 import { topRows } from './scores/ranking';
-import { summarise, type Stability } from './scores/stability';
+import { STABILITY_FACTOR, summarise, type Stability } from './scores/stability';
 import { STATIONARITY_WARN } from './task/fit';
 import { taskFor } from './task/loss';
 
@@ -51,6 +53,68 @@ async function tableOnly(eng: Engine, path: string, table: TableRequest, choose:
   return c;
 }
 
+/** The curvature asked for, else the exact GGN where it fits: per-layer EK-FAC agrees with it only loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README). */
+export function deepMethod(P: number, asked?: DeepCurvatureMethod): DeepCurvatureMethod {
+  return asked ?? (P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
+}
+
+/** What the deep path builds before its scores. The caller releases `curv`. */
+export interface DeepRun {
+  test: DeepTestPoint;
+  rows: DeepRows;
+  /** The damping and the head report, read on the head. */
+  prep: PreparedHead<DeepRows>;
+  curv: DeepCurvature;
+  /** The training rows again, for the scores. */
+  pass: RowPass;
+}
+
+/**
+ * The deep path up to the scores: the test point (the test row's features, explained for its label,
+ * or for the predicted class when it has none), the pass over the training rows with the
+ * curvature's statistics, the damping read on the head (its L2 is the weight decay of every layer;
+ * λ is on θ here), and the curvature by `method`.
+ */
+export async function deepRun(
+  eng: Engine,
+  deep: DeepEngine,
+  method: DeepCurvatureMethod,
+  a: {
+    train: string;
+    options: TableOptions;
+    test: { features: Float32Array | Float64Array; labelled: boolean; label: number };
+    damping?: DampingOption;
+    run: RunControl;
+    lap?: (stage: string) => void;
+  },
+): Promise<DeepRun> {
+  const { run } = a;
+  const fwt = await deep.forward(a.test.features, 1);
+  const task = taskFor(deep.K);
+  const test = await deepTestPoint(deep, fwt, 0, a.test.labelled ? a.test.label : task.prediction(fwt.z).predicted);
+  a.lap?.('forwardTest');
+  const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
+  const rows = await readDeepRows(deep, a.train, a.options, run, { ggn: method === 'exact', onBatch: ekfac?.onBatch });
+  if (rows.n === 0)
+    throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: a.train });
+  a.lap?.('forwardTrain');
+  throwIfAborted(run.signal);
+  const prep = prepareHead(eng, rows, {
+    damping: a.damping,
+    head: 'shipped',
+    signal: run.signal,
+    onProgress: run.onProgress,
+  });
+  const { damping } = prep.damping;
+  a.lap?.('head');
+  const curv =
+    method === 'exact'
+      ? await ExactGgn.create(rows.H0!, deep.P, damping, run.signal)
+      : await ekfac!.finish(rows, damping, (fn) => deep.pass(a.train, a.options, run, fn), run.signal);
+  a.lap?.('curvature');
+  return { test, rows, prep, curv, pass: rowPass(deep, rows, a.train, a.options, run) };
+}
+
 export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
   const seconds: Record<string, number> = {};
@@ -67,9 +131,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     );
   const deep = await DeepEngine.open(eng, req.layers!);
   try {
-    // Exact where it fits: per-layer EK-FAC agrees with the exact Gauss–Newton influence only
-    // loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README), so it is the fallback.
-    const method: DeepCurvatureMethod = req.curvature ?? (deep.P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
+    const method = deepMethod(deep.P, req.curvature);
     const what = `the chosen layers (${describeLayers(deep.chosen)})`;
     if (method === 'exact') ExactGgn.check(deep.P, what);
     lap('load');
@@ -82,64 +144,50 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       signal: req.signal,
     });
     lap('chooseTables');
-    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const testRow = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const {
+      test: point,
+      rows,
+      prep,
+      curv,
+      pass,
+    } = await deepRun(eng, deep, method, {
+      train: req.train,
+      options: trainTable.options,
+      test: testRow,
+      damping: req.damping,
+      run,
+      lap,
+    });
     const task = taskFor(deep.K);
     const K = deep.K;
-    const fwt = await deep.forward(test.features, 1);
-    const label = test.labelled ? test.label : task.prediction(fwt.z).predicted;
-    const tsig = signals(deep, fwt.z, Int32Array.of(label), 1);
-    // J_t: one backward pass per logit.
-    const eye = new Float64Array(K * K);
-    for (let c = 0; c < K; c++) eye[c * K + c] = 1;
-    const point: DeepTestPoint = { J: await deep.gradients(fwt, 0, 1, eye, K), g: tsig.g, z: fwt.z, label };
-    lap('forwardTest');
-    const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
-    const rows = await readDeepRows(deep, req.train, trainTable.options, run, {
-      ggn: method === 'exact',
-      onBatch: ekfac?.onBatch,
-    });
-    if (rows.n === 0)
-      throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
-    lap('forwardTrain');
-    throwIfAborted(req.signal);
-    // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
-    const prep = prepareHead(eng, rows, {
-      damping: req.damping,
-      head: 'shipped',
-      signal: req.signal,
-      onProgress: req.onProgress,
-    });
     const { damping, rule } = prep.damping;
-    lap('head');
-    const chunks: GradientChunks = (onChunk) => rowGradients(deep, rows, req.train, trainTable.options, run, onChunk);
-    let curv: DeepCurvature;
-    if (method === 'exact') curv = await ExactGgn.create(rows.H0!, deep.P, damping, req.signal);
-    else
-      curv = await ekfac!.finish(rows, damping, (fn) => deep.pass(req.train, trainTable.options, run, fn), req.signal);
-    lap('curvature');
+    const label = point.label;
     let stability: Stability | null = null;
     let scores;
     try {
-      scores = await deepExplainScores(rows.n, task, point, curv, chunks, req.signal);
+      // The stability check's λ/10 and 10λ ride on the same pass over the rows.
+      const check = req.stability !== false;
+      const r = await deepExplainScores(
+        deep,
+        rows.n,
+        task,
+        point,
+        curv,
+        pass,
+        check ? [damping / STABILITY_FACTOR, damping * STABILITY_FACTOR] : [],
+        req.signal,
+      );
+      scores = r.scores;
       lap('scores');
-      if (req.stability !== false) {
+      if (check) {
         const k = req.stabilityTop ?? 10;
-        const at = async (f: number) => {
-          const c = await curv.withDamping(damping * f, req.signal);
-          try {
-            return topRows(await deepLossChanges(rows.n, K, point, c, chunks), k);
-          } finally {
-            await c.release();
-          }
-        };
-        const low = await at(0.1);
-        const high = await at(10);
+        const [low, high] = r.also.map((v) => topRows(v, k));
         const mid = topRows(scores.lossChangeIfRemoved, k);
         stability = summarise(k, damping, {
           helpful: [low.helpful, mid.helpful, high.helpful],
           harmful: [low.harmful, mid.harmful, high.harmful],
         });
-        lap('stability');
       }
     } finally {
       await curv.release();
@@ -193,16 +241,16 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       test: {
         path: req.test,
         row: req.testRow,
-        line: test.line,
+        line: testRow.line,
         label,
-        labelled: test.labelled,
+        labelled: testRow.labelled,
         predicted: scores.predicted,
         probabilities: task.probabilities(point.z),
         loss: task.lossAndSignal(point.z, 0, label, null, 0),
         margin: scores.margin,
         runnerUp: scores.runnerUp,
-        features: Array.from(test.features),
-        featureNames: test.table.featureNames,
+        features: Array.from(testRow.features),
+        featureNames: testRow.table.featureNames,
       },
       rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
       scores,

@@ -2,6 +2,10 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TensorProto_DataType } from 'onnx-buf';
+import type { DeepCurvature } from '../../src/core/curvature/ggn';
+import { rowPass, type DeepRows } from '../../src/core/deepRows';
+import type { DeepEngine } from '../../src/core/model/deep';
+import { deepLossChanges, deepTestPoint, type DeepTestPoint } from '../../src/core/scores/deep';
 import { floatTensor, mkNode, serialize, valueInfo } from './models';
 
 export const DEEP_DIR = resolve(__dirname, '../fixtures/deep');
@@ -125,4 +129,33 @@ export function softplusModelBytes(): Uint8Array {
     [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
     [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
   );
+}
+
+/** The test points (Jacobian, factors, g, z, label) of rows `wanted` of a file, as explain builds them. */
+export async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Promise<DeepTestPoint[]> {
+  const out: DeepTestPoint[] = [];
+  await deep.pass(file, {}, {}, async (b, fw) => {
+    for (let r = 0; r < b.count; r++) {
+      const t = wanted.indexOf(b.start + r);
+      if (t >= 0) out[t] = await deepTestPoint(deep, fw, r, b.labels[r]);
+    }
+  });
+  return out;
+}
+
+/** lossChangeIfRemoved of every training row for each test point at each damping: out[damping][test]. */
+export async function lossChangesAt(
+  deep: DeepEngine,
+  rows: DeepRows,
+  train: string,
+  points: DeepTestPoint[],
+  curv: DeepCurvature,
+  dampings: number[],
+): Promise<Float64Array[][]> {
+  const out: Float64Array[][] = dampings.map(() => []);
+  for (const p of points) {
+    const lc = await deepLossChanges(deep, rows.n, p, curv, rowPass(deep, rows, train, {}, {}), dampings);
+    lc.forEach((v, j) => out[j].push(v));
+  }
+  return out;
 }

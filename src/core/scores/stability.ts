@@ -13,7 +13,7 @@ import { suspicionOrder, topRows } from './ranking';
 /** Below this Jaccard overlap (at either neighbouring damping) a set is "sensitive to damping". */
 export const STABLE_JACCARD = 0.5;
 /** The factor between the neighbouring dampings and λ. */
-const FACTOR = 10;
+export const STABILITY_FACTOR = 10;
 
 export interface Stability {
   /** The sets compared: the top k, or the memorized flags. */
@@ -42,7 +42,12 @@ export function summarise(k: number, damping: number, sets: Record<string, numbe
     overlaps[name] = [jaccard(mid, low), jaccard(mid, high)];
     worst = Math.min(worst, ...overlaps[name]);
   }
-  return { k, dampings: [damping / FACTOR, damping, damping * FACTOR], overlaps, stable: worst >= STABLE_JACCARD };
+  return {
+    k,
+    dampings: [damping / STABILITY_FACTOR, damping, damping * STABILITY_FACTOR],
+    overlaps,
+    stable: worst >= STABLE_JACCARD,
+  };
 }
 
 /**
@@ -66,8 +71,8 @@ export async function explainStability(
       await c.release();
     }
   };
-  const low = await at(1 / FACTOR);
-  const high = await at(FACTOR);
+  const low = await at(1 / STABILITY_FACTOR);
+  const high = await at(STABILITY_FACTOR);
   const mid = topRows(lossChange, k);
   return summarise(k, damping, {
     helpful: [low.helpful, mid.helpful, high.helpful],
@@ -97,8 +102,8 @@ export async function auditStability(
       await c.release();
     }
   };
-  const low = await at(1 / FACTOR);
-  const high = await at(FACTOR);
+  const low = await at(1 / STABILITY_FACTOR);
+  const high = await at(STABILITY_FACTOR);
   const mid = sets(scores);
   const compared: Record<string, number[][]> = { suspicious: [low.suspicious, mid.suspicious, high.suspicious] };
   if (scores.memorized) compared.memorized = [low.memorized, mid.memorized, high.memorized];
