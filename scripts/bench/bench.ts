@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { normal, uniform } from '../../test/helpers/random';
 import { imageBench } from './images';
 
 const root = resolve(__dirname, '../..');
@@ -27,23 +28,11 @@ const train = join(dir, `train-${rows}.csv`);
 const test = join(dir, 'test.csv');
 const cacheDir = join(dir, 'cache');
 
-/** Deterministic normal samples (xorshift + Box–Muller). */
-function gaussian(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  const u = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-}
-
 async function generate(path: string, n: number, seed: number): Promise<void> {
   if (existsSync(path)) return;
   const session = await ort.InferenceSession.create(model);
-  const g = gaussian(seed);
-  const flip = gaussian(seed + 1);
+  const g = normal(uniform(seed));
+  const flip = normal(uniform(seed + 1));
   // Class-dependent means make the task learnable-looking; labels come from the model itself.
   const centers = Array.from({ length: C }, () => Float32Array.from({ length: F }, () => g() * 0.8));
   const tmp = `${path}.tmp`;

@@ -8,19 +8,9 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { PNG } from 'pngjs';
+import { uniform } from '../../test/helpers/random';
 
 const SIZE = 32;
-
-/** Deterministic uniform [0, 1) (xorshift). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-}
 
 /** One image: a class-coloured gradient with a blob and mild noise (compresses like a small photo). */
 function image(u: () => number, k: number): Uint8Array {

@@ -30,7 +30,7 @@ import {
   type SourceOptions,
 } from './data/source';
 import { formatFromPath, readHeader, type TableSummary } from './data/table';
-import type { Engine, ForwardRows } from './model/engine';
+import type { Engine, ForwardRow, ForwardRows } from './model/engine';
 import { lossAndSignal } from './task/loss';
 
 /** What a run asks of a source beyond the table options: the image column and the preprocessing from settings or flags. */
@@ -702,16 +702,8 @@ function concat<T extends Float32Array | Float64Array | Int32Array>(parts: T[], 
 }
 
 /** One row of a source, forwarded: what explain needs of its test row. */
-export interface SourceRow {
+export interface SourceRow extends Omit<ForwardRow, 'table'> {
   table: SourceInfo;
-  line: number;
-  label: number;
-  labelled: boolean;
-  features: Float32Array | Float64Array;
-  h: Float32Array;
-  z: Float64Array;
-  loss: number;
-  g: Float64Array;
   /** The row's file (an image, or a shard) and its row in a shard. */
   file: string;
   fileRow: number | null;

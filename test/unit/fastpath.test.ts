@@ -24,16 +24,7 @@ import {
 import { explainScores, lossChangeOnly, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
 import { flipSet } from '../../src/core/scores/flip';
 import { headDims, type HeadRows } from '../../src/core/task/head';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-}
+import { normal, uniform } from '../helpers/random';
 
 /** A trained-looking head: logits of a random linear layer over correlated ReLU features, labels sampled from it (5% flipped). */
 function synth(
@@ -43,8 +34,8 @@ function synth(
   scale: number,
   seed: number,
 ): { rows: ForwardRows; tests: TestPoint[] } {
-  const u = rng(seed);
-  const gauss = () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  const u = uniform(seed);
+  const gauss = normal(u);
   const W = Float64Array.from({ length: C * D }, () => (gauss() * scale) / Math.sqrt(D));
   const b = Float64Array.from({ length: C }, () => gauss() * 0.3);
   const L = D >> 1;
@@ -343,7 +334,7 @@ describe('explicit Hessian summed in a worker thread during the forward pass', (
 
 describe('top rows', () => {
   it('match a full sort (largest first, ties by row) on random values with ties and zeros', () => {
-    const u = rng(5);
+    const u = uniform(5);
     for (let trial = 0; trial < 40; trial++) {
       const n = Math.floor(u() * 300);
       const v = Float64Array.from({ length: n }, () => Math.round((u() - 0.5) * 12) / 4);
@@ -364,7 +355,7 @@ describe('top rows', () => {
 
 describe('flip set', () => {
   it('matches the definition (sort every row, shortest prefix) on random margins with ties', () => {
-    const u = rng(3);
+    const u = uniform(3);
     for (let trial = 0; trial < 30; trial++) {
       const n = 50 + Math.floor(u() * 400);
       const C = 3 + Math.floor(u() * 4);

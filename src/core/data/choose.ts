@@ -160,9 +160,21 @@ function columnsWidth(
   return columns.reduce((a, c) => a + (skipped.includes(c) ? 0 : first ? widthOf(first[c]) : 1), 0);
 }
 
+/** Class names as given: --classes, the model's metadata, or the training file's (`like`). */
+export function givenClasses(
+  user: Pick<TableOptions, 'classes'>,
+  model: ModelShape,
+  like: TableChoice | undefined,
+): { classes: string[] | null; from: ClassesFrom } {
+  if (user.classes) return { classes: user.classes, from: 'option' };
+  if (model.classNames) return { classes: model.classNames, from: 'metadata' };
+  if (like) return { classes: like.options.classes ?? null, from: like.classesFrom };
+  return { classes: null, from: null };
+}
+
 /**
  * Class ids for labels that are names (a scan of the label column, null when the labels are ids):
- * the names in sorted order, as sklearn's LabelEncoder gives them, with the note that says so. The
+ * the names in sorted order, as sklearn's LabelEncoder gives them, and a note that says so. The
  * scan's places are lines of a text file, or 0-based rows of a Parquet/Arrow file (`unit`).
  * LABEL_INVALID when names and ids mix; CLASS_COUNT_MISMATCH when there are not C names.
  */
@@ -170,8 +182,9 @@ export function classesOfNames(
   path: string,
   scanned: LabelNames | null,
   C: number,
+  note: (text: string) => void,
   unit: 'line' | 'row' = 'line',
-): { classes: string[]; note: string } | null {
+): string[] | null {
   if (!scanned) return null;
   if (scanned.integer) {
     throw new InfluenceError(
@@ -195,10 +208,10 @@ export function classesOfNames(
           .slice(0, 3)
           .map((c, i) => `${i} = ${show(c)}`)
           .join(', ')}, …, ${C - 1} = ${show(sorted[C - 1])}`;
-  return {
-    classes: sorted,
-    note: `the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order`,
-  };
+  note(
+    `the labels are class names: mapped to class ids in sorted order, as sklearn's LabelEncoder does (${shown}); pass --classes if the model was trained with another order`,
+  );
+  return sorted;
 }
 
 /** Decides how to read a data file for a model; reads its header, and for names as labels its label column. */
@@ -300,28 +313,16 @@ export async function chooseTable(
   }
 
   // Class names: --classes, the model's metadata, the training file's, or the sorted labels.
-  let classes = user.classes ?? null;
-  let classesFrom: TableChoice['classesFrom'] = classes ? 'option' : null;
-  if (!classes && model.classNames) {
-    classes = model.classNames;
-    classesFrom = 'metadata';
-  }
-  if (!classes && like) {
-    classes = like.options.classes ?? null;
-    classesFrom = like.classesFrom;
-  } else if (!classes && hasLabel && requireLabel) {
+  let { classes, from: classesFrom } = givenClasses(user, model, like);
+  if (!classes && !like && hasLabel && requireLabel) {
     const scanned = await scanLabelNames(path, format, labelColumn, {
       count: model.classes,
       signal: opts.signal,
       chunkSize: user.chunkSize,
       open: user.open,
     });
-    const sorted = classesOfNames(path, scanned, model.classes);
-    if (sorted) {
-      classes = sorted.classes;
-      classesFrom = 'labels';
-      note(sorted.note);
-    }
+    classes = classesOfNames(path, scanned, model.classes, note);
+    if (classes) classesFrom = 'labels';
   }
 
   const options: TableOptions = {

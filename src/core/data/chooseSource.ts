@@ -19,11 +19,11 @@ import { InfluenceError, throwIfAborted } from '../errors';
 import {
   chooseTable,
   classesOfNames,
+  givenClasses,
   guessLabelColumn,
   indexColumnOf,
   labelColumnMissing,
   type ChooseOptions,
-  type ClassesFrom,
   type ModelShape,
   type TableChoice,
 } from './choose';
@@ -70,18 +70,6 @@ export async function chooseSource(
   if (kind === 'manifest') return chooseManifest(path, user, model, opts);
   if (kind === 'columns') return chooseColumns(path, user, model, opts);
   return chooseImages(path, kind, user, model, opts);
-}
-
-/** Class names given by the user, the model or the training source, in that order (null if none). */
-function givenClasses(
-  user: SourceOptions,
-  model: ModelShape,
-  like: TableChoice | undefined,
-): { classes: string[] | null; from: ClassesFrom } {
-  if (user.classes) return { classes: user.classes, from: 'option' };
-  if (model.classNames) return { classes: model.classNames, from: 'metadata' };
-  if (like) return { classes: like.options.classes ?? null, from: like.classesFrom };
-  return { classes: null, from: null };
 }
 
 /** An image folder's classes are its folders (sorted), unless given; one image has no label. */
@@ -173,12 +161,8 @@ async function chooseManifest(
       chunkSize: user.chunkSize,
       open: user.open,
     });
-    const sorted = classesOfNames(path, scanned, model.classes);
-    if (sorted) {
-      classes = sorted.classes;
-      from = 'labels';
-      note(sorted.note);
-    }
+    classes = classesOfNames(path, scanned, model.classes, note);
+    if (classes) from = 'labels';
   }
   const ignore = like ? (like.options.ignoreColumns ?? []).filter((c) => columns.includes(c)) : user.ignoreColumns;
   const options: SourceOptions = {
@@ -261,12 +245,8 @@ async function chooseColumns(
     from = 'classLabel';
   } else if (!classes && !like && hasLabel && requireLabel) {
     const scanned = await scanColumnLabelNames(files, labelColumn, model.classes, opts.signal);
-    const sorted = classesOfNames(path, scanned, model.classes, 'row');
-    if (sorted) {
-      classes = sorted.classes;
-      from = 'labels';
-      note(sorted.note);
-    }
+    classes = classesOfNames(path, scanned, model.classes, note, 'row');
+    if (classes) from = 'labels';
   }
   const options: SourceOptions = {
     ...user,

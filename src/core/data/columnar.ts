@@ -1,8 +1,9 @@
 /**
  * Parquet (hyparquet, with every codec of hyparquet-compressors) and Arrow IPC / Feather v2
- * (apache-arrow) files, read one row group or record batch at a time, never the whole file: each
- * column classified (numeric scalar, list of numbers, image struct {bytes, path}, binary, string),
- * and rows delivered as arrays of values in the order of the columns asked for.
+ * (apache-arrow; LZ4_FRAME and ZSTD compressed batches through arrowCodecs.ts) files, read one row
+ * group or record batch at a time, never the whole file: each column classified (numeric scalar,
+ * list of numbers, image struct {bytes, path}, binary, string), and rows delivered as arrays of
+ * values in the order of the columns asked for.
  */
 import { promises as fsp } from 'node:fs';
 import { extname } from 'node:path';
@@ -16,6 +17,7 @@ import {
 } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { RecordBatchReader, type Field as ArrowField, type RecordBatch } from 'apache-arrow';
+import './arrowCodecs';
 import { InfluenceError } from '../errors';
 import { fileError } from './scan';
 

@@ -5,23 +5,12 @@
 import { openColumns, type ColumnFile } from './columnar';
 import { fileThumbnail, thumbnail } from './images/thumbnail';
 import type { RowLocator } from './locator';
-import { imageFormatOf } from './images/decode';
+import { imageBytes, imageFormatOf } from './images/decode';
 
 export interface RowFileInfo {
   file: string;
   fileRow?: number;
   thumb?: string;
-}
-
-/** The image bytes of a cell: binary, or a {bytes, path} struct. */
-function imageBytes(v: unknown): Uint8Array | null {
-  const b =
-    v instanceof Uint8Array
-      ? v
-      : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array
-        ? (v as { bytes: Uint8Array }).bytes
-        : null;
-  return b && imageFormatOf(b) ? b : null;
 }
 
 /** The image column of a columnar file, if it has one. */

@@ -17,6 +17,7 @@ import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { InfluenceError } from '../errors';
 import { columnarFormat, openColumns, type ColumnFile, type ColumnInfo } from './columnar';
 import { compareCodePoints, isImagePath, listImageFolder } from './images/folder';
+import { imageBytes } from './images/decode';
 import { LabelMap } from './columnLabels';
 import { fileError } from './scan';
 import { formatFromPath, readHeader, TableReader, type TableFormat, type TableInfo, type TableOptions } from './table';
@@ -313,22 +314,6 @@ function describe(c: ColumnInfo): string {
   return `${show(c.name)} (${c.type}: ${kindWords[c.kind]})`;
 }
 
-function looksLikeImage(v: unknown): boolean {
-  const b =
-    v instanceof Uint8Array
-      ? v
-      : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array
-        ? (v as { bytes: Uint8Array }).bytes
-        : null;
-  if (!b || b.length < 4) return false;
-  return (
-    (b[0] === 0x89 && b[1] === 0x50) ||
-    (b[0] === 0xff && b[1] === 0xd8) ||
-    (b[0] === 0x42 && b[1] === 0x4d) ||
-    (b[0] === 0x52 && b[1] === 0x49 && b[2] === 0x46)
-  );
-}
-
 /** Decides how a columnar file's columns are read (the first rows settle list widths and binary columns). */
 export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<ColumnPlan> {
   const file = cf.path;
@@ -384,7 +369,7 @@ export async function planColumns(cf: ColumnFile, opts: SourceOptions): Promise<
     for (const c of cf.columns) {
       if (c.kind !== 'binary' || !usable(c)) continue;
       const r = await firstRow([c.name]);
-      if (r && looksLikeImage(r[0]))
+      if (r && imageBytes(r[0]) !== null)
         return { mode: 'images', column: c.name, struct: false, hf: !!cf.hf?.images.includes(c.name), label };
     }
     const pathCol = pathColumnOf(

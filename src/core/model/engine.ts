@@ -43,6 +43,18 @@ function probeInput(rows: number, F: number): Float64Array {
   return Float64Array.from({ length: rows * F }, (_, q) => Math.sin(0.7 * q + 0.3));
 }
 
+/** One row forwarded alone (a test row): its place, label, features, h, z, and in float64 its loss and g. */
+export interface ForwardRow {
+  table: TableInfo;
+  line: number;
+  label: number;
+  labelled: boolean;
+  features: Float32Array | Float64Array;
+  h: Float32Array;
+  z: Float64Array;
+  loss: number;
+  g: Float64Array;
+}
 /** One loaded model with its augmented ORT session. */
 export class Engine {
   /** The loss on the head's logits. */
@@ -257,22 +269,7 @@ export class Engine {
    * Reads row `k` of a file and runs it. An unlabelled row (no label column) is explained
    * for its predicted class.
    */
-  async forwardRow(
-    path: string,
-    k: number,
-    tableOpts: TableOptions,
-    run: RunOptions = {},
-  ): Promise<{
-    table: TableInfo;
-    line: number;
-    label: number;
-    labelled: boolean;
-    features: Float32Array | Float64Array;
-    h: Float32Array;
-    z: Float64Array;
-    loss: number;
-    g: Float64Array;
-  }> {
+  async forwardRow(path: string, k: number, tableOpts: TableOptions, run: RunOptions = {}): Promise<ForwardRow> {
     // Unless the options say otherwise, only a label column the user named explicitly must exist in the test file.
     const requireLabel = tableOpts.requireLabel ?? tableOpts.labelColumn !== undefined;
     const reader = await TableReader.open(path, this.tableOptions({ ...tableOpts, requireLabel, signal: run.signal }));

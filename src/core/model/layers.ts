@@ -126,6 +126,36 @@ function biasOf(values: Float64Array, out: number, factor = 1): Float64Array | n
   return null;
 }
 
+/** A layer's record from what differs between the kinds. */
+function layer(
+  kind: LayerKind,
+  node: NodeProto,
+  nodes: string[],
+  out: number,
+  fanIn: number,
+  W: Float64Array,
+  b: Float64Array | null,
+  conv: ConvGeometry | null,
+): Omit<Layer, 'index'> {
+  const name = nodes[0];
+  const parameters = out * (fanIn + (b ? 1 : 0));
+  return {
+    kind,
+    name,
+    nodes,
+    node,
+    input: node.input[0],
+    output: node.output[0],
+    out,
+    fanIn,
+    bias: b !== null,
+    W,
+    b,
+    parameters,
+    conv,
+  };
+}
+
 /** The layer a node starts, or null when it is not a parameterized layer. */
 function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]>): Omit<Layer, 'index'> | null {
   const name = nodeLabel(node);
@@ -149,21 +179,7 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
       b = C ? biasOf(C.values, out, beta) : null;
       if (!b) return null;
     }
-    return {
-      kind: 'Gemm',
-      name,
-      nodes: [name],
-      node,
-      input: node.input[0],
-      output: node.output[0],
-      out,
-      fanIn,
-      bias: b !== null,
-      W,
-      b,
-      parameters: out * (fanIn + (b ? 1 : 0)),
-      conv: null,
-    };
+    return layer('Gemm', node, [name], out, fanIn, W, b, null);
   }
   if (node.opType === 'MatMul') {
     const B = idx.constant(node.input[1]);
@@ -182,21 +198,7 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
       b = k ? biasOf(k.values, out) : null;
       if (b) nodes.push(nodeLabel(add));
     }
-    return {
-      kind: 'MatMul',
-      name,
-      nodes,
-      node,
-      input: node.input[0],
-      output: node.output[0],
-      out,
-      fanIn,
-      bias: b !== null,
-      W,
-      b,
-      parameters: out * (fanIn + (b ? 1 : 0)),
-      conv: null,
-    };
+    return layer('MatMul', node, nodes, out, fanIn, W, b, null);
   }
   if (node.opType === 'Conv') {
     if (attrInt(node, 'group', 1) !== 1) return null;
@@ -219,21 +221,7 @@ function layerAt(node: NodeProto, idx: GraphIndex, uses: Map<string, NodeProto[]
       autoPad: attrString(node, 'auto_pad', 'NOTSET'),
       inChannels,
     };
-    return {
-      kind: 'Conv',
-      name,
-      nodes: [name],
-      node,
-      input: node.input[0],
-      output: node.output[0],
-      out,
-      fanIn,
-      bias: b !== null,
-      W: Float64Array.from(Wt.values),
-      b,
-      parameters: out * (fanIn + (b ? 1 : 0)),
-      conv,
-    };
+    return layer('Conv', node, [name], out, fanIn, Float64Array.from(Wt.values), b, conv);
   }
   return null;
 }

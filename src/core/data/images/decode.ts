@@ -36,6 +36,17 @@ export function imageFormatOf(b: Uint8Array): Decoded['format'] | null {
   return null;
 }
 
+/** The encoded image in a Parquet/Arrow cell (binary, or a {bytes, path} struct), or null when it holds none. */
+export function imageBytes(v: unknown): Uint8Array | null {
+  const b =
+    v instanceof Uint8Array
+      ? v
+      : v && typeof v === 'object' && (v as { bytes?: unknown }).bytes instanceof Uint8Array
+        ? (v as { bytes: Uint8Array }).bytes
+        : null;
+  return b && imageFormatOf(b) ? b : null;
+}
+
 /** Decodes `bytes` read from `file` (named in errors). */
 export async function decodeImage(bytes: Uint8Array, file: string): Promise<Decoded> {
   const unsupported = (why: string) => new InfluenceError('IMAGE_UNSUPPORTED', why, { file });
