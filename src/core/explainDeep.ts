@@ -255,6 +255,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
       scores,
       verified: null,
+      agreement: null,
       seconds,
     };
   } finally {

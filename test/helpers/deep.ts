@@ -107,15 +107,19 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return r > 0 ? Math.sqrt(d / r) : Math.sqrt(d);
 }
 
-/** input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits. */
-export function softplusModelBytes(): Uint8Array {
+/**
+ * input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits;
+ * with `nearHead`, Relu and Softplus swap places (then even the last 2 layers meet Softplus).
+ */
+export function softplusModelBytes(nearHead = false): Uint8Array {
   const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
+  const [first, second] = nearHead ? ['Relu', 'Softplus'] : ['Softplus', 'Relu'];
   return serialize(
     [
       mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }),
-      mkNode('Softplus', ['a1'], ['s1']),
+      mkNode(first, ['a1'], ['s1']),
       mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }),
-      mkNode('Relu', ['a2'], ['h']),
+      mkNode(second, ['a2'], ['h']),
       mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 }),
     ],
     [
