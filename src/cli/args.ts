@@ -50,7 +50,7 @@ const VALUE_FLAGS = new Set([
   'curvature',
   ...IMAGE_FLAGS,
 ]);
-const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
+const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability', 'no-agreement']);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
   const flags: Flags = new Map();

@@ -1,6 +1,6 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
-import { className as clsName, fmt } from '../protocol/words';
+import { topRows, type Agreement, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
+import { className as clsName, describeAgreement, describeLayerSet, fmt } from '../protocol/words';
 import { rowWhere, shown } from './images';
 
 /** A training row's place in words: its line, or its file (and row in a Parquet/Arrow file). */
@@ -31,6 +31,18 @@ export function stabilityLines(s: Stability | null, what: string): string[] {
   const pairs = Object.entries(s.overlaps).map(([name, [lo, hi]]) => `${name} ${lo.toFixed(2)} / ${hi.toFixed(2)}`);
   return [
     `  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`,
+  ];
+}
+
+/** "Is the head enough here?": the verdict, and what its numbers compare. */
+export function agreementLines(r: ExplainResult): string[] {
+  const a = r.agreement;
+  if (!a) return [];
+  const side = (s: Agreement['head']) => describeLayerSet(s.layers, s.curvature, r.model.layers);
+  const headResult = r.layers.length === 1;
+  return [
+    `  is the head enough here? ${describeAgreement(a, false)}${!a.faithful && headResult ? '; see them with --layers 2' : ''}`,
+    `    ρ: Spearman rank correlation of the test-loss changes by ${side(a.head)} and by ${side(a.deeper)} over all ${r.train.rows} rows at λ = ${a.damping.toPrecision(3)}; overlap: rows both rankings put among their ${a.k} most helpful / most harmful`,
   ];
 }
 
@@ -75,7 +87,7 @@ export function formatExplain(r: ExplainResult, top: number): string {
   out.push(
     `  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`,
   );
-  out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
+  out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'), ...agreementLines(r));
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
   const images = !!r.rows.locator && !r.rows.locator.manifest;

@@ -57,6 +57,8 @@ Options:
   --verify-top K        explain: refit without each of the top K rows and show the actual change
   --layers head|K|all|a,b   explain: the layers influence is taken over: the head (default), the last K
                         parameterized layers, all of them, or layers by node name
+  --no-agreement        explain: skip the comparison of the head's ranking with the last 2 layers'
+                        (or, with deeper --layers, with the head's)
   --curvature exact|ekfac   explain beyond the head: the exact damped Gauss–Newton matrix (at most
                         5,000 parameters) or EK-FAC per layer (default)
   --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
@@ -89,6 +91,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.field('impliedL2', r.impliedL2);
   await w.field('head', r.head);
   await w.field('stability', r.stability);
+  await w.field('agreement', r.agreement);
   await w.field('solver', r.solver);
   await w.field('selfInfluenceMethod', r.selfInfluenceMethod);
   await w.field('cgIterations', r.cgIterations);
@@ -149,7 +152,7 @@ const TABLE_FLAGS = [
 ];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
 const COMMAND_FLAGS: Record<string, string[]> = {
-  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
+  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature', 'no-agreement'],
   audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
   clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
   cache: ['cache-dir'],
@@ -212,6 +215,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       verifyTop: int(flags, 'verify-top', 1),
       layers: layersFrom(flags),
       curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
+      agreement: !flags.has('no-agreement'),
       cache: cacheFrom(flags),
       signal,
       onProgress,
