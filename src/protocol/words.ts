@@ -71,13 +71,21 @@ export function describeAgreement(
  * The layers a score was taken over, in words: "the head '/head/Gemm'", "the last 2 layers
  * ('/head/Gemm', '/fc2/Gemm'; exact Gauss–Newton)", "all 3 layers (…; EK-FAC per layer)".
  */
+const plural = (k: number, word: string) => `${k} ${word}${k === 1 ? '' : 's'}`;
+
 export function describeLayerSet(
   layers: { index: number; name: string }[],
   curvature: 'exact' | 'ekfac' | null,
   available: number,
 ): string {
   const names = layers.map((l) => `'${l.name}'`).join(', ');
-  if (layers.length === 1 && layers[0].index === 1) return `the head ${names}`;
-  const which = layers.length === available ? `all ${available} layers` : `the last ${layers.length} layers`;
+  // Layers 1..k (from the output), or a choice by name that skips some.
+  const last = layers.every((l, i) => l.index === i + 1);
+  if (last && layers.length === 1) return `the head ${names}`;
+  const which = !last
+    ? plural(layers.length, 'layer')
+    : layers.length === available
+      ? `all ${available} layers`
+      : `the last ${layers.length} layers`;
   return `${which} (${names}; ${curvature === 'ekfac' ? 'EK-FAC per layer' : 'exact Gauss–Newton'})`;
 }

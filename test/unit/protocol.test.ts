@@ -2,7 +2,14 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { isRecord, messageGuard, PendingRequests } from '../../src/protocol/message';
 import { isHostMessage, isWebviewMessage, type Reason } from '../../src/protocol/webview';
-import { className, describeAgreement, describeLossChange, describeReason, fmt } from '../../src/protocol/words';
+import {
+  className,
+  describeAgreement,
+  describeLayerSet,
+  describeLossChange,
+  describeReason,
+  fmt,
+} from '../../src/protocol/words';
 
 describe('message helpers', () => {
   test('isRecord accepts plain objects only', () => {
@@ -247,5 +254,16 @@ describe('describeAgreement', () => {
       describeAgreement(a(false, NaN), false),
       'deeper layers change the answer (ρ = n/a, top-10 overlap 9/10 helpful, 7/8 harmful)',
     );
+  });
+});
+
+describe('describeLayerSet', () => {
+  const L = (...idx: number[]) => idx.map((index) => ({ index, name: `l${index}` }));
+  test('the head, the last k, all of them, and layers chosen by name', () => {
+    assert.equal(describeLayerSet(L(1), null, 3), "the head 'l1'");
+    assert.equal(describeLayerSet(L(1, 2), 'exact', 3), "the last 2 layers ('l1', 'l2'; exact Gauss–Newton)");
+    assert.equal(describeLayerSet(L(1, 2, 3), 'ekfac', 3), "all 3 layers ('l1', 'l2', 'l3'; EK-FAC per layer)");
+    assert.equal(describeLayerSet(L(2), 'ekfac', 3), "1 layer ('l2'; EK-FAC per layer)");
+    assert.equal(describeLayerSet(L(1, 3), 'exact', 3), "2 layers ('l1', 'l3'; exact Gauss–Newton)");
   });
 });
