@@ -95,7 +95,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
     }
     const forwardSeconds = (performance.now() - t0) / 1000;
     throwIfAborted(req.signal);
-    const prep = prepareHead(eng, rows, {
+    const prep = await prepareHead(eng, rows, {
       damping: req.damping,
       head: req.head,
       signal: req.signal,

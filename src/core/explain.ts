@@ -126,7 +126,7 @@ async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainRes
     throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
   }
   throwIfAborted(req.signal);
-  const prep = prepareHead(eng, rows, {
+  const prep = await prepareHead(eng, rows, {
     damping: req.damping,
     head: req.head,
     signal: req.signal,

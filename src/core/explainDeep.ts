@@ -99,7 +99,7 @@ export async function deepRun(
     throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: a.train });
   a.lap?.('forwardTrain');
   throwIfAborted(run.signal);
-  const prep = prepareHead(eng, rows, {
+  const prep = await prepareHead(eng, rows, {
     damping: a.damping,
     head: 'shipped',
     signal: run.signal,

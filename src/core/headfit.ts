@@ -31,7 +31,7 @@ export interface PreparedHead<R extends ScoredRows> {
 }
 
 /** The damping, the stationarity of the shipped head, and (refit mode) the refit head and its rows. */
-export function prepareHead<R extends ScoredRows>(
+export async function prepareHead<R extends ScoredRows>(
   eng: Engine,
   rows: R,
   opts: {
@@ -40,12 +40,12 @@ export function prepareHead<R extends ScoredRows>(
     signal?: AbortSignal;
     onProgress?: (stage: string, done: number, total: number) => void;
   },
-): PreparedHead<R> {
+): Promise<PreparedHead<R>> {
   const { W, b, C, D, scale } = eng.info.head;
   const theta0 = headTheta(W, b, C, D, scale);
   // One pass for the gradient, shared by the implied-L2 rule and the stationarity report.
-  const G = meanLossGradient(rows);
-  const damping = resolveDamping(opts.damping, rows, { l2: eng.info.l2, theta: theta0, scale }, () => G);
+  const G = await meanLossGradient(rows, opts.signal);
+  const damping = resolveDamping(opts.damping, rows, { l2: eng.info.l2, theta: theta0, scale }, G);
   const G0 = zeroHeadGradient(rows);
   const shipped = stationarity(G, G0, theta0, damping.effective, scale);
   if ((opts.head ?? 'shipped') === 'shipped') {
@@ -55,7 +55,7 @@ export function prepareHead<R extends ScoredRows>(
     return { rows, theta: theta0, damping, head: { mode: 'shipped', ...shipped, refit: null, message } };
   }
   const r = refitRows(rows, theta0, damping.effective, scale, { signal: opts.signal, onProgress: opts.onProgress });
-  const after = stationarity(meanLossGradient(r.rows), G0, r.theta, damping.effective, scale);
+  const after = stationarity(await meanLossGradient(r.rows, opts.signal), G0, r.theta, damping.effective, scale);
   const refit: RefitChange = { gradNormBefore: shipped.gradNorm, ...r.change };
   const message = `scored at the head refit to the optimum of the damped objective (${refit.trainPredictionsChanged} training predictions changed; largest logit change ${refit.maxLogitChange.toPrecision(3)})`;
   return { rows: r.rows, theta: r.theta, damping, head: { mode: 'refit', ...after, refit, message } };

@@ -22,8 +22,8 @@ import { Ekfac } from './curvature/ekfac';
 import { denseHessian, solveCg } from './curvature/exact';
 import { EXACT_BUDGET, REFIT_DENSE_MAX_P } from './curvature/policy';
 import { addInto, cholesky, dot } from './linalg';
-import { f32, f64, i32, type Feed } from './ort/graph';
-import { objectiveKernel } from './ort/kernels';
+import { f64, i32 } from './ort/graph';
+import { HeadFeed, objectiveKernel, overChunks } from './ort/kernels';
 import { headDims, logits, type HeadRows } from './task/head';
 import { lossAndSignal, taskFor } from './task/loss';
 
@@ -422,28 +422,28 @@ export async function refitWithCurvature(
   const { P } = headDims(rows);
   const tol = opts.tol ?? 1e-10;
   const maxIter = opts.maxIter ?? 100;
-  const h32 = rows.h instanceof Float32Array ? rows.h : Float32Array.from(rows.h);
+  const head = new HeadFeed(rows, true);
   const w = new Float64Array(n).fill(1);
   for (const i of opts.remove ?? []) w[i] = 0;
   const kernel = await objectiveKernel({ C, D, bias });
-  const ones = new Float32Array(CHUNK).fill(1);
   const at = async (theta: Float64Array): Promise<{ J: number; grad: Float64Array; norm: number }> => {
     const grad = new Float64Array(P);
     let loss = 0;
-    for (let start = 0; start < n; start += CHUNK) {
-      throwIfAborted(opts.signal);
-      const k = Math.min(CHUNK, n - start);
-      const feed: Feed = {
-        h: f32(h32.subarray(start * D, (start + k) * D), [k, D]),
+    await overChunks(
+      n,
+      kernel,
+      (start, k) => ({
+        ...head.chunk(start, k),
         theta: f64(theta, [C, P / C]),
         labels: i32(rows.labels.subarray(start, start + k), [k]),
         w: f64(w.subarray(start, start + k), [k, 1]),
-      };
-      if (bias) feed.ones = f32(ones.subarray(0, k), [k, 1]);
-      const out = await kernel.run(feed);
-      addInto(grad, out.grad.data as Float64Array);
-      loss += (out.loss.data as Float64Array)[0];
-    }
+      }),
+      (_start, _k, out) => {
+        addInto(grad, out.grad.data as Float64Array);
+        loss += (out.loss.data as Float64Array)[0];
+      },
+      opts.signal,
+    );
     for (let q = 0; q < P; q++) grad[q] = grad[q] / n + damping * theta[q];
     return { J: loss / n + 0.5 * damping * dot(theta, theta), grad, norm: Math.sqrt(dot(grad, grad)) };
   };
@@ -479,6 +479,3 @@ export async function refitWithCurvature(
     await kernel.release();
   }
 }
-
-/** Rows per ORT run of the refit's passes. */
-const CHUNK = 4096;

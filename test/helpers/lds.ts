@@ -102,7 +102,7 @@ export async function setup(model: LdsModel): Promise<Setup> {
  * gives. (One solve per test row, H⁻¹∇L_t, instead of explain's per-row Newton and self terms.)
  */
 export async function optionLossChanges(s: Setup, o: Option): Promise<{ lossChange: Float64Array[]; damping: number }> {
-  const prep = prepareHead(s.engine, s.rows, o);
+  const prep = await prepareHead(s.engine, s.rows, o);
   const rows = prep.rows;
   const { n, C } = rows;
   const { Dt } = headDims(rows);

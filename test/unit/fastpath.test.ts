@@ -21,7 +21,7 @@ import {
   explicitHessianFrom,
   type CurvatureStore,
 } from '../../src/core/curvature/policy';
-import { explainScores, lossChangeOnly, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
+import { explainScores, lossChangesAt, type ExplainScores, type TestPoint } from '../../src/core/scores/explain';
 import { flipSet } from '../../src/core/scores/flip';
 import { headDims, type HeadRows } from '../../src/core/task/head';
 import { normal, uniform } from '../helpers/random';
@@ -210,7 +210,7 @@ describe('first-order scores alone (the damping-stability check)', () => {
           const full = await curv.withDamping(damping * f);
           try {
             const want = (await explainScores(rows, tests[1], { damping: damping * f }, full)).lossChangeIfRemoved;
-            const got = await lossChangeOnly(rows, tests[1], light);
+            const [got] = await lossChangesAt(rows, tests[1], [light]);
             const e = relErr(got, want);
             assert.ok(e < 1e-6, `×${f}: differs by ${e.toExponential(2)}`);
             assert.deepEqual(topRows(got, 10), topRows(want, 10));

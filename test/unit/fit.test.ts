@@ -32,9 +32,9 @@ function bruteGradient(rows: HeadRows, g: Float64Array): Float64Array {
 
 describe('head fit', () => {
   for (const classes of [5, 2]) {
-    it(`${classes === 2 ? 'binary' : 'softmax'}: the gradient, and at θ = 0 from the label sums alone`, () => {
+    it(`${classes === 2 ? 'binary' : 'softmax'}: the gradient, and at θ = 0 from the label sums alone`, async () => {
       const rows = randomRows(60, classes, 4, 3 + classes);
-      assert.ok(relErr(meanLossGradient(rows), bruteGradient(rows, rows.g)) < 1e-14);
+      assert.ok(relErr(await meanLossGradient(rows), bruteGradient(rows, rows.g)) < 1e-14);
       const g0 = new Float64Array(rows.n * rows.C);
       lossAndSignal(
         taskFor(rows.C),

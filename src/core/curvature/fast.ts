@@ -7,14 +7,19 @@
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
 import { addInto, blockGram, combineInto, dot, solveSpd, symmetricEigen, symmetrize } from '../linalg';
 import { f32, f64, i32, i64, type Feed, type Kernel } from '../ort/graph';
-import { denseHvpKernel, gramKernel, hvpKernel, lambdaKernel, preconditionKernel } from '../ort/kernels';
+import {
+  CHUNK,
+  denseHvpKernel,
+  gramKernel,
+  HeadFeed,
+  hvpKernel,
+  lambdaKernel,
+  preconditionKernel,
+} from '../ort/kernels';
 import { centerClasses, headDims, type HeadRows, type HeadShape } from '../task/head';
 import { argmax, probabilities } from '../task/loss';
 import { HessianSum, type HessianStats } from './hessian';
 import { explicitHessian, type CurvatureOptions } from './policy';
-
-/** Rows per onnxruntime run on the fast path. */
-export const CHUNK = 4096;
 /** Relative residual at which the fast path's CG stops (matrix-free products: each costs a pass over the rows). */
 const FAST_CG_TOL = 3e-7;
 /** With the explicit Hessian a product costs milliseconds: CG goes on to this residual. */
@@ -33,8 +38,7 @@ export class FastCurvature {
   H0: Float64Array | null = null;
   /** For the matrix-free HVP kernel: the rows grouped by most probable class, and chunks within the groups. */
   private grouping: { order: BigInt64Array; groups: { start: number; k: number; ref: BigInt64Array }[] } | null = null;
-  private readonly ones = new Float32Array(CHUNK).fill(1);
-  private readonly h32: Float32Array;
+  private readonly feed: HeadFeed;
   private readonly pBuf: Float64Array;
   readonly shape: HeadShape;
   /** D̃ and P of the head. */
@@ -56,8 +60,8 @@ export class FastCurvature {
     const { C, D, bias } = rows;
     this.shape = { C, D, bias };
     ({ Dt: this.Dt, P: this.P } = headDims(rows));
-    // A float64 h (checks only) is rounded to float32.
-    this.h32 = rows.h instanceof Float32Array ? rows.h : Float32Array.from(rows.h);
+    // The GEMMs here are float32: a float64 h is rounded once.
+    this.feed = new HeadFeed(rows, true);
     this.pBuf = new Float64Array(CHUNK * C);
   }
 
@@ -133,11 +137,12 @@ export class FastCurvature {
 
   /** Feeds of rows [start, start + k): h, ones. */
   headFeed(start: number, k: number): Feed {
-    const { D, bias } = this.rows;
-    const h = this.h32.subarray(start * D, (start + k) * D);
-    const feed: Feed = { h: f32(h, [k, D]) };
-    if (bias) feed.ones = f32(this.ones.subarray(0, k), [k, 1]);
-    return feed;
+    return this.feed.chunk(start, k);
+  }
+
+  /** h in float32 (the feed rounded it). */
+  private get h32(): Float32Array {
+    return this.feed.h as Float32Array;
   }
 
   /** p = g + e_y in float64 for rows [start, start + k). */
@@ -276,7 +281,7 @@ export class FastCurvature {
         r: i64(ref, [1]),
         v: vt,
       };
-      if (this.shape.bias) feed.ones = f32(this.ones.subarray(0, k), [k, 1]);
+      if (this.shape.bias) feed.ones = this.feed.onesFeed(k);
       const out = await this.hvpK!.run(feed);
       addInto(acc, out.out.data as Float32Array);
     }

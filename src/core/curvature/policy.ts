@@ -6,7 +6,7 @@ import { InfluenceError, type Progress } from '../errors';
 import { dot } from '../linalg';
 import { headDims, rowInput, type HeadRows, type HeadShape } from '../task/head';
 import { curvatureTrace, taskFor } from '../task/loss';
-import { impliedL2, meanLossGradient } from '../task/fit';
+import { impliedL2 } from '../task/fit';
 import type { HessianStats } from './hessian';
 
 export type SolverKind = 'cholesky' | 'cg';
@@ -164,7 +164,7 @@ export function resolveDamping(
   option: DampingOption | undefined,
   rows: HeadRows,
   model: DampingModel,
-  G: () => Float64Array = () => meanLossGradient(rows),
+  G: Float64Array,
 ): Damping {
   const s2 = model.scale * model.scale;
   const on = (effective: number, rule: string, implied: Damping['implied'] = null): Damping => ({
@@ -188,7 +188,7 @@ export function resolveDamping(
   const traceText = '1e-3 × trace(H₀)/P';
   if (rule === 'trace' || (rule === 'auto' && AUTO_RULE === 'trace'))
     return on(trace.lambda, rule === 'auto' ? `${traceText} (no influence_lens.l2 in the model)` : traceText);
-  const fit = impliedL2(G(), model.theta);
+  const fit = impliedL2(G, model.theta);
   const implied = { lambda: fit.lambda * s2, residual: fit.residual };
   if (!(fit.lambda > trace.lambda))
     return on(

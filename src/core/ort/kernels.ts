@@ -5,16 +5,100 @@
  * Every graph takes a chunk of training rows (a symbolic batch dimension `k`) so that no n-sized
  * intermediate is ever materialised; callers sum the per-chunk results in float64.
  */
+import { throwIfAborted } from '../errors';
 import { transpose } from '../linalg';
-import type { HeadShape } from '../task/head';
-import { F32, F64, I32, I64, GraphBuilder, type Kernel } from './graph';
+import type { HeadRows, HeadShape } from '../task/head';
+import { F32, F64, I32, I64, f32, f64, GraphBuilder, type Feed, type Kernel } from './graph';
 
-/** x̃ = [h, 1] (or h) for a chunk: inputs `h` (k×D float32) and, with a bias, `ones` (k×1 float32). */
-function headInput(g: GraphBuilder, s: HeadShape): string {
-  const h = g.input('h', F32, ['k', s.D]);
+/** Rows per onnxruntime run over a head's rows. */
+export const CHUNK = 4096;
+
+type HType = typeof F32 | typeof F64;
+
+/** x̃ = [h, 1] (or h) for a chunk: inputs `h` (k×D) and, with a bias, `ones` (k×1), both of type `t`. */
+function headInput(g: GraphBuilder, s: HeadShape, t: HType = F32): string {
+  const h = g.input('h', t, ['k', s.D]);
   if (!s.bias) return h;
-  const ones = g.input('ones', F32, ['k', 1]);
+  const ones = g.input('ones', t, ['k', 1]);
   return g.op('Concat', [h, ones], { axis: 1 });
+}
+
+/**
+ * headInput's feeds for chunks of a head's rows. `float32` rounds a float64 h once (the float32
+ * GEMM kernels); otherwise h is fed as it is, so a float64 kernel sees exactly the rows' values.
+ */
+export class HeadFeed {
+  readonly h: Float32Array | Float64Array;
+  readonly type: HType;
+  private readonly ones: Float32Array | Float64Array;
+
+  constructor(
+    private readonly rows: Pick<HeadRows, 'h' | 'D' | 'bias'>,
+    float32: boolean,
+  ) {
+    this.h = float32 && !(rows.h instanceof Float32Array) ? Float32Array.from(rows.h) : rows.h;
+    this.type = this.h instanceof Float32Array ? F32 : F64;
+    this.ones = (this.type === F32 ? new Float32Array(CHUNK) : new Float64Array(CHUNK)).fill(1);
+  }
+
+  /** h and ones of rows [start, start + k) (k ≤ CHUNK). */
+  chunk(start: number, k: number): Feed {
+    const { D } = this.rows;
+    const feed: Feed = { h: this.tensor(this.h.subarray(start * D, (start + k) * D), [k, D]) };
+    if (this.rows.bias) feed.ones = this.onesFeed(k);
+    return feed;
+  }
+
+  /** The `ones` input of a chunk of k rows (k ≤ CHUNK). */
+  onesFeed(k: number) {
+    return this.tensor(this.ones.subarray(0, k), [k, 1]);
+  }
+
+  private tensor(a: Float32Array | Float64Array, dims: number[]) {
+    return a instanceof Float32Array ? f32(a, dims) : f64(a, dims);
+  }
+}
+
+/**
+ * Runs `kernel` over rows [0, n) in chunks of CHUNK, fed `feed(start, k)`, and hands each chunk's
+ * outputs to `each`, in order.
+ */
+export async function overChunks(
+  n: number,
+  kernel: Kernel,
+  feed: (start: number, k: number) => Feed,
+  each: (start: number, k: number, out: Awaited<ReturnType<Kernel['run']>>) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (let start = 0; start < n; start += CHUNK) {
+    throwIfAborted(signal);
+    const k = Math.min(CHUNK, n - start);
+    each(start, k, await kernel.run(feed(start, k)));
+  }
+}
+
+/** Σ_i g_i ⊗ x̃_i over a chunk (output grad, C×D̃ float64). Inputs h, ones (of type `t`), g (k×C float64). */
+export async function gradSumKernel(s: HeadShape, t: HType): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const x = g.cast(headInput(g, s, t), F64);
+  g.output(g.gemm(g.input('g', F64, ['k', s.C]), x, 1, 0), 'grad', F64, [s.C, s.D + (s.bias ? 1 : 0)]);
+  return g.session();
+}
+
+/**
+ * Σ_c g_c (U_m,c · x̃) per row for M solutions U_m (each C×D̃, stacked in u as M·C×D̃), in float64:
+ * a row's first-order loss change at M curvatures. Inputs h, ones (of type `t`), g (k×C float64),
+ * u; output out (k×M).
+ */
+export async function solutionDotKernel(s: HeadShape, M: number, t: HType): Promise<Kernel> {
+  const g = new GraphBuilder();
+  const { C } = s;
+  const Dt = s.D + (s.bias ? 1 : 0);
+  const x = g.cast(headInput(g, s, t), F64);
+  const xu = g.reshape(g.gemm(x, g.input('u', F64, [M * C, Dt]), 0, 1), [0, M, C]);
+  const gg = g.reshape(g.input('g', F64, ['k', C]), [0, 1, C]);
+  g.output(g.reduceSum(g.mul(xu, gg), [2], 0), 'out', F64, ['k', M]);
+  return g.session();
 }
 
 /**

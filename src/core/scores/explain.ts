@@ -7,6 +7,8 @@
  */
 import { CancelledError, throwIfAborted } from '../errors';
 import { dot } from '../linalg';
+import { f64 } from '../ort/graph';
+import { HeadFeed, overChunks, solutionDotKernel } from '../ort/kernels';
 import { centerClasses, headDims, type HeadRows } from '../task/head';
 import { probabilities, taskFor, type Task } from '../task/loss';
 import { Curvature } from '../curvature/curvature';
@@ -135,33 +137,41 @@ export async function explainScores(
 }
 
 /**
- * Only the first-order loss change if each row is removed, (1/n)∇L_tᵀH⁻¹∇L_i, for checks that rank
- * the rows again at another damping: one solve V = H⁻¹(g_t ⊗ x̃_t), then g_iᵀ(V x̃_i) per row, with
- * no self-influence, Newton estimate or flip set.
+ * lossChangeIfRemoved alone at each curvature (the damping-stability check): one solve each for
+ * H⁻¹∇L_t, then a single float64 ORT pass over the rows for all of them.
  */
-export async function lossChangeOnly(
+export async function lossChangesAt(
   rows: HeadRows,
   test: TestPoint,
-  curv: Curvature,
+  curvs: Curvature[],
   signal?: AbortSignal,
-): Promise<Float64Array> {
-  const { n, C, D, h, g } = rows;
+): Promise<Float64Array[]> {
+  const { n, C } = rows;
   const { Dt, P } = headDims(rows);
+  const M = curvs.length;
   const rhs = new Float64Array(P);
   for (let c = 0; c < C; c++) for (let j = 0; j < Dt; j++) rhs[c * Dt + j] = test.g[c] * test.x[j];
-  const [V] = await curv.solve([rhs], signal);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    if ((i & 4095) === 0) throwIfAborted(signal);
-    const o = i * D;
-    let s = 0;
-    for (let c = 0; c < C; c++) {
-      const v = c * Dt;
-      let z = rows.bias ? V[v + D] : 0;
-      for (let j = 0; j < D; j++) z += V[v + j] * h[o + j];
-      s += g[i * C + c] * z;
-    }
-    out[i] = s / n;
+  // U_m = H_m⁻¹∇L_t, stacked M·C × D̃.
+  const u = new Float64Array(M * P);
+  for (const [m, curv] of curvs.entries()) u.set((await curv.solve([rhs], signal))[0], m * P);
+  const out = curvs.map(() => new Float64Array(n));
+  const head = new HeadFeed(rows, false);
+  const kernel = await solutionDotKernel(rows, M, head.type);
+  try {
+    const ut = f64(u, [M * C, Dt]);
+    await overChunks(
+      n,
+      kernel,
+      (start, k) => ({ ...head.chunk(start, k), g: f64(rows.g.subarray(start * C, (start + k) * C), [k, C]), u: ut }),
+      (start, k, o) => {
+        const d = o.out.data as Float64Array;
+        // lossChangeIfRemoved = −influence/n = g_iᵀ U x̃_i / n.
+        for (let r = 0; r < k; r++) for (let m = 0; m < M; m++) out[m][start + r] = d[r * M + m] / n;
+      },
+      signal,
+    );
+  } finally {
+    await kernel.release();
   }
   return out;
 }

@@ -7,10 +7,10 @@
 import { throwIfAborted, type Progress } from '../errors';
 import { dot } from '../linalg';
 import { f32, f64, type Feed } from '../ort/graph';
-import { rowKernel } from '../ort/kernels';
+import { CHUNK, rowKernel } from '../ort/kernels';
 import { rowInput } from '../task/head';
 import { probabilities, rowCurvature } from '../task/loss';
-import { CHUNK, type FastCurvature } from '../curvature/fast';
+import type { FastCurvature } from '../curvature/fast';
 import { newtonWeights } from './removal';
 
 /** Bounds on the terms of the Neumann series for the Newton weights (chosen per problem from a sample of rows). */

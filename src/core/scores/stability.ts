@@ -1,13 +1,13 @@
 /**
  * How much the answer depends on the damping: the top rows (explain) or the flagged rows (audit)
  * at λ, λ/10 and 10λ, compared by Jaccard overlap. The curvature's statistics are computed once
- * (Curvature.withDamping), so each extra damping costs a factorisation or solve and a row pass;
- * explain's ranking needs only the first-order scores there (one solve, no self-influence).
+ * (Curvature.withDamping), so each extra damping costs a factorisation or solve; explain's ranking
+ * needs only the first-order scores there (one solve each, and one pass over the rows for both).
  */
 import type { Curvature } from '../curvature/curvature';
 import type { HeadRows } from '../task/head';
 import { auditScores, type AuditOptions, type AuditScores, type HeldOut, type ScoredRows } from './audit';
-import { lossChangeOnly, type ExplainOptions, type TestPoint } from './explain';
+import { lossChangesAt, type ExplainOptions, type TestPoint } from './explain';
 import { suspicionOrder, topRows } from './ranking';
 
 /** Below this Jaccard overlap (at either neighbouring damping) a set is "sensitive to damping". */
@@ -63,20 +63,20 @@ export async function explainStability(
   k: number,
   damping: number,
 ): Promise<Stability> {
-  const at = async (f: number) => {
-    const c = await curv.withDamping(opts.damping * f, opts.signal, 'solves');
-    try {
-      return topRows(await lossChangeOnly(rows, test, c, opts.signal), k);
-    } finally {
-      await c.release();
-    }
-  };
-  const low = await at(1 / STABILITY_FACTOR);
-  const high = await at(STABILITY_FACTOR);
+  const low = await curv.withDamping(opts.damping / STABILITY_FACTOR, opts.signal, 'solves');
+  let high: Curvature | null = null;
+  let sets;
+  try {
+    high = await curv.withDamping(opts.damping * STABILITY_FACTOR, opts.signal, 'solves');
+    sets = (await lossChangesAt(rows, test, [low, high], opts.signal)).map((v) => topRows(v, k));
+  } finally {
+    await low.release();
+    await high?.release();
+  }
   const mid = topRows(lossChange, k);
   return summarise(k, damping, {
-    helpful: [low.helpful, mid.helpful, high.helpful],
-    harmful: [low.harmful, mid.harmful, high.harmful],
+    helpful: [sets[0].helpful, mid.helpful, sets[1].helpful],
+    harmful: [sets[0].harmful, mid.harmful, sets[1].harmful],
   });
 }
 

@@ -4,27 +4,32 @@
  * implies (refit.ts refits it to J's exact optimum). Computed on the rows' effective head
  * (logits s·z: θ' = sθ, λ' = λ/s², see curvature/policy.ts) and reported on θ.
  */
-import { dot } from '../linalg';
+import { addInto, dot } from '../linalg';
+import { f64 } from '../ort/graph';
+import { gradSumKernel, HeadFeed, overChunks } from '../ort/kernels';
 import { headDims, rowInput, type HeadRows } from './head';
 import { lossAndSignal, probabilities, taskFor } from './loss';
 
 /** Above this relative gradient norm the head is reported as not at the optimum influence assumes. */
 export const STATIONARITY_WARN = 0.05;
 
-/** G = (1/n) Σ_i g_i ⊗ x̃_i, the gradient of the mean loss at the rows' head (C×D̃ row-major). */
-export function meanLossGradient(rows: HeadRows): Float64Array {
-  const { n, C, D, bias, h, g } = rows;
+/** G = (1/n) Σ_i g_i ⊗ x̃_i, the gradient of the mean loss at the rows' head (C×D̃ row-major; one ORT pass). */
+export async function meanLossGradient(rows: HeadRows, signal?: AbortSignal): Promise<Float64Array> {
+  const { n, C } = rows;
   const { Dt } = headDims(rows);
   const G = new Float64Array(C * Dt);
-  for (let i = 0; i < n; i++) {
-    const o = i * D;
-    for (let c = 0; c < C; c++) {
-      const gc = g[i * C + c];
-      if (gc === 0) continue;
-      const r = c * Dt;
-      for (let j = 0; j < D; j++) G[r + j] += gc * h[o + j];
-      if (bias) G[r + D] += gc;
-    }
+  const head = new HeadFeed(rows, false);
+  const kernel = await gradSumKernel(rows, head.type);
+  try {
+    await overChunks(
+      n,
+      kernel,
+      (start, k) => ({ ...head.chunk(start, k), g: f64(rows.g.subarray(start * C, (start + k) * C), [k, C]) }),
+      (_start, _k, out) => addInto(G, out.grad.data as Float64Array),
+      signal,
+    );
+  } finally {
+    await kernel.release();
   }
   for (let q = 0; q < G.length; q++) G[q] /= n;
   return G;
