@@ -9,6 +9,7 @@ import { throwIfAborted, type Progress } from './errors';
 import type { TableInfo, TableOptions, TableSummary } from './data/table';
 import { curvatureDirections } from './curvature/ggn';
 import type { DeepEngine, DeepForward } from './model/deep';
+import { RowsBuilder } from './model/engine';
 import type { HeadRows } from './task/head';
 import { lossAndSignal, taskFor } from './task/loss';
 
@@ -27,35 +28,6 @@ export interface RunControl {
   signal?: AbortSignal;
   onProgress?: Progress;
   batchSize?: number;
-}
-
-/** Growable per-row arrays. */
-class Collector {
-  readonly parts: {
-    h: Float32Array;
-    g: Float64Array;
-    z: Float64Array;
-    loss: Float64Array;
-    labels: Int32Array;
-    lines: Int32Array;
-    offsets: Float64Array;
-  }[] = [];
-  add(part: Collector['parts'][number]): void {
-    this.parts.push(part);
-  }
-  join<K extends keyof Collector['parts'][number]>(
-    key: K,
-    make: (n: number) => Collector['parts'][number][K],
-  ): Collector['parts'][number][K] {
-    const n = this.parts.reduce((a, p) => a + p[key].length, 0);
-    const out = make(n);
-    let o = 0;
-    for (const p of this.parts) {
-      (out as Float64Array).set(p[key] as Float64Array, o);
-      o += p[key].length;
-    }
-    return out;
-  }
 }
 
 /** g and the loss of k rows of logits, in float64 from the logits (task/loss.ts). */
@@ -85,20 +57,13 @@ export async function readDeepRows(
   const { P, K } = deep;
   const task = taskFor(K);
   const { D, b } = deep.eng.info.head;
-  const col = new Collector();
+  const acc = new RowsBuilder(K, D);
   let H: Float64Array | null = opts.ggn ? new Float64Array(P * P) : null;
-  const { table, summary } = await deep.pass(path, tableOpts, run, async (batch, fw) => {
+  const { table, summary } = await deep.pass(path, tableOpts, run, async (batch, fw, info) => {
     const k = batch.count;
     const { g, loss } = signals(deep, fw.z, batch.labels, k);
-    col.add({
-      h: fw.h,
-      g,
-      z: fw.z,
-      loss,
-      labels: batch.labels.slice(0, k),
-      lines: batch.lines.slice(0, k),
-      offsets: batch.offsets.slice(0, k + 1),
-    });
+    acc.reserveFor(batch, info.size);
+    acc.append(batch, { h: fw.h, g, z: fw.z, loss });
     if (H) {
       // The GGN's kernel forms every direction's whole gradient (P values).
       const step = deep.rowsPerRun(K, P);
@@ -114,32 +79,8 @@ export async function readDeepRows(
     if (opts.onBatch) await opts.onBatch(fw, g, batch.labels);
   });
   const n = summary.rows;
-  const h = col.join('h', (m) => new Float32Array(m));
-  const offsets = new Float64Array(n + 1);
-  let o = 0;
-  // Each batch's offsets hold count + 1 entries; the next batch starts where it ended.
-  for (const part of col.parts) {
-    offsets.set(part.offsets.subarray(0, part.offsets.length - 1), o);
-    o += part.offsets.length - 1;
-    offsets[o] = part.offsets[part.offsets.length - 1];
-  }
   if (H) for (let q = 0; q < H.length; q++) H[q] /= n;
-  return {
-    n,
-    C: K,
-    D,
-    bias: b !== null,
-    h,
-    g: col.join('g', (m) => new Float64Array(m)),
-    z: col.join('z', (m) => new Float64Array(m)),
-    loss: col.join('loss', (m) => new Float64Array(m)),
-    labels: col.join('labels', (m) => new Int32Array(m)),
-    lines: col.join('lines', (m) => new Int32Array(m)),
-    offsets,
-    table,
-    summary,
-    H0: H,
-  };
+  return { ...acc.finish(n, b !== null), table, summary, H0: H };
 }
 
 /** Every training row again, a forward batch at a time with the rows' g (count×K): what the row scorers read. */

@@ -322,7 +322,7 @@ export class DeepEngine {
     path: string,
     tableOpts: TableOptions,
     run: { signal?: AbortSignal; onProgress?: Progress; batchSize?: number },
-    onBatch: (batch: Batch, fw: DeepForward) => Promise<void>,
+    onBatch: (batch: Batch, fw: DeepForward, info: TableInfo) => Promise<void>,
   ): Promise<{ table: TableInfo; summary: TableSummary }> {
     const reader = await TableReader.open(
       path,
@@ -337,7 +337,7 @@ export class DeepEngine {
     for await (const batch of reader.batches()) {
       throwIfAborted(run.signal);
       if (batch.count === 0) continue;
-      await onBatch(batch, await this.forward(batch.features, batch.count));
+      await onBatch(batch, await this.forward(batch.features, batch.count), reader.info);
     }
     return { table: reader.info, summary: reader.summary() };
   }

@@ -43,7 +43,7 @@ export async function deepTestPoint(
   };
 }
 
-/** g_tᵀY_i/n for every row: lossChangeIfRemoved = −influence/n. */
+/** g_tᵀY_i/n for each row of Y (rows×K): lossChangeIfRemoved = −influence/n. */
 function lossChangesFrom(y: Float64Array, g: Float64Array, n: number): Float64Array {
   const K = g.length;
   const out = new Float64Array(y.length / K);
@@ -65,14 +65,13 @@ export async function deepLossChanges(
   dampings: number[],
   signal?: AbortSignal,
 ): Promise<Float64Array[]> {
-  const K = deep.K;
   const scorer = await curv.scorer(deep, test, dampings, false, signal);
-  const y = dampings.map(() => new Float64Array(n * K));
+  const out = dampings.map(() => new Float64Array(n));
   await pass(async (start, fw, g) => {
     const r = await scorer.run(fw, g);
-    r.y.forEach((v, j) => y[j].set(v, start * K));
+    r.y.forEach((v, j) => out[j].set(lossChangesFrom(v, test.g, n), start));
   });
-  return y.map((v) => lossChangesFrom(v, test.g, n));
+  return out;
 }
 
 /**
@@ -105,13 +104,14 @@ export async function deepExplainScores(
   const relativeInfluence = new Float64Array(n);
   const classificationInfluence = new Float64Array(n);
   const marginChange = new Float64Array(n * J);
-  const other = also.map(() => new Float64Array(n * K));
+  // Only each row's loss change is kept at the other dampings (not its K directions).
+  const other = also.map(() => new Float64Array(n));
   await pass(async (start, fw, g) => {
     throwIfAborted(signal);
     const r = await scorer.run(fw, g);
     // Y[i, a] = (J_tᵀe_a)ᵀ H⁻¹ ∇L_i.
     const Y = r.y[0];
-    r.y.slice(1).forEach((v, j) => other[j].set(v, start * K));
+    r.y.slice(1).forEach((v, j) => other[j].set(lossChangesFrom(v, test.g, n), start));
     for (let row = 0; row < fw.count; row++) {
       const i = start + row;
       let inf = 0;
@@ -151,6 +151,6 @@ export async function deepExplainScores(
       cgIterations: null,
       seconds,
     },
-    also: other.map((v) => lossChangesFrom(v, test.g, n)),
+    also: other,
   };
 }
