@@ -148,6 +148,13 @@ export function layersFrom(flags: Flags): LayerSpec | undefined {
   return v === undefined ? undefined : parseLayerSpec(v);
 }
 
+/** `--agreement` (always compare with the other layers), `--no-agreement` (never), else the command's default. */
+export function agreementFrom(flags: Flags): boolean | undefined {
+  if (flags.has('agreement') && flags.has('no-agreement'))
+    throw new InfluenceError('BAD_OPTION', '--agreement and --no-agreement contradict each other');
+  return flags.has('no-agreement') ? false : flags.has('agreement') ? true : undefined;
+}
+
 /** The cache the flags ask for: --no-cache, --cache-dir DIR, or the default location. */
 export function cacheFrom(flags: Flags): RowsCache | null {
   if (flags.has('no-cache')) return null;

@@ -14,6 +14,7 @@ import {
 } from '../core';
 import { headLines, layersLine, num, printNotes, printWarnings, stabilityLines } from './format';
 import {
+  agreementFrom,
   cacheFrom,
   damping,
   headOptions,
@@ -72,7 +73,7 @@ function auditRequest(
     batchSize: int(flags, 'batch-size', 1),
     layers: layersFrom(flags),
     curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
-    agreement: flags.has('no-agreement') ? false : flags.has('agreement') ? true : undefined,
+    agreement: agreementFrom(flags),
     cache: cacheFrom(flags),
     signal,
     onProgress,

@@ -14,18 +14,18 @@ import { headCurvature } from './headCurvature';
 import { prepareHead } from './headfit';
 import { rowsAt } from './refit';
 import { auditStability, type Stability } from './scores/stability';
-import { modelLayers } from './model/deep';
+import { modelLayers } from './model/summary';
 import { Engine } from './model/engine';
 import { isHeadOnly, layerSummaries, type Layer } from './model/layers';
 import { readRows, readTrainingRows } from './rows';
-import { agreement, type Agreement } from './scores/auditAgreement';
+import { agreement, type AuditAgreement } from './scores/auditAgreement';
 import { auditScores, heldOutFit, type AuditScores } from './scores/audit';
 import { taskFor } from './task/loss';
 
 export type { AuditRequest, AuditResult };
 
 /** The rows compared by the agreement's top-k overlap (the rows the CLI lists first). */
-const AGREEMENT_TOP = 20;
+const SUSPICION_TOP = 20;
 
 /**
  * The agreement's default budget, in multiply-adds of the last 2 layers' per-row self-influence:
@@ -37,7 +37,9 @@ const AGREEMENT_BUDGET = 2e10;
 
 /**
  * The per-row self-influence's multiply-adds over `layers` for n rows: ∇L_iᵀH⁻¹∇L_i, P² with the
- * exact GGN's inverse; with EK-FAC, each layer's out × D̃ gradient rotated into the eigenbases.
+ * exact GGN's inverse; with EK-FAC, each layer's out × D̃ gradient rotated into the eigenbases. The
+ * budget was measured against these counts when audit stored gradients; its row scorer now rotates
+ * a dense layer's factors instead of its gradient, so for EK-FAC this is an upper bound.
  */
 function agreementWork(layers: Layer[], n: number): number {
   const P = layers.reduce((a, l) => a + l.parameters, 0);
@@ -183,7 +185,7 @@ async function layersAgreement(
   head: AuditScores,
   layers: Layer[],
   notes: string[],
-): Promise<Agreement | null> {
+): Promise<AuditAgreement | null> {
   const n = head.n;
   const skip = (why: string) => {
     notes.push(`no agreement with the last 2 layers: ${why}`);
@@ -204,7 +206,7 @@ async function layersAgreement(
     if (e instanceof InfluenceError) return skip(e.message);
     throw e;
   }
-  return agreement(head, deep.scores, AGREEMENT_TOP, {
+  return agreement(head, deep.scores, SUSPICION_TOP, {
     layers: deep.layers,
     curvature: deep.curvature!,
     seconds: (performance.now() - t0) / 1000,

@@ -1,8 +1,9 @@
 /**
  * `audit --layers K|all|names` (orchestration only): self-influence, held-out influence, suspicion
- * and the memorized flags over the last layers rather than the head alone. The training rows,
- * curvature and gradients are explain's beyond the head (deepRun.ts), the held-out set is one
- * gradient sum, and the scores are scores/deep.ts's. The head's closed-form leave-one-out step
+ * and the memorized flags over the last layers rather than the head alone. The training rows and
+ * the curvature are explain's beyond the head (deepRun.ts), the held-out set is one gradient sum,
+ * and the scores are scores/deep.ts's: one pass over the training rows per damping, their
+ * gradients never kept. The head's closed-form leave-one-out step
  * (lossWithout, marginWithout and the reasons built on them) is head-only: null here, listed in
  * `headOnly`; suspicion and the memorized flags use the first-order leave-one-out loss instead.
  */
@@ -14,7 +15,7 @@ import { asRunRows, deepHead, heldOutDeep, openDeep, trainDeep } from './deepRun
 import { prepareHead } from './headfit';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
-import { heldOutFit, type AuditScores } from './scores/audit';
+import { heldOutFit } from './scores/audit';
 import { deepAuditScores } from './scores/deep';
 import { auditStability, type Stability } from './scores/stability';
 import { taskFor } from './task/loss';
@@ -47,28 +48,22 @@ export async function auditDeep(req: AuditRequest, eng: Engine): Promise<AuditRe
     // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
     const prep = await prepareHead(eng, rows, { damping: req.damping, head: 'shipped', signal: req.signal });
     const { damping } = prep.damping;
-    const opts = { tau: req.tau, signal: req.signal, onProgress: req.onProgress };
-    const heldOutSum = held ? { gradSum: held.rows.gradSum, n: held.rows.n } : null;
-    const curv = await training.curvature(damping, req.signal);
-    let scores: AuditScores;
+    const opts = { tau: req.tau, signal: req.signal };
+    const heldOutSum = held ? { gradSum: held.rows.gradSum!, n: held.rows.n } : null;
+    const score = async (d: number) => {
+      const curv = await training.curvature(d, req.signal);
+      try {
+        return await deepAuditScores(deep, rows, heldOutSum, curv, training.pass, opts);
+      } finally {
+        await curv.release();
+      }
+    };
+    const scores = await score(damping);
     let stability: Stability | null = null;
-    let stabilitySeconds = 0;
-    try {
-      scores = await deepAuditScores(rows, heldOutSum, curv, training.chunks, opts);
-      const ts = performance.now();
-      if (req.stability !== false)
-        stability = await auditStability(scores, req.stabilityTop ?? 10, damping, async (f) => {
-          const c = await curv.withDamping(damping * f, req.signal);
-          try {
-            return await deepAuditScores(rows, heldOutSum, c, training.chunks, opts);
-          } finally {
-            await c.release();
-          }
-        });
-      stabilitySeconds = (performance.now() - ts) / 1000;
-    } finally {
-      await curv.release();
-    }
+    const ts = performance.now();
+    if (req.stability !== false)
+      stability = await auditStability(scores, req.stabilityTop ?? 10, damping, (f) => score(damping * f));
+    const stabilitySeconds = (performance.now() - ts) / 1000;
     await training.written();
     await held?.written();
     const fit = held ? heldOutFit(held.rows) : null;

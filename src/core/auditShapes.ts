@@ -8,7 +8,7 @@ import type { TableRead, TableRequest } from './data/choose';
 import type { HeadMode, HeadReport } from './headfit';
 import type { LayerSpec, LayerSummary } from './model/layers';
 import type { RunRows } from './rows';
-import type { Agreement } from './scores/auditAgreement';
+import type { AuditAgreement } from './scores/auditAgreement';
 import type { AuditScores, HeldOut } from './scores/audit';
 import type { Stability } from './scores/stability';
 import type { ImageRequest } from './sources';
@@ -64,7 +64,7 @@ export interface AuditResult {
   /** Per-row scores that only the head's closed form gives, NaN (null in the JSON) beyond the head. */
   headOnly: string[];
   /** With the head: how far its suspicion ranking and memorized flags agree with the last 2 layers'. */
-  agreement: Agreement | null;
+  agreement: AuditAgreement | null;
   scores: AuditScores;
   /** What the tool decided on the user's behalf, in words. */
   notes: string[];

@@ -1,10 +1,11 @@
 /**
  * What explain and audit share beyond the head: the chosen layers and the curvature method, the
  * training rows with their damping-free curvature statistics (the exact GGN's H₀, or the EK-FAC
- * blocks) and gradients, and a held-out set's gradient sum, through the rows cache when one is
- * given. A cached run skips the passes over the data: the rows, the statistics and (when they fit,
- * KEEP_GRADIENTS) the gradients are entries keyed by the data file, the model and the chosen
- * layers (deepRowsKey), each derived entry also by the data's content hash.
+ * blocks), the pass over the training rows that the scorers read, and a held-out set's gradient
+ * sum, through the rows cache when one is given. A cached run skips the passes that gather them:
+ * the rows and the statistics are entries keyed by the data file, the model and the chosen layers
+ * (deepRowsKey), each derived entry also by the data's content hash. Per-row gradients are never
+ * kept: the scores pass over the rows again (rowPass).
  */
 import { InfluenceError } from './errors';
 import type { RowsCache } from './cache/store';
@@ -12,21 +13,25 @@ import { deepRowsKey, rowsKey, type CacheKeyParts } from './cache/keys';
 import { EXACT_GGN_MAX_P, ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
 import { LayerEkfac, type EkfacBlock } from './curvature/layerEkfac';
 import type { SourceOptions } from './data/source';
-import { readDeepRows, rowGradients, type DeepRows, type RunControl } from './deepRows';
+import { readDeepRows, rowPass, type DeepRows, type RowPass, type RunControl } from './deepRows';
 import type { HeadMode, HeadReport, PreparedHead } from './headfit';
 import { DeepEngine } from './model/deep';
 import type { Engine, ForwardRows } from './model/engine';
 import { describeLayers, type LayerSpec } from './model/layers';
 import type { CacheUse, RunRows } from './rows';
 import type { ScoredRows } from './scores/audit';
-import type { GradientChunks } from './scores/deep';
-import { isTable, type ImageRequest } from './sources';
+import { isTable } from './sources';
 import { STATIONARITY_WARN } from './task/fit';
 
 export interface DeepRequest {
   layers: LayerSpec;
   curvature?: DeepCurvatureMethod;
   head?: HeadMode;
+}
+
+/** The curvature asked for, else the exact GGN where it fits: per-layer EK-FAC agrees with it only loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README). */
+export function deepMethod(P: number, asked?: DeepCurvatureMethod): DeepCurvatureMethod {
+  return asked ?? (P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
 }
 
 /** The chosen layers, and the curvature: the exact GGN where it fits, else EK-FAC per layer. */
@@ -40,9 +45,7 @@ export async function openDeep(
       '--head refit refits the head alone; it cannot be combined with --layers beyond the head',
     );
   const deep = await DeepEngine.open(eng, req.layers);
-  // Exact where it fits: per-layer EK-FAC agrees with the exact Gauss–Newton influence only
-  // loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README), so it is the fallback.
-  const method: DeepCurvatureMethod = req.curvature ?? (deep.P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
+  const method = deepMethod(deep.P, req.curvature);
   try {
     if (method === 'exact') ExactGgn.check(deep.P, `the chosen layers (${describeLayers(deep.chosen)})`);
   } catch (e) {
@@ -58,20 +61,14 @@ export interface DeepTraining {
   cache: CacheUse;
   /** The curvature at a damping, from the kept statistics (no pass over the rows). */
   curvature(damping: number, signal?: AbortSignal): Promise<DeepCurvature>;
-  /** Every row's gradient in chunks: from memory (or the cache) when kept, else by a pass over the file. */
-  chunks: GradientChunks;
+  /** The training rows again, for the scorers. */
+  pass: RowPass;
   /** Waits for the cache writes, which go on in the background while the caller computes. */
   written(): Promise<void>;
 }
 
-export interface DeepRunControl extends RunControl {
-  cache?: RowsCache | null;
-  /** Image sources: the image column and the preprocessing. */
-  images?: ImageRequest;
-}
-
 /** The rows of a cached deep entry, with no statistics or gradients yet. */
-function deepRowsOf(f: ForwardRows, P: number): DeepRows {
+function deepRowsOf(f: ForwardRows): DeepRows {
   const { n, C, D, bias, h, g, z, loss, labels, lines, offsets, summary } = f;
   return {
     n,
@@ -87,8 +84,7 @@ function deepRowsOf(f: ForwardRows, P: number): DeepRows {
     offsets,
     table: f.table,
     summary,
-    grads: null,
-    gradSum: new Float64Array(P),
+    gradSum: null,
     H0: null,
   };
 }
@@ -101,9 +97,9 @@ function packBlocks(blocks: EkfacBlock[]): Float64Array[] {
 function unpackBlocks(deep: DeepEngine, arrays: Float64Array[]): EkfacBlock[] | null {
   if (arrays.length !== 3 * deep.chosen.length) return null;
   const blocks = deep.chosen.map((l, q): EkfacBlock => {
-    const Dt = l.fanIn + (l.bias ? 1 : 0);
+    const { out, Dt, T } = deep.shapes[q];
     const [US, UA, lam] = arrays.slice(3 * q, 3 * q + 3);
-    return { out: l.out, Dt, offset: deep.offsets[q], P: l.parameters, US, UA, lam };
+    return { out, Dt, T, offset: deep.offsets[q], P: l.parameters, US, UA, lam };
   });
   const fits = blocks.every(
     (b) => b.US.length === b.out * b.out && b.UA.length === b.Dt * b.Dt && b.lam.length === b.out * b.Dt,
@@ -116,7 +112,7 @@ function unpackBlocks(deep: DeepEngine, arrays: Float64Array[]): EkfacBlock[] | 
  * data path's stamp, which for an image folder or a folder of shards does not follow its files (the
  * head's own source entries, which do, still serve the passes over them).
  */
-async function deepCache(path: string, tableOpts: SourceOptions, run: DeepRunControl): Promise<RowsCache | null> {
+async function deepCache(path: string, tableOpts: SourceOptions, run: RunControl): Promise<RowsCache | null> {
   return run.cache && (await isTable(path, tableOpts)) ? run.cache : null;
 }
 
@@ -129,17 +125,16 @@ function keyFor(deep: DeepEngine, path: string, tableOpts: SourceOptions): Cache
 }
 
 /**
- * The training rows over the chosen layers, their gradients and the curvature's statistics for
- * `method`: from the cache when it holds all three (gradients only when they fit in memory; else
- * `chunks` recomputes them in a pass), otherwise by the training pass (and, for EK-FAC, its second
- * pass), whose results are then stored.
+ * The training rows over the chosen layers and the curvature's statistics for `method`: from the
+ * cache when it holds both, otherwise by the training pass (and, for EK-FAC, its second pass),
+ * whose results are then stored.
  */
 export async function trainDeep(
   deep: DeepEngine,
   method: DeepCurvatureMethod,
   path: string,
   tableOpts: SourceOptions,
-  run: DeepRunControl,
+  run: RunControl,
 ): Promise<DeepTraining> {
   const { P } = deep;
   const pending: Promise<unknown>[] = [];
@@ -154,13 +149,11 @@ export async function trainDeep(
     if (hit) {
       const sha = hit.summary.sha256;
       const stats = await cache.loadDerived(key, method === 'exact' ? 'ggn' : 'ekfac', sha, run.signal);
-      const grads = await cache.loadDerived(key, 'grads', sha, run.signal);
       if (stats) {
-        const r = deepRowsOf(hit, P);
+        const r = deepRowsOf(hit);
         if (method === 'exact' && stats.length === 1 && stats[0].length === P * P) r.H0 = stats[0];
         if (method === 'ekfac') blocks = unpackBlocks(deep, stats);
         if (r.H0 || blocks) {
-          if (grads?.length === 1 && grads[0].length === r.n * P) r.grads = grads[0];
           rows = r;
           use = 'hit';
         }
@@ -178,16 +171,15 @@ export async function trainDeep(
       pending.push(
         cache.storeDerived(key, method === 'exact' ? 'ggn' : 'ekfac', sha, rows.H0 ? [rows.H0] : packBlocks(blocks!)),
       );
-      if (rows.grads) pending.push(cache.storeDerived(key, 'grads', sha, [rows.grads]));
     }
   }
   const r = rows;
   return {
     rows: r,
     cache: use,
-    curvature: (damping, signal) =>
+    curvature: async (damping, signal) =>
       method === 'exact' ? ExactGgn.create(r.H0!, P, damping, signal) : LayerEkfac.create(blocks!, P, r.n, damping),
-    chunks: (onChunk) => rowGradients(deep, r, path, tableOpts, run, onChunk),
+    pass: rowPass(deep, r, path, tableOpts, run),
     written,
   };
 }
@@ -197,27 +189,31 @@ export async function heldOutDeep(
   deep: DeepEngine,
   path: string,
   tableOpts: SourceOptions,
-  run: DeepRunControl,
+  run: RunControl,
 ): Promise<{ rows: DeepRows; cache: CacheUse; written: () => Promise<void> }> {
   const cache = await deepCache(path, tableOpts, run);
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
   if (!cache)
-    return { rows: await readDeepRows(deep, path, tableOpts, run, { ggn: false, keep: false }), cache: 'off', written };
+    return {
+      rows: await readDeepRows(deep, path, tableOpts, run, { ggn: false, gradSum: true }),
+      cache: 'off',
+      written,
+    };
   const key = keyFor(deep, path, tableOpts);
   const hit = await cache.load(key, run.signal);
   if (hit) {
     const sum = await cache.loadDerived(key, 'gradsum', hit.summary.sha256, run.signal);
     if (sum?.length === 1 && sum[0].length === deep.P) {
-      const rows = deepRowsOf(hit, deep.P);
+      const rows = deepRowsOf(hit);
       rows.gradSum = sum[0];
       return { rows, cache: 'hit', written };
     }
   }
-  const rows = await readDeepRows(deep, path, tableOpts, run, { ggn: false, keep: false });
+  const rows = await readDeepRows(deep, path, tableOpts, run, { ggn: false, gradSum: true });
   if (rows.n > 0) {
     pending.push(cache.store(key, rows));
-    pending.push(cache.storeDerived(key, 'gradsum', rows.summary.sha256, [rows.gradSum]));
+    pending.push(cache.storeDerived(key, 'gradsum', rows.summary.sha256, [rows.gradSum!]));
   }
   return { rows, cache: 'miss', written };
 }

@@ -10,7 +10,6 @@
 import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { mergeNotes, tableRead } from './data/choose';
-import { signals } from './deepRows';
 import { deepHead, openDeep, trainDeep } from './deepRun';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
@@ -18,9 +17,9 @@ import { forwardSourceRow } from './sources';
 import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
-import { deepExplainScores, deepLossChanges, type DeepTestPoint } from './scores/deep';
+import { deepExplainScores, deepTestPoint } from './scores/deep';
 import { topRows } from './scores/ranking';
-import { summarise, type Stability } from './scores/stability';
+import { STABILITY_FACTOR, summarise, type Stability } from './scores/stability';
 import { taskFor } from './task/loss';
 
 /** The scores that need the head's closed form, reported as null beyond the head. */
@@ -54,13 +53,10 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
         : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     const task = taskFor(deep.K);
     const K = deep.K;
+    // The test row, explained for its label, or for the predicted class when it has none.
     const fwt = await deep.forward(test.features, 1);
-    const label = test.labelled ? test.label : task.prediction(fwt.z).predicted;
-    const tsig = signals(deep, fwt.z, Int32Array.of(label), 1);
-    // J_t: one backward pass per logit.
-    const eye = new Float64Array(K * K);
-    for (let c = 0; c < K; c++) eye[c * K + c] = 1;
-    const point: DeepTestPoint = { J: await deep.gradients(fwt, 0, 1, eye, K), g: tsig.g, z: fwt.z, label };
+    const point = await deepTestPoint(deep, fwt, 0, test.labelled ? test.label : task.prediction(fwt.z).predicted);
+    const label = point.label;
     lap('forwardTest');
     const training = await trainDeep(deep, method, req.train, trainTable.options, run);
     const rows = training.rows;
@@ -77,32 +73,33 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     });
     const { damping } = prep.damping;
     lap('head');
-    const chunks = training.chunks;
     const curv = await training.curvature(damping, req.signal);
     lap('curvature');
     let stability: Stability | null = null;
     let scores;
     try {
-      scores = await deepExplainScores(rows.n, task, point, curv, chunks, req.signal);
+      // The stability check's λ/10 and 10λ ride on the same pass over the rows.
+      const check = req.stability !== false;
+      const r = await deepExplainScores(
+        deep,
+        rows.n,
+        task,
+        point,
+        curv,
+        training.pass,
+        check ? [damping / STABILITY_FACTOR, damping * STABILITY_FACTOR] : [],
+        req.signal,
+      );
+      scores = r.scores;
       lap('scores');
-      if (req.stability !== false) {
+      if (check) {
         const k = req.stabilityTop ?? 10;
-        const at = async (f: number) => {
-          const c = await curv.withDamping(damping * f, req.signal);
-          try {
-            return topRows(await deepLossChanges(rows.n, K, point, c, chunks), k);
-          } finally {
-            await c.release();
-          }
-        };
-        const low = await at(0.1);
-        const high = await at(10);
+        const [low, high] = r.also.map((v) => topRows(v, k));
         const mid = topRows(scores.lossChangeIfRemoved, k);
         stability = summarise(k, damping, {
           helpful: [low.helpful, mid.helpful, high.helpful],
           harmful: [low.harmful, mid.harmful, high.harmful],
         });
-        lap('stability');
       }
     } finally {
       await curv.release();
@@ -170,6 +167,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       },
       scores,
       verified: null,
+      agreement: null,
       seconds,
     };
   } finally {

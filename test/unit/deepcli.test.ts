@@ -456,3 +456,48 @@ describe('audit and clean --layers errors exit 2', () => {
     assertUserError(cli('audit', '--model', softplus, '--train', train4, '--curvature', 'ekfac'), 'BAD_OPTION');
   });
 });
+
+describe('explain: is the head enough here?', () => {
+  // scipy's Spearman and the top-10 overlaps of the float64 references (scripts/fixtures/deep.py --only agreement).
+  const ref = JSON.parse(readFileSync(join(DEEP_DIR, 'agreement.json'), 'utf8'));
+  const want = ref.models.mlp.rows[0];
+  const args = [
+    'explain',
+    '--model',
+    mlp.model,
+    '--train',
+    mlp.train,
+    '--test',
+    mlp.test,
+    '--test-row',
+    String(want.testRow),
+    '--damping',
+    String(ref.lambda),
+    '--no-stability',
+    '--top',
+    '3',
+  ];
+
+  it('the table says the verdict with ρ and the overlaps; --json has them; --no-agreement leaves them out', () => {
+    const r = cli(...args);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(
+      r.stdout.includes(
+        `is the head enough here? deeper layers change the answer (ρ = ${want.spearman.toFixed(2)}, top-10 overlap ${want.helpful.overlap}/10 helpful, ${want.harmful.overlap}/10 harmful); see them with --layers 2`,
+      ),
+      r.stdout,
+    );
+    assert.match(
+      r.stdout,
+      /by the head '\/head\/Gemm' and by the last 2 layers \('\/head\/Gemm', '\/fc2\/Gemm'; exact Gauss–Newton\) over all 1200 rows at λ = 0\.00100/,
+    );
+    const j = JSON.parse(cli(...args, '--json').stdout);
+    assert.ok(Math.abs(j.agreement.spearman - want.spearman) < 1e-4, `${j.agreement.spearman}`);
+    assert.deepEqual(j.agreement.helpful.deeper, want.helpful.deeper);
+    assert.equal(j.agreement.faithful, false);
+    assert.equal(j.model.layers, 3);
+    const off = JSON.parse(cli(...args, '--json', '--no-agreement').stdout);
+    assert.equal(off.agreement, null);
+    assert.equal(off.seconds.agreement, undefined);
+  });
+});

@@ -6,10 +6,11 @@
 import type { DeepCurvatureMethod } from '../curvature/ggn';
 import type { LayerSummary } from '../model/layers';
 import type { AuditScores } from './audit';
+import { spearman } from './agreement';
 import { suspicionOrder } from './ranking';
 import { flagged, jaccard } from './stability';
 
-export interface Agreement {
+export interface AuditAgreement {
   /** The layers the head's audit is compared with, and their curvature. */
   layers: LayerSummary[];
   curvature: DeepCurvatureMethod;
@@ -20,36 +21,14 @@ export interface Agreement {
   seconds: number;
 }
 
-/** Ranks 1..n (ties share their mean rank). */
-function ranks(x: Float64Array): Float64Array {
-  const idx = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
-  const r = new Float64Array(x.length);
-  for (let k = 0; k < idx.length;) {
-    let j = k;
-    while (j + 1 < idx.length && x[idx[j + 1]] === x[idx[k]]) j++;
-    for (let t = k; t <= j; t++) r[idx[t]] = (k + j) / 2 + 1;
-    k = j + 1;
-  }
-  return r;
-}
-
-/** Spearman's rank correlation over the pairs where both values are finite (NaN with fewer than 2, or a constant side). */
-export function spearman(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/** Spearman's ρ over the pairs where both values are finite (NaN with fewer than 2, or a constant side). */
+export function finiteSpearman(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const keep: number[] = [];
   for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && Number.isFinite(b[i])) keep.push(i);
-  const ra = ranks(Float64Array.from(keep, (i) => a[i]));
-  const rb = ranks(Float64Array.from(keep, (i) => b[i]));
-  const m = keep.length;
-  const mean = (m + 1) / 2;
-  let sab = 0;
-  let saa = 0;
-  let sbb = 0;
-  for (let i = 0; i < m; i++) {
-    sab += (ra[i] - mean) * (rb[i] - mean);
-    saa += (ra[i] - mean) ** 2;
-    sbb += (rb[i] - mean) ** 2;
-  }
-  return sab / Math.sqrt(saa * sbb);
+  return spearman(
+    Float64Array.from(keep, (i) => a[i]),
+    Float64Array.from(keep, (i) => b[i]),
+  );
 }
 
 /** The head's audit against another's over the same rows. */
@@ -57,8 +36,8 @@ export function agreement(
   head: AuditScores,
   other: AuditScores,
   k: number,
-  about: Pick<Agreement, 'layers' | 'curvature' | 'seconds'>,
-): Agreement {
+  about: Pick<AuditAgreement, 'layers' | 'curvature' | 'seconds'>,
+): AuditAgreement {
   const kk = Math.min(k, head.n);
   const top = new Set(suspicionOrder(head.suspicion).slice(0, kk));
   const both = suspicionOrder(other.suspicion)
@@ -75,7 +54,7 @@ export function agreement(
   return {
     layers: about.layers,
     curvature: about.curvature,
-    suspicion: { spearman: spearman(head.suspicion, other.suspicion), k: kk, topOverlap: kk ? both / kk : 1 },
+    suspicion: { spearman: finiteSpearman(head.suspicion, other.suspicion), k: kk, topOverlap: kk ? both / kk : 1 },
     memorized,
     seconds: about.seconds,
   };
