@@ -306,4 +306,41 @@ describe('EK-FAC per layer', () => {
       }
     });
   }
+
+  for (const model of ['mlp', 'cnn'] as const) {
+    it(`LDS ${model}, last 2 layers: audit's factored scores (held-out influence, self-influence) equal EK-FAC applied to whole gradients (1e-10)`, async () => {
+      const ref = ldsReference(model, 'last2');
+      const deep = await deepEngine(ref.model, 2);
+      const col = LayerEkfac.collector(deep);
+      const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
+      const curv = LayerEkfac.create(await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)), deep.P, rows.n, 1e-3);
+      const held = await readDeepRows(deep, ref.test, {}, {}, { ggn: false, gradSum: true });
+      const G = await gradients(deep, rows, ref.train);
+      const { P } = deep;
+      const scorer = await curv.auditScorer(deep, held.gradSum!);
+      const self = new Float64Array(rows.n);
+      const toward = new Float64Array(rows.n);
+      await rowPass(
+        deep,
+        rows,
+        ref.train,
+        {},
+        {},
+      )(async (start, fw, g) => {
+        const r = await scorer.run(fw, g);
+        self.set(r.self, start);
+        toward.set(r.toward!, start);
+      });
+      const u = bruteSolve(curv, 1e-3, held.gradSum!);
+      const wantSelf = new Float64Array(rows.n);
+      const wantToward = new Float64Array(rows.n);
+      for (let i = 0; i < rows.n; i++) {
+        const g = G.subarray(i * P, (i + 1) * P);
+        wantSelf[i] = dot(g, bruteSolve(curv, 1e-3, g));
+        wantToward[i] = dot(u, g);
+      }
+      assert.ok(relError(self, wantSelf) <= 1e-10, `self ${relError(self, wantSelf)}`);
+      assert.ok(relError(toward, wantToward) <= 1e-10, `held-out ${relError(toward, wantToward)}`);
+    });
+  }
 });
