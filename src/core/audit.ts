@@ -39,7 +39,8 @@ const AGREEMENT_BUDGET = 2e10;
  * The per-row self-influence's multiply-adds over `layers` for n rows: ∇L_iᵀH⁻¹∇L_i, P² with the
  * exact GGN's inverse; with EK-FAC, each layer's out × D̃ gradient rotated into the eigenbases. The
  * budget was measured against these counts when audit stored gradients; its row scorer now rotates
- * a dense layer's factors instead of its gradient, so for EK-FAC this is an upper bound.
+ * a dense layer's factors instead of its gradient, so for EK-FAC this is an upper bound (20,000 rows
+ * of the bench MLP: 2.6e11 counted, 8.2 s now against 127 s then).
  */
 function agreementWork(layers: Layer[], n: number): number {
   const P = layers.reduce((a, l) => a + l.parameters, 0);
