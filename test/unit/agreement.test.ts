@@ -37,6 +37,11 @@ describe('Spearman and the top-k overlap', () => {
     const rho = spearman([1, 2, 2, 3, 5, 5, 5], [2, 1, 4, 4, 3, 0, 4]);
     assert.ok(Math.abs(rho - 0.03883678186903087) < 1e-15, `${rho}`);
     assert.equal(spearman([3, 1, 2], [30, 10, 20]), 1);
+    // Pairs with a non-finite value are left out: the same ρ as the hand example.
+    assert.equal(
+      spearman([1, NaN, 2, 2, 3, 5, 5, Infinity, 5], [2, 7, 1, 4, 4, 3, 0, 1, 4]),
+      spearman([1, 2, 2, 3, 5, 5, 5], [2, 1, 4, 4, 3, 0, 4]),
+    );
     assert.equal(spearman([3, 1, 2], [-30, -10, -20]), -1);
   });
 

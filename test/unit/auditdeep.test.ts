@@ -16,7 +16,6 @@ import { explain } from '../../src/core/explain';
 import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import { FIRST_ORDER_FLIP_LOSS, reasonsFor } from '../../src/core/scores/audit';
-import { finiteSpearman as spearman } from '../../src/core/scores/auditAgreement';
 import { jaccard } from '../../src/core/scores/stability';
 import { DEEP_DIR, decode, relError } from '../helpers/deep';
 import { LDS_DIR, loadTruth, memorization } from '../helpers/lds';
@@ -302,16 +301,6 @@ describe('the rows cache beyond the head', () => {
     } finally {
       spy.restore();
     }
-  });
-});
-
-describe('spearman', () => {
-  it('ranks with ties, ignoring rows that are not finite on either side', () => {
-    assert.equal(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1);
-    assert.equal(spearman([1, 2, 3, 4], [4, 3, 2, 1]), -1);
-    // Ranks [1, 2.5, 2.5, 4] and [1, 2, 3, 4]: Pearson of the ranks, 3/sqrt(10).
-    assert.ok(Math.abs(spearman([1, 2, 2, 3], [1, 2, 3, 4]) - 3 / Math.sqrt(10)) <= 1e-15);
-    assert.equal(spearman([1, NaN, 2, 3, Infinity], [1, 5, 2, 3, 0]), 1);
   });
 });
 

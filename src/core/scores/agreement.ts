@@ -51,9 +51,15 @@ export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
   return sxy / Math.sqrt(sxx * syy);
 }
 
-/** Spearman rank correlation: Pearson of the ranks (ties at their mean rank). */
+/**
+ * Spearman rank correlation: Pearson of the ranks (ties at their mean rank), over the pairs where
+ * both values are finite (a non-finite score, which a NON_FINITE warning names, has no rank).
+ */
 export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  return pearson(ranks(x), ranks(y));
+  const keep: number[] = [];
+  for (let i = 0; i < x.length; i++) if (Number.isFinite(x[i]) && Number.isFinite(y[i])) keep.push(i);
+  if (keep.length === x.length) return pearson(ranks(x), ranks(y));
+  return pearson(ranks(keep.map((i) => x[i])), ranks(keep.map((i) => y[i])));
 }
 
 /** The top-k rows of one kind by each score, and how many they share. */

@@ -21,16 +21,6 @@ export interface AuditAgreement {
   seconds: number;
 }
 
-/** Spearman's ρ over the pairs where both values are finite (NaN with fewer than 2, or a constant side). */
-export function finiteSpearman(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const keep: number[] = [];
-  for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && Number.isFinite(b[i])) keep.push(i);
-  return spearman(
-    Float64Array.from(keep, (i) => a[i]),
-    Float64Array.from(keep, (i) => b[i]),
-  );
-}
-
 /** The head's audit against another's over the same rows. */
 export function agreement(
   head: AuditScores,
@@ -54,7 +44,7 @@ export function agreement(
   return {
     layers: about.layers,
     curvature: about.curvature,
-    suspicion: { spearman: finiteSpearman(head.suspicion, other.suspicion), k: kk, topOverlap: kk ? both / kk : 1 },
+    suspicion: { spearman: spearman(head.suspicion, other.suspicion), k: kk, topOverlap: kk ? both / kk : 1 },
     memorized,
     seconds: about.seconds,
   };
