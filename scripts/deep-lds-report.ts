@@ -6,51 +6,16 @@
  * correlation of EK-FAC's lossChangeIfRemoved with the exact GGN's (mean and smallest over the 40
  * test rows). Takes a few minutes.
  */
-import { ExactGgn, type DeepCurvature } from '../src/core/curvature/ggn';
+import { ExactGgn } from '../src/core/curvature/ggn';
 import { LayerEkfac } from '../src/core/curvature/layerEkfac';
-import { readDeepRows, rowGradients, signals, type DeepRows } from '../src/core/deepRows';
+import { readDeepRows } from '../src/core/deepRows';
 import { DeepEngine } from '../src/core/model/deep';
 import { Engine } from '../src/core/model/engine';
-import { deepLossChanges, type DeepTestPoint } from '../src/core/scores/deep';
-import { decode, ldsReference } from '../test/helpers/deep';
+import { decode, ldsReference, lossChangesAt, testPoints } from '../test/helpers/deep';
 import { lds, LDS_MODELS, loadTruth, type LdsModel } from '../test/helpers/lds';
 import { pearson } from '../test/helpers/stats';
 
 const LAMBDAS = [1e-4, 1e-3, 1e-2, 1e-1];
-
-async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Promise<DeepTestPoint[]> {
-  const K = deep.K;
-  const eye = new Float64Array(K * K);
-  for (let c = 0; c < K; c++) eye[c * K + c] = 1;
-  const out: DeepTestPoint[] = [];
-  await deep.pass(file, {}, {}, async (b, fw) => {
-    const { g } = signals(deep, fw.z, b.labels, b.count);
-    for (let r = 0; r < b.count; r++) {
-      const t = wanted.indexOf(b.start + r);
-      if (t >= 0)
-        out[t] = {
-          J: await deep.gradients(fw, r, 1, eye, K),
-          g: g.slice(r * K, (r + 1) * K),
-          z: fw.z.slice(r * K, (r + 1) * K),
-          label: b.labels[r],
-        };
-    }
-  });
-  return out;
-}
-
-async function changes(
-  deep: DeepEngine,
-  rows: DeepRows,
-  train: string,
-  points: DeepTestPoint[],
-  curv: DeepCurvature,
-): Promise<Float64Array[]> {
-  const out: Float64Array[] = [];
-  for (const p of points)
-    out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
-  return out;
-}
 
 async function main(): Promise<void> {
   const models = (process.argv.slice(2) as LdsModel[]).filter((m) => LDS_MODELS.includes(m));
@@ -68,18 +33,18 @@ async function main(): Promise<void> {
       const col = LayerEkfac.collector(deep);
       const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: exact, onBatch: col.onBatch });
       const points = await testPoints(deep, ref.test, ref.testRows);
-      const ek = await col.finish(rows, LAMBDAS[0], (fn) => deep.pass(ref.train, {}, {}, fn));
+      const blocks = await col.finish((fn) => deep.pass(ref.train, {}, {}, fn));
+      const ek = LayerEkfac.create(blocks, deep.P, rows.n, LAMBDAS[0]);
+      const byLambda = await lossChangesAt(deep, rows, ref.train, points, ek, LAMBDAS);
       const cells: string[] = [];
       const ours: string[] = [];
       const corr: string[] = [];
-      for (const lambda of LAMBDAS) {
-        const c = await ek.withDamping(lambda);
-        const lc = await changes(deep, rows, ref.train, points, c);
-        await c.release();
+      for (const [j, lambda] of LAMBDAS.entries()) {
+        const lc = byLambda[j];
         cells.push(lds(truth, lc).toFixed(4));
         if (exact) {
           const x = await ExactGgn.create(rows.H0!, deep.P, lambda);
-          ours.push(lds(truth, await changes(deep, rows, ref.train, points, x)).toFixed(4));
+          ours.push(lds(truth, (await lossChangesAt(deep, rows, ref.train, points, x, [lambda]))[0]).toFixed(4));
           await x.release();
         }
         const stored = ref.lossChangeIfRemoved[String(lambda)];

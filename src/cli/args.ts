@@ -50,7 +50,16 @@ const VALUE_FLAGS = new Set([
   'curvature',
   ...IMAGE_FLAGS,
 ]);
-const BOOL_FLAGS = new Set(['json', 'progress', 'help', 'verify', 'no-cache', 'no-stability']);
+const BOOL_FLAGS = new Set([
+  'json',
+  'progress',
+  'help',
+  'verify',
+  'no-cache',
+  'no-stability',
+  'agreement',
+  'no-agreement',
+]);
 
 export function parseArgs(argv: string[]): { command: string | null; args: string[]; flags: Flags } {
   const flags: Flags = new Map();
@@ -137,6 +146,13 @@ export function oneOf<T extends string>(flags: Flags, name: string, allowed: rea
 export function layersFrom(flags: Flags): LayerSpec | undefined {
   const v = str(flags, 'layers');
   return v === undefined ? undefined : parseLayerSpec(v);
+}
+
+/** `--agreement` (always compare with the other layers), `--no-agreement` (never), else the command's default. */
+export function agreementFrom(flags: Flags): boolean | undefined {
+  if (flags.has('agreement') && flags.has('no-agreement'))
+    throw new InfluenceError('BAD_OPTION', '--agreement and --no-agreement contradict each other');
+  return flags.has('no-agreement') ? false : flags.has('agreement') ? true : undefined;
 }
 
 /** The cache the flags ask for: --no-cache, --cache-dir DIR, or the default location. */

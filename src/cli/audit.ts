@@ -9,10 +9,24 @@ import {
   reasonsFor,
   suspicionOrder,
   type AuditRequest,
+  type AuditResult,
   type Progress,
 } from '../core';
-import { headLines, num, printNotes, printWarnings, stabilityLines } from './format';
-import { cacheFrom, damping, headOptions, int, list, oneOf, parseRemoveSpec, required, str, type Flags } from './args';
+import { headLines, layersLine, num, printNotes, printWarnings, stabilityLines } from './format';
+import {
+  agreementFrom,
+  cacheFrom,
+  damping,
+  headOptions,
+  int,
+  layersFrom,
+  list,
+  oneOf,
+  parseRemoveSpec,
+  required,
+  str,
+  type Flags,
+} from './args';
 import { className, describeReason } from '../protocol/words';
 import { jsonText, JsonWriter } from './json';
 import { imageRequest, rowWhere } from './images';
@@ -57,6 +71,9 @@ function auditRequest(
     solver: oneOf(flags, 'solver', ['cholesky', 'cg'] as const),
     selfInfluence: oneOf(flags, 'self-influence', ['exact', 'ekfac'] as const),
     batchSize: int(flags, 'batch-size', 1),
+    layers: layersFrom(flags),
+    curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
+    agreement: agreementFrom(flags),
     cache: cacheFrom(flags),
     signal,
     onProgress,
@@ -85,6 +102,9 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       const w = new JsonWriter(process.stdout);
       await w.raw('{"version":1');
       await w.field('model', modelSummary(engine, modelPath));
+      await w.field('layers', r.layers);
+      await w.field('curvature', r.curvature);
+      await w.field('headOnly', r.headOnly);
       await w.field('notes', r.notes);
       await w.field('warnings', r.warnings);
       await w.field('labelColumn', r.labelColumn);
@@ -94,6 +114,7 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
       await w.field('impliedL2', r.impliedL2);
       await w.field('head', r.head);
       await w.field('stability', r.stability);
+      await w.field('agreement', r.agreement);
       await w.field('tau', tau(flags));
       await w.field('solver', s.solver);
       await w.field('selfInfluenceMethod', s.selfInfluenceMethod);
@@ -145,8 +166,17 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     }
     const out: string[] = [];
     out.push(`Influence Lens: audit of ${n} training rows of ${required(flags, 'train')}`);
+    if (r.headOnly.length)
+      out.push(
+        layersLine(
+          r.layers,
+          r.curvature,
+          'leave-one-out losses and margins are head-only: suspicion and memorized use loss + selfInfluence/n',
+        ),
+      );
     out.push(`  damping λ = ${r.damping} (${r.dampingRule}); self-influence ${s.selfInfluenceMethod}`);
     out.push(...headLines(r.head), ...stabilityLines(r.stability, 'most suspicious (and memorized) rows'));
+    out.push(...agreementLines(r.agreement));
     if (r.heldOut)
       out.push(
         `  held-out (${r.heldOut.source}): ${r.heldOut.path}, ${r.heldOut.rows.n} rows, mean loss ${r.heldOutLoss!.toFixed(4)}, accuracy ${(100 * r.heldOutAccuracy!).toFixed(1)}%`,
@@ -154,7 +184,9 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
     else out.push('  no --validation or --test file: held-out influence and memorization flags need one');
     const top = suspicionOrder(s.suspicion).slice(0, 20);
     out.push('');
-    out.push('Most suspicious rows (review first; suspicion = leave-one-out loss + harm to held-out data):');
+    out.push(
+      `Most suspicious rows (review first; suspicion = ${s.leaveOneOut === 'newton' ? '' : 'first-order '}leave-one-out loss + harm to held-out data):`,
+    );
     for (const i of top) {
       const reasons = reasonsFor(s, r.rows, i, p95).map((x) => describeReason(x, classes));
       out.push(
@@ -177,6 +209,18 @@ export async function auditCommand(flags: Flags, signal: AbortSignal, onProgress
   }
 }
 
+/** How far the head's audit agrees with the last 2 layers'. */
+function agreementLines(a: AuditResult['agreement']): string[] {
+  if (!a) return [];
+  const { spearman, k, topOverlap } = a.suspicion;
+  const mem = a.memorized
+    ? `; memorized flags Jaccard ${a.memorized.jaccard.toFixed(2)} (${a.memorized.head} at the head, ${a.memorized.layers} over the last 2 layers)`
+    : '';
+  return [
+    `  agreement with the last 2 layers (${a.layers.reduce((s, l) => s + l.parameters, 0)} parameters, ${a.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}): suspicion Spearman ${Number.isFinite(spearman) ? spearman.toFixed(3) : 'n/a'}, top ${k} overlap ${topOverlap.toFixed(2)}${mem}`,
+  ];
+}
+
 export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress?: Progress): Promise<void> {
   const trainPath = required(flags, 'train');
   const validation = required(flags, 'validation');
@@ -193,6 +237,9 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
   const { removed, kept, predicted, verified } = r;
   const result = {
     version: 1,
+    layers: r.audit.layers,
+    curvature: r.audit.curvature,
+    headOnly: r.headOnly,
     notes: r.audit.notes,
     warnings: r.audit.warnings,
     labelColumn: r.audit.labelColumn,
@@ -207,6 +254,15 @@ export async function cleanCommand(flags: Flags, signal: AbortSignal, onProgress
     return;
   }
   const lines = [
+    ...(r.audit.headOnly.length
+      ? [
+          layersLine(
+            r.audit.layers,
+            r.audit.curvature,
+            `rows chosen by the audit over these layers${flags.has('verify') ? '; --verify refits the head alone: head-only, not run here (verified: null)' : ''}`,
+          ).trimStart(),
+        ]
+      : []),
     `Wrote ${out}: ${kept} rows kept, ${removed.length} removed (${removed.slice(0, 20).join(', ')}${removed.length > 20 ? ', …' : ''}); ${trainPath} is unchanged.`,
     `Predicted change of the mean held-out loss (first-order group influence): ${num(predicted.heldOutLossChange)}.`,
   ];

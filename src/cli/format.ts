@@ -1,6 +1,15 @@
 /** Human-readable `explain` report: every number with its meaning. */
-import { topRows, type ExplainResult, type HeadReport, type Stability, type Warning } from '../core';
-import { className as clsName, fmt } from '../protocol/words';
+import {
+  topRows,
+  type Agreement,
+  type DeepCurvatureMethod,
+  type ExplainResult,
+  type HeadReport,
+  type LayerSummary,
+  type Stability,
+  type Warning,
+} from '../core';
+import { className as clsName, describeAgreement, describeLayerSet, fmt } from '../protocol/words';
 import { rowWhere, shown } from './images';
 
 /** A training row's place in words: its line, or its file (and row in a Parquet/Arrow file). */
@@ -31,6 +40,23 @@ export function stabilityLines(s: Stability | null, what: string): string[] {
   const pairs = Object.entries(s.overlaps).map(([name, [lo, hi]]) => `${name} ${lo.toFixed(2)} / ${hi.toFixed(2)}`);
   return [
     `  stability: ${s.stable ? 'stable' : 'SENSITIVE TO DAMPING'}: Jaccard overlap of the ${what} ${s.k} at λ with λ/10 / 10λ: ${pairs.join(', ')}`,
+  ];
+}
+
+/** The layers a result beyond the head is taken over, its curvature, and what is head-only there. */
+export function layersLine(layers: LayerSummary[], curvature: DeepCurvatureMethod | null, headOnly: string): string {
+  return `  layers: ${layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; ${headOnly}`;
+}
+
+/** "Is the head enough here?": the verdict, and what its numbers compare. */
+export function agreementLines(r: ExplainResult): string[] {
+  const a = r.agreement;
+  if (!a) return [];
+  const side = (s: Agreement['head']) => describeLayerSet(s.layers, s.curvature, r.model.layers);
+  const headResult = r.layers.length === 1;
+  return [
+    `  is the head enough here? ${describeAgreement(a, false)}${!a.faithful && headResult ? '; see them with --layers 2' : ''}`,
+    `    ρ: Spearman rank correlation of the test-loss changes by ${side(a.head)} and by ${side(a.deeper)} over all ${r.train.rows} rows at λ = ${a.damping.toPrecision(3)}; overlap: rows both rankings put among their ${a.k} most helpful / most harmful`,
   ];
 }
 
@@ -67,15 +93,12 @@ export function formatExplain(r: ExplainResult, top: number): string {
   out.push(
     `  ${r.labelColumn === null ? 'labels from the class folders' : `label column ${JSON.stringify(r.labelColumn)}`}${named ? `; classes ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}` : ''}`,
   );
-  if (r.headOnly.length) {
-    out.push(
-      `  layers: ${r.layers.map((l) => `${l.index} '${l.name}' (${l.kind}, ${l.parameters})`).join(', ')}; ${r.layers.reduce((a, l) => a + l.parameters, 0)} parameters; curvature ${r.curvature === 'exact' ? 'exact Gauss–Newton' : 'EK-FAC per layer'}; Newton estimates and --verify-top are head-only (n/a)`,
-    );
-  }
+  if (r.headOnly.length)
+    out.push(layersLine(r.layers, r.curvature, 'Newton estimates and --verify-top are head-only (n/a)'));
   out.push(
     `  damping λ = ${r.damping} (${r.dampingRule}); solver ${r.solver}${r.cgIterations !== null ? ` (${r.cgIterations} CG iterations)` : ''}; self-influence ${r.selfInfluenceMethod}`,
   );
-  out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'));
+  out.push(...headLines(r.head), ...stabilityLines(r.stability, 'top'), ...agreementLines(r));
   out.push('');
   const { helpful, harmful } = topRows(s.lossChangeIfRemoved, top);
   const images = !!r.rows.locator && !r.rows.locator.manifest;

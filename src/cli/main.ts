@@ -15,6 +15,7 @@ import {
   type ExplainResult,
 } from '../core';
 import {
+  agreementFrom,
   cacheFrom,
   damping,
   headOptions,
@@ -55,10 +56,13 @@ Options:
   --self-influence exact|ekfac   force the self-influence method (default: by size)
   --batch-size N        rows per ONNX Runtime batch (default: 4096)
   --verify-top K        explain: refit without each of the top K rows and show the actual change
-  --layers head|K|all|a,b   explain: the layers influence is taken over: the head (default), the last K
-                        parameterized layers, all of them, or layers by node name
-  --curvature exact|ekfac   explain beyond the head: the exact damped Gauss–Newton matrix (at most
-                        5,000 parameters) or EK-FAC per layer (default)
+  --layers head|K|all|a,b   explain, audit, clean: the layers influence is taken over: the head
+                        (default), the last K parameterized layers, all of them, or layers by node name
+  --curvature exact|ekfac   beyond the head: the exact damped Gauss–Newton matrix (default up to 5,000
+                        parameters) or EK-FAC per layer
+  --agreement, --no-agreement   explain and audit: compare the head's answer with the last 2 layers'
+                        (or, with deeper --layers, explain's with the head's) always, or never
+                        (default: explain always; audit when it is cheap, about 10 s)
   --tau X               audit: a memorized row's held-out influence is ≥ −X (default: 0)
   --remove SPEC         clean: memorized | top:K (most suspicious) | rows:1,5,9 (0-based)
   --out FILE            clean: the new data file (never an input)
@@ -89,6 +93,7 @@ async function writeExplainJson(w: JsonWriter, r: ExplainResult, top: number | u
   await w.field('impliedL2', r.impliedL2);
   await w.field('head', r.head);
   await w.field('stability', r.stability);
+  await w.field('agreement', r.agreement);
   await w.field('solver', r.solver);
   await w.field('selfInfluenceMethod', r.selfInfluenceMethod);
   await w.field('cgIterations', r.cgIterations);
@@ -148,10 +153,12 @@ const TABLE_FLAGS = [
   ...IMAGE_FLAGS,
 ];
 const COMMON_FLAGS = ['json', 'progress', 'help'];
+/** explain's and audit's flags beyond the head. */
+const DEEP_FLAGS = ['layers', 'curvature', 'agreement', 'no-agreement'];
 const COMMAND_FLAGS: Record<string, string[]> = {
-  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', 'layers', 'curvature'],
-  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau'],
-  clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify'],
+  explain: [...TABLE_FLAGS, 'test', 'test-row', 'top', 'verify-top', ...DEEP_FLAGS],
+  audit: [...TABLE_FLAGS, 'validation', 'test', 'tau', ...DEEP_FLAGS],
+  clean: [...TABLE_FLAGS, 'validation', 'tau', 'remove', 'out', 'verify', 'layers', 'curvature'],
   cache: ['cache-dir'],
 };
 
@@ -212,6 +219,7 @@ export async function main(argv: string[], signal: AbortSignal): Promise<number>
       verifyTop: int(flags, 'verify-top', 1),
       layers: layersFrom(flags),
       curvature: oneOf(flags, 'curvature', ['exact', 'ekfac'] as const),
+      agreement: agreementFrom(flags),
       cache: cacheFrom(flags),
       signal,
       onProgress,

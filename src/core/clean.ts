@@ -1,4 +1,8 @@
-/** `clean`: choose training rows to drop, write the data without them, and check the effect (orchestration only). */
+/**
+ * `clean`: choose training rows to drop, write the data without them, and check the effect
+ * (orchestration only). The rows are chosen by the audit, over the head or (`--layers`) beyond it;
+ * `--verify` refits the head alone, so beyond the head it is head-only (null, with a note).
+ */
 import { promises as fsp } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { InfluenceError } from './errors';
@@ -33,6 +37,8 @@ export interface CleanResult {
     heldOutAccuracyAfter: number;
     gradNorm: number;
   } | null;
+  /** ['verified'] beyond the head (the refit is the head's), else []. */
+  headOnly: string[];
   audit: AuditResult;
 }
 
@@ -41,7 +47,8 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
   const own = !engine;
   const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
   try {
-    const a = await audit(req, eng);
+    // clean reports no agreement: it acts on the audit of the layers it was given.
+    const a = await audit({ ...req, agreement: false }, eng);
     const { n } = a.rows;
     const removed = selectRows(req.remove, n, a.scores.suspicion, a.scores.memorized, req.train);
     const heldOut = a.heldOut?.rows ?? null;
@@ -52,7 +59,11 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
           : 0,
     };
     let verified: CleanResult['verified'] = null;
-    if (req.verify) {
+    if (req.verify && a.headOnly.length) {
+      a.notes.push(
+        "--verify refits the final layer alone, a check of the head's estimates: head-only, so null here (verified in headOnly)",
+      );
+    } else if (req.verify) {
       if (!heldOut) throw new InfluenceError('BAD_OPTION', '--verify needs a held-out set (--validation)');
       const { W, b, C, D, scale } = eng.info.head;
       const opts = { signal: req.signal, onProgress: req.onProgress };
@@ -91,7 +102,15 @@ export async function clean(req: CleanRequest, engine?: Engine): Promise<CleanRe
           req.signal,
         )
       : await writeManifestWithout(loc.files, loc.file, a.rows.labels, removed, req.out, req.signal);
-    return { removed, kept, out: req.out, predicted, verified, audit: a };
+    return {
+      removed,
+      kept,
+      out: req.out,
+      predicted,
+      verified,
+      headOnly: a.headOnly.length ? ['verified'] : [],
+      audit: a,
+    };
   } finally {
     if (own) await eng.release();
   }

@@ -5,7 +5,7 @@ import { Curvature } from './curvature/curvature';
 import { mergeNotes, tableRead } from './data/choose';
 import { prepareHead } from './headfit';
 import { Engine } from './model/engine';
-import { modelSummary } from './model/summary';
+import { modelLayers, modelSummary } from './model/summary';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
 import { readTrainingRows, type TrainingRows } from './rows';
 import { forwardSourceRow } from './sources';
@@ -14,13 +14,72 @@ import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
 import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
-import { ExactGgn } from './curvature/ggn';
+import { headCurvature } from './headCurvature';
 import { explainDeep } from './explainDeep';
 import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 import { isHeadOnly, layerSummaries } from './model/layers';
-import { headLayers } from './model/deep';
+import { compareRankings } from './scores/agreement';
 
 export async function explain(req: ExplainRequest, engine?: Engine): Promise<ExplainResult> {
+  if (!Number.isInteger(req.testRow) || req.testRow < 0) {
+    throw new InfluenceError('BAD_OPTION', `--test-row must be a 0-based row number; got ${req.testRow}`);
+  }
+  const own = !engine;
+  const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
+  try {
+    const result = isHeadOnly(req.layers) ? await explainHead(req, eng) : await explainDeep(req, eng);
+    if (req.agreement !== false) await addAgreement(req, eng, result);
+    return result;
+  } finally {
+    if (own) await eng.release();
+  }
+}
+
+/**
+ * "Is the head enough here?": when the model has more than one layer, the same explanation on the
+ * other side (the last 2 layers for a head result, the head for a deeper one) at the same λ, its
+ * lossChangeIfRemoved compared with the result's. A comparison that cannot run (a source or an op
+ * the deeper path does not take) is a note, never a failed explain.
+ */
+async function addAgreement(req: ExplainRequest, eng: Engine, result: ExplainResult): Promise<void> {
+  if (result.model.layers < 2) return;
+  const t0 = performance.now();
+  const headFirst = isHeadOnly(req.layers);
+  if (headFirst && result.head.mode === 'refit') {
+    result.notes.push('no head-vs-last-2 comparison with --head refit: the deeper layers are scored as shipped');
+    return;
+  }
+  const other: ExplainRequest = {
+    ...req,
+    layers: headFirst ? 2 : 'head',
+    curvature: undefined,
+    damping: result.damping,
+    head: undefined,
+    stability: false,
+    verifyTop: undefined,
+    onProgress: req.onProgress && ((stage, done, total) => req.onProgress!(`agreement ${stage}`, done, total)),
+  };
+  let o: ExplainResult;
+  try {
+    o = headFirst ? await explainDeep(other, eng) : await explainHead(other, eng);
+  } catch (e) {
+    if (!(e instanceof InfluenceError)) throw e;
+    result.notes.push(`no head-vs-last-2 comparison: ${e.message}`);
+    return;
+  }
+  const [head, deeper] = headFirst ? [result, o] : [o, result];
+  result.agreement = {
+    ...compareRankings(head.scores.lossChangeIfRemoved, deeper.scores.lossChangeIfRemoved),
+    damping: result.damping,
+    head: { layers: head.layers, curvature: head.curvature, solver: head.solver },
+    deeper: { layers: deeper.layers, curvature: deeper.curvature, solver: deeper.solver },
+  };
+  result.seconds.agreement = (performance.now() - t0) / 1000;
+  result.seconds.total += result.seconds.agreement;
+}
+
+/** explain over the head's parameters. */
+async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
   const seconds: Record<string, number> = {};
   let t = t0;
@@ -29,200 +88,183 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
     seconds[name] = (now - t) / 1000;
     t = now;
   };
-  if (!Number.isInteger(req.testRow) || req.testRow < 0) {
-    throw new InfluenceError('BAD_OPTION', `--test-row must be a 0-based row number; got ${req.testRow}`);
+  const methods = headCurvature(req, eng);
+  lap('load');
+  const images = req.images ?? {};
+  const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+  const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+  // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
+  // decide, and the test data follow them.
+  const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+  const testTable = await eng.chooseSource(req.test, table, {
+    like: trainTable,
+    requireLabel: table.labelColumn !== undefined,
+    signal: req.signal,
+  });
+  lap('chooseTables');
+  // The test row first: a bad test file fails fast, before the long pass over the training data.
+  const test =
+    testTable.kind === 'table'
+      ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
+      : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
+  lap('forwardTest');
+  const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
+  lap('forwardTrain');
+  if (rows.explicitHessian) {
+    seconds.forwardTrain -= rows.hessianSeconds;
+    seconds.hessianWait = rows.hessianSeconds;
   }
-  const own = !engine;
-  const eng = engine ?? (await Engine.open(req.model, { output: req.output }));
+  if (rows.n === 0) {
+    throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+  }
+  throwIfAborted(req.signal);
+  const prep = await prepareHead(eng, rows, {
+    damping: req.damping,
+    head: req.head,
+    signal: req.signal,
+    onProgress: req.onProgress,
+  });
+  const { damping, effective, rule } = prep.damping;
+  // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
+  const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+  lap('head');
+  const task = taskFor(rows.C);
+  const point = testPoint(task, test, prep.theta, rows);
+  const opts = {
+    damping: effective,
+    solver: methods.solver,
+    selfInfluence: methods.selfInfluence,
+    store: train.store,
+    explicitHessian: train.explicitHessian,
+    signal: req.signal,
+    onProgress: req.onProgress,
+  };
+  const curv = await Curvature.create(train, effective, opts);
+  let scores: ExplainScores;
+  let stability: Stability | null = null;
+  let verified: Verified | null = null;
   try {
-    if (!isHeadOnly(req.layers)) return await explainDeep(req, eng);
-    if (req.curvature === 'ekfac')
-      throw new InfluenceError(
-        'BAD_OPTION',
-        `--curvature ekfac is for --layers beyond the head; the head's own policy picks exact or EK-FAC-preconditioned solves by size (--solver, --self-influence)`,
+    scores = await explainScores(train, point, opts, curv);
+    Object.assign(seconds, scores.seconds);
+    t = performance.now();
+    if (req.stability !== false) {
+      stability = await explainStability(
+        train,
+        point,
+        opts,
+        curv,
+        scores.lossChangeIfRemoved,
+        req.stabilityTop ?? 10,
+        damping,
       );
-    // --curvature exact with the head: the explicit Hessian and exact self-influence, whatever the size (up to the exact limit).
-    if (req.curvature === 'exact') ExactGgn.check(eng.info.parameters, `the head '${eng.info.head.node}'`);
-    const methods =
-      req.curvature === 'exact' ? { ...req, solver: 'cholesky' as const, selfInfluence: 'exact' as const } : req;
-    lap('load');
-    const images = req.images ?? {};
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
-    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
-    // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
-    // decide, and the test data follow them.
-    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
-    const testTable = await eng.chooseSource(req.test, table, {
-      like: trainTable,
-      requireLabel: table.labelColumn !== undefined,
-      signal: req.signal,
-    });
-    lap('chooseTables');
-    // The test row first: a bad test file fails fast, before the long pass over the training data.
-    const test =
-      testTable.kind === 'table'
-        ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
-        : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
-    lap('forwardTest');
-    const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
-    lap('forwardTrain');
-    if (rows.explicitHessian) {
-      seconds.forwardTrain -= rows.hessianSeconds;
-      seconds.hessianWait = rows.hessianSeconds;
+      lap('stability');
     }
-    if (rows.n === 0) {
-      throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+    if (req.verifyTop) {
+      verified = await verifyRows(
+        train,
+        effective,
+        eng,
+        { h: test.h, label: point.label },
+        topRows(scores.lossChangeIfRemoved, req.verifyTop),
+        scores,
+        curv,
+        req.signal,
+      );
+      lap('verify');
     }
-    throwIfAborted(req.signal);
-    const prep = await prepareHead(eng, rows, {
-      damping: req.damping,
-      head: req.head,
-      signal: req.signal,
-      onProgress: req.onProgress,
-    });
-    const { damping, effective, rule } = prep.damping;
-    // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
-    const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
-    lap('head');
-    const task = taskFor(rows.C);
-    const point = testPoint(task, test, prep.theta, rows);
-    const opts = {
-      damping: effective,
-      solver: methods.solver,
-      selfInfluence: methods.selfInfluence,
-      store: train.store,
-      explicitHessian: train.explicitHessian,
-      signal: req.signal,
-      onProgress: req.onProgress,
-    };
-    const curv = await Curvature.create(train, effective, opts);
-    let scores: ExplainScores;
-    let stability: Stability | null = null;
-    let verified: Verified | null = null;
-    try {
-      scores = await explainScores(train, point, opts, curv);
-      Object.assign(seconds, scores.seconds);
-      t = performance.now();
-      if (req.stability !== false) {
-        stability = await explainStability(
-          train,
-          point,
-          opts,
-          curv,
-          scores.lossChangeIfRemoved,
-          req.stabilityTop ?? 10,
-          damping,
-        );
-        lap('stability');
-      }
-      if (req.verifyTop) {
-        verified = await verifyRows(
-          train,
-          effective,
-          eng,
-          { h: test.h, label: point.label },
-          topRows(scores.lossChangeIfRemoved, req.verifyTop),
-          scores,
-          curv,
-          req.signal,
-        );
-        lap('verify');
-      }
-    } finally {
-      await curv.release();
-    }
-    const predicted = new Int32Array(rows.n);
-    for (let i = 0; i < rows.n; i++)
-      predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
-    const classes = trainTable.options.classes ?? null;
-    const warnings: Warning[] = [];
-    const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
-    if (order) warnings.push(order);
-    const {
-      influence,
-      lossChangeIfRemoved,
-      lossChangeIfRemovedNewton,
-      selfInfluence,
-      relativeInfluence,
-      classificationInfluence,
-    } = scores;
-    const nonFinite = nonFiniteWarning({
-      influence,
-      lossChangeIfRemoved,
-      lossChangeIfRemovedNewton,
-      selfInfluence,
-      relativeInfluence,
-      classificationInfluence,
-    });
-    if (nonFinite) warnings.push(nonFinite);
-    await rows.written();
-    seconds.total = (performance.now() - t0) / 1000;
-    return {
-      version: 1,
-      model: modelSummary(eng, req.model),
-      layers: layerSummaries(headLayers(eng)),
-      curvature: req.curvature ?? null,
-      headOnly: [],
-      classes,
-      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
-      damping,
-      dampingRule: rule,
-      impliedL2: prep.damping.implied,
-      head: prep.head,
-      stability,
-      solver: scores.solver,
-      selfInfluenceMethod: scores.selfInfluenceMethod,
-      cgIterations: scores.cgIterations,
-      train: {
-        path: req.train,
-        rows: rows.n,
-        cache: rows.cache,
-        ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}),
-      },
-      notes: mergeNotes(
-        eng.notes,
-        trainTable.notes,
-        testTable.notes,
-        'notes' in test ? test.notes : [],
-        rows.source?.notes ?? [],
-      ),
-      warnings,
-      tables: { train: tableRead(trainTable), test: tableRead(testTable) },
-      ...(rows.source?.preprocess
-        ? { preprocess: rows.source.preprocess }
-        : 'preprocess' in test && test.preprocess
-          ? { preprocess: test.preprocess }
-          : {}),
-      test: {
-        path: req.test,
-        row: req.testRow,
-        line: test.line,
-        label: point.label,
-        labelled: test.labelled,
-        predicted: scores.predicted,
-        probabilities: task.probabilities(point.z),
-        loss: point.loss,
-        margin: scores.margin,
-        runnerUp: scores.runnerUp,
-        features: Array.from(test.features),
-        featureNames: test.table.featureNames,
-        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
-      },
-      rows: {
-        line: rows.lines,
-        label: rows.labels,
-        predicted,
-        loss: train.loss,
-        offsets: rows.offsets,
-        ...(rows.locator ? { locator: rows.locator } : {}),
-      },
-      scores,
-      verified,
-      seconds,
-    };
   } finally {
-    if (own) await eng.release();
+    await curv.release();
   }
+  const predicted = new Int32Array(rows.n);
+  for (let i = 0; i < rows.n; i++)
+    predicted[i] = task.prediction(train.z.subarray(i * rows.C, (i + 1) * rows.C)).predicted;
+  const classes = trainTable.options.classes ?? null;
+  const warnings: Warning[] = [];
+  const order = classOrderWarning(rows, task, classes, trainTable.classesFrom);
+  if (order) warnings.push(order);
+  const {
+    influence,
+    lossChangeIfRemoved,
+    lossChangeIfRemovedNewton,
+    selfInfluence,
+    relativeInfluence,
+    classificationInfluence,
+  } = scores;
+  const nonFinite = nonFiniteWarning({
+    influence,
+    lossChangeIfRemoved,
+    lossChangeIfRemovedNewton,
+    selfInfluence,
+    relativeInfluence,
+    classificationInfluence,
+  });
+  if (nonFinite) warnings.push(nonFinite);
+  await rows.written();
+  seconds.total = (performance.now() - t0) / 1000;
+  return {
+    version: 1,
+    model: modelSummary(eng, req.model),
+    layers: layerSummaries(modelLayers(eng).slice(0, 1)),
+    curvature: req.curvature ?? null,
+    headOnly: [],
+    classes,
+    labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
+    damping,
+    dampingRule: rule,
+    impliedL2: prep.damping.implied,
+    head: prep.head,
+    stability,
+    solver: scores.solver,
+    selfInfluenceMethod: scores.selfInfluenceMethod,
+    cgIterations: scores.cgIterations,
+    train: {
+      path: req.train,
+      rows: rows.n,
+      cache: rows.cache,
+      ...(rows.source ? { kind: rows.source.kind, read: rows.source.read } : {}),
+    },
+    notes: mergeNotes(
+      eng.notes,
+      trainTable.notes,
+      testTable.notes,
+      'notes' in test ? test.notes : [],
+      rows.source?.notes ?? [],
+    ),
+    warnings,
+    tables: { train: tableRead(trainTable), test: tableRead(testTable) },
+    ...(rows.source?.preprocess
+      ? { preprocess: rows.source.preprocess }
+      : 'preprocess' in test && test.preprocess
+        ? { preprocess: test.preprocess }
+        : {}),
+    test: {
+      path: req.test,
+      row: req.testRow,
+      line: test.line,
+      label: point.label,
+      labelled: test.labelled,
+      predicted: scores.predicted,
+      probabilities: task.probabilities(point.z),
+      loss: point.loss,
+      margin: scores.margin,
+      runnerUp: scores.runnerUp,
+      features: Array.from(test.features),
+      featureNames: test.table.featureNames,
+      ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
+    },
+    rows: {
+      line: rows.lines,
+      label: rows.labels,
+      predicted,
+      loss: train.loss,
+      offsets: rows.offsets,
+      ...(rows.locator ? { locator: rows.locator } : {}),
+    },
+    scores,
+    verified,
+    agreement: null,
+    seconds,
+  };
 }
 
 /**

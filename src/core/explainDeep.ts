@@ -9,47 +9,21 @@
  */
 import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
-import { EXACT_GGN_MAX_P, ExactGgn, type DeepCurvature, type DeepCurvatureMethod } from './curvature/ggn';
-import { LayerEkfac } from './curvature/layerEkfac';
-import { mergeNotes, tableRead, type ChooseOptions, type TableRequest } from './data/choose';
-import type { SourceChoice } from './data/chooseSource';
-import type { SourceKind } from './data/source';
-import { readDeepRows, rowGradients, signals } from './deepRows';
+import { mergeNotes, tableRead } from './data/choose';
+import { deepHead, openDeep, trainDeep } from './deepRun';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
-import { DeepEngine } from './model/deep';
+import { forwardSourceRow } from './sources';
 import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
-import { deepExplainScores, deepLossChanges, type DeepTestPoint, type GradientChunks } from './scores/deep';
+import { deepExplainScores, deepTestPoint } from './scores/deep';
 import { topRows } from './scores/ranking';
-import { summarise, type Stability } from './scores/stability';
-import { STATIONARITY_WARN } from './task/fit';
+import { STABILITY_FACTOR, summarise, type Stability } from './scores/stability';
 import { taskFor } from './task/loss';
 
 /** The scores that need the head's closed form, reported as null beyond the head. */
 export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
-
-const SOURCE_WORDS: Record<SourceKind, string> = {
-  table: 'a table',
-  imagefolder: 'an image folder',
-  image: 'an image',
-  manifest: 'an image manifest',
-  columns: 'a Parquet/Arrow file',
-};
-
-/** A text table's choice; the other sources are read for the head only so far. */
-async function tableOnly(eng: Engine, path: string, table: TableRequest, choose: ChooseOptions): Promise<SourceChoice> {
-  const c = await eng.chooseSource(path, table, choose);
-  if (c.kind !== 'table') {
-    throw new InfluenceError(
-      'BAD_OPTION',
-      `--layers beyond the head reads CSV/TSV/JSONL tables for now; ${path} is ${SOURCE_WORDS[c.kind]}: use --layers head, or export the features to a table`,
-      { file: path },
-    );
-  }
-  return c;
-}
 
 export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
@@ -60,44 +34,32 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
     seconds[name] = (now - t) / 1000;
     t = now;
   };
-  if (req.head === 'refit')
-    throw new InfluenceError(
-      'BAD_OPTION',
-      '--head refit refits the head alone; it cannot be combined with --layers beyond the head',
-    );
-  const deep = await DeepEngine.open(eng, req.layers!);
+  const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature, head: req.head });
   try {
-    // Exact where it fits: per-layer EK-FAC agrees with the exact Gauss–Newton influence only
-    // loosely on trained models (Pearson 0.4–0.8 on the LDS fixtures; README), so it is the fallback.
-    const method: DeepCurvatureMethod = req.curvature ?? (deep.P <= EXACT_GGN_MAX_P ? 'exact' : 'ekfac');
-    const what = `the chosen layers (${describeLayers(deep.chosen)})`;
-    if (method === 'exact') ExactGgn.check(deep.P, what);
     lap('load');
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize };
-    const table = req.table ?? {};
-    const trainTable = await tableOnly(eng, req.train, table, { signal: req.signal });
-    const testTable = await tableOnly(eng, req.test, table, {
+    const images = req.images ?? {};
+    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
+    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
+    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
+    const testTable = await eng.chooseSource(req.test, table, {
       like: trainTable,
       requireLabel: table.labelColumn !== undefined,
       signal: req.signal,
     });
     lap('chooseTables');
-    const test = await eng.forwardRow(req.test, req.testRow, testTable.options, run);
+    const test =
+      testTable.kind === 'table'
+        ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
+        : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
     const task = taskFor(deep.K);
     const K = deep.K;
+    // The test row, explained for its label, or for the predicted class when it has none.
     const fwt = await deep.forward(test.features, 1);
-    const label = test.labelled ? test.label : task.prediction(fwt.z).predicted;
-    const tsig = signals(deep, fwt.z, Int32Array.of(label), 1);
-    // J_t: one backward pass per logit.
-    const eye = new Float64Array(K * K);
-    for (let c = 0; c < K; c++) eye[c * K + c] = 1;
-    const point: DeepTestPoint = { J: await deep.gradients(fwt, 0, 1, eye, K), g: tsig.g, z: fwt.z, label };
+    const point = await deepTestPoint(deep, fwt, 0, test.labelled ? test.label : task.prediction(fwt.z).predicted);
+    const label = point.label;
     lap('forwardTest');
-    const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
-    const rows = await readDeepRows(deep, req.train, trainTable.options, run, {
-      ggn: method === 'exact',
-      onBatch: ekfac?.onBatch,
-    });
+    const training = await trainDeep(deep, method, req.train, trainTable.options, run);
+    const rows = training.rows;
     if (rows.n === 0)
       throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
     lap('forwardTrain');
@@ -109,37 +71,35 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       signal: req.signal,
       onProgress: req.onProgress,
     });
-    const { damping, rule } = prep.damping;
+    const { damping } = prep.damping;
     lap('head');
-    const chunks: GradientChunks = (onChunk) => rowGradients(deep, rows, req.train, trainTable.options, run, onChunk);
-    let curv: DeepCurvature;
-    if (method === 'exact') curv = await ExactGgn.create(rows.H0!, deep.P, damping, req.signal);
-    else
-      curv = await ekfac!.finish(rows, damping, (fn) => deep.pass(req.train, trainTable.options, run, fn), req.signal);
+    const curv = await training.curvature(damping, req.signal);
     lap('curvature');
     let stability: Stability | null = null;
     let scores;
     try {
-      scores = await deepExplainScores(rows.n, task, point, curv, chunks, req.signal);
+      // The stability check's λ/10 and 10λ ride on the same pass over the rows.
+      const check = req.stability !== false;
+      const r = await deepExplainScores(
+        deep,
+        rows.n,
+        task,
+        point,
+        curv,
+        training.pass,
+        check ? [damping / STABILITY_FACTOR, damping * STABILITY_FACTOR] : [],
+        req.signal,
+      );
+      scores = r.scores;
       lap('scores');
-      if (req.stability !== false) {
+      if (check) {
         const k = req.stabilityTop ?? 10;
-        const at = async (f: number) => {
-          const c = await curv.withDamping(damping * f, req.signal);
-          try {
-            return topRows(await deepLossChanges(rows.n, K, point, c, chunks), k);
-          } finally {
-            await c.release();
-          }
-        };
-        const low = await at(0.1);
-        const high = await at(10);
+        const [low, high] = r.also.map((v) => topRows(v, k));
         const mid = topRows(scores.lossChangeIfRemoved, k);
         stability = summarise(k, damping, {
           helpful: [low.helpful, mid.helpful, high.helpful],
           harmful: [low.harmful, mid.harmful, high.harmful],
         });
-        lap('stability');
       }
     } finally {
       await curv.release();
@@ -163,6 +123,7 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       `influence over the last layers: ${describeLayers(deep.chosen)}; ${deep.P} parameters; curvature: ${method === 'exact' ? 'the exact damped Gauss–Newton matrix' : 'EK-FAC per layer (block-diagonal across layers)'}`,
       `head-only, so null here (listed in headOnly), as they rest on the head's closed-form refit: the leverage-corrected Newton estimate (lossChangeIfRemovedNewton)${req.verifyTop ? ' and the refits of --verify-top' : ''}`,
     ];
+    await training.written();
     seconds.total = (performance.now() - t0) / 1000;
     return {
       version: 1,
@@ -171,23 +132,14 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       curvature: method,
       headOnly: [...HEAD_ONLY],
       classes,
-      labelColumn: rows.table.labelColumn,
-      damping,
-      dampingRule: rule === '--damping' ? rule : `${rule}; read on the head, applied to every chosen layer`,
-      impliedL2: prep.damping.implied,
-      // The head's stationarity, without the hint to --head refit (which refits the head alone).
-      head: {
-        ...prep.head,
-        message: prep.head.warning
-          ? `this head is not at the optimum that influence assumes (relative gradient norm ${prep.head.relGradNorm.toPrecision(2)} > ${STATIONARITY_WARN}); the estimates describe a refit model`
-          : null,
-      },
+      labelColumn: trainTable.kind === 'imagefolder' ? null : rows.table.labelColumn,
+      ...deepHead(prep),
       stability,
       solver: method === 'exact' ? 'cholesky' : 'ekfac',
       selfInfluenceMethod: scores.selfInfluenceMethod,
       cgIterations: null,
-      train: { path: req.train, rows: rows.n, cache: 'off' },
-      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, notes),
+      train: { path: req.train, rows: rows.n, cache: training.cache },
+      notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], notes),
       warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
       test: {
@@ -203,10 +155,19 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
         runnerUp: scores.runnerUp,
         features: Array.from(test.features),
         featureNames: test.table.featureNames,
+        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
       },
-      rows: { line: rows.lines, label: rows.labels, predicted, loss: rows.loss, offsets: rows.offsets },
+      rows: {
+        line: rows.lines,
+        label: rows.labels,
+        predicted,
+        loss: rows.loss,
+        offsets: rows.offsets,
+        ...(rows.locator ? { locator: rows.locator } : {}),
+      },
       scores,
       verified: null,
+      agreement: null,
       seconds,
     };
   } finally {

@@ -11,6 +11,7 @@ import type { LayerSpec, LayerSummary } from './model/layers';
 import type { ModelSummary } from './model/summary';
 import type { CacheUse } from './rows';
 import type { ExplainScores } from './scores/explain';
+import type { Agreement } from './scores/agreement';
 import type { Stability } from './scores/stability';
 import type { ExplainTest } from './shapes';
 import type { ImageRequest, PreprocessSummary } from './sources';
@@ -38,6 +39,11 @@ export interface ExplainRequest {
   verifyTop?: number;
   /** The layers whose parameters influence is taken over (default: the head). */
   layers?: LayerSpec;
+  /**
+   * Also explain on the other side (the last 2 layers for the head, the head for deeper layers) and
+   * compare the rankings (default true; needs a model with more than one layer).
+   */
+  agreement?: boolean;
   /** Beyond the head: the exact damped GGN, or (default) EK-FAC per layer; with the head, 'exact' forces the exact path. */
   curvature?: DeepCurvatureMethod;
   cache?: RowsCache | null;
@@ -89,6 +95,8 @@ export interface ExplainResult {
   };
   scores: ExplainScores;
   verified: Verified | null;
+  /** The head's ranking against the deeper layers' (null: one layer, turned off, or a note says why). */
+  agreement: Agreement | null;
   seconds: Record<string, number>;
 }
 

@@ -24,6 +24,8 @@ export type { CacheUse } from './rows';
 export type { DampingOption, SelfInfluenceMethod, SolverKind } from './curvature/policy';
 export type { HeadMode, HeadReport } from './headfit';
 export type { Stability } from './scores/stability';
+export type { Agreement, AgreementSide, TopOverlap } from './scores/agreement';
+export type { AuditAgreement } from './scores/auditAgreement';
 export { readHeader, TableReader, type TableOptions } from './data/table';
 export { guessLabelColumn, type ClassesFrom, type TableChoice, type TableRead, type TableRequest } from './data/choose';
 export type { ClassOrderWarning, LowAccuracyWarning, NonFiniteWarning, Warning } from './checks';

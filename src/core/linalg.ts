@@ -232,6 +232,18 @@ export function combineInto(Y: Float64Array[], Xb: Float64Array[], a: Float64Arr
   }
 }
 
+/** a (m×p) times b (p×q), row-major. */
+export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, p: number, q: number): Float64Array {
+  const out = new Float64Array(m * q);
+  for (let i = 0; i < m; i++)
+    for (let k = 0; k < p; k++) {
+      const v = a[i * p + k];
+      if (v === 0) continue;
+      for (let j = 0; j < q; j++) out[i * q + j] += v * b[k * q + j];
+    }
+  return out;
+}
+
 /** A's transpose (rows×cols → cols×rows). */
 export function transpose(A: ArrayLike<number>, rows: number, cols: number): Float64Array {
   const T = new Float64Array(rows * cols);

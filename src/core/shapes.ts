@@ -30,4 +30,6 @@ export type Reason =
   | { code: 'SELF_FLIP'; margin: number; marginWithout: number; predictedWithout: number }
   | { code: 'HARMS_HELD_OUT'; heldOutLossChangeIfRemoved: number }
   | { code: 'HIGH_SELF_INFLUENCE'; selfInfluence: number; percentile: number }
-  | { code: 'LOO_LOSS'; loss: number; lossWithout: number };
+  | { code: 'LOO_LOSS'; loss: number; lossWithout: number }
+  /** Beyond the head: the first-order leave-one-out loss (loss + selfInfluence/n) passes ln 2. */
+  | { code: 'SELF_FLIP_FIRST_ORDER'; loss: number; lossWithout: number };

@@ -17,6 +17,7 @@ export const COMMAND = {
   explainRow: 'influenceLens.explainRow',
   explainRowNumber: 'influenceLens.explainRowNumber',
   explainImage: 'influenceLens.explainImage',
+  explainWithLayers: 'influenceLens.explainWithLayers',
   runAudit: 'influenceLens.runAudit',
   auditFile: 'influenceLens.auditFile',
   exportCleaned: 'influenceLens.exportCleaned',

@@ -1,7 +1,7 @@
 /** Every command, each built by a factory over the shared services (rust-analyzer's pattern). */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ExportResult } from '../protocol/webview';
+import { isLayerChoice, type ExportResult, type LayerChoice } from '../protocol/webview';
 import { COMMAND, type CommandId } from './commandIds';
 import type { Controller } from './controller';
 import { isDataFile, type EditorIntegration, type RowSets } from './editor';
@@ -153,21 +153,48 @@ const explainRow: Factory = (s) => async (uri?: vscode.Uri, line?: number) => {
   await runExplain(s, target.fsPath, rowAt.row);
 };
 
-async function runExplain(s: Services, testPath: string, testRow: number): Promise<void> {
+async function runExplain(s: Services, testPath: string, testRow: number, layers?: LayerChoice): Promise<void> {
   const c = s.controller;
   const model = c.path('model')!;
   const train = c.path('train')!;
   // A single image is explained on its own: it does not become the project's test data.
   if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train) && !isImageFile(testPath))
     await c.project.update({ test: testPath });
+  const params = { ...c.common(model, train), test: testPath, testRow, ...(layers ? { layers } : {}) };
   const r = await c.run(`explaining row ${testRow} of ${path.basename(testPath)}`, (signal, onProgress) =>
-    c.engine.request('explain', { ...c.common(model, train), test: testPath, testRow }, { signal, onProgress }),
+    c.engine.request('explain', params, { signal, onProgress }),
   );
   if (!r) return;
   c.logRun(`explain row ${testRow} of ${testPath}`, r.log);
   c.setExplain({ view: r.view, marks: r.marks, trainPath: train, testPath, testRow });
   s.panel.show(true);
 }
+
+const LAYER_PICKS: { label: string; choice: LayerChoice; description: string }[] = [
+  { label: 'Head', choice: 'head', description: 'the final linear layer (exact, leverage-corrected estimates)' },
+  { label: 'Last 2', choice: 'last2', description: 'the head and the layer before it' },
+  { label: 'All', choice: 'all', description: 'every parameterized layer' },
+];
+
+/** Explains the current test row again over other layers (the panel's layer selector). */
+const explainWithLayers: Factory = (s) => async (layers?: LayerChoice) => {
+  const ex = s.controller.results.explain;
+  if (!ex) {
+    void vscode.window.showWarningMessage('Influence Lens: explain a row first; then choose the layers.');
+    return;
+  }
+  let choice = isLayerChoice(layers) ? layers : undefined;
+  if (!choice) {
+    const pick = await vscode.window.showQuickPick(
+      LAYER_PICKS.map((p) => ({ ...p, picked: p.choice === ex.view.layers.choice })),
+      { title: 'Influence Lens: the layers influence is taken over' },
+    );
+    if (!pick) return;
+    choice = pick.choice;
+  }
+  if (!(await ensure(s, ['model', 'train']))) return;
+  await runExplain(s, ex.testPath, ex.testRow, choice);
+};
 
 /** Explains an image file that sits in no data file (unlabelled: its predicted class). */
 const explainImage: Factory = (s) => async (uri?: vscode.Uri) => {
@@ -383,7 +410,7 @@ const rowSet =
 
 const refresh: Factory = (s) => async () => {
   const ex = s.controller.results.explain;
-  if (ex) await runExplain(s, ex.testPath, ex.testRow);
+  if (ex) await runExplain(s, ex.testPath, ex.testRow, ex.view.layers.choice);
   if (s.controller.results.audit) await runAudit(s)();
 };
 
@@ -441,6 +468,7 @@ export const COMMANDS: Record<CommandId, Factory> = {
   [COMMAND.explainRow]: explainRow,
   [COMMAND.explainRowNumber]: explainRowNumber,
   [COMMAND.explainImage]: explainImage,
+  [COMMAND.explainWithLayers]: explainWithLayers,
   [COMMAND.runAudit]: runAudit,
   [COMMAND.auditFile]: auditFile,
   [COMMAND.exportCleaned]: exportCleaned,

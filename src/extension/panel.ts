@@ -97,6 +97,9 @@ export class PanelController implements vscode.Disposable {
       case 'setRanking':
         await this.ctx.workspaceState.update(RANKING_KEY, m.ranking);
         return;
+      case 'setLayers':
+        await vscode.commands.executeCommand(COMMAND.explainWithLayers, m.layers);
+        return;
       case 'reveal':
         // A line, an image (and its manifest line), or a Parquet/Arrow row's view in this panel.
         await vscode.commands.executeCommand(COMMAND.revealRow, m.file, m.row, m.line);

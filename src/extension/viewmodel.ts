@@ -3,8 +3,18 @@
  * engine's child process, so only the few listed rows cross the process boundary.
  */
 import { quantile, reasonsFor, suspicionOrder, topRows, type AuditResult, type ExplainResult } from '../core';
-import type { AuditView, ExplainView, FlaggedRow, ImageShape, RowFile, RowView, TrustView } from '../protocol/webview';
-import { describeLossChange, describeReason } from '../protocol/words';
+import type {
+  AgreementView,
+  AuditView,
+  ExplainView,
+  FlaggedRow,
+  ImageShape,
+  LayerChoice,
+  RowFile,
+  RowView,
+  TrustView,
+} from '../protocol/webview';
+import { describeAgreement, describeLayerSet, describeLossChange, describeReason } from '../protocol/words';
 import type { RowMark } from '../protocol/engine';
 
 /**
@@ -98,6 +108,25 @@ function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warn
   };
 }
 
+/** The agreement badge's data and words. */
+function agreementView(r: ExplainResult): AgreementView | null {
+  const a = r.agreement;
+  if (!a) return null;
+  const overlap = (o: { overlap: number; of: number }) => ({ overlap: o.overlap, of: o.of });
+  return {
+    faithful: a.faithful,
+    message: describeAgreement(a, r.layers.length === 1),
+    spearman: a.spearman,
+    k: a.k,
+    helpful: overlap(a.helpful),
+    harmful: overlap(a.harmful),
+    head: describeLayerSet(a.head.layers, a.head.curvature, r.model.layers),
+    deeper: describeLayerSet(a.deeper.layers, a.deeper.curvature, r.model.layers),
+    damping: a.damping,
+    rows: r.train.rows,
+  };
+}
+
 /**
  * The panel's view of an explanation, with the rows `listed` (ranked once, by the caller, who also
  * reads their thumbnails: `features` for rows of a text file drawn as images, `files` for rows that
@@ -106,7 +135,13 @@ function trustView(r: Pick<ExplainResult, 'head' | 'stability' | 'notes' | 'warn
 export function explainView(
   r: ExplainResult,
   listed: ListedRows,
-  opts: { image: ImageShape | null; features: Map<number, number[]>; files?: Map<number, RowFile>; testFile?: RowFile },
+  opts: {
+    image: ImageShape | null;
+    features: Map<number, number[]>;
+    files?: Map<number, RowFile>;
+    testFile?: RowFile;
+    layers?: LayerChoice;
+  },
 ): ExplainView {
   const rv = (ids: number[]) => ids.map((i) => rowView(r, i, opts.features, opts.files));
   const hist = histogram(r.scores.lossChangeIfRemoved, 40);
@@ -126,6 +161,14 @@ export function explainView(
   ];
   return {
     model: { path: r.model.path, layer: r.model.layer, parameters: r.model.parameters, output: r.model.output },
+    layers: {
+      choice: opts.layers ?? 'head',
+      available: r.model.layers,
+      used: r.layers.map(({ index, name, kind, parameters }) => ({ index, name, kind, parameters })),
+      curvature: r.curvature,
+      headOnly: r.headOnly,
+    },
+    agreement: agreementView(r),
     classes: r.classes,
     damping: r.damping,
     dampingRule: r.dampingRule,

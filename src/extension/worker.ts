@@ -20,6 +20,7 @@ import {
   RowsCache,
   sourceColumns,
   type ImageRequest,
+  type LayerSpec,
   type RowLocator,
   type TableRead,
 } from '../core';
@@ -34,7 +35,7 @@ import type {
   Requests,
   ToWorker,
 } from '../protocol/engine';
-import type { RowFile } from '../protocol/webview';
+import type { LayerChoice, RowFile } from '../protocol/webview';
 import {
   allListed,
   auditMarks,
@@ -121,6 +122,9 @@ async function releaseEngine(engine: Engine): Promise<void> {
   else await engine.release();
 }
 
+/** The panel's layer choices as --layers. */
+const LAYERS: Record<LayerChoice, LayerSpec> = { head: 'head', last2: 2, all: 'all' };
+
 async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Promise<Requests['explain']['result']> {
   const engine = await openEngine(p.model);
   try {
@@ -136,6 +140,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
         head: p.head,
         stabilityTop: p.topK,
         batchSize: p.batchSize,
+        layers: LAYERS[p.layers ?? 'head'],
         cache: cacheOf(p),
         signal,
         onProgress: progress(id),
@@ -168,7 +173,7 @@ async function doExplain(p: ExplainParams, signal: AbortSignal, id: number): Pro
               112,
             )
           ).get(0);
-    const view = explainView(r, listed, { image, features, files, testFile });
+    const view = explainView(r, listed, { image, features, files, testFile, layers: p.layers });
     const marks = explainMarks(view);
     return {
       view,
@@ -191,6 +196,8 @@ function auditRequest(p: AuditParams, signal: AbortSignal, id: number) {
     head: p.head,
     stabilityTop: p.topK,
     tau: p.tau,
+    // The panel does not show the agreement with the last 2 layers (the command line does).
+    agreement: false,
     batchSize: p.batchSize,
     cache: cacheOf(p),
     signal,

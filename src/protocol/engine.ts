@@ -1,5 +1,5 @@
 /** The engine's channel: messages between the extension host and the engine's child process (no vscode). */
-import type { AuditView, ExplainView, RowDetail } from './webview';
+import type { AuditView, ExplainView, LayerChoice, RowDetail } from './webview';
 
 export interface TableChoice {
   labelColumn?: string;
@@ -32,6 +32,8 @@ export interface ImageParams {
 export interface ExplainParams extends CommonParams {
   test: string;
   testRow: number;
+  /** Default: the head. */
+  layers?: LayerChoice;
 }
 
 export interface AuditParams extends CommonParams {

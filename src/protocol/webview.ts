@@ -76,6 +76,44 @@ export interface StabilityView {
   overlaps: Record<string, [number, number]>;
 }
 
+/** The layers explain takes influence over, as the panel's selector offers them (--layers head, 2, all). */
+export type LayerChoice = 'head' | 'last2' | 'all';
+
+export function isLayerChoice(x: unknown): x is LayerChoice {
+  return x === 'head' || x === 'last2' || x === 'all';
+}
+
+/** The layers a result's influence was taken over, and the model's. */
+export interface LayersView {
+  choice: LayerChoice;
+  /** The model's parameterized layers (Gemm, MatMul, Conv): the selector shows when there are more than one. */
+  available: number;
+  /** From the output: layer 1 is the head. */
+  used: { index: number; name: string; kind: string; parameters: number }[];
+  /** Beyond the head: 'exact' Gauss–Newton or 'ekfac' per layer; null for the head's own solver. */
+  curvature: 'exact' | 'ekfac' | null;
+  /** Scores that are head-only by construction (null in this result). */
+  headOnly: string[];
+}
+
+/** "Is the head enough here?": the head's ranking of the rows against the deeper layers'. */
+export interface AgreementView {
+  faithful: boolean;
+  /** The badge's words, with ρ and the overlaps. */
+  message: string;
+  /** Spearman's ρ of the two test-loss changes over every training row (1: the same order). */
+  spearman: number;
+  k: number;
+  /** How many of the k most helpful (harmful) rows both rankings name, out of `of`. */
+  helpful: { overlap: number; of: number };
+  harmful: { overlap: number; of: number };
+  /** The two sides in words, e.g. "the head '/head/Gemm'" and "the last 2 layers ('/head/Gemm', '/fc2/Gemm'; exact Gauss–Newton)". */
+  head: string;
+  deeper: string;
+  damping: number;
+  rows: number;
+}
+
 /** How far to trust a result: the head's fit, the stability under damping, and the decisions taken on the user's behalf. */
 export interface TrustView {
   head: HeadView;
@@ -87,6 +125,9 @@ export interface TrustView {
 
 export interface ExplainView extends TrustView {
   model: { path: string; layer: string; parameters: number; output: 'logits' | 'probabilities' | 'log-probabilities' };
+  layers: LayersView;
+  /** null: a model with one layer, or the comparison could not run (a note says why). */
+  agreement: AgreementView | null;
   classes: string[] | null;
   damping: number;
   dampingRule: string;
@@ -169,6 +210,7 @@ export type WebviewMessage =
   | { type: 'ready' }
   | { type: 'reveal'; file: 'train' | 'test'; row: number; line: number }
   | { type: 'setRanking'; ranking: Ranking }
+  | { type: 'setLayers'; layers: LayerChoice }
   | { type: 'runAudit' }
   | { type: 'exportCleaned'; requestId: number };
 
@@ -182,6 +224,7 @@ export const isWebviewMessage = messageGuard<WebviewMessage>({
   runAudit: () => true,
   reveal: (m) => (m.file === 'train' || m.file === 'test') && Number.isInteger(m.row) && Number.isInteger(m.line),
   setRanking: (m) => isRanking(m.ranking),
+  setLayers: (m) => isLayerChoice(m.layers),
   exportCleaned: (m) => Number.isInteger(m.requestId),
 });
 

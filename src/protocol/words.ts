@@ -35,6 +35,8 @@ export function describeReason(r: Reason, classes: string[] | null): string {
       return `unusually high self-influence (${r.selfInfluence.toPrecision(3)}, top ${100 - r.percentile}%)`;
     case 'LOO_LOSS':
       return `its loss rises from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)} when the model is refit without it`;
+    case 'SELF_FLIP_FIRST_ORDER':
+      return `right only because it is in the training set, to first order: without it its loss would rise from ${r.loss.toFixed(3)} to ${r.lossWithout.toFixed(3)}, its label's probability below 1/2`;
   }
 }
 
@@ -45,4 +47,47 @@ export function describeLossChange(change: number): string {
   if (change < 0)
     return `removing this row would lower the test loss by ${fmt(-change).slice(1)} (first-order estimate): it hurts this prediction`;
   return 'removing this row would not change the test loss (first-order estimate)';
+}
+
+/**
+ * "Is the head enough here?" in one phrase: the verdict with Spearman's ρ and the top-k overlaps;
+ * for a head result that deeper layers change, where to look instead.
+ */
+export function describeAgreement(
+  a: {
+    faithful: boolean;
+    spearman: number;
+    k: number;
+    helpful: { overlap: number; of: number };
+    harmful: { overlap: number; of: number };
+  },
+  headResult: boolean,
+): string {
+  const rho = Number.isFinite(a.spearman) ? a.spearman.toFixed(2) : 'n/a';
+  const numbers = `ρ = ${rho}, top-${a.k} overlap ${a.helpful.overlap}/${a.helpful.of} helpful, ${a.harmful.overlap}/${a.harmful.of} harmful`;
+  if (a.faithful) return `head-only is faithful here (${numbers})`;
+  return `deeper layers change the answer${headResult ? ': view with the last 2 layers' : ''} (${numbers})`;
+}
+
+/**
+ * The layers a score was taken over, in words: "the head '/head/Gemm'", "the last 2 layers
+ * ('/head/Gemm', '/fc2/Gemm'; exact Gauss–Newton)", "all 3 layers (…; EK-FAC per layer)".
+ */
+const plural = (k: number, word: string) => `${k} ${word}${k === 1 ? '' : 's'}`;
+
+export function describeLayerSet(
+  layers: { index: number; name: string }[],
+  curvature: 'exact' | 'ekfac' | null,
+  available: number,
+): string {
+  const names = layers.map((l) => `'${l.name}'`).join(', ');
+  // Layers 1..k (from the output), or a choice by name that skips some.
+  const last = layers.every((l, i) => l.index === i + 1);
+  if (last && layers.length === 1) return `the head ${names}`;
+  const which = !last
+    ? plural(layers.length, 'layer')
+    : layers.length === available
+      ? `all ${available} layers`
+      : `the last ${layers.length} layers`;
+  return `${which} (${names}; ${curvature === 'ekfac' ? 'EK-FAC per layer' : 'exact Gauss–Newton'})`;
 }

@@ -125,6 +125,19 @@ step(
       throw new Error(`the stability badge reads ${JSON.stringify(text)}`);
     if (!/Jaccard overlap/.test((await badge.getAttribute('title')) ?? ''))
       throw new Error('the stability badge has no numbers in its hover');
+    // The sample's MLP has 3 layers: the layer selector, with Head pressed, and the agreement badge.
+    const pressed = await frame.locator('#layer-selector button[aria-pressed="true"]').allTextContents();
+    if (pressed.join() !== 'Head') throw new Error(`the layer selector has ${JSON.stringify(pressed)} pressed`);
+    const agreement = frame.locator('#agreement');
+    const said = (await agreement.textContent())?.trim() ?? '';
+    if (
+      !/^(head-only is faithful here|deeper layers change the answer)\b.*\(ρ = -?\d\.\d\d, top-10 overlap \d+\/\d+ helpful/.test(
+        said,
+      )
+    )
+      throw new Error(`the agreement badge reads ${JSON.stringify(said)}`);
+    if (!/Spearman's ρ = .* Top-10 overlap/.test((await agreement.getAttribute('title')) ?? ''))
+      throw new Error('the agreement badge has no meaning in its hover');
     state.frame = frame;
     await extraShot(page, 'explain.png');
   },

@@ -2,6 +2,10 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TensorProto_DataType } from 'onnx-buf';
+import type { DeepCurvature } from '../../src/core/curvature/ggn';
+import { rowPass, type DeepRows } from '../../src/core/deepRows';
+import type { DeepEngine } from '../../src/core/model/deep';
+import { deepLossChanges, deepTestPoint, type DeepTestPoint } from '../../src/core/scores/deep';
 import { floatTensor, mkNode, serialize, valueInfo } from './models';
 
 export const DEEP_DIR = resolve(__dirname, '../fixtures/deep');
@@ -103,15 +107,19 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return r > 0 ? Math.sqrt(d / r) : Math.sqrt(d);
 }
 
-/** input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits. */
-export function softplusModelBytes(): Uint8Array {
+/**
+ * input [N,4] → Gemm(3) → Softplus (not supported by the backward pass) → Gemm(3) → Relu → Gemm head(2): logits;
+ * with `nearHead`, Relu and Softplus swap places (then even the last 2 layers meet Softplus).
+ */
+export function softplusModelBytes(nearHead = false): Uint8Array {
   const W = (o: number, i: number, s: number) => Array.from({ length: o * i }, (_, q) => Math.sin(q * s + 0.1));
+  const [first, second] = nearHead ? ['Relu', 'Softplus'] : ['Softplus', 'Relu'];
   return serialize(
     [
       mkNode('Gemm', ['input', 'W1', 'b1'], ['a1'], { transB: 1 }),
-      mkNode('Softplus', ['a1'], ['s1']),
+      mkNode(first, ['a1'], ['s1']),
       mkNode('Gemm', ['s1', 'W2', 'b2'], ['a2'], { transB: 1 }),
-      mkNode('Relu', ['a2'], ['h']),
+      mkNode(second, ['a2'], ['h']),
       mkNode('Gemm', ['h', 'W', 'b'], ['z'], { transB: 1 }),
     ],
     [
@@ -125,4 +133,33 @@ export function softplusModelBytes(): Uint8Array {
     [valueInfo('input', TensorProto_DataType.FLOAT, ['batch', 4])],
     [valueInfo('z', TensorProto_DataType.FLOAT, ['batch', 2])],
   );
+}
+
+/** The test points (Jacobian, factors, g, z, label) of rows `wanted` of a file, as explain builds them. */
+export async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Promise<DeepTestPoint[]> {
+  const out: DeepTestPoint[] = [];
+  await deep.pass(file, {}, {}, async (b, fw) => {
+    for (let r = 0; r < b.count; r++) {
+      const t = wanted.indexOf(b.start + r);
+      if (t >= 0) out[t] = await deepTestPoint(deep, fw, r, b.labels[r]);
+    }
+  });
+  return out;
+}
+
+/** lossChangeIfRemoved of every training row for each test point at each damping: out[damping][test]. */
+export async function lossChangesAt(
+  deep: DeepEngine,
+  rows: DeepRows,
+  train: string,
+  points: DeepTestPoint[],
+  curv: DeepCurvature,
+  dampings: number[],
+): Promise<Float64Array[][]> {
+  const out: Float64Array[][] = dampings.map(() => []);
+  for (const p of points) {
+    const lc = await deepLossChanges(deep, rows.n, p, curv, rowPass(deep, rows, train, {}, {}), dampings);
+    lc.forEach((v, j) => out[j].push(v));
+  }
+  return out;
 }

@@ -213,4 +213,63 @@ suite('Influence Lens in VS Code', function () {
       await a.controller.project.update({ train: before });
     }
   });
+
+  test('a model with 3 layers: the agreement badge, and the layer selector explains the row again over the last 2', async () => {
+    const a = await api();
+    // The LDS MLP of test/fixtures/lds, and agreement.json: the fixture script's ρ and overlaps at λ = 1e-3.
+    const root = vscode.extensions.getExtension('influence-lens.influence-lens')!.extensionPath;
+    const ref = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/deep/agreement.json'), 'utf8'));
+    const want = ref.models.mlp.rows[0];
+    const dir = path.join(ws().fsPath, 'deep');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.copyFileSync(path.join(root, 'test/fixtures/lds/mlp/model.onnx'), path.join(dir, 'model.onnx'));
+    for (const f of ['train.csv', 'test.csv'])
+      fs.copyFileSync(path.join(root, 'test/fixtures/lds', f), path.join(dir, f));
+    const before = {
+      model: a.controller.path('model'),
+      train: a.controller.path('train'),
+      test: a.controller.path('test'),
+    };
+    const config = vscode.workspace.getConfiguration('influenceLens');
+    await config.update('damping', ref.lambda, vscode.ConfigurationTarget.Workspace);
+    try {
+      await vscode.commands.executeCommand(COMMAND.useAsModel, vscode.Uri.file(path.join(dir, 'model.onnx')));
+      await vscode.commands.executeCommand(COMMAND.useAsTrain, vscode.Uri.file(path.join(dir, 'train.csv')));
+      const test = vscode.Uri.file(path.join(dir, 'test.csv'));
+      // Line want.testRow + 2 of test.csv is data row want.testRow.
+      await vscode.commands.executeCommand(COMMAND.explainRow, test, want.testRow + 2);
+      const ex = await until(
+        'an explanation with the head',
+        () => a.controller.results.explain?.testPath === test.fsPath && a.controller.results.explain,
+      );
+      assert.equal(ex.view.layers.choice, 'head');
+      assert.equal(ex.view.layers.available, 3, 'the selector shows');
+      const numbers = `ρ = ${want.spearman.toFixed(2)}, top-10 overlap ${want.helpful.overlap}/10 helpful, ${want.harmful.overlap}/10 harmful`;
+      assert.equal(
+        ex.view.agreement?.message,
+        `deeper layers change the answer: view with the last 2 layers (${numbers})`,
+      );
+      await until('the panel', () => a.panel.webviewPanel);
+      // The panel's selector posts setLayers; the host checks the message and explains the row again.
+      await (a.panel as unknown as { onMessage(m: unknown): Promise<void> }).onMessage({
+        type: 'setLayers',
+        layers: 'last2',
+      });
+      const deep = await until(
+        'an explanation over the last 2 layers',
+        () => a.controller.results.explain?.view.layers.choice === 'last2' && a.controller.results.explain,
+      );
+      assert.equal(deep.testRow, want.testRow);
+      assert.deepEqual(
+        deep.view.layers.used.map((l) => l.name),
+        ref.models.mlp.layers,
+      );
+      assert.equal(deep.view.layers.curvature, 'exact');
+      assert.deepEqual(deep.view.layers.headOnly, ['lossChangeIfRemovedNewton', 'verified']);
+      assert.equal(deep.view.agreement?.message, `deeper layers change the answer (${numbers})`);
+    } finally {
+      await config.update('damping', undefined, vscode.ConfigurationTarget.Workspace);
+      await a.controller.project.update(before);
+    }
+  });
 });

@@ -15,14 +15,14 @@ import { denseHessian } from '../../src/core/curvature/exact';
 import { buildModel, rng } from '../helpers/models';
 import { ExactGgn, type DeepCurvature } from '../../src/core/curvature/ggn';
 import { LayerEkfac } from '../../src/core/curvature/layerEkfac';
-import { readDeepRows, rowGradients, signals, type DeepRows } from '../../src/core/deepRows';
-import { dot } from '../../src/core/linalg';
+import { readDeepRows, rowPass, type DeepRows } from '../../src/core/deepRows';
+import { dot, matmul, transpose } from '../../src/core/linalg';
 import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import type { LayerSpec } from '../../src/core/model/layers';
-import { deepExplainScores, deepLossChanges, type DeepTestPoint } from '../../src/core/scores/deep';
+import { deepExplainScores, type DeepTestPoint } from '../../src/core/scores/deep';
 import { taskFor } from '../../src/core/task/loss';
-import { DEEP_DIR, decode, ldsReference, manifest, relError } from '../helpers/deep';
+import { DEEP_DIR, decode, ldsReference, lossChangesAt, manifest, relError, testPoints } from '../helpers/deep';
 import { lds, loadTruth } from '../helpers/lds';
 import { pearson } from '../helpers/stats';
 
@@ -43,29 +43,7 @@ async function deepEngine(model: string, spec: LayerSpec): Promise<DeepEngine> {
   return deep;
 }
 
-/** The test points (Jacobian, g, z, label) of rows of a file. */
-async function testPoints(deep: DeepEngine, file: string, wanted: number[]): Promise<DeepTestPoint[]> {
-  const K = deep.K;
-  const eye = new Float64Array(K * K);
-  for (let c = 0; c < K; c++) eye[c * K + c] = 1;
-  const out: DeepTestPoint[] = [];
-  await deep.pass(file, {}, {}, async (b, fw) => {
-    const { g } = signals(deep, fw.z, b.labels, b.count);
-    for (let r = 0; r < b.count; r++) {
-      const t = wanted.indexOf(b.start + r);
-      if (t >= 0)
-        out[t] = {
-          J: await deep.gradients(fw, r, 1, eye, K),
-          g: g.slice(r * K, (r + 1) * K),
-          z: fw.z.slice(r * K, (r + 1) * K),
-          label: b.labels[r],
-        };
-    }
-  });
-  return out;
-}
-
-/** lossChangeIfRemoved of every training row for each test point, T×n. */
+/** lossChangeIfRemoved of every training row for each test point at the curvature's damping, T×n. */
 async function lossChanges(
   deep: DeepEngine,
   rows: DeepRows,
@@ -73,10 +51,26 @@ async function lossChanges(
   points: DeepTestPoint[],
   curv: DeepCurvature,
 ): Promise<Float64Array[]> {
-  const out: Float64Array[] = [];
-  for (const p of points)
-    out.push(await deepLossChanges(rows.n, deep.K, p, curv, (f) => rowGradients(deep, rows, train, {}, {}, f)));
-  return out;
+  return (await lossChangesAt(deep, rows, train, points, curv, [curv.damping]))[0];
+}
+
+/** Every row's whole loss gradient over the chosen layers, n×P (what the scorers never form). */
+async function gradients(deep: DeepEngine, rows: DeepRows, train: string): Promise<Float64Array> {
+  const G = new Float64Array(rows.n * deep.P);
+  await rowPass(
+    deep,
+    rows,
+    train,
+    {},
+    {},
+  )(async (start, fw, g) => G.set(await deep.gradients(fw, 0, fw.count, g, 1), start * deep.P));
+  return G;
+}
+
+/** Every score of one test point at the curvature's damping. */
+async function scoresOf(deep: DeepEngine, rows: DeepRows, train: string, point: DeepTestPoint, curv: DeepCurvature) {
+  const r = await deepExplainScores(deep, rows.n, taskFor(deep.K), point, curv, rowPass(deep, rows, train, {}, {}), []);
+  return r.scores;
 }
 
 function worstRowError(got: Float64Array[], ref: Float64Array, n: number): number {
@@ -104,9 +98,7 @@ describe('exact GGN influence over the last 2 layers', () => {
         const got = await lossChanges(deep, rows, ref.train, points, curv);
         const e = worstRowError(got, decode(ref.lossChangeIfRemoved[String(lambda)]), rows.n);
         assert.ok(e <= TOL, `λ ${lambda}: lossChangeIfRemoved ${e.toExponential(2)}`);
-        const s = await deepExplainScores(rows.n, taskFor(deep.K), points[0], curv, (f) =>
-          rowGradients(deep, rows, ref.train, {}, {}, f),
-        );
+        const s = await scoresOf(deep, rows, ref.train, points[0], curv);
         const es = relError(s.selfInfluence, decode(ref.selfInfluence[String(lambda)]));
         assert.ok(es <= TOL, `λ ${lambda}: selfInfluence ${es.toExponential(2)}`);
         assert.ok(relError(s.lossChangeIfRemoved, got[0]) <= 1e-12);
@@ -189,7 +181,8 @@ describe('exact GGN scores on the op-coverage models (test/fixtures/deep/manifes
             rows.n,
           );
           assert.ok(e <= TOL, `depth ${depth.k}: lossChangeIfRemoved ${e.toExponential(2)}`);
-          const es = relError(await curv.quad(rows.grads!, rows.n), decode(depth.selfInfluence));
+          const self = (await scoresOf(deep, rows, train, points[0], curv)).selfInfluence;
+          const es = relError(self, decode(depth.selfInfluence));
           assert.ok(es <= TOL, `depth ${depth.k}: selfInfluence ${es.toExponential(2)}`);
         } finally {
           await curv.release();
@@ -230,11 +223,13 @@ describe('EK-FAC per layer', () => {
     const deep = await deepEngine(ref.model, 'head');
     const col = LayerEkfac.collector(deep);
     const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
-    const curv = await col.finish(rows, 1e-3, (fn) => deep.pass(ref.train, {}, {}, fn));
-    const got = await curv.quad(rows.grads!, rows.n);
+    const curv = LayerEkfac.create(await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)), deep.P, rows.n, 1e-3);
+    const [point] = await testPoints(deep, ref.test, [0]);
+    const got = (await scoresOf(deep, rows, ref.train, point, curv)).selfInfluence;
+    const G = await gradients(deep, rows, ref.train);
     const ek = new Ekfac(rows, 1e-3);
     const want = Float64Array.from({ length: rows.n }, (_, i) => {
-      const v = rows.grads!.slice(i * deep.P, (i + 1) * deep.P);
+      const v = G.slice(i * deep.P, (i + 1) * deep.P);
       return dot(v, ek.apply(v));
     });
     assert.ok(relError(got, want) <= 1e-10, `${relError(got, want)}`);
@@ -247,17 +242,105 @@ describe('EK-FAC per layer', () => {
       const deep = await deepEngine(ref.model, 2);
       const col = LayerEkfac.collector(deep);
       const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
-      const curv = await col.finish(rows, 1e-3, (fn) => deep.pass(ref.train, {}, {}, fn));
+      const curv = LayerEkfac.create(await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)), deep.P, rows.n, 1e-3);
       try {
-        const self = await curv.quad(rows.grads!, rows.n);
+        const points = await testPoints(deep, ref.test, ref.testRows);
+        const self = (await scoresOf(deep, rows, ref.train, points[0], curv)).selfInfluence;
         const r = pearson(self, decode(ref.selfInfluence['0.001']));
         assert.ok(r >= 0.95, `self-influence Pearson ${r}`);
-        const points = await testPoints(deep, ref.test, ref.testRows);
         const L = lds(loadTruth(model), await lossChanges(deep, rows, ref.train, points, curv));
         assert.ok(L >= 0.4, `LDS ${L}`);
       } finally {
         await curv.release();
       }
+    });
+  }
+
+  /** H⁻¹v by the blocks, in JS: per layer U_S (inv ∘ (U_Sᵀ V U_A)) U_Aᵀ. */
+  function bruteSolve(curv: LayerEkfac, damping: number, v: Float64Array): Float64Array {
+    const out = new Float64Array(v.length);
+    const invs = curv.inverse(damping);
+    curv.blocks.forEach((b, q) => {
+      const V = v.subarray(b.offset, b.offset + b.P);
+      const r = matmul(matmul(transpose(b.US, b.out, b.out), V, b.out, b.out, b.Dt), b.UA, b.out, b.Dt, b.Dt);
+      for (let e = 0; e < r.length; e++) r[e] *= invs[q][e];
+      out.set(matmul(matmul(b.US, r, b.out, b.out, b.Dt), transpose(b.UA, b.Dt, b.Dt), b.out, b.Dt, b.Dt), b.offset);
+    });
+    return out;
+  }
+
+  for (const model of ['mlp', 'cnn'] as const) {
+    it(`LDS ${model}, last 2 layers: the factored row scores equal EK-FAC applied to whole gradients (1e-10), at two dampings`, async () => {
+      const ref = ldsReference(model, 'last2');
+      const deep = await deepEngine(ref.model, 2);
+      const col = LayerEkfac.collector(deep);
+      const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
+      const curv = LayerEkfac.create(await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)), deep.P, rows.n, 1e-3);
+      const [point] = await testPoints(deep, ref.test, [ref.testRows[0]]);
+      const G = await gradients(deep, rows, ref.train);
+      const { K, P } = deep;
+      const r = await deepExplainScores(
+        deep,
+        rows.n,
+        taskFor(K),
+        point,
+        curv,
+        rowPass(deep, rows, ref.train, {}, {}),
+        [1e-2],
+      );
+      const self = new Float64Array(rows.n);
+      for (let i = 0; i < rows.n; i++) {
+        const g = G.slice(i * P, (i + 1) * P);
+        self[i] = dot(g, bruteSolve(curv, 1e-3, g));
+      }
+      assert.ok(relError(r.scores.selfInfluence, self) <= 1e-10, `self ${relError(r.scores.selfInfluence, self)}`);
+      for (const [damping, got] of [
+        [1e-3, r.scores.lossChangeIfRemoved],
+        [1e-2, r.also[0]],
+      ] as const) {
+        const gt = new Float64Array(P);
+        for (let a = 0; a < K; a++) for (let q = 0; q < P; q++) gt[q] += point.g[a] * point.J[a * P + q];
+        const u = bruteSolve(curv, damping, gt);
+        const want = Float64Array.from({ length: rows.n }, (_, i) => dot(u, G.subarray(i * P, (i + 1) * P)) / rows.n);
+        assert.ok(relError(got, want) <= 1e-10, `λ ${damping}: ${relError(got, want)}`);
+      }
+    });
+  }
+
+  for (const model of ['mlp', 'cnn'] as const) {
+    it(`LDS ${model}, last 2 layers: audit's factored scores (held-out influence, self-influence) equal EK-FAC applied to whole gradients (1e-10)`, async () => {
+      const ref = ldsReference(model, 'last2');
+      const deep = await deepEngine(ref.model, 2);
+      const col = LayerEkfac.collector(deep);
+      const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
+      const curv = LayerEkfac.create(await col.finish((fn) => deep.pass(ref.train, {}, {}, fn)), deep.P, rows.n, 1e-3);
+      const held = await readDeepRows(deep, ref.test, {}, {}, { ggn: false, gradSum: true });
+      const G = await gradients(deep, rows, ref.train);
+      const { P } = deep;
+      const scorer = await curv.auditScorer(deep, held.gradSum!);
+      const self = new Float64Array(rows.n);
+      const toward = new Float64Array(rows.n);
+      await rowPass(
+        deep,
+        rows,
+        ref.train,
+        {},
+        {},
+      )(async (start, fw, g) => {
+        const r = await scorer.run(fw, g);
+        self.set(r.self, start);
+        toward.set(r.toward!, start);
+      });
+      const u = bruteSolve(curv, 1e-3, held.gradSum!);
+      const wantSelf = new Float64Array(rows.n);
+      const wantToward = new Float64Array(rows.n);
+      for (let i = 0; i < rows.n; i++) {
+        const g = G.subarray(i * P, (i + 1) * P);
+        wantSelf[i] = dot(g, bruteSolve(curv, 1e-3, g));
+        wantToward[i] = dot(u, g);
+      }
+      assert.ok(relError(self, wantSelf) <= 1e-10, `self ${relError(self, wantSelf)}`);
+      assert.ok(relError(toward, wantToward) <= 1e-10, `held-out ${relError(toward, wantToward)}`);
     });
   }
 });

@@ -1,11 +1,11 @@
 /** The built CLI with --layers and --curvature (dist/cli.js): the JSON beyond the head, and the errors that exit 2. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { decode, ldsReference, relError, softplusModelBytes } from '../helpers/deep';
+import { DEEP_DIR, decode, ldsReference, relError, softplusModelBytes } from '../helpers/deep';
 import { buildModel, rng } from '../helpers/models';
 
 const CLI = resolve(__dirname, '../../dist/cli.js');
@@ -204,6 +204,31 @@ describe('explain --layers beyond the head', () => {
       ),
     );
   });
+
+  it('--layers beyond the head reads an image folder like the head does (no longer a table-only error)', () => {
+    const digits = resolve(__dirname, '../../samples/digits');
+    const r = cli(
+      'explain',
+      '--model',
+      join(digits, 'model.onnx'),
+      '--train',
+      join(digits, 'images/train'),
+      '--test',
+      join(digits, 'images/test'),
+      '--test-row',
+      '0',
+      '--layers',
+      '2',
+      '--top',
+      '3',
+      '--json',
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.layers.length, 2);
+    assert.equal(j.labelColumn, null);
+    assert.match(j.test.file, /images\/test\/\d\/\d+\.png$/);
+  });
 });
 
 describe('explain --layers errors exit 2', () => {
@@ -248,27 +273,6 @@ describe('explain --layers errors exit 2', () => {
     );
   });
 
-  it('--layers beyond the head on an image folder says it reads tables only, for now', () => {
-    const digits = resolve(__dirname, '../../samples/digits');
-    const line = assertUserError(
-      cli(
-        'explain',
-        '--model',
-        join(digits, 'model.onnx'),
-        '--train',
-        join(digits, 'images/train'),
-        '--test',
-        join(digits, 'images/test'),
-        '--test-row',
-        '0',
-        '--layers',
-        '2',
-      ),
-      'BAD_OPTION',
-    );
-    assert.match(line, /reads CSV\/TSV\/JSONL tables for now; .*images\/train is an image folder: use --layers head/);
-  });
-
   it('a layer set too big for --curvature exact', () => {
     const line = assertUserError(
       cli(
@@ -292,7 +296,7 @@ describe('explain --layers errors exit 2', () => {
     assert.match(line, /limited to 5,000 parameters/);
   });
 
-  it('--curvature ekfac on the head, --head refit beyond it, and --layers on audit', () => {
+  it('--curvature ekfac on the head and --head refit beyond it', () => {
     assert.match(
       assertUserError(
         cli(
@@ -333,6 +337,167 @@ describe('explain --layers errors exit 2', () => {
       ),
       /--head refit/,
     );
-    assertUserError(cli('audit', '--model', softplus, '--train', train4, '--layers', '2'), 'BAD_OPTION');
+  });
+});
+
+describe('audit and clean --layers in the JSON', () => {
+  const audits = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_mlp_last2.json'), 'utf8')) as {
+    suspicion: Record<string, unknown>;
+    memorized: Record<string, number[]>;
+  };
+  const agree = JSON.parse(readFileSync(join(DEEP_DIR, 'audit_agreement.json'), 'utf8')).models.mlp.agreement;
+  const held = mlp.train.replace(/train\.csv$/, 'validation.csv');
+  const base = ['--model', mlp.model, '--train', mlp.train, '--validation', held, '--damping', '0.001', '--json'];
+
+  it('audit --layers 2: layers, curvature, the head-only columns null, the reference suspicion and flags', () => {
+    const r = cli('audit', ...base, '--layers', '2', '--no-stability');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(
+      j.layers.map((l: { name: string; parameters: number }) => [l.name, l.parameters]),
+      [
+        ['/head/Gemm', 330],
+        ['/fc2/Gemm', 2080],
+      ],
+    );
+    assert.equal(j.curvature, 'exact');
+    assert.deepEqual(j.headOnly, ['lossWithout', 'marginWithout']);
+    assert.equal(j.agreement, null);
+    type Row = { row: number; lossWithout: null; marginWithout: null; suspicion: number; memorized: boolean };
+    const rows = j.rows as Row[];
+    assert.ok(rows.every((x) => x.lossWithout === null && x.marginWithout === null));
+    const e = relError(
+      rows.map((x) => x.suspicion),
+      decode(audits.suspicion['0.001']),
+    );
+    assert.ok(e <= 1e-5, `suspicion ${e.toExponential(2)}`);
+    assert.deepEqual(
+      rows.filter((x) => x.memorized).map((x) => x.row),
+      audits.memorized['0.001'],
+    );
+  });
+
+  it('audit (head): the agreement with the last 2 layers; --no-agreement: none', () => {
+    const j = JSON.parse(cli('audit', ...base, '--no-stability').stdout);
+    assert.deepEqual(j.headOnly, []);
+    assert.equal(j.curvature, null);
+    assert.ok(Math.abs(j.agreement.suspicion.spearman - agree.spearman) <= 1e-6);
+    assert.equal(j.agreement.suspicion.topOverlap, agree.topOverlap);
+    assert.deepEqual(j.agreement.memorized, agree.memorized);
+    assert.equal(JSON.parse(cli('audit', ...base, '--no-stability', '--no-agreement').stdout).agreement, null);
+  });
+
+  it('audit --curvature exact with the head forces the explicit Hessian and exact self-influence, as explain does', () => {
+    const args = [...base, '--no-stability', '--no-agreement', '--solver', 'cg', '--self-influence', 'ekfac'];
+    const asked = JSON.parse(cli('audit', ...args).stdout);
+    assert.deepEqual([asked.solver, asked.selfInfluenceMethod], ['cg', 'ekfac']);
+    const exact = JSON.parse(cli('audit', ...args, '--curvature', 'exact').stdout);
+    assert.deepEqual([exact.solver, exact.selfInfluenceMethod], ['cholesky', 'exact']);
+  });
+
+  it('clean --layers 2 --verify: the reference memorized rows removed; the refit head-only, verified null', () => {
+    const out = join(dir, 'clean-deep.csv');
+    const r = cli('clean', ...base, '--layers', '2', '--remove', 'memorized', '--out', out, '--verify');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.removed, audits.memorized['0.001']);
+    assert.equal(j.verified, null);
+    assert.deepEqual(j.headOnly, ['verified']);
+    assert.equal(j.curvature, 'exact');
+    assert.equal(readFileSync(out, 'utf8').trim().split('\n').length, 1 + 1200 - j.removed.length);
+  });
+});
+
+describe('audit and clean --layers errors exit 2', () => {
+  const held4 = file('held4.csv', csv(12, 4, 2, 3));
+  it('an unsupported op on the path, a --layers naming no layer, a layer set too big for --curvature exact', () => {
+    const line = assertUserError(
+      cli('audit', '--model', softplus, '--train', train4, '--validation', held4, '--layers', 'all'),
+      'UNSUPPORTED_OP',
+    );
+    assert.match(line, /\(node Softplus_s1\)/);
+    assert.match(line, /--layers 2/);
+    assert.match(
+      assertUserError(
+        cli('audit', '--model', softplus, '--train', train4, '--validation', held4, '--layers', 'Gemm_a2,nope'),
+        'BAD_OPTION',
+      ),
+      /'nope' names no parameterized layer; the layers, from the output: 1 'Gemm_z'/,
+    );
+    assert.match(
+      assertUserError(
+        cli('audit', '--model', mlp.model, '--train', mlp.train, '--layers', 'all', '--curvature', 'exact'),
+        'BAD_OPTION',
+      ),
+      /6570×6570 Gauss–Newton matrix.*limited to 5,000 parameters/,
+    );
+    const out = join(dir, 'cleaned.csv');
+    assert.match(
+      assertUserError(
+        cli(
+          'clean',
+          '--model',
+          softplus,
+          '--train',
+          train4,
+          '--validation',
+          held4,
+          '--out',
+          out,
+          '--remove',
+          'memorized',
+          '--layers',
+          'all',
+        ),
+        'UNSUPPORTED_OP',
+      ),
+      /\(node Softplus_s1\)/,
+    );
+    assertUserError(cli('audit', '--model', softplus, '--train', train4, '--curvature', 'ekfac'), 'BAD_OPTION');
+  });
+});
+
+describe('explain: is the head enough here?', () => {
+  // scipy's Spearman and the top-10 overlaps of the float64 references (scripts/fixtures/deep.py --only agreement).
+  const ref = JSON.parse(readFileSync(join(DEEP_DIR, 'agreement.json'), 'utf8'));
+  const want = ref.models.mlp.rows[0];
+  const args = [
+    'explain',
+    '--model',
+    mlp.model,
+    '--train',
+    mlp.train,
+    '--test',
+    mlp.test,
+    '--test-row',
+    String(want.testRow),
+    '--damping',
+    String(ref.lambda),
+    '--no-stability',
+    '--top',
+    '3',
+  ];
+
+  it('the table says the verdict with ρ and the overlaps; --json has them; --no-agreement leaves them out', () => {
+    const r = cli(...args);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(
+      r.stdout.includes(
+        `is the head enough here? deeper layers change the answer (ρ = ${want.spearman.toFixed(2)}, top-10 overlap ${want.helpful.overlap}/10 helpful, ${want.harmful.overlap}/10 harmful); see them with --layers 2`,
+      ),
+      r.stdout,
+    );
+    assert.match(
+      r.stdout,
+      /by the head '\/head\/Gemm' and by the last 2 layers \('\/head\/Gemm', '\/fc2\/Gemm'; exact Gauss–Newton\) over all 1200 rows at λ = 0\.00100/,
+    );
+    const j = JSON.parse(cli(...args, '--json').stdout);
+    assert.ok(Math.abs(j.agreement.spearman - want.spearman) < 1e-4, `${j.agreement.spearman}`);
+    assert.deepEqual(j.agreement.helpful.deeper, want.helpful.deeper);
+    assert.equal(j.agreement.faithful, false);
+    assert.equal(j.model.layers, 3);
+    const off = JSON.parse(cli(...args, '--json', '--no-agreement').stdout);
+    assert.equal(off.agreement, null);
+    assert.equal(off.seconds.agreement, undefined);
   });
 });

@@ -12,6 +12,7 @@ import { EngineClient, EngineError } from '../../src/extension/engineClient';
 import type { ExplainParams } from '../../src/protocol/engine';
 import { fixFor } from '../../src/extension/fixes';
 import { DEFAULTS, readSettings } from '../../src/extension/settings';
+import { describeAgreement } from '../../src/protocol/words';
 import {
   auditMarks,
   auditView,
@@ -166,6 +167,25 @@ describe('view models', () => {
       v.byInfluence.helpful.map((x) => x.row),
       listed.byInfluence.helpful,
     );
+    // The sample's MLP has 3 layers: the head's result, compared with the last 2 layers'.
+    assert.deepEqual(
+      { ...v.layers, used: v.layers.used.length },
+      { choice: 'head', available: 3, used: 1, curvature: null, headOnly: [] },
+    );
+    const a = r.agreement!;
+    assert.ok(v.agreement);
+    assert.deepEqual(
+      [v.agreement.spearman, v.agreement.helpful, v.agreement.harmful, v.agreement.faithful],
+      [
+        a.spearman,
+        { overlap: a.helpful.overlap, of: a.helpful.of },
+        { overlap: a.harmful.overlap, of: a.harmful.of },
+        a.faithful,
+      ],
+    );
+    assert.equal(v.agreement.message, describeAgreement(a, true));
+    assert.match(v.agreement.head, /^the head '\/head\/Gemm'$/);
+    assert.match(v.agreement.deeper, /^the last 2 layers \('\/head\/Gemm', '.+'; exact Gauss–Newton\)$/);
     const marks = explainMarks(v);
     assert.deepEqual(
       marks.map((m) => [m.row, m.kind]),

@@ -2,7 +2,14 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { isRecord, messageGuard, PendingRequests } from '../../src/protocol/message';
 import { isHostMessage, isWebviewMessage, type Reason } from '../../src/protocol/webview';
-import { className, describeLossChange, describeReason, fmt } from '../../src/protocol/words';
+import {
+  className,
+  describeAgreement,
+  describeLayerSet,
+  describeLossChange,
+  describeReason,
+  fmt,
+} from '../../src/protocol/words';
 
 describe('message helpers', () => {
   test('isRecord accepts plain objects only', () => {
@@ -57,6 +64,9 @@ describe('isWebviewMessage', () => {
       { type: 'reveal', file: 'test', row: 146, line: 148 },
       { type: 'setRanking', ranking: 'influence' },
       { type: 'setRanking', ranking: 'relative' },
+      { type: 'setLayers', layers: 'head' },
+      { type: 'setLayers', layers: 'last2' },
+      { type: 'setLayers', layers: 'all' },
       { type: 'exportCleaned', requestId: 1 },
       { type: 'exportCleaned', requestId: 0 },
     ];
@@ -95,9 +105,13 @@ describe('isWebviewMessage', () => {
     for (const m of invalid) assert.equal(isWebviewMessage(m), false, JSON.stringify(m));
   });
 
-  test('rejects bad rankings and request ids', () => {
+  test('rejects bad rankings, layer choices and request ids', () => {
     const invalid: unknown[] = [
       { type: 'setRanking' },
+      { type: 'setLayers' },
+      { type: 'setLayers', layers: 2 },
+      { type: 'setLayers', layers: 'Last 2' },
+      { type: 'setLayers', layers: ['/head/Gemm'] },
       { type: 'setRanking', ranking: 'Influence' },
       { type: 'setRanking', ranking: 1 },
       { type: 'exportCleaned' },
@@ -214,5 +228,42 @@ describe('describeLossChange', () => {
   test('zero: no change; every wording says first-order', () => {
     assert.match(describeLossChange(0), /would not change the test loss/);
     for (const x of [1, -1, 0]) assert.match(describeLossChange(x), /first-order estimate/);
+  });
+});
+
+describe('describeAgreement', () => {
+  const a = (faithful: boolean, spearman: number) => ({
+    faithful,
+    spearman,
+    k: 10,
+    helpful: { overlap: 9, of: 10 },
+    harmful: { overlap: 7, of: 8 },
+  });
+  test('faithful: the verdict with ρ and both overlaps', () => {
+    assert.equal(
+      describeAgreement(a(true, 0.9712), true),
+      'head-only is faithful here (ρ = 0.97, top-10 overlap 9/10 helpful, 7/8 harmful)',
+    );
+  });
+  test('not faithful: where to look from a head result, not from a deeper one; ρ not finite is n/a', () => {
+    assert.equal(
+      describeAgreement(a(false, 0.367), true),
+      'deeper layers change the answer: view with the last 2 layers (ρ = 0.37, top-10 overlap 9/10 helpful, 7/8 harmful)',
+    );
+    assert.equal(
+      describeAgreement(a(false, NaN), false),
+      'deeper layers change the answer (ρ = n/a, top-10 overlap 9/10 helpful, 7/8 harmful)',
+    );
+  });
+});
+
+describe('describeLayerSet', () => {
+  const L = (...idx: number[]) => idx.map((index) => ({ index, name: `l${index}` }));
+  test('the head, the last k, all of them, and layers chosen by name', () => {
+    assert.equal(describeLayerSet(L(1), null, 3), "the head 'l1'");
+    assert.equal(describeLayerSet(L(1, 2), 'exact', 3), "the last 2 layers ('l1', 'l2'; exact Gauss–Newton)");
+    assert.equal(describeLayerSet(L(1, 2, 3), 'ekfac', 3), "all 3 layers ('l1', 'l2', 'l3'; EK-FAC per layer)");
+    assert.equal(describeLayerSet(L(2), 'ekfac', 3), "1 layer ('l2'; EK-FAC per layer)");
+    assert.equal(describeLayerSet(L(1, 3), 'exact', 3), "2 layers ('l1', 'l3'; exact Gauss–Newton)");
   });
 });

@@ -5,6 +5,7 @@ import { placeText } from '../columns';
 import { fact, h, imageThumb, thumbnail } from '../dom';
 import { basename, drawable, featureEntries, plural, probabilityBars } from '../model';
 import { reveal } from '../state';
+import { renderLayers } from './layers';
 import { renderTrust } from './trust';
 
 export function renderTestRow(ex: ExplainView): HTMLElement {
@@ -156,6 +157,7 @@ export function renderTestRow(ex: ExplainView): HTMLElement {
       h('div', { class: 'header-probs' }, h('h3', { class: 'mini-title' }, 'Class probabilities'), probList),
     ),
     meta,
+    renderLayers(ex),
     pipeline,
     ...renderTrust(ex, 'explain'),
   );

@@ -117,3 +117,11 @@ export function rowsKey(modelSha256: string, dataPath: string, t: TableOptions):
     },
   };
 }
+
+/**
+ * The key of a data file's rows beyond the head: a rows key and the chosen layers, since the graph
+ * with the backward pass's taps (and so the rows it gives) depends on them.
+ */
+export function deepRowsKey(rows: CacheKeyParts, layers: string[]): CacheKeyParts {
+  return { ...rows, options: { ...rows.options, layers } };
+}

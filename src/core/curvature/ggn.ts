@@ -6,11 +6,14 @@
  *
  * J_iᵀA_iJ_i = Σ_r (J_iᵀv_r)(J_iᵀv_r)ᵀ for the K columns v_r of a factor V with VVᵀ = A (here
  * v_r = √p_r (e_r − p)), so H comes from K backward passes per row (model/deep.ts batches them as
- * K× the rows) and float64 GEMMs. `DeepCurvature` is what the scores need of it: H⁻¹ applied to
- * rows, and the quadratic forms gᵀH⁻¹g.
+ * K× the rows) and float64 GEMMs. `DeepCurvature` is what the scores need of it: a scorer that
+ * passes over the training rows and gives, per row, the test row's directions through H⁻¹ at one
+ * or more dampings, and the quadratic form gᵀH⁻¹g.
  */
+import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted } from '../errors';
-import { f64, type Kernel } from '../ort/graph';
+import type { DeepEngine, DeepForward, RowFactors } from '../model/deep';
+import { F64, f64, type Kernel } from '../ort/graph';
 import { gemm64Kernel } from '../ort/kernels';
 import type { Task } from '../task/loss';
 import { SpdInverter } from './inverse';
@@ -20,18 +23,58 @@ export const EXACT_GGN_MAX_P = 5000;
 
 export type DeepCurvatureMethod = 'exact' | 'ekfac';
 
+/** The test row as the curvature sees it: its Jacobian over the chosen parameters and its layer factors, each with the K logits' unit directions. */
+export interface DeepTestRow {
+  /** K×P: row a = J_tᵀe_a. */
+  J: Float64Array;
+  /** Per chosen layer: x (T×D̃) and s (K×T×out). */
+  factors: RowFactors[];
+}
+
+/** Per training row: Y_j[i, a] = (J_tᵀe_a)ᵀ H_j⁻¹ ∇L_i at each damping λ_j, and with `self` ∇L_iᵀH⁻¹∇L_i at the curvature's own damping. */
+export interface RowScores {
+  /** One count×K array per damping. */
+  y: Float64Array[];
+  self: Float64Array | null;
+}
+
+export interface RowScorer {
+  /** The rows of a forward batch, with their g (count×K). */
+  run(fw: DeepForward, g: Float64Array): Promise<RowScores>;
+}
+
+/** Per training row at the curvature's damping: uᵀH⁻¹∇L_i for a fixed u (null without one) and ∇L_iᵀH⁻¹∇L_i. */
+export interface AuditRowScores {
+  toward: Float64Array | null;
+  self: Float64Array;
+}
+
+export interface AuditScorer {
+  /** The rows of a forward batch, with their g (count×K). */
+  run(fw: DeepForward, g: Float64Array): Promise<AuditRowScores>;
+}
+
 /** What the scores need of the curvature over the chosen parameters. */
 export interface DeepCurvature {
   readonly method: DeepCurvatureMethod;
   readonly damping: number;
   readonly P: number;
-  /** H⁻¹b for the m rows b of B (m×P, row-major): m×P. */
-  solveRows(B: Float64Array, m: number): Promise<Float64Array>;
-  /** bᵀH⁻¹b for each of the m rows of B. */
-  quad(B: Float64Array, m: number): Promise<Float64Array>;
-  /** The same curvature at another damping (no pass over the rows). */
-  withDamping(damping: number, signal?: AbortSignal): Promise<DeepCurvature>;
+  /** A scorer of the training rows against `test` at the dampings given (no pass over the rows to make it). */
+  scorer(
+    deep: DeepEngine,
+    test: DeepTestRow,
+    dampings: number[],
+    self: boolean,
+    signal?: AbortSignal,
+  ): Promise<RowScorer>;
+  /** A scorer of the training rows for audit: against u over the chosen parameters (a held-out set's gradient sum), and their self-influence. */
+  auditScorer(deep: DeepEngine, u: Float64Array | null, signal?: AbortSignal): Promise<AuditScorer>;
   release(): Promise<void>;
+}
+
+/** Splits a J×k×K kernel output into J arrays of k×K, written at row `start` of `out` (count×K each). */
+export function scatterY(y: Float64Array, J: number, k: number, K: number, out: Float64Array[], start: number): void {
+  for (let j = 0; j < J; j++) out[j].set(y.subarray(j * k * K, (j + 1) * k * K), start * K);
 }
 
 /**
@@ -66,17 +109,6 @@ export function curvatureDirections(
   }
 }
 
-/** Σ_q a[i,q]·b[i,q] for each of the m rows. */
-function rowDots(a: Float64Array, b: Float64Array, m: number, P: number): Float64Array {
-  const out = new Float64Array(m);
-  for (let i = 0; i < m; i++) {
-    let s = 0;
-    for (let q = i * P; q < (i + 1) * P; q++) s += a[q] * b[q];
-    out[i] = s;
-  }
-  return out;
-}
-
 /** The exact damped GGN: the explicit inverse of H₀ + λI (H₀ = (1/n) Σ J_iᵀA_iJ_i, P×P, float64). */
 export class ExactGgn implements DeepCurvature {
   readonly method = 'exact';
@@ -99,34 +131,115 @@ export class ExactGgn implements DeepCurvature {
     }
   }
 
-  static async create(H0: Float64Array, P: number, damping: number, signal?: AbortSignal): Promise<ExactGgn> {
+  /** (H₀ + λI)⁻¹. */
+  private static async inverse(
+    H0: Float64Array,
+    P: number,
+    damping: number,
+    signal?: AbortSignal,
+  ): Promise<Float64Array> {
     if (!(damping > 0) || !Number.isFinite(damping))
       throw new InfluenceError('BAD_OPTION', `damping must be a positive number; got ${damping}`);
     const H = Float64Array.from(H0);
     for (let q = 0; q < P; q++) H[q * P + q] += damping;
     const inv = await SpdInverter.create();
-    let Hinv: Float64Array;
     try {
       throwIfAborted(signal);
-      Hinv = await inv.invert(H, P, signal);
+      return await inv.invert(H, P, signal);
     } finally {
       await inv.release();
     }
+  }
+
+  static async create(H0: Float64Array, P: number, damping: number, signal?: AbortSignal): Promise<ExactGgn> {
+    const Hinv = await ExactGgn.inverse(H0, P, damping, signal);
     return new ExactGgn(H0, P, damping, Hinv, await gemm64Kernel(0, 0));
   }
 
-  async solveRows(B: Float64Array, m: number): Promise<Float64Array> {
+  /** H⁻¹bᵀ for the m rows b of B (m×P): m×P. */
+  async solveRows(B: Float64Array, m: number, Hinv = this.Hinv): Promise<Float64Array> {
     // (H⁻¹bᵀ)ᵀ = b H⁻¹ (H⁻¹ is symmetric).
-    return (await this.gemm.run({ a: f64(B, [m, this.P]), b: f64(this.Hinv, [this.P, this.P]) })).c
-      .data as Float64Array;
+    return (await this.gemm.run({ a: f64(B, [m, this.P]), b: f64(Hinv, [this.P, this.P]) })).c.data as Float64Array;
   }
 
-  async quad(B: Float64Array, m: number): Promise<Float64Array> {
-    return rowDots(await this.solveRows(B, m), B, m, this.P);
+  /** From each row's whole gradient G (its P values): Y = G Vᵀ with V = J_t H_j⁻¹ for every damping, and Σ (G H⁻¹) ∘ G. */
+  async scorer(
+    deep: DeepEngine,
+    test: DeepTestRow,
+    dampings: number[],
+    self: boolean,
+    signal?: AbortSignal,
+  ): Promise<RowScorer> {
+    const { P } = this;
+    const K = deep.K;
+    const J = dampings.length;
+    const V = new Float64Array(J * K * P);
+    for (let j = 0; j < J; j++) {
+      const Hinv = dampings[j] === this.damping ? this.Hinv : await ExactGgn.inverse(this.H0, P, dampings[j], signal);
+      V.set(await this.solveRows(test.J, K, Hinv), j * K * P);
+    }
+    const kernel = await deep.kernel((g, b) => {
+      const G = g.reshape(b.flat, [-1, P]);
+      const y = g.reshape(g.gemm(G, g.input('v', F64, [J * K, P]), 0, 1), [-1, J, K]);
+      g.output(g.op('Transpose', [y], { perm: [1, 0, 2] }), 'y', F64, [J, 'k', K]);
+      if (self) {
+        const GH = g.matmul(G, g.input('hinv', F64, [P, P]));
+        g.output(g.reduceSum(g.mul(GH, G), [1], 0), 'q', F64, ['k']);
+      }
+    }, `exact:${J}:${self}`);
+    const extra: Record<string, ort.Tensor> = { v: new ort.Tensor('float64', V, [J * K, P]) };
+    if (self) extra.hinv = new ort.Tensor('float64', this.Hinv, [P, P]);
+    // The kernel forms each row's whole gradient and its product with H⁻¹ (P values each).
+    const step = deep.rowsPerRun(2, P);
+    return {
+      run: async (fw, g) => {
+        const count = fw.count;
+        const y = Array.from({ length: J }, () => new Float64Array(count * K));
+        const q = self ? new Float64Array(count) : null;
+        for (let s = 0; s < count; s += step) {
+          throwIfAborted(signal);
+          const m = Math.min(step, count - s);
+          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
+          scatterY(out.y, J, m, K, y, s);
+          q?.set(out.q, s);
+        }
+        return { y, self: q };
+      },
+    };
   }
 
-  async withDamping(damping: number, signal?: AbortSignal): Promise<ExactGgn> {
-    return ExactGgn.create(this.H0, this.P, damping, signal);
+  /** From each row's whole gradient G: G·(H⁻¹u) and Σ (G H⁻¹) ∘ G. */
+  async auditScorer(deep: DeepEngine, u: Float64Array | null, signal?: AbortSignal): Promise<AuditScorer> {
+    const { P } = this;
+    const K = deep.K;
+    throwIfAborted(signal);
+    const extra: Record<string, ort.Tensor> = { hinv: new ort.Tensor('float64', this.Hinv, [P, P]) };
+    if (u) extra.v = new ort.Tensor('float64', await this.solveRows(u, 1), [1, P]);
+    const kernel = await deep.kernel(
+      (g, b) => {
+        const G = g.reshape(b.flat, [-1, P]);
+        const GH = g.matmul(G, g.input('hinv', F64, [P, P]));
+        g.output(g.reduceSum(g.mul(GH, G), [1], 0), 'q', F64, ['k']);
+        if (u) g.output(g.reshape(g.gemm(G, g.input('v', F64, [1, P]), 0, 1), [-1]), 'y', F64, ['k']);
+      },
+      `exact-audit:${u !== null}`,
+    );
+    const step = deep.rowsPerRun(2, P);
+    return {
+      run: async (fw, g) => {
+        const count = fw.count;
+        const self = new Float64Array(count);
+        const toward = u ? new Float64Array(count) : null;
+        for (let s = 0; s < count; s += step) {
+          throwIfAborted(signal);
+          const m = Math.min(step, count - s);
+          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
+          self.set(out.q, s);
+          toward?.set(out.y, s);
+        }
+        return { toward, self };
+      },
+    };
   }
 
   async release(): Promise<void> {

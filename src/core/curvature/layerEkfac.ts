@@ -8,21 +8,35 @@
  * Λ_l[a,b] = (1/n) Σ_i Σ_r (U_Sᵀ G_ir U_A)[a,b]² with G_ir = Σ_t s_rt x̃_tᵀ.
  *
  * Two passes: the factors during the training pass (deepRows.ts, onBatch), then the eigenvalues in
- * a second pass over the file. Every product runs in our float64 ORT graphs.
+ * a second pass over the file. Every product runs in our float64 ORT graphs, in each layer's
+ * rotated basis (G' = U_Sᵀ G U_A). A dense layer on rows (T = 1) has a rank-1 gradient per
+ * direction, G = s x̃ᵀ, so G' = s'x'ᵀ is never formed: Σ_r G'_r² = (Σ_r s'_r²) ⊗ x'², the self-influence
+ * is s'²ᵀ inv x'², and the test's directions, also rank-1, meet a row through
+ * Σ_b s'_t[b] s'[b] Σ_c inv[b,c] x'_t[c] x'[c]: O(out·D̃) per row instead of O(K·out·D̃).
  */
 import * as ort from 'onnxruntime-node';
 import { throwIfAborted } from '../errors';
 import type { Batch } from '../data/table';
-import { signals, runRows, type DeepRows } from '../deepRows';
-import { symmetricEigen, transpose } from '../linalg';
+import { signals } from '../deepRows';
+import { matmul, symmetricEigen, transpose } from '../linalg';
 import type { DeepEngine, DeepForward, DeepKernel } from '../model/deep';
-import { F64, GraphBuilder, type Kernel } from '../ort/graph';
+import { F64 } from '../ort/graph';
 import { taskFor } from '../task/loss';
-import { curvatureDirections, type DeepCurvature } from './ggn';
+import {
+  curvatureDirections,
+  scatterY,
+  type AuditScorer,
+  type DeepCurvature,
+  type DeepTestRow,
+  type RowScorer,
+} from './ggn';
 
-interface Block {
+/** One chosen layer's EK-FAC. */
+export interface EkfacBlock {
   out: number;
   Dt: number;
+  /** Positions per row (1 for a dense layer on rows). */
+  T: number;
   offset: number;
   P: number;
   /** Eigenvectors as columns: U_S (out×out), U_A (D̃×D̃). */
@@ -44,38 +58,41 @@ function directions(deep: DeepEngine, g: Float64Array, labels: Int32Array, start
 export class LayerEkfac implements DeepCurvature {
   readonly method = 'ekfac';
 
-  /** Per block, 1/(Λ/n + λ). */
-  private readonly inv: Float64Array[];
-
   private constructor(
-    private readonly blocks: Block[],
+    readonly blocks: EkfacBlock[],
     readonly P: number,
     readonly n: number,
     readonly damping: number,
-    private readonly kernel: Kernel,
-  ) {
-    this.inv = blocks.map((blk) => blk.lam.map((l) => 1 / (Math.max(l / n, 0) + damping)));
+  ) {}
+
+  /** Per block, 1/(Λ/n + λ) (out×D̃). */
+  inverse(damping: number): Float64Array[] {
+    return this.blocks.map((blk) => blk.lam.map((l) => 1 / (Math.max(l / this.n, 0) + damping)));
+  }
+
+  /** The curvature of n rows' blocks at a damping. */
+  static create(blocks: EkfacBlock[], P: number, n: number, damping: number): LayerEkfac {
+    return new LayerEkfac(blocks, P, n, damping);
   }
 
   /**
    * The factors' sums, fed by the training pass (`onBatch`), and `finish`, which computes the
-   * eigenbases, runs the second pass (`pass`) for the corrected eigenvalues, and gives the curvature.
+   * eigenbases and runs the second pass (`pass`) for the corrected eigenvalues: the damping-free
+   * blocks (what a cache keeps) that `create` turns into the curvature at a damping.
    */
   static collector(deep: DeepEngine): {
     onBatch: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
     finish: (
-      rows: DeepRows,
-      damping: number,
       pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
-    ) => Promise<LayerEkfac>;
+    ) => Promise<EkfacBlock[]>;
   } {
     const K = deep.K;
-    const dims = deep.chosen.map((l) => ({ out: l.out, Dt: l.fanIn + (l.bias ? 1 : 0) }));
+    const dims = deep.shapes;
     const A = dims.map((d) => new Float64Array(d.Dt * d.Dt));
     const S = dims.map((d) => new Float64Array(d.out * d.out));
     let factorK: DeepKernel | null = null;
-    const step = runRows(deep, K);
+    const step = deep.rowsPerRun(K);
     const onBatch = async (fw: DeepForward, g: Float64Array, labels: Int32Array) => {
       factorK ??= await deep.kernel((gb, b) => {
         b.factors.forEach((f, q) => {
@@ -97,13 +114,11 @@ export class LayerEkfac implements DeepCurvature {
       }
     };
     const finish = async (
-      rows: DeepRows,
-      damping: number,
       pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
-    ): Promise<LayerEkfac> => {
+    ): Promise<EkfacBlock[]> => {
       throwIfAborted(signal);
-      const blocks: Block[] = dims.map((d, q) => ({
+      const blocks: EkfacBlock[] = dims.map((d, q) => ({
         ...d,
         offset: deep.offsets[q],
         P: deep.chosen[q].parameters,
@@ -113,18 +128,29 @@ export class LayerEkfac implements DeepCurvature {
       }));
       const lamK = await deep.kernel((gb, b) => {
         b.factors.forEach((f, q) => {
-          const { US, UA } = blocks[q];
-          const sp = gb.matmul(f.s, gb.constant(F64, [f.layer.out, f.layer.out], US));
-          const xp = gb.matmul(f.x, gb.constant(F64, [f.Dt, f.Dt], UA));
-          const G = gb.matmul(gb.op('Transpose', [sp], { perm: [0, 1, 3, 2] }), xp);
-          gb.output(gb.reduceSum(gb.mul(G, G), [0, 1], 0), `l${q}`, F64, [f.layer.out, f.Dt]);
+          const { US, UA, out, Dt, T } = blocks[q];
+          const sp = gb.matmul(f.s, gb.constant(F64, [out, out], US));
+          const xp = gb.matmul(f.x, gb.constant(F64, [Dt, Dt], UA));
+          let l: string;
+          if (T === 1) {
+            // Σ_i Σ_r s'_ir² ⊗ x'_i²: one GEMM of the rows' squares.
+            const s2 = gb.reduceSum(gb.mul(sp, sp), [1, 2], 0);
+            const x2 = gb.reshape(gb.mul(xp, xp), [-1, Dt]);
+            l = gb.gemm(s2, x2, 1, 0);
+          } else {
+            const G = gb.matmul(gb.op('Transpose', [sp], { perm: [0, 1, 3, 2] }), xp);
+            l = gb.reduceSum(gb.mul(G, G), [0, 1], 0);
+          }
+          gb.output(l, `l${q}`, F64, [out, Dt]);
         });
       });
+      // Conv layers form G' per row and direction.
+      const lstep = deep.rowsPerRun(K, Math.max(0, ...blocks.filter((b) => b.T > 1).map((b) => b.P)));
       await pass(async (batch, fw) => {
         const { g } = signals(deep, fw.z, batch.labels, batch.count);
-        for (let s = 0; s < fw.count; s += step) {
+        for (let s = 0; s < fw.count; s += lstep) {
           throwIfAborted(signal);
-          const m = Math.min(step, fw.count - s);
+          const m = Math.min(lstep, fw.count - s);
           const out = await lamK.run(fw, s, m, directions(deep, g, batch.labels, s, m), K);
           blocks.forEach((blk, q) => {
             const l = out[`l${q}`];
@@ -132,67 +158,187 @@ export class LayerEkfac implements DeepCurvature {
           });
         }
       });
-      return LayerEkfac.create(blocks, deep.P, rows.n, damping);
+      return blocks;
     };
     return { onBatch, finish };
   }
 
-  /** The apply kernel: input b (m×P) and per block inv{q} (out×D̃, 1/denominators); outputs x = H⁻¹b (m×P) and q = bᵀH⁻¹b (m). */
-  private static async create(blocks: Block[], P: number, n: number, damping: number): Promise<LayerEkfac> {
-    const g = new GraphBuilder();
-    const B = g.input('b', F64, ['m', P]);
-    const parts: string[] = [];
-    let quad: string | null = null;
-    blocks.forEach((blk, q) => {
-      const { out, Dt } = blk;
-      const V = g.reshape(g.op('Slice', [B, g.ints([blk.offset]), g.ints([blk.offset + blk.P]), g.ints([1])]), [
-        -1,
-        out,
-        Dt,
-      ]);
-      const t = g.matmul(
-        g.matmul(g.constant(F64, [out, out], transpose(blk.US, out, out)), V),
-        g.constant(F64, [Dt, Dt], blk.UA),
-      );
-      const u = g.mul(t, g.input(`inv${q}`, F64, [out, Dt]));
-      const qq = g.reduceSum(g.mul(t, u), [1, 2], 0);
-      quad = quad ? g.add(quad, qq) : qq;
-      parts.push(
-        g.reshape(
-          g.matmul(
-            g.matmul(g.constant(F64, [out, out], blk.US), u),
-            g.constant(F64, [Dt, Dt], transpose(blk.UA, Dt, Dt)),
-          ),
-          [-1, blk.P],
-        ),
-      );
-    });
-    g.output(parts.length === 1 ? parts[0] : g.op('Concat', parts, { axis: 1 }), 'x', F64, ['m', P]);
-    g.output(quad!, 'q', F64, ['m']);
-    return new LayerEkfac(blocks, P, n, damping, await g.session());
-  }
-
-  private feeds(B: Float64Array, m: number): Record<string, ort.Tensor> {
-    const feeds: Record<string, ort.Tensor> = { b: new ort.Tensor('float64', B, [m, this.P]) };
+  /**
+   * Rows in each layer's rotated basis. Dense layers (T = 1) with inputs ua, us (the bases), b
+   * (J·out×D̃: inv_j[b,c]·x'_t[c]), st (out×K: the test's s'_t per logit) and inv (at λ); Conv
+   * layers with v (J·K × out·D̃: inv_j ∘ G'_t per logit) and inv.
+   */
+  async scorer(
+    deep: DeepEngine,
+    test: DeepTestRow,
+    dampings: number[],
+    self: boolean,
+    signal?: AbortSignal,
+  ): Promise<RowScorer> {
+    const K = deep.K;
+    const J = dampings.length;
+    const invs = dampings.map((d) => this.inverse(d));
+    const own = this.inverse(this.damping);
+    const extra: Record<string, ort.Tensor> = {};
+    const t64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
     this.blocks.forEach((blk, q) => {
-      feeds[`inv${q}`] = new ort.Tensor('float64', this.inv[q], [blk.out, blk.Dt]);
+      const { out, Dt, T, US, UA } = blk;
+      extra[`ua${q}`] = t64(UA, [Dt, Dt]);
+      extra[`us${q}`] = t64(US, [out, out]);
+      if (self) extra[`inv${q}`] = t64(own[q], T === 1 ? [out, Dt] : [out * Dt]);
+      const { x, s } = test.factors[q];
+      const xp = matmul(x, UA, T, Dt, Dt); // T×D̃
+      const sp = matmul(s, US, K * T, out, out); // K×T×out
+      if (T === 1) {
+        const B = new Float64Array(J * out * Dt);
+        for (let j = 0; j < J; j++)
+          for (let b = 0; b < out; b++)
+            for (let c = 0; c < Dt; c++) B[(j * out + b) * Dt + c] = invs[j][q][b * Dt + c] * xp[c];
+        const st = new Float64Array(out * K);
+        for (let a = 0; a < K; a++) for (let b = 0; b < out; b++) st[b * K + a] = sp[a * out + b];
+        extra[`b${q}`] = t64(B, [J * out, Dt]);
+        extra[`st${q}`] = t64(st, [out, K]);
+      } else {
+        // G'_ta = Σ_t s'_tat x'_ttᵀ, then inv_j ∘ G'_ta.
+        const V = new Float64Array(J * K * out * Dt);
+        for (let a = 0; a < K; a++) {
+          const G = matmul(transpose(sp.subarray(a * T * out, (a + 1) * T * out), T, out), xp, out, T, Dt);
+          for (let j = 0; j < J; j++) {
+            const o = (j * K + a) * out * Dt;
+            for (let e = 0; e < out * Dt; e++) V[o + e] = invs[j][q][e] * G[e];
+          }
+        }
+        extra[`v${q}`] = t64(V, [J * K, out * Dt]);
+      }
     });
-    return feeds;
+    const shapes = this.blocks.map((b) => `${b.T === 1 ? 1 : 'T'}`).join('');
+    const kernel = await deep.kernel((g, b) => {
+      let y: string | null = null;
+      let q: string | null = null;
+      b.factors.forEach((f, l) => {
+        const { out, Dt, T } = this.blocks[l];
+        const xp = g.matmul(f.x, g.input(`ua${l}`, F64, [Dt, Dt]));
+        const sp = g.matmul(f.s, g.input(`us${l}`, F64, [out, out]));
+        let yl: string;
+        let ql: string | null = null;
+        if (T === 1) {
+          const x1 = g.reshape(xp, [-1, Dt]);
+          const s1 = g.reshape(sp, [-1, 1, out]);
+          // W[i, j, b] = Σ_c inv_j[b,c] x'_t[c] x'_i[c]; Y[j, i, a] = Σ_b s'_t[a,b] s'_i[b] W[i, j, b].
+          const W = g.reshape(g.gemm(x1, g.input(`b${l}`, F64, [J * out, Dt]), 0, 1), [-1, J, out]);
+          const sw = g.op('Transpose', [g.mul(W, s1)], { perm: [1, 0, 2] });
+          yl = g.matmul(sw, g.input(`st${l}`, F64, [out, K]));
+          if (self) {
+            const w2 = g.gemm(g.mul(x1, x1), g.input(`inv${l}`, F64, [out, Dt]), 0, 1);
+            const s2 = g.reshape(g.mul(s1, s1), [-1, out]);
+            ql = g.reduceSum(g.mul(w2, s2), [1], 0);
+          }
+        } else {
+          const G = g.reshape(g.matmul(g.op('Transpose', [sp], { perm: [0, 1, 3, 2] }), xp), [-1, out * Dt]);
+          const yy = g.reshape(g.gemm(G, g.input(`v${l}`, F64, [J * K, out * Dt]), 0, 1), [-1, J, K]);
+          yl = g.op('Transpose', [yy], { perm: [1, 0, 2] });
+          if (self) ql = g.reduceSum(g.mul(g.mul(G, G), g.input(`inv${l}`, F64, [out * Dt])), [1], 0);
+        }
+        y = y ? g.add(y, yl) : yl;
+        if (ql) q = q ? g.add(q, ql) : ql;
+      });
+      g.output(y!, 'y', F64, [J, 'k', K]);
+      if (q) g.output(q, 'q', F64, ['k']);
+    }, `ekfac:${shapes}:${J}:${self}`);
+    // Conv layers form G' per row (out·D̃ values).
+    const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
+    return {
+      run: async (fw, g) => {
+        const count = fw.count;
+        const y = Array.from({ length: J }, () => new Float64Array(count * K));
+        const q = self ? new Float64Array(count) : null;
+        for (let s = 0; s < count; s += step) {
+          throwIfAborted(signal);
+          const m = Math.min(step, count - s);
+          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
+          scatterY(out.y, J, m, K, y, s);
+          q?.set(out.q, s);
+        }
+        return { y, self: q };
+      },
+    };
   }
 
-  async solveRows(B: Float64Array, m: number): Promise<Float64Array> {
-    return (await this.kernel.run(this.feeds(B, m))).x.data as Float64Array;
+  /**
+   * audit's rows in each layer's rotated basis, with inputs ua, us (the bases), inv (at λ) and, with
+   * u, v = inv ∘ (U_Sᵀ U U_A) for u's block U (out×D̃): uᵀH⁻¹∇L_i = Σ_layers ⟨G'_i, v⟩, which for a
+   * dense layer on rows (G'_i = s'x'ᵀ) is s'ᵀ v x'.
+   */
+  async auditScorer(deep: DeepEngine, u: Float64Array | null, signal?: AbortSignal): Promise<AuditScorer> {
+    const K = deep.K;
+    const inv = this.inverse(this.damping);
+    const extra: Record<string, ort.Tensor> = {};
+    const t64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
+    this.blocks.forEach((blk, q) => {
+      const { out, Dt, T, US, UA, offset, P } = blk;
+      extra[`ua${q}`] = t64(UA, [Dt, Dt]);
+      extra[`us${q}`] = t64(US, [out, out]);
+      extra[`inv${q}`] = t64(inv[q], T === 1 ? [out, Dt] : [out * Dt]);
+      if (u) {
+        const V = matmul(
+          matmul(transpose(US, out, out), u.subarray(offset, offset + P), out, out, Dt),
+          UA,
+          out,
+          Dt,
+          Dt,
+        );
+        for (let e = 0; e < V.length; e++) V[e] *= inv[q][e];
+        extra[`v${q}`] = t64(V, T === 1 ? [out, Dt] : [1, out * Dt]);
+      }
+    });
+    const shapes = this.blocks.map((b) => `${b.T === 1 ? 1 : 'T'}`).join('');
+    const kernel = await deep.kernel(
+      (g, b) => {
+        let y: string | null = null;
+        let q: string | null = null;
+        b.factors.forEach((f, l) => {
+          const { out, Dt, T } = this.blocks[l];
+          const xp = g.matmul(f.x, g.input(`ua${l}`, F64, [Dt, Dt]));
+          const sp = g.matmul(f.s, g.input(`us${l}`, F64, [out, out]));
+          let yl: string | null = null;
+          let ql: string;
+          if (T === 1) {
+            const x1 = g.reshape(xp, [-1, Dt]);
+            const s1 = g.reshape(sp, [-1, out]);
+            const w2 = g.gemm(g.mul(x1, x1), g.input(`inv${l}`, F64, [out, Dt]), 0, 1);
+            ql = g.reduceSum(g.mul(w2, g.mul(s1, s1)), [1], 0);
+            if (u) yl = g.reduceSum(g.mul(g.gemm(x1, g.input(`v${l}`, F64, [out, Dt]), 0, 1), s1), [1], 0);
+          } else {
+            const G = g.reshape(g.matmul(g.op('Transpose', [sp], { perm: [0, 1, 3, 2] }), xp), [-1, out * Dt]);
+            ql = g.reduceSum(g.mul(g.mul(G, G), g.input(`inv${l}`, F64, [out * Dt])), [1], 0);
+            if (u) yl = g.reshape(g.gemm(G, g.input(`v${l}`, F64, [1, out * Dt]), 0, 1), [-1]);
+          }
+          q = q ? g.add(q, ql) : ql;
+          if (yl) y = y ? g.add(y, yl) : yl;
+        });
+        g.output(q!, 'q', F64, ['k']);
+        if (y) g.output(y, 'y', F64, ['k']);
+      },
+      `ekfac-audit:${shapes}:${u !== null}`,
+    );
+    // Conv layers form G' per row (out·D̃ values).
+    const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
+    return {
+      run: async (fw, g) => {
+        const count = fw.count;
+        const self = new Float64Array(count);
+        const toward = u ? new Float64Array(count) : null;
+        for (let s = 0; s < count; s += step) {
+          throwIfAborted(signal);
+          const m = Math.min(step, count - s);
+          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
+          self.set(out.q, s);
+          toward?.set(out.y, s);
+        }
+        return { toward, self };
+      },
+    };
   }
 
-  async quad(B: Float64Array, m: number): Promise<Float64Array> {
-    return (await this.kernel.run(this.feeds(B, m))).q.data as Float64Array;
-  }
-
-  async withDamping(damping: number): Promise<LayerEkfac> {
-    return LayerEkfac.create(this.blocks, this.P, this.n, damping);
-  }
-
-  async release(): Promise<void> {
-    await this.kernel.release();
-  }
+  async release(): Promise<void> {}
 }

@@ -7,8 +7,12 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted, type Progress } from '../errors';
-import type { Batch, TableInfo, TableOptions, TableSummary } from '../data/table';
+import type { RowLocator } from '../data/locator';
+import type { SourceInfo, SourceOptions } from '../data/source';
+import type { Batch, TableSummary } from '../data/table';
 import { TableReader } from '../data/table';
+import type { RowsCache } from '../cache/store';
+import { isTable, readSourceRows, sourceFeatures, type ImageRequest } from '../sources';
 import { F32, F64, GraphBuilder, type Kernel } from '../ort/graph';
 import { buildBackward, type Backward } from './backward';
 import type { Engine } from './engine';
@@ -16,12 +20,8 @@ import { chooseLayers, findLayers, gradientPath, type GradientPath, type Layer, 
 import { GraphIndex } from './onnx';
 import { AUG, augmentModel, tapName } from './surgery';
 
-/** The model's head as a layer (layer 1 of findLayers), for results that list the layers used. */
-export function headLayers(eng: Engine): Layer[] {
-  const graph = eng.model.proto.graph!;
-  const all = findLayers(graph, new GraphIndex(graph), eng.info.head);
-  return all.slice(0, 1);
-}
+/** How many rows a pass will give, for sizing what it fills: a text table's size in bytes, or another source's rows. */
+export type PassExtent = { bytes: number } | { rows: number };
 
 /** One batch through the user's graph: its taps (as ORT gave them), the logits and the head's input. */
 export interface DeepForward {
@@ -46,10 +46,30 @@ const slice = (t: ort.Tensor, start: number, k: number): ort.Tensor => {
   ]);
 };
 
+/** A chosen layer's factors as the backward pass gives them: T positions (1 for a dense layer on rows), D̃ inputs, out outputs. */
+export interface FactorShape {
+  T: number;
+  Dt: number;
+  out: number;
+}
+
+/** One row's layer factors: X (T×D̃) and S (R×T×out) per chosen layer, float64. */
+export interface RowFactors {
+  x: Float64Array;
+  s: Float64Array;
+}
+
+/** Float64 values per backward run (rows × directions × the widest value per row and direction). */
+const RUN_VALUES = 1 << 22;
+
 export class DeepEngine {
   /** Σ parameters of the chosen layers, and each layer's offset in θ. */
   readonly P: number;
   readonly offsets: number[];
+  /** Per chosen layer, the shape of its factors. */
+  readonly shapes: FactorShape[];
+  /** Float64 values per row and direction of the backward pass's widest value (a signal or a layer's factor). */
+  readonly width: number;
   private constructor(
     readonly eng: Engine,
     readonly all: Layer[],
@@ -66,6 +86,18 @@ export class DeepEngine {
       return o;
     });
     this.P = off;
+    this.shapes = this.build().b.factors.map((f) => ({ T: f.T, Dt: f.Dt, out: f.layer.out }));
+    const values = [...rowDims.values()].map((d) => d.reduce((a, b) => a * b, 1));
+    this.width = Math.max(1, ...values, ...this.shapes.map((f) => f.T * Math.max(f.Dt, f.out)));
+  }
+
+  /**
+   * Rows per backward run with R directions, for a kernel whose widest value holds `perDirection`
+   * float64 values per row and direction (default: the backward pass's own; P for a kernel that
+   * forms whole gradients).
+   */
+  rowsPerRun(R: number, perDirection = this.width): number {
+    return Math.max(1, Math.floor(RUN_VALUES / (R * Math.max(perDirection, this.width))));
   }
 
   /** Number of logits K. */
@@ -228,18 +260,24 @@ export class DeepEngine {
 
   /**
    * Compiles the backward graph with outputs of the caller's (`outputs` adds them, from the
-   * backward pass's tensors), for runs on rows of forward batches.
+   * backward pass's tensors), for runs on rows of forward batches. With a `key`, the kernel is
+   * compiled once and shared (its data come in as inputs), for kernels made per test row or damping.
    */
-  async kernel(outputs: (g: GraphBuilder, b: Backward) => void): Promise<DeepKernel> {
+  async kernel(outputs: (g: GraphBuilder, b: Backward) => void, key?: string): Promise<DeepKernel> {
+    const have = key === undefined ? undefined : this.shared.get(key);
+    if (have) return have;
     const { g, b } = this.build();
     outputs(g, b);
     const k = new DeepKernel(await g.session(), b, this.K);
     this.kernels.push(k);
+    if (key !== undefined) this.shared.set(key, k);
     return k;
   }
 
   private readonly kernels: DeepKernel[] = [];
+  private readonly shared = new Map<string, DeepKernel>();
   private grad: DeepKernel | null = null;
+  private factorK: DeepKernel | null = null;
   private ggnK: DeepKernel | null = null;
 
   /**
@@ -251,45 +289,74 @@ export class DeepEngine {
     return (await this.grad.run(fw, start, k, signal, R)).grad;
   }
 
+  /** The chosen layers' factors of rows [start, start + k), each row with R directions (signal k×R×K): per layer x (k×T×D̃) and s (k×R×T×out). */
+  async factors(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number): Promise<RowFactors[]> {
+    this.factorK ??= await this.kernel((g, b) =>
+      b.factors.forEach((f, q) => {
+        g.output(f.x, `x${q}`, F64, ['k', 1, f.T, f.Dt]);
+        g.output(f.s, `s${q}`, F64, ['k', 'R', f.T, f.layer.out]);
+      }),
+    );
+    const out = await this.factorK.run(fw, start, k, signal, R);
+    return this.shapes.map((_, q) => ({ x: out[`x${q}`], s: out[`s${q}`] }));
+  }
+
   /**
-   * The loss gradients and the curvature's sum for rows [start, start + k): signal k×(K+1)×K holds
-   * per row g and then the K columns of a factor V of A (VVᵀ = A). Returns grad (k×P, from g) and
-   * H + Σ_rows Σ_columns (Jᵀv)(Jᵀv)ᵀ (P×P), float64.
+   * The curvature's sum for rows [start, start + k): signal k×K×K holds per row the K columns of a
+   * factor V of A (VVᵀ = A). Returns H + Σ_rows Σ_columns (Jᵀv)(Jᵀv)ᵀ (P×P), float64.
    */
-  async ggn(
-    fw: DeepForward,
-    start: number,
-    k: number,
-    signal: Float64Array,
-    H: Float64Array,
-  ): Promise<{ grad: Float64Array; H: Float64Array }> {
+  async ggn(fw: DeepForward, start: number, k: number, signal: Float64Array, H: Float64Array): Promise<Float64Array> {
     const { P, K } = this;
     this.ggnK ??= await this.kernel((g, b) => {
-      const first = g.reshape(g.op('Slice', [b.flat, g.ints([0]), g.ints([1]), g.ints([1])]), [-1, P]);
-      const rest = g.reshape(g.op('Slice', [b.flat, g.ints([1]), g.ints([K + 1]), g.ints([1])]), [-1, P]);
-      g.output(first, 'grad', F64, ['k', P]);
-      g.output(g.op('Gemm', [rest, rest, g.input('hin', F64, [P, P])], { transA: 1 }), 'h', F64, [P, P]);
+      const J = g.reshape(b.flat, [-1, P]);
+      g.output(g.op('Gemm', [J, J, g.input('hin', F64, [P, P])], { transA: 1 }), 'h', F64, [P, P]);
     });
-    const out = await this.ggnK.run(fw, start, k, signal, K + 1, { hin: new ort.Tensor('float64', H, [P, P]) });
-    return { grad: out.grad, H: out.h };
+    return (await this.ggnK.run(fw, start, k, signal, K, { hin: new ort.Tensor('float64', H, [P, P]) })).h;
   }
 
   async release(): Promise<void> {
     await Promise.all([this.session.release(), ...this.kernels.map((k) => k.release())]);
     this.kernels.length = 0;
-    this.grad = this.ggnK = null;
+    this.shared.clear();
+    this.grad = this.factorK = this.ggnK = null;
   }
 
   /**
    * A pass over a data file in batches through the user's graph: `onBatch` sees each batch with
-   * its forward results (the caller runs the backward passes it needs on them).
+   * its forward results (the caller runs the backward passes it needs on them). A text table is
+   * read by TableReader; any other source (image folder, manifest, Parquet/Arrow) gives its rows as
+   * the head reads them (readSourceRows, through the cache: labels, lines, the files' stamps and
+   * hashes) and then its features again, in row order, for this graph.
    */
   async pass(
     path: string,
-    tableOpts: TableOptions,
-    run: { signal?: AbortSignal; onProgress?: Progress; batchSize?: number },
-    onBatch: (batch: Batch, fw: DeepForward) => Promise<void>,
-  ): Promise<{ table: TableInfo; summary: TableSummary }> {
+    tableOpts: SourceOptions,
+    run: {
+      signal?: AbortSignal;
+      onProgress?: Progress;
+      batchSize?: number;
+      images?: ImageRequest;
+      cache?: RowsCache | null;
+    },
+    onBatch: (batch: Batch, fw: DeepForward, extent: PassExtent) => Promise<void>,
+  ): Promise<{ table: SourceInfo; summary: TableSummary; locator?: RowLocator }> {
+    if (!(await isTable(path, tableOpts))) {
+      const images = run.images ?? {};
+      const rows = await readSourceRows(this.eng, path, tableOpts, images, run);
+      for await (const { start, count, features } of sourceFeatures(this.eng, path, tableOpts, images, run)) {
+        throwIfAborted(run.signal);
+        const batch: Batch = {
+          start,
+          count,
+          features,
+          labels: rows.labels.subarray(start, start + count),
+          lines: rows.lines.subarray(start, start + count),
+          offsets: rows.offsets.subarray(start, start + count + 1),
+        };
+        await onBatch(batch, await this.forward(features, count), { rows: rows.n });
+      }
+      return { table: rows.table, summary: rows.summary, locator: rows.locator };
+    }
     const reader = await TableReader.open(
       path,
       this.eng.tableOptions({
@@ -303,7 +370,7 @@ export class DeepEngine {
     for await (const batch of reader.batches()) {
       throwIfAborted(run.signal);
       if (batch.count === 0) continue;
-      await onBatch(batch, await this.forward(batch.features, batch.count));
+      await onBatch(batch, await this.forward(batch.features, batch.count), { bytes: reader.info.size });
     }
     return { table: reader.info, summary: reader.summary() };
   }

@@ -241,18 +241,13 @@ export class Engine {
     );
     this.checkWidth(reader.info);
     const { C, D, b } = this.info.head;
-    // Rows accumulate in arrays sized from the first batch's bytes per row (grown if the
-    // guess falls short), so a large file is not held twice while it is assembled.
     const acc = new RowsBuilder(C, D);
     // Overlap parsing of the next batch with ORT's work on the current one.
     let pending: Promise<void> | null = null;
     for await (const batch of reader.batches()) {
       throwIfAborted(run.signal);
       if (pending) await pending;
-      if (batch.start === 0 && batch.count > 0) {
-        const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
-        acc.reserve(Math.ceil(((reader.info.size - batch.offsets[0]) / Math.max(bytesPerRow, 1)) * 1.02) + 16);
-      }
+      acc.reserveFor(batch, reader.info.size);
       pending = this.runBatch(batch.features, batch.labels, batch.count).then((out) => {
         checkFinite(out, batch, reader.info);
         acc.append(batch, out);
@@ -360,8 +355,11 @@ async function compile(model: LoadedModel, batchFree: boolean): Promise<ort.Infe
   }
 }
 
-/** Growable per-row arrays for forward(). */
-class RowsBuilder {
+/**
+ * Growable per-row arrays of a forward pass, sized from the first batch's bytes per row (grown if
+ * the guess falls short), so a large file is not held twice while it is assembled.
+ */
+export class RowsBuilder {
   private cap = 0;
   private h = new Float32Array(0);
   private g = new Float64Array(0);
@@ -398,6 +396,13 @@ class RowsBuilder {
     off.set(this.offsets.subarray(0, Math.min(this.offsets.length, rows + 1)));
     this.offsets = off;
     this.cap = rows;
+  }
+
+  /** On the first batch: room for the rows that the file's size suggests at that batch's bytes per row. */
+  reserveFor(batch: Batch, fileBytes: number): void {
+    if (batch.start !== 0 || batch.count === 0) return;
+    const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
+    this.reserve(Math.ceil(((fileBytes - batch.offsets[0]) / Math.max(bytesPerRow, 1)) * 1.02) + 16);
   }
 
   append(batch: Batch, out: { h: Float32Array; g: Float64Array; z: Float64Array; loss: Float64Array }): void {

@@ -1,6 +1,8 @@
 /** What a result says of the model: the file, the layer and output used, the head's task and batch. */
 import type { Engine } from './engine';
 import type { OutputKind } from './head';
+import { findLayers, type Layer } from './layers';
+import { GraphIndex } from './onnx';
 
 /** The model as a result reports it: where it is, which layer and output were used. */
 export interface ModelSummary {
@@ -17,6 +19,14 @@ export interface ModelSummary {
   task: 'softmax' | 'binary';
   /** Rows per onnxruntime run when the model's batch size is fixed and could not be freed, else null. */
   fixedBatch: number | null;
+  /** Parameterized layers behind the output (Gemm, MatMul, Conv with constant weights; 1: the head alone). */
+  layers: number;
+}
+
+/** Every parameterized layer of the model, numbered from the output (the head is layer 1). */
+export function modelLayers(eng: Engine): Layer[] {
+  const graph = eng.model.proto.graph!;
+  return findLayers(graph, new GraphIndex(graph), eng.info.head);
 }
 
 export function modelSummary(eng: Engine, path: string): ModelSummary {
@@ -31,5 +41,6 @@ export function modelSummary(eng: Engine, path: string): ModelSummary {
     logitScale: i.head.scale,
     task: eng.task.kind,
     fixedBatch: eng.runBatchSize,
+    layers: modelLayers(eng).length,
   };
 }

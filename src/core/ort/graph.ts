@@ -142,11 +142,29 @@ export class GraphBuilder {
     return this.op('ReduceSum', [a, this.ints(axes)], { keepdims });
   }
 
+  /**
+   * The nodes (in order) and constants that some output depends on: onnxruntime runs every node it
+   * is given, used or not, and a kernel built on a shared subgraph (the backward pass) uses only part of it.
+   */
+  private live(): { nodes: NodeProto[]; inits: TensorProto[] } {
+    const need = new Set(this.outputs.map((o) => o.name));
+    const nodes: NodeProto[] = [];
+    // Nodes are appended after their inputs' producers, so one backward sweep finds every one needed.
+    for (let q = this.nodes.length - 1; q >= 0; q--) {
+      const n = this.nodes[q];
+      if (!n.output.some((o) => need.has(o))) continue;
+      nodes.push(n);
+      for (const i of n.input) if (i) need.add(i);
+    }
+    return { nodes: nodes.reverse(), inits: this.inits.filter((t) => need.has(t.name)) };
+  }
+
   serialize(): Uint8Array {
+    const { nodes, inits } = this.live();
     const graph = create(GraphProtoSchema, {
       name: 'influence_lens_math',
-      node: this.nodes,
-      initializer: this.inits,
+      node: nodes,
+      initializer: inits,
       input: this.inputs,
       output: this.outputs,
     });

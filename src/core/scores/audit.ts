@@ -48,13 +48,34 @@ export interface AuditScores {
   predictedWithout: Int32Array;
   /** The row's own loss after that step: its leave-one-out loss. */
   lossWithout: Float64Array;
+  /**
+   * How the leave-one-out step was taken: the head's leverage-corrected Newton step, or (beyond
+   * the head) none, the first-order loss + selfInfluence/n standing in (lossWithout etc. NaN).
+   */
+  leaveOneOut: 'newton' | 'firstOrder';
   suspicion: Float64Array;
   memorized: Uint8Array | null;
   heldOutRows: number;
-  solver: SolverKind;
+  /** How H⁻¹ is applied: the head's solvers, or beyond it the explicit inverse ('cholesky') or EK-FAC. */
+  solver: SolverKind | 'ekfac';
   selfInfluenceMethod: SelfInfluenceMethod;
   cgIterations: number | null;
   seconds: Record<string, number>;
+}
+
+/** The held-out rows' mean loss and accuracy (predicted as labelled). */
+export function heldOutFit(h: Pick<ScoredRows, 'n' | 'C' | 'z' | 'loss' | 'labels'>): {
+  loss: number;
+  accuracy: number;
+} {
+  const task = taskFor(h.C);
+  let loss = 0;
+  let correct = 0;
+  for (let i = 0; i < h.n; i++) {
+    loss += h.loss[i];
+    if (task.ownMargin(h.z.subarray(i * h.C, (i + 1) * h.C), h.labels[i]).margin > 0) correct++;
+  }
+  return { loss: loss / h.n, accuracy: correct / h.n };
 }
 
 /** Σ_v g_v ⊗ x̃_v over the held-out rows: the gradient of their summed loss. */
@@ -165,14 +186,9 @@ async function auditWith(
     }
   }
   const suspicion = suspicionScores(lossWithout, rows.loss, heldOutInfluence, heldOut?.rows.n ?? 0);
-  let memorized: Uint8Array | null = null;
-  if (heldOutInfluence) {
-    memorized = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      memorized[i] =
-        predicted[i] === rows.labels[i] && marginWithout[i] < 0 && heldOutInfluence[i] >= -opts.tau ? 1 : 0;
-    }
-  }
+  const memorized = heldOutInfluence
+    ? memorizedFlags(predicted, rows.labels, (i) => marginWithout[i] < 0, heldOutInfluence, opts.tau)
+    : null;
   seconds.audit = (performance.now() - t0) / 1000;
   return {
     n,
@@ -184,6 +200,7 @@ async function auditWith(
     marginWithout,
     predictedWithout,
     lossWithout,
+    leaveOneOut: 'newton',
     suspicion,
     memorized,
     heldOutRows: heldOut?.rows.n ?? 0,
@@ -193,6 +210,31 @@ async function auditWith(
     seconds,
   };
 }
+
+/**
+ * memorized(i): predicted as labelled now, right only because it is in the training set
+ * (`selfFlip`), and not helping held-out data (heldOutInfluence ≥ −tau).
+ */
+export function memorizedFlags(
+  predicted: Int32Array,
+  labels: Int32Array,
+  selfFlip: (i: number) => boolean,
+  heldOutInfluence: Float64Array,
+  tau: number,
+): Uint8Array {
+  const out = new Uint8Array(predicted.length);
+  for (let i = 0; i < out.length; i++)
+    out[i] = predicted[i] === labels[i] && selfFlip(i) && heldOutInfluence[i] >= -tau ? 1 : 0;
+  return out;
+}
+
+/**
+ * Beyond the head, a row is "right only because it is in the training set" when its first-order
+ * leave-one-out loss, loss + selfInfluence/n, passes ln 2: without it, the label's probability
+ * would fall below 1/2 (for a binary head, exactly a flip of the prediction; for more classes,
+ * a condition that any flip implies). It stands in for the head's Newton step (marginWithout < 0).
+ */
+export const FIRST_ORDER_FLIP_LOSS = Math.LN2;
 
 /**
  * suspicion(i) = lossWithout_i + (lossWithout_i − loss_i) + max(heldOutInfluence_i, 0)/|V|:
@@ -228,8 +270,12 @@ export function reasonsFor(
 ): Reason[] {
   const out: Reason[] = [];
   const y = rows.labels[i];
+  const firstOrder = rows.loss[i] + a.selfInfluence[i] / rows.n;
   if (a.predicted[i] !== y) out.push({ code: 'LABEL_DISAGREES', predicted: a.predicted[i], p: a.pPredicted[i] });
-  else if (a.marginWithout[i] < 0 && Number.isFinite(a.marginWithout[i]))
+  else if (a.leaveOneOut === 'firstOrder') {
+    if (firstOrder > FIRST_ORDER_FLIP_LOSS && Number.isFinite(firstOrder))
+      out.push({ code: 'SELF_FLIP_FIRST_ORDER', loss: rows.loss[i], lossWithout: firstOrder });
+  } else if (a.marginWithout[i] < 0 && Number.isFinite(a.marginWithout[i]))
     out.push({
       code: 'SELF_FLIP',
       margin: a.margin[i],

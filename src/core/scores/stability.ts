@@ -6,14 +6,14 @@
  */
 import type { Curvature } from '../curvature/curvature';
 import type { HeadRows } from '../task/head';
-import { auditScores, type AuditOptions, type AuditScores, type HeldOut, type ScoredRows } from './audit';
+import type { AuditScores } from './audit';
 import { lossChangesAt, type ExplainOptions, type TestPoint } from './explain';
 import { suspicionOrder, topRows } from './ranking';
 
 /** Below this Jaccard overlap (at either neighbouring damping) a set is "sensitive to damping". */
 export const STABLE_JACCARD = 0.5;
 /** The factor between the neighbouring dampings and λ. */
-const FACTOR = 10;
+export const STABILITY_FACTOR = 10;
 
 export interface Stability {
   /** The sets compared: the top k, or the memorized flags. */
@@ -42,7 +42,12 @@ export function summarise(k: number, damping: number, sets: Record<string, numbe
     overlaps[name] = [jaccard(mid, low), jaccard(mid, high)];
     worst = Math.min(worst, ...overlaps[name]);
   }
-  return { k, dampings: [damping / FACTOR, damping, damping * FACTOR], overlaps, stable: worst >= STABLE_JACCARD };
+  return {
+    k,
+    dampings: [damping / STABILITY_FACTOR, damping, damping * STABILITY_FACTOR],
+    overlaps,
+    stable: worst >= STABLE_JACCARD,
+  };
 }
 
 /**
@@ -58,11 +63,11 @@ export async function explainStability(
   k: number,
   damping: number,
 ): Promise<Stability> {
-  const low = await curv.withDamping(opts.damping / FACTOR, opts.signal, 'solves');
+  const low = await curv.withDamping(opts.damping / STABILITY_FACTOR, opts.signal, 'solves');
   let high: Curvature | null = null;
   let sets;
   try {
-    high = await curv.withDamping(opts.damping * FACTOR, opts.signal, 'solves');
+    high = await curv.withDamping(opts.damping * STABILITY_FACTOR, opts.signal, 'solves');
     sets = (await lossChangesAt(rows, test, [low, high], opts.signal)).map((v) => topRows(v, k));
   } finally {
     await low.release();
@@ -75,37 +80,30 @@ export async function explainStability(
   });
 }
 
-/** The memorized flags (with a held-out set) and the k most suspicious rows at λ/10, λ and 10λ. */
+/**
+ * The memorized flags (with a held-out set) and the k most suspicious rows at λ/10, λ and 10λ:
+ * `scores` are those at λ, and `at(f)` computes them at f·λ (for the head or beyond it).
+ */
 export async function auditStability(
-  rows: ScoredRows,
-  heldOut: HeldOut | null,
-  opts: AuditOptions,
-  curv: Curvature,
   scores: AuditScores,
   k: number,
   damping: number,
+  at: (factor: number) => Promise<AuditScores>,
 ): Promise<Stability> {
   const sets = (s: AuditScores) => ({
     suspicious: suspicionOrder(s.suspicion).slice(0, k),
     memorized: s.memorized ? flagged(s.memorized) : [],
   });
-  const at = async (f: number) => {
-    const c = await curv.withDamping(opts.damping * f, opts.signal);
-    try {
-      return sets(await auditScores(rows, heldOut, { ...opts, damping: opts.damping * f }, c));
-    } finally {
-      await c.release();
-    }
-  };
-  const low = await at(1 / FACTOR);
-  const high = await at(FACTOR);
+  const low = sets(await at(1 / STABILITY_FACTOR));
+  const high = sets(await at(STABILITY_FACTOR));
   const mid = sets(scores);
   const compared: Record<string, number[][]> = { suspicious: [low.suspicious, mid.suspicious, high.suspicious] };
   if (scores.memorized) compared.memorized = [low.memorized, mid.memorized, high.memorized];
   return summarise(k, damping, compared);
 }
 
-function flagged(memorized: Uint8Array): number[] {
+/** The rows flagged in a 0/1 array. */
+export function flagged(memorized: Uint8Array): number[] {
   const out: number[] = [];
   for (let i = 0; i < memorized.length; i++) if (memorized[i]) out.push(i);
   return out;
