@@ -96,7 +96,7 @@ export async function readTrainingRows(
   }
 }
 
-/** readRows for a source other than a text table (sources.ts): per-file reuse through the cache. */
+/** readRows for a source other than a text table (sources/): per-file reuse through the cache. */
 async function readSource(
   engine: Engine,
   path: string,
