@@ -38,11 +38,19 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
 /**
  * "Is the head enough here?": when the model has more than one layer, the same explanation on the
  * other side (the last 2 layers for a head result, the head for a deeper one) at the same λ, its
- * lossChangeIfRemoved compared with the result's. A comparison that cannot run (a source or an op
- * the deeper path does not take) is a note, never a failed explain.
+ * lossChangeIfRemoved compared with the result's. A comparison that cannot run (an op the deeper
+ * path does not take) is a note, never a failed explain; so is one skipped by default.
  */
 async function addAgreement(req: ExplainRequest, eng: Engine, result: ExplainResult): Promise<void> {
   if (result.model.layers < 2) return;
+  // An image folder, manifest or Parquet/Arrow has no deep rows cache yet (a folder's stamp does not
+  // follow its files), so the other side would decode every image again: seconds on every explain.
+  if (req.agreement === undefined && isHeadOnly(req.layers) && result.rows.locator) {
+    result.notes.push(
+      'no head-vs-last-2 comparison by default on an image folder, manifest or Parquet/Arrow source: it would read every row again (--agreement runs it)',
+    );
+    return;
+  }
   const t0 = performance.now();
   const headFirst = isHeadOnly(req.layers);
   if (headFirst && result.head.mode === 'refit') {

@@ -41,7 +41,8 @@ export interface ExplainRequest {
   layers?: LayerSpec;
   /**
    * Also explain on the other side (the last 2 layers for the head, the head for deeper layers) and
-   * compare the rankings (default true; needs a model with more than one layer).
+   * compare the rankings. Default (undefined): on tables only; true: on any source; false: never.
+   * Needs a model with more than one layer.
    */
   agreement?: boolean;
   /** Beyond the head: the exact damped GGN, or (default) EK-FAC per layer; with the head, 'exact' forces the exact path. */

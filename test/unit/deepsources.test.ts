@@ -38,6 +38,39 @@ after(async () => {
 });
 
 describe('--layers 2 on image folders, manifests and Parquet', () => {
+  it("explain's head-vs-last-2 agreement: skipped by default on an image folder (a note), the CSV's with --agreement", async () => {
+    const base = { model, testRow: 17, stability: false, damping: 1e-3 } as const;
+    const csv = await explain(
+      { ...base, train: at('samples/digits/train.csv'), test: at('samples/digits/test.csv') },
+      eng,
+    );
+    assert.ok(csv.agreement, 'a table gets the agreement by default');
+    const folder = {
+      ...base,
+      train: at('samples/digits/images/train'),
+      test: at('samples/digits/images/test.csv'),
+      images,
+    };
+    const skipped = await explain(folder, eng);
+    assert.equal(skipped.agreement, null);
+    assert.ok(
+      skipped.notes.some((n) => n.includes('--agreement runs it')),
+      skipped.notes.join('; '),
+    );
+    const forced = await explain({ ...folder, agreement: true }, eng);
+    assert.ok(forced.agreement);
+    assert.ok(Math.abs(forced.agreement.spearman - csv.agreement.spearman) < 1e-9);
+    // The folder lists its rows in class-folder order: its row i is the CSV's row order[i].
+    const order = folderToCsv(at('samples/digits/images/train'));
+    const toCsv = (rows: number[]) => rows.map((i) => order[i]);
+    const [f, c] = [forced.agreement, csv.agreement];
+    for (const side of ['helpful', 'harmful'] as const) {
+      assert.equal(f[side].overlap, c[side].overlap);
+      assert.deepEqual(toCsv(f[side].head), c[side].head);
+      assert.deepEqual(toCsv(f[side].deeper), c[side].deeper);
+    }
+  });
+
   it('explain: the CSV scores, row for row', async () => {
     const base = { model, testRow: 17, layers: 2, stability: false, damping: 1e-3 } as const;
     const csv = await explain(
