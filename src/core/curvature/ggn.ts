@@ -12,7 +12,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted } from '../errors';
-import type { DeepEngine, DeepForward, RowFactors } from '../model/deep';
+import type { DeepEngine, DeepForward, DeepKernel, RowFactors } from '../model/deep';
 import { F64, f64, type Kernel } from '../ort/graph';
 import { gemm64Kernel } from '../ort/kernels';
 import type { Task } from '../task/loss';
@@ -73,8 +73,83 @@ export interface DeepCurvature {
 }
 
 /** Splits a J×k×K kernel output into J arrays of k×K, written at row `start` of `out` (count×K each). */
-export function scatterY(y: Float64Array, J: number, k: number, K: number, out: Float64Array[], start: number): void {
+function scatterY(y: Float64Array, J: number, k: number, K: number, out: Float64Array[], start: number): void {
   for (let j = 0; j < J; j++) out[j].set(y.subarray(j * k * K, (j + 1) * k * K), start * K);
+}
+
+/** Runs `kernel` over a forward batch's rows, `step` rows per run, handing each run's outputs, first row and size to `take`. */
+async function inSteps(
+  kernel: DeepKernel,
+  fw: DeepForward,
+  g: Float64Array,
+  K: number,
+  step: number,
+  extra: Record<string, ort.Tensor>,
+  take: (out: Record<string, Float64Array>, start: number, m: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (let s = 0; s < fw.count; s += step) {
+    throwIfAborted(signal);
+    const m = Math.min(step, fw.count - s);
+    take(await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra), s, m);
+  }
+}
+
+/** A RowScorer over a kernel with outputs y (J×m×K) and, with `self`, q (m). */
+export function kernelRowScorer(
+  kernel: DeepKernel,
+  a: { step: number; J: number; K: number; self: boolean; extra: Record<string, ort.Tensor> },
+  signal?: AbortSignal,
+): RowScorer {
+  const { J, K } = a;
+  return {
+    run: async (fw, g) => {
+      const y = Array.from({ length: J }, () => new Float64Array(fw.count * K));
+      const q = a.self ? new Float64Array(fw.count) : null;
+      await inSteps(
+        kernel,
+        fw,
+        g,
+        K,
+        a.step,
+        a.extra,
+        (out, s, m) => {
+          scatterY(out.y, J, m, K, y, s);
+          q?.set(out.q, s);
+        },
+        signal,
+      );
+      return { y, self: q };
+    },
+  };
+}
+
+/** An AuditScorer over a kernel with outputs q (m) and, with `toward`, y (m). */
+export function kernelAuditScorer(
+  kernel: DeepKernel,
+  a: { step: number; K: number; toward: boolean; extra: Record<string, ort.Tensor> },
+  signal?: AbortSignal,
+): AuditScorer {
+  return {
+    run: async (fw, g) => {
+      const self = new Float64Array(fw.count);
+      const toward = a.toward ? new Float64Array(fw.count) : null;
+      await inSteps(
+        kernel,
+        fw,
+        g,
+        a.K,
+        a.step,
+        a.extra,
+        (out, s) => {
+          self.set(out.q, s);
+          toward?.set(out.y, s);
+        },
+        signal,
+      );
+      return { toward, self };
+    },
+  };
 }
 
 /**
@@ -191,21 +266,7 @@ export class ExactGgn implements DeepCurvature {
     if (self) extra.hinv = new ort.Tensor('float64', this.Hinv, [P, P]);
     // The kernel forms each row's whole gradient and its product with H⁻¹ (P values each).
     const step = deep.rowsPerRun(2, P);
-    return {
-      run: async (fw, g) => {
-        const count = fw.count;
-        const y = Array.from({ length: J }, () => new Float64Array(count * K));
-        const q = self ? new Float64Array(count) : null;
-        for (let s = 0; s < count; s += step) {
-          throwIfAborted(signal);
-          const m = Math.min(step, count - s);
-          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
-          scatterY(out.y, J, m, K, y, s);
-          q?.set(out.q, s);
-        }
-        return { y, self: q };
-      },
-    };
+    return kernelRowScorer(kernel, { step, J, K, self, extra }, signal);
   }
 
   /** From each row's whole gradient G: G·(H⁻¹u) and Σ (G H⁻¹) ∘ G. */
@@ -225,21 +286,7 @@ export class ExactGgn implements DeepCurvature {
       `exact-audit:${u !== null}`,
     );
     const step = deep.rowsPerRun(2, P);
-    return {
-      run: async (fw, g) => {
-        const count = fw.count;
-        const self = new Float64Array(count);
-        const toward = u ? new Float64Array(count) : null;
-        for (let s = 0; s < count; s += step) {
-          throwIfAborted(signal);
-          const m = Math.min(step, count - s);
-          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
-          self.set(out.q, s);
-          toward?.set(out.y, s);
-        }
-        return { toward, self };
-      },
-    };
+    return kernelAuditScorer(kernel, { step, K, toward: u !== null, extra }, signal);
   }
 
   async release(): Promise<void> {

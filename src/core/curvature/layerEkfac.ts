@@ -24,7 +24,8 @@ import { F64 } from '../ort/graph';
 import { taskFor } from '../task/loss';
 import {
   curvatureDirections,
-  scatterY,
+  kernelAuditScorer,
+  kernelRowScorer,
   type AuditScorer,
   type DeepCurvature,
   type DeepTestRow,
@@ -247,21 +248,7 @@ export class LayerEkfac implements DeepCurvature {
     }, `ekfac:${shapes}:${J}:${self}`);
     // Conv layers form G' per row (out·D̃ values).
     const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
-    return {
-      run: async (fw, g) => {
-        const count = fw.count;
-        const y = Array.from({ length: J }, () => new Float64Array(count * K));
-        const q = self ? new Float64Array(count) : null;
-        for (let s = 0; s < count; s += step) {
-          throwIfAborted(signal);
-          const m = Math.min(step, count - s);
-          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
-          scatterY(out.y, J, m, K, y, s);
-          q?.set(out.q, s);
-        }
-        return { y, self: q };
-      },
-    };
+    return kernelRowScorer(kernel, { step, J, K, self, extra }, signal);
   }
 
   /**
@@ -323,21 +310,7 @@ export class LayerEkfac implements DeepCurvature {
     );
     // Conv layers form G' per row (out·D̃ values).
     const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
-    return {
-      run: async (fw, g) => {
-        const count = fw.count;
-        const self = new Float64Array(count);
-        const toward = u ? new Float64Array(count) : null;
-        for (let s = 0; s < count; s += step) {
-          throwIfAborted(signal);
-          const m = Math.min(step, count - s);
-          const out = await kernel.run(fw, s, m, g.subarray(s * K, (s + m) * K), 1, extra);
-          self.set(out.q, s);
-          toward?.set(out.y, s);
-        }
-        return { toward, self };
-      },
-    };
+    return kernelAuditScorer(kernel, { step, K, toward: u !== null, extra }, signal);
   }
 
   async release(): Promise<void> {}
