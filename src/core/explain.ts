@@ -8,7 +8,6 @@ import { Engine } from './model/engine';
 import { modelLayers, modelSummary } from './model/summary';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
 import { readTrainingRows, type TrainingRows } from './rows';
-import { forwardSourceRow } from './sources';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
@@ -16,6 +15,7 @@ import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
 import { headCurvature } from './headCurvature';
 import { explainDeep } from './explainDeep';
+import { readExplainInputs, stageTimer } from './explainInputs';
 import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 import { isHeadOnly, layerSummaries } from './model/layers';
 import { compareRankings } from './scores/agreement';
@@ -89,32 +89,10 @@ async function addAgreement(req: ExplainRequest, eng: Engine, result: ExplainRes
 /** explain over the head's parameters. */
 async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
-  const seconds: Record<string, number> = {};
-  let t = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    seconds[name] = (now - t) / 1000;
-    t = now;
-  };
+  const { seconds, lap, restart } = stageTimer(t0);
   const methods = headCurvature(req, eng);
   lap('load');
-  const images = req.images ?? {};
-  const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
-  const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
-  // How to read the files (tables, manifests, Parquet/Arrow, image folders): the training data
-  // decide, and the test data follow them.
-  const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
-  const testTable = await eng.chooseSource(req.test, table, {
-    like: trainTable,
-    requireLabel: table.labelColumn !== undefined,
-    signal: req.signal,
-  });
-  lap('chooseTables');
-  // The test row first: a bad test file fails fast, before the long pass over the training data.
-  const test =
-    testTable.kind === 'table'
-      ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
-      : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
+  const { run, trainTable, testTable, test } = await readExplainInputs(req, eng, lap);
   lap('forwardTest');
   const rows = await readTrainingRows(eng, req.train, trainTable.options, run, methods);
   lap('forwardTrain');
@@ -154,7 +132,7 @@ async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainRes
   try {
     scores = await explainScores(train, point, opts, curv);
     Object.assign(seconds, scores.seconds);
-    t = performance.now();
+    restart();
     if (req.stability !== false) {
       stability = await explainStability(
         train,

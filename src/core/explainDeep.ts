@@ -11,9 +11,9 @@ import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { mergeNotes, tableRead } from './data/choose';
 import { deepHead, openDeep, trainDeep } from './deepRun';
+import { readExplainInputs, stageTimer } from './explainInputs';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
-import { forwardSourceRow } from './sources';
 import { modelSummary } from './model/summary';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
@@ -27,30 +27,11 @@ export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
 
 export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
-  const seconds: Record<string, number> = {};
-  let t = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    seconds[name] = (now - t) / 1000;
-    t = now;
-  };
+  const { seconds, lap } = stageTimer(t0);
   const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature, head: req.head });
   try {
     lap('load');
-    const images = req.images ?? {};
-    const run = { signal: req.signal, onProgress: req.onProgress, batchSize: req.batchSize, cache: req.cache, images };
-    const table = { ...req.table, ...(images.imageColumn !== undefined ? { imageColumn: images.imageColumn } : {}) };
-    const trainTable = await eng.chooseSource(req.train, table, { signal: req.signal });
-    const testTable = await eng.chooseSource(req.test, table, {
-      like: trainTable,
-      requireLabel: table.labelColumn !== undefined,
-      signal: req.signal,
-    });
-    lap('chooseTables');
-    const test =
-      testTable.kind === 'table'
-        ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
-        : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
+    const { run, trainTable, testTable, test } = await readExplainInputs(req, eng, lap);
     const task = taskFor(deep.K);
     const K = deep.K;
     // The test row, explained for its label, or for the predicted class when it has none.
