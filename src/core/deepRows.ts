@@ -11,7 +11,8 @@ import type { RowLocator } from './data/locator';
 import type { SourceInfo, SourceOptions } from './data/source';
 import type { TableSummary } from './data/table';
 import { curvatureDirections } from './curvature/ggn';
-import type { DeepEngine, DeepForward } from './model/deep';
+import type { DeepEngine, PassRows, TapForward } from './model/deep';
+import type { ForwardMemo } from './model/forwardMemo';
 import { RowsBuilder } from './model/engine';
 import type { ImageRequest } from './sources';
 import type { RowsCache } from './cache/store';
@@ -59,7 +60,7 @@ export function signals(
 /**
  * The pass: per-row data, and with `ggn` the exact GGN's sum (K directions per row: the columns of
  * a factor of A), with `gradSum` the sum of the rows' gradients. `onBatch` (EK-FAC statistics) sees
- * each batch's forward results.
+ * each batch's forward results; `memo` keeps them for the passes after this one.
  */
 export async function readDeepRows(
   deep: DeepEngine,
@@ -69,7 +70,8 @@ export async function readDeepRows(
   opts: {
     ggn: boolean;
     gradSum?: boolean;
-    onBatch?: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
+    onBatch?: (fw: TapForward, g: Float64Array, labels: Int32Array) => Promise<void>;
+    memo?: ForwardMemo;
   },
 ): Promise<DeepRows> {
   const { P, K } = deep;
@@ -108,28 +110,33 @@ export async function readDeepRows(
       }
     }
     if (opts.onBatch) await opts.onBatch(fw, g, batch.labels);
+    opts.memo?.keep(batch, fw, extent);
   });
+  opts.memo?.complete();
   const n = summary.rows;
   if (H) for (let q = 0; q < H.length; q++) H[q] /= n;
   return { ...acc.finish(n, b !== null), table, summary, ...(locator ? { locator } : {}), gradSum: sum, H0: H };
 }
 
 /** Every training row again, a forward batch at a time with the rows' g (count×K): what the row scorers read. */
-export type RowPass = (onBatch: (start: number, fw: DeepForward, g: Float64Array) => Promise<void>) => Promise<void>;
+export type RowPass = (onBatch: (start: number, fw: TapForward, g: Float64Array) => Promise<void>) => Promise<void>;
 
-/** The row pass over the file the rows were read from. */
+/** The row pass over the file the rows were read from, or over the batches `memo` kept of it. */
 export function rowPass(
   deep: DeepEngine,
   rows: DeepRows,
   path: string,
   tableOpts: SourceOptions,
   run: RunControl,
+  memo?: ForwardMemo,
 ): RowPass {
   const K = deep.K;
   return async (onBatch) => {
-    await deep.pass(path, tableOpts, run, async (batch, fw) => {
+    const each = async (batch: PassRows, fw: TapForward) => {
       run.onProgress?.('scores', batch.start, rows.n);
       await onBatch(batch.start, fw, rows.g.subarray(batch.start * K, (batch.start + batch.count) * K));
-    });
+    };
+    const read = (fn: typeof each) => deep.pass(path, tableOpts, run, fn);
+    await (memo ? memo.again(read, each, run.signal) : read(each));
   };
 }

@@ -15,7 +15,8 @@ import { LayerEkfac, type EkfacBlock } from './curvature/layerEkfac';
 import type { SourceOptions } from './data/source';
 import { readDeepRows, rowPass, type DeepRows, type RowPass, type RunControl } from './deepRows';
 import type { HeadMode, HeadReport, PreparedHead } from './headfit';
-import { DeepEngine } from './model/deep';
+import { DeepEngine, type PassRows, type TapForward } from './model/deep';
+import { ForwardMemo } from './model/forwardMemo';
 import type { Engine, ForwardRows } from './model/engine';
 import { describeLayers, type LayerSpec } from './model/layers';
 import type { CacheUse, RunRows } from './rows';
@@ -160,11 +161,13 @@ export async function trainDeep(
       }
     }
   }
-  const pass = (fn: Parameters<DeepEngine['pass']>[3]) => deep.pass(path, tableOpts, run, fn);
+  // The training pass keeps its forward batches when they fit, for EK-FAC's second pass and the scores.
+  const memo = new ForwardMemo();
+  const read = (fn: (batch: PassRows, fw: TapForward) => Promise<void>) => deep.pass(path, tableOpts, run, fn);
   if (!rows) {
     const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
-    rows = await readDeepRows(deep, path, tableOpts, run, { ggn: method === 'exact', onBatch: ekfac?.onBatch });
-    if (ekfac && rows.n > 0) blocks = await ekfac.finish(pass, run.signal);
+    rows = await readDeepRows(deep, path, tableOpts, run, { ggn: method === 'exact', onBatch: ekfac?.onBatch, memo });
+    if (ekfac && rows.n > 0) blocks = await ekfac.finish((fn) => memo.again(read, fn, run.signal), run.signal);
     if (cache && key && rows.n > 0) {
       const sha = rows.summary.sha256;
       pending.push(cache.store(key, rows));
@@ -179,7 +182,7 @@ export async function trainDeep(
     cache: use,
     curvature: async (damping, signal) =>
       method === 'exact' ? ExactGgn.create(r.H0!, P, damping, signal) : LayerEkfac.create(blocks!, P, r.n, damping),
-    pass: rowPass(deep, r, path, tableOpts, run),
+    pass: rowPass(deep, r, path, tableOpts, run, memo),
     written,
   };
 }

@@ -12,7 +12,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { InfluenceError, throwIfAborted } from '../errors';
-import type { DeepEngine, DeepForward, DeepKernel, RowFactors } from '../model/deep';
+import type { DeepEngine, DeepKernel, RowFactors, TapForward } from '../model/deep';
 import { F64, f64, type Kernel } from '../ort/graph';
 import { gemm64Kernel } from '../ort/kernels';
 import type { Task } from '../task/loss';
@@ -40,7 +40,7 @@ export interface RowScores {
 
 export interface RowScorer {
   /** The rows of a forward batch, with their g (count×K). */
-  run(fw: DeepForward, g: Float64Array): Promise<RowScores>;
+  run(fw: TapForward, g: Float64Array): Promise<RowScores>;
 }
 
 /** Per training row at the curvature's damping: uᵀH⁻¹∇L_i for a fixed u (null without one) and ∇L_iᵀH⁻¹∇L_i. */
@@ -51,7 +51,7 @@ export interface AuditRowScores {
 
 export interface AuditScorer {
   /** The rows of a forward batch, with their g (count×K). */
-  run(fw: DeepForward, g: Float64Array): Promise<AuditRowScores>;
+  run(fw: TapForward, g: Float64Array): Promise<AuditRowScores>;
 }
 
 /** What the scores need of the curvature over the chosen parameters. */
@@ -80,7 +80,7 @@ function scatterY(y: Float64Array, J: number, k: number, K: number, out: Float64
 /** Runs `kernel` over a forward batch's rows, `step` rows per run, handing each run's outputs, first row and size to `take`. */
 async function inSteps(
   kernel: DeepKernel,
-  fw: DeepForward,
+  fw: TapForward,
   g: Float64Array,
   K: number,
   step: number,

@@ -8,19 +8,21 @@
  * Λ_l[a,b] = (1/n) Σ_i Σ_r (U_Sᵀ G_ir U_A)[a,b]² with G_ir = Σ_t s_rt x̃_tᵀ.
  *
  * Two passes: the factors during the training pass (deepRows.ts, onBatch), then the eigenvalues in
- * a second pass over the file. Every product runs in our float64 ORT graphs, in each layer's
- * rotated basis (G' = U_Sᵀ G U_A). A dense layer on rows (T = 1) has a rank-1 gradient per
+ * a second pass over the rows (the training pass's forward batches, when they were kept). The
+ * statistics (the factors' sums and Λ) are float32 GEMMs summed in float64, as Kronfluence's
+ * defaults: they are twice as fast as float64 and are averages whose 1e-7 rounding no score can
+ * see beside the Kronecker approximation itself; the eigenbases and the scores are float64. The
+ * scores run in each layer's rotated basis (G' = U_Sᵀ G U_A). A dense layer on rows (T = 1) has a rank-1 gradient per
  * direction, G = s x̃ᵀ, so G' = s'x'ᵀ is never formed: Σ_r G'_r² = (Σ_r s'_r²) ⊗ x'², the self-influence
  * is s'²ᵀ inv x'², and the test's directions, also rank-1, meet a row through
  * Σ_b s'_t[b] s'[b] Σ_c inv[b,c] x'_t[c] x'[c]: O(out·D̃) per row instead of O(K·out·D̃).
  */
 import * as ort from 'onnxruntime-node';
 import { throwIfAborted } from '../errors';
-import type { Batch } from '../data/table';
 import { signals } from '../deepRows';
 import { matmul, symmetricEigen, transpose } from '../linalg';
-import type { DeepEngine, DeepForward, DeepKernel } from '../model/deep';
-import { F64 } from '../ort/graph';
+import type { DeepEngine, DeepKernel, PassRows, TapForward } from '../model/deep';
+import { F32, F64 } from '../ort/graph';
 import { taskFor } from '../task/loss';
 import {
   curvatureDirections,
@@ -82,9 +84,9 @@ export class LayerEkfac implements DeepCurvature {
    * blocks (what a cache keeps) that `create` turns into the curvature at a damping.
    */
   static collector(deep: DeepEngine): {
-    onBatch: (fw: DeepForward, g: Float64Array, labels: Int32Array) => Promise<void>;
+    onBatch: (fw: TapForward, g: Float64Array, labels: Int32Array) => Promise<void>;
     finish: (
-      pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
+      pass: (fn: (batch: PassRows, fw: TapForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
     ) => Promise<EkfacBlock[]>;
   } {
@@ -94,13 +96,13 @@ export class LayerEkfac implements DeepCurvature {
     const S = dims.map((d) => new Float64Array(d.out * d.out));
     let factorK: DeepKernel | null = null;
     const step = deep.rowsPerRun(K);
-    const onBatch = async (fw: DeepForward, g: Float64Array, labels: Int32Array) => {
+    const onBatch = async (fw: TapForward, g: Float64Array, labels: Int32Array) => {
       factorK ??= await deep.kernel((gb, b) => {
         b.factors.forEach((f, q) => {
-          const x = gb.reshape(f.x, [-1, f.Dt]);
-          const s = gb.reshape(f.s, [-1, f.layer.out]);
-          gb.output(gb.gemm(x, x, 1, 0), `a${q}`, F64, [f.Dt, f.Dt]);
-          gb.output(gb.gemm(s, s, 1, 0), `s${q}`, F64, [f.layer.out, f.layer.out]);
+          const x = gb.cast(gb.reshape(f.x, [-1, f.Dt]), F32);
+          const s = gb.cast(gb.reshape(f.s, [-1, f.layer.out]), F32);
+          gb.output(gb.cast(gb.gemm(x, x, 1, 0), F64), `a${q}`, F64, [f.Dt, f.Dt]);
+          gb.output(gb.cast(gb.gemm(s, s, 1, 0), F64), `s${q}`, F64, [f.layer.out, f.layer.out]);
         });
       });
       for (let s = 0; s < fw.count; s += step) {
@@ -115,7 +117,7 @@ export class LayerEkfac implements DeepCurvature {
       }
     };
     const finish = async (
-      pass: (fn: (batch: Batch, fw: DeepForward) => Promise<void>) => Promise<unknown>,
+      pass: (fn: (batch: PassRows, fw: TapForward) => Promise<void>) => Promise<unknown>,
       signal?: AbortSignal,
     ): Promise<EkfacBlock[]> => {
       throwIfAborted(signal);
@@ -130,8 +132,8 @@ export class LayerEkfac implements DeepCurvature {
       const lamK = await deep.kernel((gb, b) => {
         b.factors.forEach((f, q) => {
           const { US, UA, out, Dt, T } = blocks[q];
-          const sp = gb.matmul(f.s, gb.constant(F64, [out, out], US));
-          const xp = gb.matmul(f.x, gb.constant(F64, [Dt, Dt], UA));
+          const sp = gb.matmul(gb.cast(f.s, F32), gb.constant(F32, [out, out], Float32Array.from(US)));
+          const xp = gb.matmul(gb.cast(f.x, F32), gb.constant(F32, [Dt, Dt], Float32Array.from(UA)));
           let l: string;
           if (T === 1) {
             // Σ_i Σ_r s'_ir² ⊗ x'_i²: one GEMM of the rows' squares.
@@ -142,7 +144,7 @@ export class LayerEkfac implements DeepCurvature {
             const G = gb.matmul(gb.op('Transpose', [sp], { perm: [0, 1, 3, 2] }), xp);
             l = gb.reduceSum(gb.mul(G, G), [0, 1], 0);
           }
-          gb.output(l, `l${q}`, F64, [out, Dt]);
+          gb.output(gb.cast(l, F64), `l${q}`, F64, [out, Dt]);
         });
       });
       // Conv layers form G' per row and direction.

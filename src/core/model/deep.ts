@@ -33,6 +33,16 @@ export interface DeepForward {
   h: Float32Array;
 }
 
+/** What a later pass reads of a batch: its rows' place and labels. */
+export interface PassRows {
+  start: number;
+  count: number;
+  labels: Int32Array;
+}
+
+/** What a backward kernel reads of a forward batch: the taps, and the logits the signals come from. */
+export type TapForward = Pick<DeepForward, 'count' | 'taps' | 'z'>;
+
 /** A deterministic probe batch (as Engine's) for the taps' shapes. */
 function probeInput(rows: number, F: number): Float64Array {
   return Float64Array.from({ length: rows * F }, (_, q) => Math.sin(0.7 * q + 0.3));
@@ -284,13 +294,13 @@ export class DeepEngine {
    * Jᵀv over the chosen parameters for rows [start, start + k) of a forward batch, each with R
    * directions v (signal: k×R×K, row-major): k×R×P, float64.
    */
-  async gradients(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number): Promise<Float64Array> {
+  async gradients(fw: TapForward, start: number, k: number, signal: Float64Array, R: number): Promise<Float64Array> {
     this.grad ??= await this.kernel((g, b) => g.output(b.flat, 'grad', F64, ['k', 'R', this.P]));
     return (await this.grad.run(fw, start, k, signal, R)).grad;
   }
 
   /** The chosen layers' factors of rows [start, start + k), each row with R directions (signal k×R×K): per layer x (k×T×D̃) and s (k×R×T×out). */
-  async factors(fw: DeepForward, start: number, k: number, signal: Float64Array, R: number): Promise<RowFactors[]> {
+  async factors(fw: TapForward, start: number, k: number, signal: Float64Array, R: number): Promise<RowFactors[]> {
     this.factorK ??= await this.kernel((g, b) =>
       b.factors.forEach((f, q) => {
         g.output(f.x, `x${q}`, F64, ['k', 1, f.T, f.Dt]);
@@ -305,7 +315,7 @@ export class DeepEngine {
    * The curvature's sum for rows [start, start + k): signal k×K×K holds per row the K columns of a
    * factor V of A (VVᵀ = A). Returns H + Σ_rows Σ_columns (Jᵀv)(Jᵀv)ᵀ (P×P), float64.
    */
-  async ggn(fw: DeepForward, start: number, k: number, signal: Float64Array, H: Float64Array): Promise<Float64Array> {
+  async ggn(fw: TapForward, start: number, k: number, signal: Float64Array, H: Float64Array): Promise<Float64Array> {
     const { P, K } = this;
     this.ggnK ??= await this.kernel((g, b) => {
       const J = g.reshape(b.flat, [-1, P]);
@@ -386,7 +396,7 @@ export class DeepKernel {
 
   /** Runs rows [start, start + k) of a forward batch with R directions each (signal k×R×K) and further feeds; its outputs as float64. */
   async run(
-    fw: DeepForward,
+    fw: TapForward,
     start: number,
     k: number,
     signal: Float64Array,
