@@ -258,6 +258,25 @@ describe('EK-FAC per layer', () => {
     });
   }
 
+  for (const model of ['mlp', 'cnn'] as const) {
+    it(`LDS ${model}, last 2 layers: lossChangeIfRemoved is the fixture script's float64 EK-FAC (1e-5) at λ = 1e-3 and 1e-2`, async () => {
+      const ref = ldsReference(model, 'last2');
+      const want = JSON.parse(readFileSync(join(DEEP_DIR, `ekfac_${model}.json`), 'utf8'));
+      const deep = await deepEngine(ref.model, 2);
+      const col = LayerEkfac.collector(deep);
+      const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: false, onBatch: col.onBatch });
+      const blocks = await col.finish((fn) => deep.pass(ref.train, {}, {}, fn));
+      const points = await testPoints(deep, ref.test, want.testRows);
+      const n = rows.n;
+      for (const lambda of want.lambdas as number[]) {
+        const curv = LayerEkfac.create(blocks, deep.P, n, lambda);
+        const got = await lossChanges(deep, rows, ref.train, points, curv);
+        const e = worstRowError(got, decode(want.lossChangeIfRemoved[String(lambda)]), n);
+        assert.ok(e <= TOL, `λ ${lambda}: ${e.toExponential(2)}`);
+      }
+    });
+  }
+
   /** H⁻¹v by the blocks, in JS: per layer U_S (inv ∘ (U_Sᵀ V U_A)) U_Aᵀ. */
   function bruteSolve(curv: LayerEkfac, damping: number, v: Float64Array): Float64Array {
     const out = new Float64Array(v.length);
