@@ -121,7 +121,7 @@ export async function readDeepRows(
 /** Every training row again, a forward batch at a time with the rows' g (count×K): what the row scorers read. */
 export type RowPass = (onBatch: (start: number, fw: TapForward, g: Float64Array) => Promise<void>) => Promise<void>;
 
-/** The row pass over the file the rows were read from, or over the batches `memo` kept of it. */
+/** The row pass over the file the rows were read from, or over the batches `memo` kept of it (with `last`, letting them go). */
 export function rowPass(
   deep: DeepEngine,
   rows: DeepRows,
@@ -129,6 +129,7 @@ export function rowPass(
   tableOpts: SourceOptions,
   run: RunControl,
   memo?: ForwardMemo,
+  last = false,
 ): RowPass {
   const K = deep.K;
   return async (onBatch) => {
@@ -137,6 +138,6 @@ export function rowPass(
       await onBatch(batch.start, fw, rows.g.subarray(batch.start * K, (batch.start + batch.count) * K));
     };
     const read = (fn: typeof each) => deep.pass(path, tableOpts, run, fn);
-    await (memo ? memo.again(read, each, run.signal) : read(each));
+    await (memo ? memo.again(read, each, run.signal, last) : read(each));
   };
 }

@@ -64,6 +64,11 @@ export interface DeepTraining {
   curvature(damping: number, signal?: AbortSignal): Promise<DeepCurvature>;
   /** The training rows again, for the scorers. */
   pass: RowPass;
+  /** The training rows a last time: each kept forward batch is let go once read. */
+  lastPass: RowPass;
+  /** Arrays derived from these rows in the cache (null without a cache or such an entry), and storing some. */
+  loadDerived(name: string): Promise<Float64Array[] | null>;
+  storeDerived(name: string, data: Float64Array[]): void;
   /** Waits for the cache writes, which go on in the background while the caller computes. */
   written(): Promise<void>;
 }
@@ -128,7 +133,8 @@ function keyFor(deep: DeepEngine, path: string, tableOpts: SourceOptions): Cache
 /**
  * The training rows over the chosen layers and the curvature's statistics for `method`: from the
  * cache when it holds both, otherwise by the training pass (and, for EK-FAC, its second pass),
- * whose results are then stored.
+ * whose results are then stored. The training pass's forward batches are kept for the passes after
+ * it when they fit `memoBytes` (by default MEMO_BYTES), given the rows the pass is expected to read.
  */
 export async function trainDeep(
   deep: DeepEngine,
@@ -136,6 +142,7 @@ export async function trainDeep(
   path: string,
   tableOpts: SourceOptions,
   run: RunControl,
+  memoBytes?: (rows: number) => number,
 ): Promise<DeepTraining> {
   const { P } = deep;
   const pending: Promise<unknown>[] = [];
@@ -162,7 +169,7 @@ export async function trainDeep(
     }
   }
   // The training pass keeps its forward batches when they fit, for EK-FAC's second pass and the scores.
-  const memo = new ForwardMemo();
+  const memo = new ForwardMemo(memoBytes);
   const read = (fn: (batch: PassRows, fw: TapForward) => Promise<void>) => deep.pass(path, tableOpts, run, fn);
   if (!rows) {
     const ekfac = method === 'ekfac' ? LayerEkfac.collector(deep) : null;
@@ -183,6 +190,11 @@ export async function trainDeep(
     curvature: async (damping, signal) =>
       method === 'exact' ? ExactGgn.create(r.H0!, P, damping, signal) : LayerEkfac.create(blocks!, P, r.n, damping),
     pass: rowPass(deep, r, path, tableOpts, run, memo),
+    lastPass: rowPass(deep, r, path, tableOpts, run, memo, true),
+    loadDerived: async (name) => (cache && key ? cache.loadDerived(key, name, r.summary.sha256, run.signal) : null),
+    storeDerived: (name, data) => {
+      if (cache && key) pending.push(cache.storeDerived(key, name, r.summary.sha256, data));
+    },
     written,
   };
 }

@@ -14,7 +14,7 @@ import { topRows } from './scores/ranking';
 import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
 import { headCurvature } from './headCurvature';
-import { explainDeep } from './explainDeep';
+import { explainDeep, explainDeepSide, type DeepSide } from './explainDeep';
 import { readExplainInputs, stageTimer } from './explainInputs';
 import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 import { isHeadOnly, layerSummaries } from './model/layers';
@@ -67,9 +67,9 @@ async function addAgreement(req: ExplainRequest, eng: Engine, result: ExplainRes
     verifyTop: undefined,
     onProgress: req.onProgress && ((stage, done, total) => req.onProgress!(`agreement ${stage}`, done, total)),
   };
-  let o: ExplainResult;
+  let o: ExplainResult | DeepSide;
   try {
-    o = headFirst ? await explainDeep(other, eng) : await explainHead(other, eng);
+    o = headFirst ? await explainDeepSide(other, eng, result.damping) : await explainHead(other, eng);
   } catch (e) {
     if (!(e instanceof InfluenceError)) throw e;
     result.notes.push(`no head-vs-last-2 comparison: ${e.message}`);

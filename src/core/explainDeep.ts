@@ -15,15 +15,53 @@ import { readExplainInputs, stageTimer } from './explainInputs';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
 import { modelSummary } from './model/summary';
+import type { DeepCurvatureMethod } from './curvature/ggn';
+import type { DeepEngine } from './model/deep';
 import type { Engine } from './model/engine';
 import { describeLayers, layerSummaries } from './model/layers';
-import { deepExplainScores, deepTestPoint } from './scores/deep';
+import { deepExplainScores, deepLossChanges, deepTestPoint } from './scores/deep';
+import {
+  collectRowFactors,
+  factorBytes,
+  factorLossChanges,
+  FACTOR_BYTES,
+  packRowFactors,
+  unpackRowFactors,
+} from './scores/rowFactors';
 import { topRows } from './scores/ranking';
 import { STABILITY_FACTOR, summarise, type Stability } from './scores/stability';
 import { taskFor } from './task/loss';
 
+/** The cache entry of the rows' loss-gradient factors. */
+const ROW_FACTORS = 'rowfactors';
+
+/** What the agreement's deeper side keeps in memory at once, the rows' factors and the training pass's batches (the peak at 200k rows of the bench stays near 1.2 GB). */
+const SIDE_BYTES = 768 * 1024 * 1024;
+
 /** The scores that need the head's closed form, reported as null beyond the head. */
 export const HEAD_ONLY = ['lossChangeIfRemovedNewton', 'verified'] as const;
+
+/** The inputs of an explain beyond the head, its test point and its training side; the caller releases `deep`. */
+async function openExplainDeep(
+  req: ExplainRequest,
+  eng: Engine,
+  deep: DeepEngine,
+  method: DeepCurvatureMethod,
+  lap: (name: string) => void,
+  memoBytes?: (rows: number) => number,
+) {
+  const { run, trainTable, testTable, test } = await readExplainInputs(req, eng, lap);
+  const task = taskFor(deep.K);
+  // The test row, explained for its label, or for the predicted class when it has none.
+  const fwt = await deep.forward(test.features, 1);
+  const point = await deepTestPoint(deep, fwt, 0, test.labelled ? test.label : task.prediction(fwt.z).predicted);
+  lap('forwardTest');
+  const training = await trainDeep(deep, method, req.train, trainTable.options, run, memoBytes);
+  if (training.rows.n === 0)
+    throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
+  lap('forwardTrain');
+  return { trainTable, testTable, test, task, point, training };
+}
 
 export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<ExplainResult> {
   const t0 = performance.now();
@@ -31,19 +69,10 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
   const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature, head: req.head });
   try {
     lap('load');
-    const { run, trainTable, testTable, test } = await readExplainInputs(req, eng, lap);
-    const task = taskFor(deep.K);
+    const { trainTable, testTable, test, task, point, training } = await openExplainDeep(req, eng, deep, method, lap);
     const K = deep.K;
-    // The test row, explained for its label, or for the predicted class when it has none.
-    const fwt = await deep.forward(test.features, 1);
-    const point = await deepTestPoint(deep, fwt, 0, test.labelled ? test.label : task.prediction(fwt.z).predicted);
     const label = point.label;
-    lap('forwardTest');
-    const training = await trainDeep(deep, method, req.train, trainTable.options, run);
     const rows = training.rows;
-    if (rows.n === 0)
-      throw new InfluenceError('NO_ROWS', `the training file has a header but no data rows`, { file: req.train });
-    lap('forwardTrain');
     throwIfAborted(req.signal);
     // The damping rules read the head (its L2 is the weight decay of every layer); λ is on θ here.
     const prep = await prepareHead(eng, rows, {
@@ -151,6 +180,60 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       agreement: null,
       seconds,
     };
+  } finally {
+    await deep.release();
+  }
+}
+
+/** The deeper side of explain's head-vs-last-2 agreement: lossChangeIfRemoved alone. */
+export interface DeepSide {
+  layers: ExplainResult['layers'];
+  curvature: ExplainResult['curvature'];
+  solver: ExplainResult['solver'];
+  scores: { lossChangeIfRemoved: Float64Array };
+}
+
+/**
+ * The deeper side of the agreement at λ = req.damping (the head's): from the rows' loss-gradient
+ * factors (scores/rowFactors.ts) when they fit FACTOR_BYTES. The cache keeps them, so that with it
+ * warm the comparison is one solve and one GEMM over the rows; otherwise one pass over the rows
+ * (a replay of the training pass's batches on a cold run) gathers them. Past the budget, one
+ * scoring pass instead.
+ */
+export async function explainDeepSide(req: ExplainRequest, eng: Engine, damping: number): Promise<DeepSide> {
+  const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature });
+  try {
+    // The training pass's forward batches are kept only with what the factors leave of SIDE_BYTES.
+    const memoBytes = (rows: number) =>
+      SIDE_BYTES - (factorBytes(deep, rows) <= FACTOR_BYTES ? factorBytes(deep, rows) : 0);
+    const { point, training } = await openExplainDeep(req, eng, deep, method, () => undefined, memoBytes);
+    const { n } = training.rows;
+    const curv = await training.curvature(damping, req.signal);
+    try {
+      let lossChangeIfRemoved: Float64Array;
+      if (factorBytes(deep, n) <= FACTOR_BYTES) {
+        const cached = await training.loadDerived(ROW_FACTORS);
+        let factors = cached && unpackRowFactors(deep, n, cached);
+        if (!factors) {
+          factors = await collectRowFactors(deep, n, training.lastPass, req.signal);
+          training.storeDerived(ROW_FACTORS, packRowFactors(factors));
+        }
+        const gt = new Float64Array(deep.P);
+        for (let a = 0; a < deep.K; a++) for (let q = 0; q < deep.P; q++) gt[q] += point.g[a] * point.J[a * deep.P + q];
+        lossChangeIfRemoved = await factorLossChanges(deep, factors, await curv.solve(gt), n, req.signal);
+      } else {
+        [lossChangeIfRemoved] = await deepLossChanges(deep, n, point, curv, training.lastPass, [damping], req.signal);
+      }
+      await training.written();
+      return {
+        layers: layerSummaries(deep.chosen),
+        curvature: method,
+        solver: method === 'exact' ? 'cholesky' : 'ekfac',
+        scores: { lossChangeIfRemoved },
+      };
+    } finally {
+      await curv.release();
+    }
   } finally {
     await deep.release();
   }

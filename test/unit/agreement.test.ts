@@ -12,6 +12,8 @@ import { describe, it } from 'node:test';
 import { explain } from '../../src/core/explain';
 import type { ExplainResult } from '../../src/core/explainShapes';
 import { compareRankings, ranks, spearman } from '../../src/core/scores/agreement';
+import { RowsCache } from '../../src/core/cache/store';
+import { DeepEngine } from '../../src/core/model/deep';
 import { DEEP_DIR, softplusModelBytes } from '../helpers/deep';
 
 interface Side {
@@ -124,6 +126,32 @@ describe("explain's agreement against the fixture script's references", () => {
     const r = await explainRow(ref.model, ref.rows[0].testRow, { layers: 2 });
     assert.equal(r.layers.length, 2);
     check(r, ref, 0);
+  });
+
+  it("with the rows cache warm, the comparison reads no training row (the rows' factors are cached): the cold run's numbers", async () => {
+    const ref = REF.models.cnn;
+    const cache = new RowsCache(mkdtempSync(join(tmpdir(), 'il-agreement-cache-')));
+    const cold = await explainRow(ref.model, ref.rows[0].testRow, { cache });
+    const reads = new Map<string, number>();
+    const pass = DeepEngine.prototype.pass;
+    DeepEngine.prototype.pass = function (this: DeepEngine, path, ...rest) {
+      reads.set(path, (reads.get(path) ?? 0) + 1);
+      return pass.call(this, path, ...rest);
+    };
+    try {
+      const warm = await explainRow(ref.model, ref.rows[0].testRow, { cache });
+      assert.equal(warm.train.cache, 'hit');
+      assert.deepEqual([...reads], []);
+      assert.equal(warm.agreement!.spearman, cold.agreement!.spearman);
+      assert.deepEqual(warm.agreement!.helpful, cold.agreement!.helpful);
+      assert.deepEqual(warm.agreement!.harmful, cold.agreement!.harmful);
+      check(warm, ref, 0);
+      // Another test row: one more solve over the same factors.
+      check(await explainRow(ref.model, ref.rows[1].testRow, { cache }), ref, 1);
+      assert.deepEqual([...reads], []);
+    } finally {
+      DeepEngine.prototype.pass = pass;
+    }
   });
 
   it('off with agreement: false; a note, not a failure, when the deeper path cannot run', async () => {

@@ -22,7 +22,13 @@ import { DeepEngine } from '../../src/core/model/deep';
 import { ForwardMemo } from '../../src/core/model/forwardMemo';
 import { Engine } from '../../src/core/model/engine';
 import type { LayerSpec } from '../../src/core/model/layers';
-import { deepExplainScores, type DeepTestPoint } from '../../src/core/scores/deep';
+import { deepExplainScores, deepLossChanges, type DeepTestPoint } from '../../src/core/scores/deep';
+import {
+  collectRowFactors,
+  factorLossChanges,
+  packRowFactors,
+  unpackRowFactors,
+} from '../../src/core/scores/rowFactors';
 import { taskFor } from '../../src/core/task/loss';
 import { DEEP_DIR, decode, ldsReference, lossChangesAt, manifest, relError, testPoints } from '../helpers/deep';
 import { lds, loadTruth } from '../helpers/lds';
@@ -385,7 +391,7 @@ describe('EK-FAC per layer', () => {
     };
     const again = await run(undefined);
     const kept = await run(new ForwardMemo());
-    const over = await run(new ForwardMemo(1024));
+    const over = await run(new ForwardMemo(() => 1024));
     assert.equal(again.reads, 1);
     assert.equal(kept.reads, 0);
     assert.equal(over.reads, 1);
@@ -395,4 +401,31 @@ describe('EK-FAC per layer', () => {
       assert.ok(relError(r.scores.selfInfluence, again.scores.selfInfluence) <= 1e-12);
     }
   });
+
+  for (const model of ['mlp', 'cnn'] as const) {
+    it(`LDS ${model}, last 2 layers: lossChangeIfRemoved from the rows' float32 factors (through the cache's packing) is the scoring pass's to 1e-5, exact GGN and EK-FAC`, async () => {
+      const ref = ldsReference(model, 'last2');
+      const deep = await deepEngine(ref.model, 2);
+      const col = LayerEkfac.collector(deep);
+      const rows = await readDeepRows(deep, ref.train, {}, {}, { ggn: true, onBatch: col.onBatch });
+      const blocks = await col.finish((fn) => deep.pass(ref.train, {}, {}, fn));
+      const [point] = await testPoints(deep, ref.test, [ref.testRows[0]]);
+      const { K, P } = deep;
+      const made = await collectRowFactors(deep, rows.n, rowPass(deep, rows, ref.train, {}, {}));
+      const factors = unpackRowFactors(deep, rows.n, packRowFactors(made))!;
+      assert.equal(unpackRowFactors(deep, rows.n + 1, packRowFactors(made)), null);
+      const gt = new Float64Array(P);
+      for (let a = 0; a < K; a++) for (let q = 0; q < P; q++) gt[q] += point.g[a] * point.J[a * P + q];
+      for (const curv of [await ExactGgn.create(rows.H0!, P, 1e-3), LayerEkfac.create(blocks, P, rows.n, 1e-3)]) {
+        try {
+          const pass = rowPass(deep, rows, ref.train, {}, {});
+          const [want] = await deepLossChanges(deep, rows.n, point, curv, pass, [1e-3]);
+          const got = await factorLossChanges(deep, factors, await curv.solve(gt), rows.n);
+          assert.ok(relError(got, want) <= 1e-5, `${curv.method}: ${relError(got, want)}`);
+        } finally {
+          await curv.release();
+        }
+      }
+    });
+  }
 });

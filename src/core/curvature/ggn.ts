@@ -69,6 +69,8 @@ export interface DeepCurvature {
   ): Promise<RowScorer>;
   /** A scorer of the training rows for audit: against u over the chosen parameters (a held-out set's gradient sum), and their self-influence. */
   auditScorer(deep: DeepEngine, u: Float64Array | null, signal?: AbortSignal): Promise<AuditScorer>;
+  /** H⁻¹u at the curvature's damping, u over the chosen parameters (P). */
+  solve(u: Float64Array): Promise<Float64Array>;
   release(): Promise<void>;
 }
 
@@ -267,6 +269,10 @@ export class ExactGgn implements DeepCurvature {
     // The kernel forms each row's whole gradient and its product with H⁻¹ (P values each).
     const step = deep.rowsPerRun(2, P);
     return kernelRowScorer(kernel, { step, J, K, self, extra }, signal);
+  }
+
+  async solve(u: Float64Array): Promise<Float64Array> {
+    return this.solveRows(u, 1);
   }
 
   /** From each row's whole gradient G: G·(H⁻¹u) and Σ (G H⁻¹) ∘ G. */

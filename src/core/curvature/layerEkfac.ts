@@ -253,6 +253,23 @@ export class LayerEkfac implements DeepCurvature {
     return kernelRowScorer(kernel, { step, J, K, self, extra }, signal);
   }
 
+  /** Per layer block U (out×D̃ of u): U_S (inv ∘ (U_Sᵀ U U_A)) U_Aᵀ. */
+  async solve(u: Float64Array): Promise<Float64Array> {
+    const out = new Float64Array(u.length);
+    const inv = this.inverse(this.damping);
+    this.blocks.forEach((b, q) => {
+      const r = this.rotated(b, u.subarray(b.offset, b.offset + b.P));
+      for (let e = 0; e < r.length; e++) r[e] *= inv[q][e];
+      out.set(matmul(matmul(b.US, r, b.out, b.out, b.Dt), transpose(b.UA, b.Dt, b.Dt), b.out, b.Dt, b.Dt), b.offset);
+    });
+    return out;
+  }
+
+  /** U_Sᵀ U U_A for a block's values U (out×D̃). */
+  private rotated(b: EkfacBlock, U: Float64Array): Float64Array {
+    return matmul(matmul(transpose(b.US, b.out, b.out), U, b.out, b.out, b.Dt), b.UA, b.out, b.Dt, b.Dt);
+  }
+
   /**
    * audit's rows in each layer's rotated basis, with inputs ua, us (the bases), inv (at λ) and, with
    * u, v = inv ∘ (U_Sᵀ U U_A) for u's block U (out×D̃): uᵀH⁻¹∇L_i = Σ_layers ⟨G'_i, v⟩, which for a
@@ -269,13 +286,7 @@ export class LayerEkfac implements DeepCurvature {
       extra[`us${q}`] = t64(US, [out, out]);
       extra[`inv${q}`] = t64(inv[q], T === 1 ? [out, Dt] : [out * Dt]);
       if (u) {
-        const V = matmul(
-          matmul(transpose(US, out, out), u.subarray(offset, offset + P), out, out, Dt),
-          UA,
-          out,
-          Dt,
-          Dt,
-        );
+        const V = this.rotated(blk, u.subarray(offset, offset + P));
         for (let e = 0; e < V.length; e++) V[e] *= inv[q][e];
         extra[`v${q}`] = t64(V, T === 1 ? [out, Dt] : [1, out * Dt]);
       }

@@ -15,8 +15,10 @@ export class ForwardMemo {
   private kept: { rows: PassRows; fw: TapForward }[] | null = [];
   private bytes = 0;
   private whole = false;
+  private limit = 0;
 
-  constructor(private readonly budget = MEMO_BYTES) {}
+  /** `budget`: the bytes that may be kept, for a pass of that many rows. */
+  constructor(private readonly budget: (rows: number) => number = () => MEMO_BYTES) {}
 
   /** Keeps a batch of the recording pass, or lets every kept batch go once the pass will not fit. */
   keep(batch: Batch, fw: DeepForward, extent: PassExtent): void {
@@ -27,13 +29,14 @@ export class ForwardMemo {
         'rows' in extent
           ? extent.rows
           : extent.bytes / Math.max(1, (batch.offsets[batch.count] - batch.offsets[0]) / batch.count);
-      if ((size / batch.count) * rows > this.budget) {
+      this.limit = this.budget(rows);
+      if ((size / batch.count) * rows > this.limit) {
         this.kept = null;
         return;
       }
     }
     this.bytes += size;
-    if (this.bytes > this.budget) {
+    if (this.bytes > this.limit) {
       this.kept = null;
       return;
     }
@@ -46,17 +49,31 @@ export class ForwardMemo {
     this.whole = this.kept !== null;
   }
 
-  /** A later pass over the rows: the kept batches when they are the whole pass, else `read` (the file again). */
+  /**
+   * A later pass over the rows: the kept batches when they are the whole pass, else `read` (the file
+   * again). With `last`, each batch is let go once read, and later passes read the file.
+   */
   async again(
     read: (fn: (rows: PassRows, fw: TapForward) => Promise<void>) => Promise<unknown>,
     fn: (rows: PassRows, fw: TapForward) => Promise<void>,
     signal?: AbortSignal,
+    last = false,
   ): Promise<void> {
-    if (!this.whole || !this.kept) {
+    const kept = this.whole ? this.kept : null;
+    if (!kept) {
       await read(fn);
       return;
     }
-    for (const b of this.kept) {
+    if (!last) {
+      for (const b of kept) {
+        throwIfAborted(signal);
+        await fn(b.rows, b.fw);
+      }
+      return;
+    }
+    this.kept = null;
+    this.whole = false;
+    for (let b = kept.shift(); b; b = kept.shift()) {
       throwIfAborted(signal);
       await fn(b.rows, b.fw);
     }
