@@ -21,7 +21,7 @@ import type { Engine, ForwardRows } from './model/engine';
 import { describeLayers, type LayerSpec } from './model/layers';
 import type { CacheUse, RunRows } from './rows';
 import type { ScoredRows } from './scores/audit';
-import { isTable } from './sources';
+import { isTable, readSourceRows } from './sources';
 import { STATIONARITY_WARN } from './task/fit';
 
 export interface DeepRequest {
@@ -90,6 +90,7 @@ function deepRowsOf(f: ForwardRows): DeepRows {
     offsets,
     table: f.table,
     summary,
+    ...(f.locator ? { locator: f.locator } : {}),
     gradSum: null,
     H0: null,
   };
@@ -114,12 +115,24 @@ function unpackBlocks(deep: DeepEngine, arrays: Float64Array[]): EkfacBlock[] | 
 }
 
 /**
- * The cache for a source's rows beyond the head: text tables only. An entry is checked against its
- * data path's stamp, which for an image folder or a folder of shards does not follow its files (the
- * head's own source entries, which do, still serve the passes over them).
+ * A cached entry of the rows beyond the head, if it still describes the data: a text table's is
+ * checked against its file's stamp (and content hash); another source's (image folder, manifest,
+ * Parquet/Arrow: a folder's stamp does not follow its files) against the source's rows as the
+ * head's cache reads them now, file by file, by their content hash.
  */
-async function deepCache(path: string, tableOpts: SourceOptions, run: RunControl): Promise<RowsCache | null> {
-  return run.cache && (await isTable(path, tableOpts)) ? run.cache : null;
+async function loadDeepRows(
+  deep: DeepEngine,
+  cache: RowsCache,
+  key: CacheKeyParts,
+  path: string,
+  tableOpts: SourceOptions,
+  run: RunControl,
+): Promise<ForwardRows | null> {
+  if (await isTable(path, tableOpts)) return cache.load(key, run.signal);
+  const hit = await cache.loadSource(key, run.signal);
+  if (!hit) return null;
+  const now = await readSourceRows(deep.eng, path, tableOpts, run.images ?? {}, run);
+  return now.summary.sha256 === hit.summary.sha256 ? hit : null;
 }
 
 function keyFor(deep: DeepEngine, path: string, tableOpts: SourceOptions): CacheKeyParts {
@@ -147,13 +160,13 @@ export async function trainDeep(
   const { P } = deep;
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
-  const cache = await deepCache(path, tableOpts, run);
+  const cache = run.cache ?? null;
   const key = cache ? keyFor(deep, path, tableOpts) : null;
   let rows: DeepRows | null = null;
   let blocks: EkfacBlock[] | null = null;
   let use: CacheUse = cache ? 'miss' : 'off';
   if (cache && key) {
-    const hit = await cache.load(key, run.signal);
+    const hit = await loadDeepRows(deep, cache, key, path, tableOpts, run);
     if (hit) {
       const sha = hit.summary.sha256;
       const stats = await cache.loadDerived(key, method === 'exact' ? 'ggn' : 'ekfac', sha, run.signal);
@@ -206,7 +219,7 @@ export async function heldOutDeep(
   tableOpts: SourceOptions,
   run: RunControl,
 ): Promise<{ rows: DeepRows; cache: CacheUse; written: () => Promise<void> }> {
-  const cache = await deepCache(path, tableOpts, run);
+  const cache = run.cache ?? null;
   const pending: Promise<unknown>[] = [];
   const written = async () => void (await Promise.all(pending));
   if (!cache)
@@ -216,7 +229,7 @@ export async function heldOutDeep(
       written,
     };
   const key = keyFor(deep, path, tableOpts);
-  const hit = await cache.load(key, run.signal);
+  const hit = await loadDeepRows(deep, cache, key, path, tableOpts, run);
   if (hit) {
     const sum = await cache.loadDerived(key, 'gradsum', hit.summary.sha256, run.signal);
     if (sum?.length === 1 && sum[0].length === deep.P) {

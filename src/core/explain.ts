@@ -43,11 +43,11 @@ export async function explain(req: ExplainRequest, engine?: Engine): Promise<Exp
  */
 async function addAgreement(req: ExplainRequest, eng: Engine, result: ExplainResult): Promise<void> {
   if (result.model.layers < 2) return;
-  // An image folder, manifest or Parquet/Arrow has no deep rows cache yet (a folder's stamp does not
-  // follow its files), so the other side would decode every image again: seconds on every explain.
+  // On an image folder, manifest or Parquet/Arrow, a cold comparison decodes every image again
+  // (seconds), so it is asked for; the cache then makes the next ones a solve each.
   if (req.agreement === undefined && isHeadOnly(req.layers) && result.rows.locator) {
     result.notes.push(
-      'no head-vs-last-2 comparison by default on an image folder, manifest or Parquet/Arrow source: it would read every row again (--agreement runs it)',
+      'no head-vs-last-2 comparison by default on an image folder, manifest or Parquet/Arrow source: the first one reads every row again (--agreement runs it; with the rows cache warm it costs one solve)',
     );
     return;
   }

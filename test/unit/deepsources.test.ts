@@ -6,11 +6,14 @@
  * scripts/fixtures/images_deep.py on torchvision's tensors.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { audit } from '../../src/core/audit';
 import { explain } from '../../src/core/explain';
+import { RowsCache } from '../../src/core/cache/store';
+import { DeepEngine } from '../../src/core/model/deep';
 import { Engine } from '../../src/core/model/engine';
 import { decode, relError } from '../helpers/deep';
 
@@ -68,6 +71,54 @@ describe('--layers 2 on image folders, manifests and Parquet', () => {
       assert.equal(f[side].overlap, c[side].overlap);
       assert.deepEqual(toCsv(f[side].head), c[side].head);
       assert.deepEqual(toCsv(f[side].deeper), c[side].deeper);
+    }
+  });
+
+  it("the rows cache beyond the head on an image folder: a warm --agreement decodes no image; a changed image's content is a miss", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'il-deepsrc-'));
+    const train = join(dir, 'train');
+    cpSync(at('samples/digits/images/train'), train, { recursive: true });
+    const cache = new RowsCache(join(dir, 'cache'));
+    const req = {
+      model,
+      train,
+      test: at('samples/digits/images/test.csv'),
+      images,
+      testRow: 17,
+      stability: false,
+      damping: 1e-3,
+      agreement: true,
+    } as const;
+    const reads: string[] = [];
+    const pass = DeepEngine.prototype.pass;
+    DeepEngine.prototype.pass = function (this: DeepEngine, path, ...rest) {
+      reads.push(path);
+      return pass.call(this, path, ...rest);
+    };
+    try {
+      const cold = await explain({ ...req, cache }, eng);
+      assert.ok(reads.length > 0);
+      reads.length = 0;
+      const warm = await explain({ ...req, testRow: 18, cache }, eng);
+      assert.equal(reads.length, 0);
+      assert.equal(warm.train.cache, 'hit');
+      const fresh = await explain({ ...req, testRow: 18, cache: null }, eng);
+      assert.ok(Math.abs(warm.agreement!.spearman - fresh.agreement!.spearman) < 1e-9);
+      assert.deepEqual(warm.agreement!.helpful, fresh.agreement!.helpful);
+      assert.ok(cold.agreement);
+      // Another image's bytes in place of one (a folder's own stamp does not change): the head's cache
+      // re-reads that file, and the deep entry, whose rows hash no longer matches, is a miss.
+      const [a, b] = readdirSync(join(train, '3')).sort();
+      copyFileSync(join(train, '3', b), join(train, '3', a));
+      reads.length = 0;
+      const changed = await explain({ ...req, testRow: 18, cache }, eng);
+      assert.ok(reads.includes(train));
+      const truth = await explain({ ...req, testRow: 18, cache: null }, eng);
+      assert.ok(relError(changed.scores.lossChangeIfRemoved, truth.scores.lossChangeIfRemoved) <= 1e-12);
+      assert.ok(Math.abs(changed.agreement!.spearman - truth.agreement!.spearman) < 1e-9);
+      assert.notEqual(changed.agreement!.spearman, warm.agreement!.spearman);
+    } finally {
+      DeepEngine.prototype.pass = pass;
     }
   });
 
