@@ -153,10 +153,13 @@ const explainRow: Factory = (s) => async (uri?: vscode.Uri, line?: number) => {
   await runExplain(s, target.fsPath, rowAt.row);
 };
 
+/** Explains a test row over `layers`, by default those of the last explain of the same model and data (the panel's selector). */
 async function runExplain(s: Services, testPath: string, testRow: number, layers?: LayerChoice): Promise<void> {
   const c = s.controller;
   const model = c.path('model')!;
   const train = c.path('train')!;
+  const last = c.results.explain;
+  layers ??= last && last.modelPath === model && last.trainPath === train ? last.view.layers.choice : undefined;
   // A single image is explained on its own: it does not become the project's test data.
   if (!c.project.roleOf(testPath) && path.resolve(testPath) !== path.resolve(train) && !isImageFile(testPath))
     await c.project.update({ test: testPath });
@@ -166,7 +169,7 @@ async function runExplain(s: Services, testPath: string, testRow: number, layers
   );
   if (!r) return;
   c.logRun(`explain row ${testRow} of ${testPath}`, r.log);
-  c.setExplain({ view: r.view, marks: r.marks, trainPath: train, testPath, testRow });
+  c.setExplain({ view: r.view, marks: r.marks, modelPath: model, trainPath: train, testPath, testRow });
   s.panel.show(true);
 }
 

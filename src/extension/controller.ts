@@ -20,7 +20,14 @@ export function toAbortSignal(token: vscode.CancellationToken): AbortSignal {
 }
 
 export interface Results {
-  explain: { view: ExplainView; marks: RowMark[]; trainPath: string; testPath: string; testRow: number } | null;
+  explain: {
+    view: ExplainView;
+    marks: RowMark[];
+    modelPath: string;
+    trainPath: string;
+    testPath: string;
+    testRow: number;
+  } | null;
   audit: { view: AuditView; marks: RowMark[]; trainPath: string } | null;
 }
 

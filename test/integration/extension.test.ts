@@ -214,7 +214,7 @@ suite('Influence Lens in VS Code', function () {
     }
   });
 
-  test('a model with 3 layers: the agreement badge, and the layer selector explains the row again over the last 2', async () => {
+  test('a model with 3 layers: the agreement badge, and the layer selector explains the row again over the last 2 (and the next rows)', async () => {
     const a = await api();
     // The LDS MLP of test/fixtures/lds, and agreement.json: the fixture script's ρ and overlaps at λ = 1e-3.
     const root = vscode.extensions.getExtension('influence-lens.influence-lens')!.extensionPath;
@@ -267,6 +267,14 @@ suite('Influence Lens in VS Code', function () {
       assert.equal(deep.view.layers.curvature, 'exact');
       assert.deepEqual(deep.view.layers.headOnly, ['lossChangeIfRemovedNewton', 'verified']);
       assert.equal(deep.view.agreement?.message, `deeper layers change the answer (${numbers})`);
+      // The next row of the same model and data is explained over the layers chosen.
+      await vscode.commands.executeCommand(COMMAND.explainRow, test, want.testRow + 3);
+      const next = await until(
+        'the next row, over the last 2 layers',
+        () => a.controller.results.explain?.testRow === want.testRow + 1 && a.controller.results.explain,
+      );
+      assert.equal(next.view.layers.choice, 'last2');
+      assert.equal(next.view.layers.used.length, 2);
     } finally {
       await config.update('damping', undefined, vscode.ConfigurationTarget.Workspace);
       await a.controller.project.update(before);
