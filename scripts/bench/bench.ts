@@ -144,8 +144,8 @@ async function tables(): Promise<void> {
   line('warm explain --verify-top 5 (10 refits)', verify, `   verify ${verifyJson.seconds.verify?.toFixed(2)} s, ‖∇J‖ ≤ ${verifyJson.verified?.gradNorm.toExponential(1)}`);
   const P2 = last2Json.layers.reduce((a: number, l: { parameters: number }) => a + l.parameters, 0);
   line('cold explain --layers 2', last2, `   ${last2Json.curvature}, P = ${P2}; stages ${JSON.stringify(roundAll(last2Json.seconds))}`);
-  line('warm explain + agreement (default)', agreed, `   ρ ${agreedJson.agreement?.spearman.toFixed(3)}; agreement ${agreedJson.seconds.agreement?.toFixed(2)} s (gathers the rows' factors)`);
-  line('  the same, another row', agreedWarm, `   ρ ${agreedWarmJson.agreement?.spearman.toFixed(3)}; agreement ${agreedWarmJson.seconds.agreement?.toFixed(2)} s (factors cached)`);
+  line('warm explain + agreement (default)', agreed, `   ρ ${agreedJson.agreement?.spearman.toFixed(3)}; agreement ${agreedJson.seconds.agreement?.toFixed(2)} s (gathers the rows' factors if they fit)`);
+  line('  the same, another row', agreedWarm, `   ρ ${agreedWarmJson.agreement?.spearman.toFixed(3)}; agreement ${agreedWarmJson.seconds.agreement?.toFixed(2)} s (factors cached if they fit 512 MB)`);
   console.log('');
   console.log(`cold explain / floor        ${(cold.seconds / floor.seconds).toFixed(2)}×   (goal ≤ 1.5×)`);
   console.log(`warm explain / cold explain ${(warm.seconds / cold.seconds).toFixed(2)}×   (goal ≤ 0.15×)`);
