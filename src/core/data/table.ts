@@ -125,6 +125,12 @@ const MAX_BATCH_VALUES = 1 << 26;
 const FIRST_BATCH_VALUES = 1 << 20;
 const MAX_INT32 = 2147483647;
 
+/** The rows a text file of `fileBytes` bytes holds, judged from its first batch's bytes per row. */
+export function expectedRows(batch: Batch, fileBytes: number): number {
+  const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
+  return (fileBytes - batch.offsets[0]) / Math.max(bytesPerRow, 1);
+}
+
 /** The format implied by the file extension, or null. */
 export function formatFromPath(path: string): TableFormat | null {
   const ext = nodePath.extname(path).toLowerCase();

@@ -9,7 +9,14 @@ import { chooseTable, type ChooseOptions, type ModelShape, type TableChoice } fr
 import type { RowLocator } from '../data/locator';
 import { chooseSource, type SourceChoice } from '../data/chooseSource';
 import type { SourceInfo, SourceOptions } from '../data/source';
-import { TableReader, type Batch, type TableInfo, type TableOptions, type TableSummary } from '../data/table';
+import {
+  expectedRows,
+  TableReader,
+  type Batch,
+  type TableInfo,
+  type TableOptions,
+  type TableSummary,
+} from '../data/table';
 import type { HeadRows } from '../task/head';
 import { lossAndSignal, taskFor, type Task } from '../task/loss';
 import { loadModel, type LoadedModel, type LoadOptions, type ModelInfo } from './info';
@@ -401,8 +408,7 @@ export class RowsBuilder {
   /** On the first batch: room for the rows that the file's size suggests at that batch's bytes per row. */
   reserveFor(batch: Batch, fileBytes: number): void {
     if (batch.start !== 0 || batch.count === 0) return;
-    const bytesPerRow = (batch.offsets[batch.count] - batch.offsets[0]) / batch.count;
-    this.reserve(Math.ceil(((fileBytes - batch.offsets[0]) / Math.max(bytesPerRow, 1)) * 1.02) + 16);
+    this.reserve(Math.ceil(expectedRows(batch, fileBytes) * 1.02) + 16);
   }
 
   append(batch: Batch, out: { h: Float32Array; g: Float64Array; z: Float64Array; loss: Float64Array }): void {

@@ -5,7 +5,7 @@
  * judged at its first batch, so a file too large for it never holds more than one batch extra.
  */
 import { throwIfAborted } from '../errors';
-import type { Batch } from '../data/table';
+import { expectedRows, type Batch } from '../data/table';
 import type { DeepForward, PassExtent, PassRows, TapForward } from './deep';
 
 /** Enough for a 200k-row table through a 256-wide layer; a million such rows exceed it and are read again. */
@@ -25,10 +25,7 @@ export class ForwardMemo {
     if (!this.kept) return;
     const size = fw.taps.reduce((a, t) => a + (t.data as Float32Array).byteLength, 0) + fw.z.byteLength;
     if (this.kept.length === 0) {
-      const rows =
-        'rows' in extent
-          ? extent.rows
-          : extent.bytes / Math.max(1, (batch.offsets[batch.count] - batch.offsets[0]) / batch.count);
+      const rows = 'rows' in extent ? extent.rows : expectedRows(batch, extent.bytes);
       this.limit = this.budget(rows);
       if ((size / batch.count) * rows > this.limit) {
         this.kept = null;
