@@ -22,7 +22,7 @@ import { throwIfAborted } from '../errors';
 import { signals } from '../deepRows';
 import { matmul, symmetricEigen, transpose } from '../linalg';
 import type { DeepEngine, DeepKernel, PassRows, TapForward } from '../model/deep';
-import { F32, F64 } from '../ort/graph';
+import { F32, F64, type GraphBuilder } from '../ort/graph';
 import { taskFor } from '../task/loss';
 import {
   curvatureDirections,
@@ -48,6 +48,8 @@ export interface EkfacBlock {
   /** Σ_i Σ_r (U_Sᵀ G_ir U_A)², out×D̃ (damping-free). */
   lam: Float64Array;
 }
+
+const t64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
 
 /** The K curvature directions of k rows (k×K×K) from their g and labels. */
 function directions(deep: DeepEngine, g: Float64Array, labels: Int32Array, start: number, k: number): Float64Array {
@@ -181,14 +183,9 @@ export class LayerEkfac implements DeepCurvature {
     const K = deep.K;
     const J = dampings.length;
     const invs = dampings.map((d) => this.inverse(d));
-    const own = this.inverse(this.damping);
-    const extra: Record<string, ort.Tensor> = {};
-    const t64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
+    const extra = this.bases(self ? this.inverse(this.damping) : null);
     this.blocks.forEach((blk, q) => {
       const { out, Dt, T, US, UA } = blk;
-      extra[`ua${q}`] = t64(UA, [Dt, Dt]);
-      extra[`us${q}`] = t64(US, [out, out]);
-      if (self) extra[`inv${q}`] = t64(own[q], T === 1 ? [out, Dt] : [out * Dt]);
       const { x, s } = test.factors[q];
       const xp = matmul(x, UA, T, Dt, Dt); // T×D̃
       const sp = matmul(s, US, K * T, out, out); // K×T×out
@@ -214,14 +211,12 @@ export class LayerEkfac implements DeepCurvature {
         extra[`v${q}`] = t64(V, [J * K, out * Dt]);
       }
     });
-    const shapes = this.blocks.map((b) => `${b.T === 1 ? 1 : 'T'}`).join('');
     const kernel = await deep.kernel((g, b) => {
       let y: string | null = null;
       let q: string | null = null;
       b.factors.forEach((f, l) => {
         const { out, Dt, T } = this.blocks[l];
-        const xp = g.matmul(f.x, g.input(`ua${l}`, F64, [Dt, Dt]));
-        const sp = g.matmul(f.s, g.input(`us${l}`, F64, [out, out]));
+        const { xp, sp } = this.rotatedRows(g, f, l);
         let yl: string;
         let ql: string | null = null;
         if (T === 1) {
@@ -247,10 +242,8 @@ export class LayerEkfac implements DeepCurvature {
       });
       g.output(y!, 'y', F64, [J, 'k', K]);
       if (q) g.output(q, 'q', F64, ['k']);
-    }, `ekfac:${shapes}:${J}:${self}`);
-    // Conv layers form G' per row (out·D̃ values).
-    const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
-    return kernelRowScorer(kernel, { step, J, K, self, extra }, signal);
+    }, `ekfac:${this.shapes()}:${J}:${self}`);
+    return kernelRowScorer(kernel, { step: this.rowStep(deep), J, K, self, extra }, signal);
   }
 
   /** Per layer block U (out×D̃ of u): U_S (inv ∘ (U_Sᵀ U U_A)) U_Aᵀ. */
@@ -270,6 +263,36 @@ export class LayerEkfac implements DeepCurvature {
     return matmul(matmul(transpose(b.US, b.out, b.out), U, b.out, b.out, b.Dt), b.UA, b.out, b.Dt, b.Dt);
   }
 
+  /** The scorers' inputs ua, us (every block's eigenbases) and, given `inv`, inv (1/(Λ/n + λ) per block). */
+  private bases(inv: Float64Array[] | null): Record<string, ort.Tensor> {
+    const extra: Record<string, ort.Tensor> = {};
+    this.blocks.forEach(({ out, Dt, T, US, UA }, q) => {
+      extra[`ua${q}`] = t64(UA, [Dt, Dt]);
+      extra[`us${q}`] = t64(US, [out, out]);
+      if (inv) extra[`inv${q}`] = t64(inv[q], T === 1 ? [out, Dt] : [out * Dt]);
+    });
+    return extra;
+  }
+
+  /** In a scorer's graph, layer l's row factors in its eigenbases: x' = x U_A, s' = s U_S. */
+  private rotatedRows(g: GraphBuilder, f: { x: string; s: string }, l: number): { xp: string; sp: string } {
+    const { out, Dt } = this.blocks[l];
+    return {
+      xp: g.matmul(f.x, g.input(`ua${l}`, F64, [Dt, Dt])),
+      sp: g.matmul(f.s, g.input(`us${l}`, F64, [out, out])),
+    };
+  }
+
+  /** The blocks' kinds, in a shared kernel's key (dense on rows, or with positions). */
+  private shapes(): string {
+    return this.blocks.map((b) => `${b.T === 1 ? 1 : 'T'}`).join('');
+  }
+
+  /** Rows per scorer run: Conv layers form G' per row (out·D̃ values). */
+  private rowStep(deep: DeepEngine): number {
+    return deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
+  }
+
   /**
    * audit's rows in each layer's rotated basis, with inputs ua, us (the bases), inv (at λ) and, with
    * u, v = inv ∘ (U_Sᵀ U U_A) for u's block U (out×D̃): uᵀH⁻¹∇L_i = Σ_layers ⟨G'_i, v⟩, which for a
@@ -278,28 +301,22 @@ export class LayerEkfac implements DeepCurvature {
   async auditScorer(deep: DeepEngine, u: Float64Array | null, signal?: AbortSignal): Promise<AuditScorer> {
     const K = deep.K;
     const inv = this.inverse(this.damping);
-    const extra: Record<string, ort.Tensor> = {};
-    const t64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
+    const extra = this.bases(inv);
     this.blocks.forEach((blk, q) => {
-      const { out, Dt, T, US, UA, offset, P } = blk;
-      extra[`ua${q}`] = t64(UA, [Dt, Dt]);
-      extra[`us${q}`] = t64(US, [out, out]);
-      extra[`inv${q}`] = t64(inv[q], T === 1 ? [out, Dt] : [out * Dt]);
+      const { out, Dt, T, offset, P } = blk;
       if (u) {
         const V = this.rotated(blk, u.subarray(offset, offset + P));
         for (let e = 0; e < V.length; e++) V[e] *= inv[q][e];
         extra[`v${q}`] = t64(V, T === 1 ? [out, Dt] : [1, out * Dt]);
       }
     });
-    const shapes = this.blocks.map((b) => `${b.T === 1 ? 1 : 'T'}`).join('');
     const kernel = await deep.kernel(
       (g, b) => {
         let y: string | null = null;
         let q: string | null = null;
         b.factors.forEach((f, l) => {
           const { out, Dt, T } = this.blocks[l];
-          const xp = g.matmul(f.x, g.input(`ua${l}`, F64, [Dt, Dt]));
-          const sp = g.matmul(f.s, g.input(`us${l}`, F64, [out, out]));
+          const { xp, sp } = this.rotatedRows(g, f, l);
           let yl: string | null = null;
           let ql: string;
           if (T === 1) {
@@ -319,11 +336,9 @@ export class LayerEkfac implements DeepCurvature {
         g.output(q!, 'q', F64, ['k']);
         if (y) g.output(y, 'y', F64, ['k']);
       },
-      `ekfac-audit:${shapes}:${u !== null}`,
+      `ekfac-audit:${this.shapes()}:${u !== null}`,
     );
-    // Conv layers form G' per row (out·D̃ values).
-    const step = deep.rowsPerRun(1, Math.max(0, ...this.blocks.filter((b) => b.T > 1).map((b) => b.P)));
-    return kernelAuditScorer(kernel, { step, K, toward: u !== null, extra }, signal);
+    return kernelAuditScorer(kernel, { step: this.rowStep(deep), K, toward: u !== null, extra }, signal);
   }
 
   async release(): Promise<void> {}
