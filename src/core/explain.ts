@@ -15,7 +15,7 @@ import { headTheta, inputOf, logits, type HeadShape } from './task/head';
 import { taskFor, type Task } from './task/loss';
 import { headCurvature } from './headCurvature';
 import { explainDeep, explainDeepSide, type DeepSide } from './explainDeep';
-import { readExplainInputs, stageTimer } from './explainInputs';
+import { readExplainInputs, rowsResult, stageTimer, testResult } from './explainInputs';
 import type { ExplainRequest, ExplainResult, Verified } from './explainShapes';
 import { isHeadOnly, layerSummaries } from './model/layers';
 import { compareRankings } from './scores/agreement';
@@ -223,29 +223,8 @@ async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainRes
       : 'preprocess' in test && test.preprocess
         ? { preprocess: test.preprocess }
         : {}),
-    test: {
-      path: req.test,
-      row: req.testRow,
-      line: test.line,
-      label: point.label,
-      labelled: test.labelled,
-      predicted: scores.predicted,
-      probabilities: task.probabilities(point.z),
-      loss: point.loss,
-      margin: scores.margin,
-      runnerUp: scores.runnerUp,
-      features: Array.from(test.features),
-      featureNames: test.table.featureNames,
-      ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
-    },
-    rows: {
-      line: rows.lines,
-      label: rows.labels,
-      predicted,
-      loss: train.loss,
-      offsets: rows.offsets,
-      ...(rows.locator ? { locator: rows.locator } : {}),
-    },
+    test: testResult(req, test, point.label, scores, task.probabilities(point.z), point.loss),
+    rows: rowsResult(rows, predicted, train.loss),
     scores,
     verified,
     agreement: null,

@@ -11,7 +11,7 @@ import { InfluenceError, throwIfAborted } from './errors';
 import { classOrderWarning, nonFiniteWarning, type Warning } from './checks';
 import { mergeNotes, tableRead } from './data/choose';
 import { deepHead, openDeep, trainDeep } from './deepRun';
-import { readExplainInputs, stageTimer } from './explainInputs';
+import { readExplainInputs, rowsResult, stageTimer, testResult } from './explainInputs';
 import type { ExplainRequest, ExplainResult } from './explainShapes';
 import { prepareHead } from './headfit';
 import { modelSummary } from './model/summary';
@@ -152,29 +152,15 @@ export async function explainDeep(req: ExplainRequest, eng: Engine): Promise<Exp
       notes: mergeNotes(eng.notes, trainTable.notes, testTable.notes, 'notes' in test ? test.notes : [], notes),
       warnings,
       tables: { train: tableRead(trainTable), test: tableRead(testTable) },
-      test: {
-        path: req.test,
-        row: req.testRow,
-        line: test.line,
+      test: testResult(
+        req,
+        test,
         label,
-        labelled: test.labelled,
-        predicted: scores.predicted,
-        probabilities: task.probabilities(point.z),
-        loss: task.lossAndSignal(point.z, 0, label, null, 0),
-        margin: scores.margin,
-        runnerUp: scores.runnerUp,
-        features: Array.from(test.features),
-        featureNames: test.table.featureNames,
-        ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
-      },
-      rows: {
-        line: rows.lines,
-        label: rows.labels,
-        predicted,
-        loss: rows.loss,
-        offsets: rows.offsets,
-        ...(rows.locator ? { locator: rows.locator } : {}),
-      },
+        scores,
+        task.probabilities(point.z),
+        task.lossAndSignal(point.z, 0, label, null, 0),
+      ),
+      rows: rowsResult(rows, predicted, rows.loss),
       scores,
       verified: null,
       agreement: null,
@@ -204,14 +190,14 @@ export async function explainDeepSide(req: ExplainRequest, eng: Engine, damping:
   const { deep, method } = await openDeep(eng, { layers: req.layers!, curvature: req.curvature });
   try {
     // The training pass's forward batches are kept only with what the factors leave of SIDE_BYTES.
-    const memoBytes = (rows: number) =>
-      SIDE_BYTES - (factorBytes(deep, rows) <= FACTOR_BYTES ? factorBytes(deep, rows) : 0);
+    const fits = (rows: number) => factorBytes(deep, rows) <= FACTOR_BYTES;
+    const memoBytes = (rows: number) => SIDE_BYTES - (fits(rows) ? factorBytes(deep, rows) : 0);
     const { point, training } = await openExplainDeep(req, eng, deep, method, () => undefined, memoBytes);
     const { n } = training.rows;
     const curv = await training.curvature(damping, req.signal);
     try {
       let lossChangeIfRemoved: Float64Array;
-      if (factorBytes(deep, n) <= FACTOR_BYTES) {
+      if (fits(n)) {
         const cached = await training.loadDerived(ROW_FACTORS);
         let factors = cached && unpackRowFactors(deep, n, cached);
         if (!factors) {

@@ -1,5 +1,9 @@
-/** What explain reads first, over the head or deeper layers alike: how to read the files, and the test row. */
-import type { ExplainRequest } from './explainShapes';
+/**
+ * What explain reads first, over the head or deeper layers alike: how to read the files, and the
+ * test row; and the parts of its result that both fill alike from them.
+ */
+import type { ExplainRequest, ExplainResult } from './explainShapes';
+import type { ExplainScores } from './scores/explain';
 import type { Engine } from './model/engine';
 import { forwardSourceRow } from './sources';
 
@@ -48,4 +52,46 @@ export async function readExplainInputs(req: ExplainRequest, eng: Engine, lap: (
       ? await eng.forwardRow(req.test, req.testRow, testTable.options, run)
       : await forwardSourceRow(eng, req.test, req.testRow, testTable.options, images, run);
   return { images, run, trainTable, testTable, test };
+}
+
+/** The result's `test`: the row explained for `label`, with the model's probabilities and loss there. */
+export function testResult(
+  req: ExplainRequest,
+  test: Awaited<ReturnType<typeof readExplainInputs>>['test'],
+  label: number,
+  scores: ExplainScores,
+  probabilities: number[],
+  loss: number,
+): ExplainResult['test'] {
+  return {
+    path: req.test,
+    row: req.testRow,
+    line: test.line,
+    label,
+    labelled: test.labelled,
+    predicted: scores.predicted,
+    probabilities,
+    loss,
+    margin: scores.margin,
+    runnerUp: scores.runnerUp,
+    features: Array.from(test.features),
+    featureNames: test.table.featureNames,
+    ...('file' in test ? { file: test.file, ...(test.fileRow !== null ? { fileRow: test.fileRow } : {}) } : {}),
+  };
+}
+
+/** The result's `rows`: each training row's place, label, predicted class and loss. */
+export function rowsResult(
+  rows: { lines: Int32Array; labels: Int32Array; offsets: Float64Array; locator?: ExplainResult['rows']['locator'] },
+  predicted: Int32Array,
+  loss: Float64Array,
+): ExplainResult['rows'] {
+  return {
+    line: rows.lines,
+    label: rows.labels,
+    predicted,
+    loss,
+    offsets: rows.offsets,
+    ...(rows.locator ? { locator: rows.locator } : {}),
+  };
 }
