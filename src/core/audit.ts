@@ -17,7 +17,7 @@ import { auditStability, type Stability } from './scores/stability';
 import { modelLayers } from './model/summary';
 import { Engine } from './model/engine';
 import { isHeadOnly, layerSummaries, type Layer } from './model/layers';
-import { readRows, readTrainingRows } from './rows';
+import { readRows, readTrainingRows, rowsForHead } from './rows';
 import { agreement, type AuditAgreement } from './scores/auditAgreement';
 import { auditScores, heldOutFit, type AuditScores } from './scores/audit';
 import { taskFor } from './task/loss';
@@ -89,8 +89,7 @@ export async function audit(req: AuditRequest, engine?: Engine): Promise<AuditRe
       onProgress: req.onProgress,
     });
     const { damping, effective, rule } = prep.damping;
-    // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
-    const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+    const train = rowsForHead(prep, rows);
     if (heldOut && prep.head.mode === 'refit')
       heldOut = { ...heldOut, rows: { ...heldOut.rows, ...rowsAt(heldOut.rows, prep.theta) } };
     const opts = {

@@ -7,7 +7,7 @@ import { prepareHead } from './headfit';
 import { Engine } from './model/engine';
 import { modelLayers, modelSummary } from './model/summary';
 import { evaluate, refitHead, refitWithCurvature, refitWithout, rowsAt } from './refit';
-import { readTrainingRows, type TrainingRows } from './rows';
+import { readTrainingRows, rowsForHead, type TrainingRows } from './rows';
 import { explainScores, type ExplainScores, type TestPoint } from './scores/explain';
 import { explainStability, type Stability } from './scores/stability';
 import { topRows } from './scores/ranking';
@@ -111,8 +111,7 @@ async function explainHead(req: ExplainRequest, eng: Engine): Promise<ExplainRes
     onProgress: req.onProgress,
   });
   const { damping, effective, rule } = prep.damping;
-  // A refit head has its own g: neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies.
-  const train = prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+  const train = rowsForHead(prep, rows);
   lap('head');
   const task = taskFor(rows.C);
   const point = testPoint(task, test, prep.theta, rows);

@@ -33,6 +33,11 @@ export interface TrainingRows extends RunRows {
   hessianSeconds: number;
 }
 
+/** The rows a head is scored on: a refit head has its own g, so neither the curvature kept for the shipped rows nor the Hessian summed during the pass applies. */
+export function rowsForHead<R extends TrainingRows>(prep: { rows: R; head: { mode: string } }, rows: R): R {
+  return prep.head.mode === 'refit' ? { ...prep.rows, store: null, explicitHessian: null } : rows;
+}
+
 export interface ReadOptions extends Omit<RunOptions, 'onRows'> {
   /** Reuse (and store) forward results on disk; null or absent: no cache. */
   cache?: RowsCache | null;
