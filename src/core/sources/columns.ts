@@ -26,7 +26,9 @@ import { readHeader } from '../data/table';
 import type { Engine } from '../model/engine';
 import { lossAndSignal } from '../task/loss';
 import {
+  formatOf,
   modelPipeline,
+  NO_STAMP,
   sameStamp,
   sourceInfo,
   sourceKey,
@@ -122,19 +124,11 @@ export async function readColumnRows(
     notes.push(
       `reading encoded images from the column "${plan.column}" of ${path}${plan.hf ? ' (a Hugging Face datasets Image column)' : ''}`,
     );
-  engine.checkWidth({
-    path,
-    format: 'parquet',
-    columns: info0.columns.map((c) => c.name),
-    labelColumn: opts.labelColumn ?? 'label',
-    hasLabel: plan.label !== null,
-    featureNames: plan.mode === 'numbers' ? plan.columns : [],
-    featureCount: F,
-    size: 0,
-    mtimeMs: 0,
-    ctimeMs: 0,
-    ino: 0,
-  });
+  const columns = info0.columns.map((c) => c.name);
+  const featureNames = plan.mode === 'numbers' ? plan.columns : [];
+  engine.checkWidth(
+    sourceInfo(path, 'parquet', columns, opts.labelColumn ?? 'label', plan.label !== null, F, NO_STAMP, featureNames),
+  );
   const key = sourceKey(engine, path, 'columns', opts, {
     plan,
     pipeline: image ? { ...image.pipeline, from: undefined } : null,
@@ -263,17 +257,16 @@ export async function readColumnRows(
     manifest: null,
   };
   const summary = summaryOf(n, locator, labels);
-  const format = /\.(parquet|pq)$/i.test(shards[0]) ? 'parquet' : 'arrow';
   const info = sourceInfo(
     path,
-    format,
-    info0.columns.map((c) => c.name),
+    formatOf('columns', shards[0]),
+    columns,
     opts.labelColumn ?? 'label',
     plan.label !== null,
     F,
     summary,
+    featureNames,
   );
-  if (plan.mode === 'numbers') info.featureNames = plan.columns;
   return {
     n,
     C,

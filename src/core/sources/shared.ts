@@ -164,6 +164,9 @@ export function conversionNotes(kinds: (string | null)[], p: Pipeline, what: str
   return notes;
 }
 
+/** The stamp of a source not yet read as a whole (a width check, one test row). */
+export const NO_STAMP = { size: 0, mtimeMs: 0, ctimeMs: 0, ino: 0 };
+
 export function sourceInfo(
   path: string,
   format: SourceInfo['format'],
@@ -171,7 +174,8 @@ export function sourceInfo(
   labelColumn: string,
   hasLabel: boolean,
   F: number,
-  s: TableSummary,
+  s: Pick<TableSummary, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>,
+  featureNames: string[] = [],
 ): SourceInfo {
   return {
     path,
@@ -179,7 +183,7 @@ export function sourceInfo(
     columns,
     labelColumn,
     hasLabel,
-    featureNames: [],
+    featureNames,
     featureCount: F,
     size: s.size,
     mtimeMs: s.mtimeMs,

@@ -26,6 +26,7 @@ import {
   conversionNotes,
   formatOf,
   modelPipeline,
+  NO_STAMP,
   sourceInfo,
   summarize,
   type ImageRequest,
@@ -144,19 +145,16 @@ export async function forwardSourceRow(
       if (!found) throw outOfRange(at);
       file = resolve(found.shard);
       fileRow = found.row;
-      info = {
+      info = sourceInfo(
         path,
-        format: /\.(parquet|pq)$/i.test(found.shard) ? 'parquet' : 'arrow',
-        columns: cf!.columns.map((x) => x.name),
-        labelColumn: opts.labelColumn ?? 'label',
-        hasLabel: labelled,
-        featureNames: plan.mode === 'numbers' ? plan.columns : [],
-        featureCount: F,
-        size: 0,
-        mtimeMs: 0,
-        ctimeMs: 0,
-        ino: 0,
-      };
+        formatOf('columns', found.shard),
+        cf!.columns.map((x) => x.name),
+        opts.labelColumn ?? 'label',
+        labelled,
+        F,
+        NO_STAMP,
+        plan.mode === 'numbers' ? plan.columns : [],
+      );
     } else {
       const listing = await listImages(path, kind as ImageListing['kind'], opts);
       if (k >= listing.n) throw outOfRange(listing.n);
@@ -173,14 +171,7 @@ export async function forwardSourceRow(
       notes = [...n, ...conversionNotes([facts?.kind ?? null], pipeline, path)];
       labelled = listing.labelled;
       label = listing.labels[k];
-      info = sourceInfo(path, formatOf(kind, path), listing.columns, listing.labelColumn, labelled, F, {
-        rows: listing.n,
-        sha256: '',
-        size: 0,
-        mtimeMs: 0,
-        ctimeMs: 0,
-        ino: 0,
-      });
+      info = sourceInfo(path, formatOf(kind, path), listing.columns, listing.labelColumn, labelled, F, NO_STAMP);
     }
     const one = Int32Array.of(labelled ? label : 0);
     const out = await engine.runBatch(features, one, 1);
